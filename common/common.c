@@ -1,0 +1,133 @@
+/* common.c - error strings, logging, clocks and fp16/bf16 conversion. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *tm_strerror(int code) {
+    switch (code) {
+    case TM_OK: return "TM_OK";
+    case TM_EINVAL: return "TM_EINVAL";
+    case TM_ENOMEM: return "TM_ENOMEM";
+    case TM_EIO: return "TM_EIO";
+    case TM_EFORMAT: return "TM_EFORMAT";
+    case TM_EUNSUPPORTED: return "TM_EUNSUPPORTED";
+    case TM_ENOTFOUND: return "TM_ENOTFOUND";
+    case TM_ERANGE: return "TM_ERANGE";
+    case TM_EBUSY: return "TM_EBUSY";
+    case TM_ENODEV: return "TM_ENODEV";
+    default: return "TM_E?";
+    }
+}
+
+int tm_fail(char *err, size_t err_len, int code, const char *fmt, ...) {
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int log_level(void) {
+    static int level = -1;
+    if (level < 0) {
+        const char *s = getenv("TM_LOG");
+        level = TM_LOG_INFO;
+        if (s) {
+            if (!strcmp(s, "error")) level = TM_LOG_ERROR;
+            else if (!strcmp(s, "warn")) level = TM_LOG_WARN;
+            else if (!strcmp(s, "debug")) level = TM_LOG_DEBUG;
+        }
+    }
+    return level;
+}
+
+void tm_log(int level, const char *fmt, ...) {
+    if (level > log_level()) return;
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "tokenmill %s: %s\n", names[level & 3], line);
+}
+
+double tm_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+float tm_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0) {
+        if (mant == 0) {
+            u = sign;
+        } else { /* subnormal: renormalize */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) {
+                mant <<= 1;
+                exp--;
+            }
+            mant &= 0x3ff;
+            u = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000 | (mant << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t tm_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t absx = x & 0x7fffffff;
+    if (absx >= 0x7f800000) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0));
+    if (absx >= 0x477ff000) /* rounds to >= 65520: overflow to inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (absx < 0x38800000) { /* result is subnormal or zero */
+        if (absx < 0x33000000) return (uint16_t)sign;
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* 14 + (113 - e) - ... */
+        uint32_t r = m >> (shift - 0);
+        /* value = m * 2^(e-150); half subnormal unit = 2^-24 -> h = m >> (126 - e) */
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t h = ((absx >> 13) - ((127 - 15) << 10));
+    uint32_t rem = absx & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+uint16_t tm_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+int tm_n_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}

@@ -1,0 +1,39 @@
+/* matmul.h - quantized and dense matrix multiply on the CPU, and the weight storage it
+ * reads. Activations are quantized per block (Q8_0 / Q8_1 / Q8_K as KERNELS.md pairs
+ * them) and multiplied with integer dot products; one scalar path is the reference and
+ * AVX2 / AVX-512-VNNI / NEON paths are chosen by the simd level. */
+#ifndef TM_CPU_MATMUL_H
+#define TM_CPU_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tm_cpu_matmul tm_cpu_matmul; /* scratch for quantized activations, per backend */
+
+/* simd: a concrete level (not AUTO). NULL on allocation failure. */
+tm_cpu_matmul *tm_cpu_matmul_create(tm_threadpool *pool, int simd);
+void tm_cpu_matmul_destroy(tm_cpu_matmul *mm);
+
+/* Prepares w from GGUF-layout src (may reference src in place or repack it).
+ * TM_EUNSUPPORTED with err for a dtype the CPU cannot multiply. */
+int tm_cpu_weight_init(tm_cpu_matmul *mm, tm_weight *w, tm_dtype dtype, int64_t n_rows,
+                       int64_t n_cols, const void *src, char *err, size_t err_len);
+void tm_cpu_weight_deinit(tm_weight *w);
+/* out (n_cols) f32 = row r of w, dequantized (used by embed). */
+void tm_cpu_weight_row(const tm_weight *w, int64_t r, float *out);
+
+/* out (n, w.n_rows) = x (n, w.n_cols) @ w^T (+ bias). Runs on the pool. */
+void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_weight *w,
+                       const float *bias, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

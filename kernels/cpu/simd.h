@@ -1,0 +1,27 @@
+/* simd.h - SIMD levels of the CPU backend, picked at run time. */
+#ifndef TM_CPU_SIMD_H
+#define TM_CPU_SIMD_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    TM_SIMD_AUTO = -1,      /* best the CPU supports */
+    TM_SIMD_SCALAR = 0,     /* portable C: the reference */
+    TM_SIMD_AVX2 = 1,       /* AVX2 + FMA + F16C */
+    TM_SIMD_AVX512VNNI = 2, /* AVX-512 F/BW/VL + VNNI */
+    TM_SIMD_NEON = 3,       /* arm64 NEON + dotprod */
+};
+
+/* Best level this CPU (and this build) supports. */
+int tm_simd_detect(void);
+/* Is level usable here? */
+int tm_simd_supported(int level);
+/* "scalar", "avx2", "avx512vnni", "neon". */
+const char *tm_simd_name(int level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1 @@
+/* model.c - llama-family forward pass (in progress) */

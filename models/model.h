@@ -1,0 +1,69 @@
+/* model.h - a loaded model: configuration from GGUF metadata, weights on a backend,
+ * tokenizer, and one forward pass over a ragged batch (kernels/backend.h tm_batch).
+ *
+ * Architectures: llama (Llama 2/3, Mistral, SmolLM2) and qwen2 (QKV bias). The model is
+ * used by one thread at a time (the engine thread); tokenizer and config are immutable
+ * and may be read from any thread. */
+#ifndef TM_MODEL_H
+#define TM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "models/gguf.h"
+#include "models/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tm_model_config {
+    char arch[32];        /* general.architecture */
+    char name[128];       /* general.name, or the file name */
+    int n_layers;         /* transformer blocks */
+    int dim;              /* embedding width */
+    int n_heads;          /* query heads */
+    int n_kv_heads;       /* key/value heads (GQA when < n_heads) */
+    int head_dim;         /* dims per head */
+    int ffn_dim;          /* feed-forward hidden width */
+    int n_vocab;          /* vocabulary size (rows of the output matrix) */
+    int n_ctx_train;      /* context length the model was trained for */
+    float rms_eps;        /* RMSNorm epsilon */
+    tm_rope rope;         /* rotary parameters (freq_factors owned by the model) */
+    int tied_embeddings;  /* output matrix is token_embd */
+    int qkv_bias;         /* q/k/v projections have biases (qwen2) */
+} tm_model_config;
+
+typedef struct tm_model tm_model;
+
+/* Loads path onto be (borrowed; must outlive the model). Errors: TM_EIO, TM_EFORMAT,
+ * TM_EUNSUPPORTED (architecture, dtype), TM_ENOTFOUND (missing tensor), each with one
+ * line in err. */
+int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, size_t err_len);
+void tm_model_destroy(tm_model *m); /* NULL is a no-op */
+
+const tm_model_config *tm_model_get_config(const tm_model *m);
+const tm_tokenizer *tm_model_tokenizer(const tm_model *m);
+const tm_gguf *tm_model_gguf(const tm_model *m);
+tm_backend *tm_model_backend(const tm_model *m);
+
+/* Bytes one KV page of block_size tokens takes for all layers (f16 K and V). */
+size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size);
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_cache **out);
+void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv);
+
+/* Sizes activation buffers for batches up to max_tokens tokens and max_logits logit
+ * rows, so forward never allocates for batches within that size. */
+int tm_model_reserve(tm_model *m, int max_tokens, int max_logits);
+
+/* One forward step over batch (new tokens' K/V are written at batch->slots). Writes
+ * logits (batch->n_logits, n_vocab) f32 to host memory. Grows the buffers first if the
+ * batch exceeds the reserve. Engine thread only. */
+int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *batch, float *logits,
+                     char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

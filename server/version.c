@@ -1,0 +1,1 @@
+/* placeholder so tm_server has a source */
