@@ -8,7 +8,8 @@
  * - Ops are called from one thread (the engine thread). A backend may run an op on its
  *   own worker threads but returns only when the result is ready (CPU) or ordered on its
  *   stream (CUDA; be->synchronize waits).
- * - The batch description (tm_batch) always lives in host memory. */
+ * - The batch description (tm_batch) and the index arrays ops take (ids, pos, slots,
+ *   rows) always live in host memory; a device backend copies what it needs. */
 #ifndef TM_BACKEND_H
 #define TM_BACKEND_H
 

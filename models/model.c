@@ -1,1 +1,461 @@
-/* model.c - llama-family forward pass (in progress) */
+/* model.c - llama-family models (llama: Llama 2/3, Mistral, SmolLM2; qwen2: QKV bias):
+ * configuration from GGUF metadata, weights on a backend, and the forward pass written
+ * once against the op table in kernels/backend.h. */
+#include "models/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+
+typedef struct tm_layer {
+    const float *attn_norm; /* (dim) f32, backend memory */
+    tm_weight wq;           /* (n_heads * head_dim, dim) */
+    tm_weight wk;           /* (n_kv_heads * head_dim, dim) */
+    tm_weight wv;           /* (n_kv_heads * head_dim, dim) */
+    tm_weight wo;           /* (dim, n_heads * head_dim) */
+    const float *bq;        /* (n_heads * head_dim) f32 or NULL (qwen2 has q/k/v biases) */
+    const float *bk;        /* (n_kv_heads * head_dim) f32 or NULL */
+    const float *bv;        /* (n_kv_heads * head_dim) f32 or NULL */
+    const float *ffn_norm;  /* (dim) f32 */
+    tm_weight w_gate;       /* (ffn_dim, dim) */
+    tm_weight w_up;         /* (ffn_dim, dim) */
+    tm_weight w_down;       /* (dim, ffn_dim) */
+} tm_layer;
+
+/* Activation buffers in backend memory, sized for cap_tokens tokens / cap_logits rows. */
+typedef struct tm_activations {
+    int cap_tokens;  /* tokens the buffers hold */
+    int cap_logits;  /* logit rows the buffers hold */
+    float *x;        /* (cap_tokens, dim) residual stream */
+    float *xb;       /* (cap_tokens, dim) normed input / projection output */
+    float *q;        /* (cap_tokens, n_heads * head_dim) */
+    float *k;        /* (cap_tokens, n_kv_heads * head_dim) */
+    float *v;        /* (cap_tokens, n_kv_heads * head_dim) */
+    float *att;      /* (cap_tokens, n_heads * head_dim) attention output */
+    float *hb;       /* (cap_tokens, ffn_dim) gate, then silu(gate) * up */
+    float *hb2;      /* (cap_tokens, ffn_dim) up */
+    float *xl;       /* (cap_logits, dim) rows that need logits */
+    float *logits;   /* (cap_logits, n_vocab) */
+} tm_activations;
+
+struct tm_model {
+    tm_model_config config;  /* read-only after load */
+    tm_gguf *gguf;           /* the mapped file; weights may point into it */
+    tm_tokenizer *tokenizer; /* vocabulary */
+    tm_backend *be;          /* borrowed */
+    tm_weight token_embd;    /* (n_vocab, dim) */
+    tm_weight output;        /* (n_vocab, dim); a second view of token_embd when tied */
+    const float *out_norm;   /* (dim) f32 */
+    tm_layer *layers;        /* (n_layers) */
+    float *freq_factors;     /* (head_dim / 2) host copy of rope_freqs, or NULL */
+    void **owned;            /* backend buffers to free at destroy */
+    int n_owned, cap_owned;
+    tm_activations act;      /* grown by tm_model_reserve */
+};
+
+const char *tm_model_default_path(char *buf, size_t len) {
+    const char *home = getenv("HOME");
+    snprintf(buf, len, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home && *home ? home : ".");
+    return buf;
+}
+
+/* --- loading ------------------------------------------------------------------------ */
+
+static int track(tm_model *m, void *p) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, sizeof(void *) * (size_t)cap);
+        if (!o) return TM_ENOMEM;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
+static int meta_u32(const tm_gguf *g, const char *arch, const char *suffix, int required,
+                    uint32_t def, int *out, char *err, size_t err_len) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint32_t v = def;
+    int rc = tm_gguf_get_u32(g, key, &v);
+    if (rc == TM_ENOTFOUND && !required) rc = 0;
+    if (rc == TM_ENOTFOUND) return tm_fail(err, err_len, TM_EFORMAT, "missing metadata key '%s'", key);
+    if (rc) return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' is not an unsigned integer", key);
+    if (v > (1u << 30)) return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' = %u is out of range", key, v);
+    *out = (int)v;
+    return 0;
+}
+
+static int meta_f32(const tm_gguf *g, const char *arch, const char *suffix, float def,
+                    float *out, char *err, size_t err_len) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    float v = def;
+    int rc = tm_gguf_get_f32(g, key, &v);
+    if (rc && rc != TM_ENOTFOUND)
+        return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' is not a float", key);
+    *out = v;
+    return 0;
+}
+
+static int read_config(tm_model *m, const char *path, char *err, size_t err_len) {
+    const tm_gguf *g = m->gguf;
+    tm_model_config *c = &m->config;
+    const char *arch;
+    size_t len;
+    if (tm_gguf_get_str(g, "general.architecture", &arch, &len))
+        return tm_fail(err, err_len, TM_EFORMAT, "missing metadata key 'general.architecture'");
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2"))
+        return tm_fail(err, err_len, TM_EUNSUPPORTED,
+                       "unsupported architecture '%s' (supported: llama, qwen2)", arch);
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    const char *name;
+    if (tm_gguf_get_str(g, "general.name", &name, &len) == 0) {
+        snprintf(c->name, sizeof c->name, "%s", name);
+    } else {
+        const char *base = strrchr(path, '/');
+        snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : path);
+    }
+
+    int rc;
+    if ((rc = meta_u32(g, arch, "block_count", 1, 0, &c->n_layers, err, err_len))) return rc;
+    if ((rc = meta_u32(g, arch, "embedding_length", 1, 0, &c->dim, err, err_len))) return rc;
+    if ((rc = meta_u32(g, arch, "feed_forward_length", 1, 0, &c->ffn_dim, err, err_len))) return rc;
+    if ((rc = meta_u32(g, arch, "attention.head_count", 1, 0, &c->n_heads, err, err_len))) return rc;
+    if ((rc = meta_u32(g, arch, "attention.head_count_kv", 0, (uint32_t)c->n_heads, &c->n_kv_heads,
+                       err, err_len)))
+        return rc;
+    if ((rc = meta_u32(g, arch, "context_length", 0, 4096, &c->n_ctx_train, err, err_len))) return rc;
+    if (c->n_layers <= 0 || c->dim <= 0 || c->ffn_dim <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->n_heads % c->n_kv_heads != 0)
+        return tm_fail(err, err_len, TM_EFORMAT,
+                       "bad shape: layers %d dim %d ffn %d heads %d kv_heads %d", c->n_layers,
+                       c->dim, c->ffn_dim, c->n_heads, c->n_kv_heads);
+    if ((rc = meta_u32(g, arch, "attention.key_length", 0, (uint32_t)(c->dim / c->n_heads),
+                       &c->head_dim, err, err_len)))
+        return rc;
+    int value_length;
+    if ((rc = meta_u32(g, arch, "attention.value_length", 0, (uint32_t)c->head_dim, &value_length,
+                       err, err_len)))
+        return rc;
+    if (value_length != c->head_dim || c->head_dim <= 0 || c->head_dim % 2)
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "head dims k=%d v=%d not supported",
+                       c->head_dim, value_length);
+    if ((rc = meta_f32(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &c->rms_eps, err, err_len)))
+        return rc;
+
+    tm_rope *r = &c->rope;
+    r->neox = !strcmp(arch, "qwen2");
+    r->freq_scale = 1.0f;
+    if ((rc = meta_f32(g, arch, "rope.freq_base", 10000.0f, &r->theta, err, err_len))) return rc;
+    if ((rc = meta_u32(g, arch, "rope.dimension_count", 0, (uint32_t)c->head_dim, &r->n_dims, err,
+                       err_len)))
+        return rc;
+    if (r->n_dims <= 0 || r->n_dims > c->head_dim || r->n_dims % 2)
+        return tm_fail(err, err_len, TM_EFORMAT, "rope.dimension_count %d does not fit head_dim %d",
+                       r->n_dims, c->head_dim);
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *scaling;
+    if (tm_gguf_get_str(g, key, &scaling, &len) == 0 && strcmp(scaling, "none")) {
+        if (strcmp(scaling, "linear"))
+            return tm_fail(err, err_len, TM_EUNSUPPORTED, "rope scaling '%s' is not supported", scaling);
+        float factor = 1.0f;
+        if ((rc = meta_f32(g, arch, "rope.scaling.factor", 1.0f, &factor, err, err_len))) return rc;
+        if (factor > 0) r->freq_scale = 1.0f / factor;
+    }
+    return 0;
+}
+
+/* Finds name and checks its shape is (rows, cols) (GGUF ne = {cols, rows}). cols = 0
+ * means a 1-D tensor of rows elements. */
+static const tm_gguf_tensor *want(const tm_model *m, const char *name, int64_t rows, int64_t cols,
+                                  int optional, int *rc, char *err, size_t err_len) {
+    const tm_gguf_tensor *t = tm_gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (!optional) *rc = tm_fail(err, err_len, TM_ENOTFOUND, "missing tensor '%s'", name);
+        return NULL;
+    }
+    int ok = cols ? (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows)
+                  : (t->n_dims == 1 && t->ne[0] == rows);
+    if (!ok) {
+        *rc = tm_fail(err, err_len, TM_EFORMAT,
+                      "tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", name,
+                      (long long)t->ne[0], (long long)(t->n_dims > 1 ? t->ne[1] : 1),
+                      (long long)(cols ? cols : rows), (long long)(cols ? rows : 1));
+        return NULL;
+    }
+    return t;
+}
+
+static int load_weight(tm_model *m, tm_weight *w, const char *name, int64_t rows, int64_t cols,
+                       char *err, size_t err_len) {
+    int rc = 0;
+    const tm_gguf_tensor *t = want(m, name, rows, cols, 0, &rc, err, err_len);
+    if (!t) return rc;
+    char msg[256] = "";
+    rc = m->be->weight_init(m->be, w, t->type, rows, cols, t->data, msg, sizeof msg);
+    if (rc) return tm_fail(err, err_len, rc, "tensor '%s' (%s): %s", name, tm_dtype_name(t->type), msg);
+    return 0;
+}
+
+/* A 1-D f32 vector (norm weight or bias), uploaded to the backend. */
+static int load_vector(tm_model *m, const float **out, const char *name, int64_t n, int optional,
+                       char *err, size_t err_len) {
+    int rc = 0;
+    *out = NULL;
+    const tm_gguf_tensor *t = want(m, name, n, 0, optional, &rc, err, err_len);
+    if (!t) return rc;
+    if (t->type != TM_DTYPE_F32)
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "tensor '%s' must be f32, is %s", name,
+                       tm_dtype_name(t->type));
+    float *buf = m->be->alloc(m->be, sizeof(float) * (size_t)n);
+    if (!buf || track(m, buf)) return tm_fail(err, err_len, TM_ENOMEM, "out of memory for '%s'", name);
+    m->be->upload(m->be, buf, t->data, sizeof(float) * (size_t)n);
+    *out = buf;
+    return 0;
+}
+
+static int load_weights(tm_model *m, char *err, size_t err_len) {
+    const tm_model_config *c = &m->config;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    int rc;
+
+    const tm_gguf_tensor *emb = tm_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb) return tm_fail(err, err_len, TM_ENOTFOUND, "missing tensor 'token_embd.weight'");
+    m->config.n_vocab = emb->n_dims == 2 ? (int)emb->ne[1] : 0;
+    if ((rc = load_weight(m, &m->token_embd, "token_embd.weight", c->n_vocab, c->dim, err, err_len)))
+        return rc;
+    if (tm_gguf_find_tensor(m->gguf, "output.weight")) {
+        if ((rc = load_weight(m, &m->output, "output.weight", c->n_vocab, c->dim, err, err_len))) return rc;
+    } else {
+        m->config.tied_embeddings = 1;
+        m->output = m->token_embd;
+    }
+    if ((rc = load_vector(m, &m->out_norm, "output_norm.weight", c->dim, 0, err, err_len))) return rc;
+
+    /* Llama 3.1 style frequency factors. */
+    const tm_gguf_tensor *ff = tm_gguf_find_tensor(m->gguf, "rope_freqs.weight");
+    if (ff) {
+        int64_t n = c->rope.n_dims / 2;
+        if (ff->type != TM_DTYPE_F32 || ff->ne[0] != n)
+            return tm_fail(err, err_len, TM_EFORMAT, "tensor 'rope_freqs.weight' must be f32 [%lld]",
+                           (long long)n);
+        m->freq_factors = malloc(sizeof(float) * (size_t)n);
+        if (!m->freq_factors) return TM_ENOMEM;
+        memcpy(m->freq_factors, ff->data, sizeof(float) * (size_t)n);
+        m->config.rope.freq_factors = m->freq_factors;
+    }
+
+    m->layers = calloc((size_t)c->n_layers, sizeof(tm_layer));
+    if (!m->layers) return TM_ENOMEM;
+    for (int l = 0; l < c->n_layers; l++) {
+        tm_layer *L = &m->layers[l];
+        char name[96];
+#define TM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
+        if ((rc = load_vector(m, &L->attn_norm, TM_NAME("attn_norm.weight"), c->dim, 0, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->wq, TM_NAME("attn_q.weight"), qd, c->dim, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->wk, TM_NAME("attn_k.weight"), kvd, c->dim, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->wv, TM_NAME("attn_v.weight"), kvd, c->dim, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->wo, TM_NAME("attn_output.weight"), c->dim, qd, err, err_len))) return rc;
+        int need_bias = c->qkv_bias;
+        if ((rc = load_vector(m, &L->bq, TM_NAME("attn_q.bias"), qd, !need_bias, err, err_len))) return rc;
+        if ((rc = load_vector(m, &L->bk, TM_NAME("attn_k.bias"), kvd, !need_bias, err, err_len))) return rc;
+        if ((rc = load_vector(m, &L->bv, TM_NAME("attn_v.bias"), kvd, !need_bias, err, err_len))) return rc;
+        if ((rc = load_vector(m, &L->ffn_norm, TM_NAME("ffn_norm.weight"), c->dim, 0, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->w_gate, TM_NAME("ffn_gate.weight"), c->ffn_dim, c->dim, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->w_up, TM_NAME("ffn_up.weight"), c->ffn_dim, c->dim, err, err_len))) return rc;
+        if ((rc = load_weight(m, &L->w_down, TM_NAME("ffn_down.weight"), c->dim, c->ffn_dim, err, err_len))) return rc;
+#undef TM_NAME
+    }
+    return 0;
+}
+
+int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, size_t err_len) {
+    *out = NULL;
+    tm_model *m = calloc(1, sizeof *m);
+    if (!m) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    m->be = be;
+    char msg[512] = "";
+    int rc = tm_gguf_open(path, &m->gguf, msg, sizeof msg);
+    if (rc) {
+        tm_fail(err, err_len, rc, "%s: %s", path, msg);
+        goto fail;
+    }
+    if ((rc = read_config(m, path, err, err_len))) goto fail;
+    m->config.qkv_bias = !strcmp(m->config.arch, "qwen2");
+    if ((rc = tm_tokenizer_create(m->gguf, &m->tokenizer, msg, sizeof msg))) {
+        tm_fail(err, err_len, rc, "tokenizer: %s", msg);
+        goto fail;
+    }
+    if ((rc = load_weights(m, err, err_len))) goto fail;
+    if (tm_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab) {
+        rc = tm_fail(err, err_len, TM_EFORMAT, "vocabulary has %d tokens but token_embd only %d rows",
+                     tm_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);
+        goto fail;
+    }
+    if ((rc = tm_model_reserve(m, 64, 1))) {
+        tm_fail(err, err_len, rc, "out of memory for activations");
+        goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    tm_model_destroy(m);
+    return rc;
+}
+
+static void free_activations(tm_model *m) {
+    tm_activations *a = &m->act;
+    float **bufs[] = {&a->x, &a->xb, &a->q, &a->k, &a->v, &a->att, &a->hb, &a->hb2, &a->xl, &a->logits};
+    for (size_t i = 0; i < TM_ARRAY_LEN(bufs); i++) {
+        if (*bufs[i]) m->be->free(m->be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    a->cap_tokens = a->cap_logits = 0;
+}
+
+void tm_model_destroy(tm_model *m) {
+    if (!m) return;
+    if (m->be) {
+        free_activations(m);
+        for (int i = 0; i < m->n_owned; i++) m->be->free(m->be, m->owned[i]);
+        if (m->layers) {
+            for (int l = 0; l < m->config.n_layers; l++) {
+                tm_layer *L = &m->layers[l];
+                tm_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+                for (size_t i = 0; i < TM_ARRAY_LEN(ws); i++)
+                    if (ws[i]->data || ws[i]->aux) m->be->weight_deinit(m->be, ws[i]);
+            }
+        }
+        if (!m->config.tied_embeddings && (m->output.data || m->output.aux))
+            m->be->weight_deinit(m->be, &m->output);
+        if (m->token_embd.data || m->token_embd.aux) m->be->weight_deinit(m->be, &m->token_embd);
+    }
+    free(m->owned);
+    free(m->layers);
+    free(m->freq_factors);
+    tm_tokenizer_destroy(m->tokenizer);
+    tm_gguf_close(m->gguf);
+    free(m);
+}
+
+const tm_model_config *tm_model_get_config(const tm_model *m) { return &m->config; }
+const tm_tokenizer *tm_model_tokenizer(const tm_model *m) { return m->tokenizer; }
+const tm_gguf *tm_model_gguf(const tm_model *m) { return m->gguf; }
+tm_backend *tm_model_backend(const tm_model *m) { return m->be; }
+
+/* --- KV cache and buffers ------------------------------------------------------------ */
+
+size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size) {
+    const tm_model_config *c = &m->config;
+    return (size_t)2 /* K and V */ * 2 /* f16 */ * (size_t)c->n_layers * (size_t)block_size *
+           (size_t)c->n_kv_heads * (size_t)c->head_dim;
+}
+
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_cache **out) {
+    if (n_blocks <= 0 || block_size <= 0) return TM_EINVAL;
+    tm_kv_shape shape = {
+        .n_layers = m->config.n_layers,
+        .n_blocks = n_blocks,
+        .block_size = block_size,
+        .n_kv_heads = m->config.n_kv_heads,
+        .head_dim = m->config.head_dim,
+    };
+    return m->be->kv_create(m->be, &shape, out);
+}
+
+void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv) {
+    if (kv) m->be->kv_destroy(m->be, kv);
+}
+
+int tm_model_reserve(tm_model *m, int max_tokens, int max_logits) {
+    tm_activations *a = &m->act;
+    if (max_tokens <= a->cap_tokens && max_logits <= a->cap_logits) return 0;
+    max_tokens = TM_MAX(max_tokens, a->cap_tokens);
+    max_logits = TM_MAX(max_logits, a->cap_logits);
+    free_activations(m);
+    const tm_model_config *c = &m->config;
+    size_t T = (size_t)max_tokens, L = (size_t)max_logits, f = sizeof(float);
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    struct { float **p; size_t n; } bufs[] = {
+        {&a->x, T * c->dim},  {&a->xb, T * c->dim},  {&a->q, T * qd},          {&a->k, T * kvd},
+        {&a->v, T * kvd},     {&a->att, T * qd},     {&a->hb, T * c->ffn_dim}, {&a->hb2, T * c->ffn_dim},
+        {&a->xl, L * c->dim}, {&a->logits, L * c->n_vocab},
+    };
+    for (size_t i = 0; i < TM_ARRAY_LEN(bufs); i++) {
+        *bufs[i].p = m->be->alloc(m->be, bufs[i].n * f);
+        if (!*bufs[i].p) {
+            free_activations(m);
+            return TM_ENOMEM;
+        }
+    }
+    a->cap_tokens = max_tokens;
+    a->cap_logits = max_logits;
+    return 0;
+}
+
+/* --- forward ------------------------------------------------------------------------- */
+
+static int check_batch(const tm_model *m, const tm_batch *b, char *err, size_t err_len) {
+    if (b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_logits < 0 || b->n_logits > b->n_tokens)
+        return tm_fail(err, err_len, TM_EINVAL, "empty or inconsistent batch");
+    if (b->seq_start[0] != 0 || b->seq_start[b->n_seqs] != b->n_tokens)
+        return tm_fail(err, err_len, TM_EINVAL, "seq_start does not cover the batch");
+    for (int i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= m->config.n_vocab)
+            return tm_fail(err, err_len, TM_EINVAL, "token id %d out of range [0, %d)", b->tokens[i],
+                           m->config.n_vocab);
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_tokens)
+            return tm_fail(err, err_len, TM_EINVAL, "logit row %d out of range", b->logit_rows[i]);
+    return 0;
+}
+
+int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *logits, char *err,
+                     size_t err_len) {
+    int rc = check_batch(m, b, err, err_len);
+    if (rc) return rc;
+    if ((rc = tm_model_reserve(m, b->n_tokens, TM_MAX(b->n_logits, 1))))
+        return tm_fail(err, err_len, rc, "out of memory for a batch of %d tokens", b->n_tokens);
+    const tm_model_config *c = &m->config;
+    tm_backend *be = m->be;
+    tm_activations *a = &m->act;
+    const int n = b->n_tokens, dim = c->dim;
+    const float scale = 1.0f / sqrtf((float)c->head_dim);
+
+    be->embed(be, a->x, &m->token_embd, b->tokens, n); /* x (n, dim) */
+    for (int l = 0; l < c->n_layers; l++) {
+        const tm_layer *L = &m->layers[l];
+        /* attention block: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)) */
+        be->rmsnorm(be, a->xb, a->x, L->attn_norm, n, dim, c->rms_eps);
+        be->matmul(be, a->q, a->xb, &L->wq, L->bq, n); /* q (n, qd) */
+        be->matmul(be, a->k, a->xb, &L->wk, L->bk, n); /* k (n, kvd) */
+        be->matmul(be, a->v, a->xb, &L->wv, L->bv, n); /* v (n, kvd) */
+        be->rope(be, a->q, a->k, b->pos, n, c->n_heads, c->n_kv_heads, c->head_dim, &c->rope);
+        be->kv_store(be, kv, l, a->k, a->v, b->slots, n);
+        be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale); /* att (n, qd) */
+        be->matmul(be, a->xb, a->att, &L->wo, NULL, n);             /* xb (n, dim) */
+        be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
+        /* feed-forward block: x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)) */
+        be->rmsnorm(be, a->xb, a->x, L->ffn_norm, n, dim, c->rms_eps);
+        be->matmul(be, a->hb, a->xb, &L->w_gate, NULL, n); /* hb (n, ffn) */
+        be->matmul(be, a->hb2, a->xb, &L->w_up, NULL, n);  /* hb2 (n, ffn) */
+        be->silu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
+        be->matmul(be, a->xb, a->hb, &L->w_down, NULL, n); /* xb (n, dim) */
+        be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
+    }
+    if (b->n_logits == 0) return 0;
+    /* only the rows that need logits go through the final norm and the output matrix */
+    be->get_rows(be, a->xl, a->x, b->logit_rows, b->n_logits, dim);
+    be->rmsnorm(be, a->xl, a->xl, m->out_norm, b->n_logits, dim, c->rms_eps);
+    be->matmul(be, a->logits, a->xl, &m->output, NULL, b->n_logits);
+    be->download(be, logits, a->logits, sizeof(float) * (size_t)b->n_logits * (size_t)c->n_vocab);
+    be->synchronize(be);
+    return 0;
+}

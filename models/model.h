@@ -37,6 +37,10 @@ typedef struct tm_model_config {
 
 typedef struct tm_model tm_model;
 
+/* The default model's path, ~/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf
+ * (scripts/fetch-model puts it there), written into buf. Returns buf. */
+const char *tm_model_default_path(char *buf, size_t len);
+
 /* Loads path onto be (borrowed; must outlive the model). Errors: TM_EIO, TM_EFORMAT,
  * TM_EUNSUPPORTED (architecture, dtype), TM_ENOTFOUND (missing tensor), each with one
  * line in err. */

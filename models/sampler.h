@@ -32,14 +32,14 @@ typedef struct tm_sampler {
 void tm_sampler_init(tm_sampler *s, const tm_sampling_params *p);
 
 /* Picks the next token from logits (n_vocab, f32; modified in place). prompt/output are
- * the sequence so far, for penalties. scratch: 2 * n_vocab floats + n_vocab int32 owned
+ * the sequence so far, for penalties. scratch: tm_sampler_scratch_bytes(n_vocab) bytes owned
  * by the caller (the sampler allocates nothing). Greedy ties break toward the lower id. */
 int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32_t *prompt,
                           int n_prompt, const int32_t *output, int n_output, void *scratch);
 /* Bytes of scratch tm_sampler_sample needs for n_vocab. */
 size_t tm_sampler_scratch_bytes(int n_vocab);
 
-/* log-softmax of the raw logits: logprob of token and the top n_top (ids, logprobs) in
+/* log-softmax of the raw logits (call before tm_sampler_sample, which modifies them): logprob of token and the top n_top (ids, logprobs) in
  * descending order. */
 float tm_logprob_of(const float *logits, int n_vocab, int32_t token);
 void tm_logprobs_top(const float *logits, int n_vocab, int n_top, int32_t *ids, float *lps);

@@ -1,0 +1,238 @@
+/* sampler.c - penalties, temperature, top-k / top-p / min-p and seeded sampling.
+ *
+ * Order, as llama.cpp and vLLM apply them: penalties -> greedy? -> temperature ->
+ * top-k -> softmax -> top-p -> min-p -> draw. */
+#include "models/sampler.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Candidates whose scaled logit is this far below the best have probability < e^-40
+ * relative to it (total mass < 1e-13 over any vocabulary); dropping them before the sort
+ * changes no float result and keeps sampling O(vocab) instead of O(vocab log vocab). */
+#define TM_SAMPLER_LOGIT_CUT 40.0f
+
+void tm_sampling_params_default(tm_sampling_params *p) {
+    memset(p, 0, sizeof *p);
+    p->temperature = 1.0f;
+    p->top_p = 1.0f;
+    p->repetition_penalty = 1.0f;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256** */
+static uint64_t rng_next(uint64_t s[4]) {
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+
+void tm_sampler_init(tm_sampler *s, const tm_sampling_params *p) {
+    s->params = *p;
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+}
+
+size_t tm_sampler_scratch_bytes(int n_vocab) {
+    return (size_t)n_vocab * (sizeof(float) + 2 * sizeof(int32_t));
+}
+
+static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vocab,
+                            const int32_t *prompt, int n_prompt, const int32_t *output,
+                            int n_output, int32_t *counts) {
+    int rep = p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f;
+    int pf = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+    if (!rep && !pf) return;
+    /* counts[id]: bit 30 marks "seen anywhere", low bits count output occurrences.
+     * Only the entries of tokens in the history are touched, so no O(vocab) clear. */
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] >= 0 && prompt[i] < n_vocab) counts[prompt[i]] = 0;
+    for (int i = 0; i < n_output; i++)
+        if (output[i] >= 0 && output[i] < n_vocab) counts[output[i]] = 0;
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] >= 0 && prompt[i] < n_vocab) counts[prompt[i]] |= 1 << 30;
+    for (int i = 0; i < n_output; i++)
+        if (output[i] >= 0 && output[i] < n_vocab) counts[output[i]] = (counts[output[i]] + 1) | (1 << 30);
+    for (int pass = 0; pass < 2; pass++) {
+        const int32_t *ids = pass ? output : prompt;
+        int n = pass ? n_output : n_prompt;
+        for (int i = 0; i < n; i++) {
+            int32_t id = ids[i];
+            if (id < 0 || id >= n_vocab || counts[id] == 0) continue; /* done already */
+            int c = counts[id] & ((1 << 30) - 1);
+            if (rep) {
+                float r = p->repetition_penalty;
+                logits[id] = logits[id] > 0 ? logits[id] / r : logits[id] * r;
+            }
+            if (pf && c > 0) logits[id] -= p->frequency_penalty * (float)c + p->presence_penalty;
+            counts[id] = 0; /* each token is penalized once */
+        }
+    }
+}
+
+static int32_t argmax(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i; /* strict: ties go to the lower id */
+    return best;
+}
+
+static void sort_candidates(float *val, int32_t *id, int n);
+
+int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32_t *prompt,
+                          int n_prompt, const int32_t *output, int n_output, void *scratch) {
+    const tm_sampling_params *p = &s->params;
+    float *val = (float *)scratch;                 /* (n_vocab) candidate values */
+    int32_t *counts = (int32_t *)(val + n_vocab);  /* (n_vocab) penalty counts */
+    int32_t *id = counts + n_vocab;                /* (n_vocab) candidate ids */
+
+    apply_penalties(p, logits, n_vocab, prompt, n_prompt, output, n_output, counts);
+    if (p->temperature <= 0.0f || p->top_k == 1) return argmax(logits, n_vocab);
+
+    /* Temperature, then keep the candidates within the cut of the best. */
+    float inv_t = 1.0f / p->temperature;
+    float best = -FLT_MAX;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > best) best = logits[i];
+    best *= inv_t;
+    int n = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        float v = logits[i] * inv_t;
+        if (v >= best - TM_SAMPLER_LOGIT_CUT) {
+            val[n] = v;
+            id[n] = i;
+            n++;
+        }
+    }
+    sort_candidates(val, id, n);
+    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+
+    /* Softmax over the survivors (val[0] is the max). */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        val[i] = expf(val[i] - val[0]);
+        sum += val[i];
+    }
+    for (int i = 0; i < n; i++) val[i] = (float)(val[i] / sum);
+
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        double cum = 0.0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += val[i];
+            if (cum >= p->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * val[0];
+        int keep = 1;
+        while (keep < n && val[keep] >= floor_p) keep++;
+        n = keep;
+    }
+
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += val[i];
+    double u = rng_uniform(s->rng) * total;
+    double cum = 0.0;
+    for (int i = 0; i < n; i++) {
+        cum += val[i];
+        if (u < cum) return id[i];
+    }
+    return id[n - 1];
+}
+
+/* Sorts (val, id) pairs by val descending, ties by id ascending (deterministic). Heap
+ * sort: no allocation, O(n log n), n is small after the cut. */
+static int before(const float *val, const int32_t *id, int a, int b) {
+    return val[a] > val[b] || (val[a] == val[b] && id[a] < id[b]);
+}
+
+static void swap2(float *val, int32_t *id, int a, int b) {
+    float tv = val[a];
+    val[a] = val[b];
+    val[b] = tv;
+    int32_t ti = id[a];
+    id[a] = id[b];
+    id[b] = ti;
+}
+
+static void sift_down(float *val, int32_t *id, int root, int n) {
+    for (;;) {
+        int c = 2 * root + 1;
+        if (c >= n) return;
+        /* min-heap under `before`: the root is the element that sorts last */
+        if (c + 1 < n && before(val, id, c, c + 1)) c++;
+        if (!before(val, id, root, c)) return;
+        swap2(val, id, root, c);
+        root = c;
+    }
+}
+
+static void sort_candidates(float *val, int32_t *id, int n) {
+    for (int i = n / 2 - 1; i >= 0; i--) sift_down(val, id, i, n);
+    for (int end = n - 1; end > 0; end--) {
+        swap2(val, id, 0, end);
+        sift_down(val, id, 0, end);
+    }
+}
+
+static float log_sum_exp(const float *logits, int n_vocab, float *max_out) {
+    float mx = -FLT_MAX;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    *max_out = mx;
+    return (float)log(sum);
+}
+
+float tm_logprob_of(const float *logits, int n_vocab, int32_t token) {
+    if (token < 0 || token >= n_vocab) return -INFINITY;
+    float mx;
+    float lse = log_sum_exp(logits, n_vocab, &mx);
+    return logits[token] - mx - lse;
+}
+
+void tm_logprobs_top(const float *logits, int n_vocab, int n_top, int32_t *ids, float *lps) {
+    if (n_top <= 0) return;
+    if (n_top > n_vocab) n_top = n_vocab;
+    float mx;
+    float lse = log_sum_exp(logits, n_vocab, &mx);
+    /* insertion into a small sorted list: n_top <= 20 */
+    int n = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        float v = logits[i];
+        if (n == n_top && v <= lps[n - 1]) continue;
+        int j = n < n_top ? n++ : n - 1;
+        while (j > 0 && lps[j - 1] < v) {
+            lps[j] = lps[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        lps[j] = v;
+        ids[j] = i;
+    }
+    for (int i = 0; i < n; i++) lps[i] = lps[i] - mx - lse;
+}
