@@ -111,6 +111,19 @@ int tm_gguf_writer_add_tensor(tm_gguf_writer *w, const char *name, int n_dims,
 /* Writes the whole file. Returns 0 or TM_EIO with err. */
 int tm_gguf_writer_write(tm_gguf_writer *w, const char *path, char *err, size_t err_len);
 
+/* Streaming, for files too large to hold in memory (the converter): declare tensors
+ * without data, then begin (writes header, metadata and tensor infos), append each
+ * tensor's bytes in declaration order (any number of calls per tensor; a call may not
+ * run past the current tensor), and finish (checks every byte came, closes). A writer
+ * destroyed between begin and finish removes the partial file. Errors: TM_EINVAL (wrong
+ * order or byte count), TM_EIO, each with err. */
+int tm_gguf_writer_add_tensor_info(tm_gguf_writer *w, const char *name, int n_dims,
+                                   const int64_t *ne, tm_dtype type);
+int tm_gguf_writer_begin(tm_gguf_writer *w, const char *path, char *err, size_t err_len);
+int tm_gguf_writer_append(tm_gguf_writer *w, const void *data, size_t n_bytes, char *err,
+                          size_t err_len);
+int tm_gguf_writer_finish(tm_gguf_writer *w, char *err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif
