@@ -127,8 +127,9 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
 
     /* Softmax over the survivors (val[0] is the max). */
     double sum = 0.0;
+    const float top = val[0];
     for (int i = 0; i < n; i++) {
-        val[i] = expf(val[i] - val[0]);
+        val[i] = expf(val[i] - top);
         sum += val[i];
     }
     for (int i = 0; i < n; i++) val[i] = (float)(val[i] / sum);

@@ -4,6 +4,7 @@
 #ifndef TM_SAMPLER_H
 #define TM_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus

@@ -1,0 +1,180 @@
+// Sampler: greedy ties, seeded reproducibility, each filter against an exact expectation,
+// penalties, and the distribution of draws against the softmax it samples from.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+extern "C" {
+#include "models/sampler.h"
+}
+
+namespace {
+
+struct Sampler {
+    explicit Sampler(int n_vocab) : scratch(tm_sampler_scratch_bytes(n_vocab)) {}
+    int32_t sample(const tm_sampling_params &p, std::vector<float> logits,
+                   const std::vector<int32_t> &prompt = {},
+                   const std::vector<int32_t> &output = {}) {
+        if (!init) {
+            tm_sampler_init(&s, &p);
+            init = true;
+        }
+        return tm_sampler_sample(&s, logits.data(), (int)logits.size(), prompt.data(),
+                                 (int)prompt.size(), output.data(), (int)output.size(),
+                                 scratch.data());
+    }
+    tm_sampler s{};
+    bool init = false;
+    std::vector<unsigned char> scratch;
+};
+
+tm_sampling_params params() {
+    tm_sampling_params p;
+    tm_sampling_params_default(&p);
+    return p;
+}
+
+std::vector<float> random_logits(int n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.0f, 3.0f);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(rng);
+    return v;
+}
+
+TEST(Sampler, GreedyPicksMaxAndBreaksTiesLow) {
+    auto p = params();
+    p.temperature = 0.0f;
+    Sampler s(8);
+    EXPECT_EQ(s.sample(p, {0, 1, 5, 2, 5, 1, 0, -1}), 2);
+    auto big = random_logits(50000, 1);
+    int32_t want = 0;
+    for (int i = 1; i < (int)big.size(); i++)
+        if (big[i] > big[want]) want = i;
+    Sampler s2(50000);
+    EXPECT_EQ(s2.sample(p, big), want);
+}
+
+TEST(Sampler, SameSeedSameTokensDifferentSeedDiffers) {
+    auto logits = random_logits(1000, 2);
+    auto p = params();
+    p.temperature = 1.5f;
+    p.seed = 42;
+    Sampler a(1000), b(1000);
+    std::vector<int32_t> ta, tb;
+    for (int i = 0; i < 64; i++) {
+        ta.push_back(a.sample(p, logits));
+        tb.push_back(b.sample(p, logits));
+    }
+    EXPECT_EQ(ta, tb);
+    p.seed = 43;
+    Sampler c(1000);
+    std::vector<int32_t> tc;
+    for (int i = 0; i < 64; i++) tc.push_back(c.sample(p, logits));
+    EXPECT_NE(ta, tc);
+}
+
+TEST(Sampler, TopKOneIsGreedyAndTopKRestricts) {
+    auto logits = random_logits(500, 3);
+    std::vector<int> order(500);
+    for (int i = 0; i < 500; i++) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+    auto p = params();
+    p.temperature = 5.0f; // flat: without top-k almost anything could come out
+    p.top_k = 3;
+    Sampler s(500);
+    std::map<int, int> seen;
+    for (int i = 0; i < 2000; i++) seen[s.sample(p, logits)]++;
+    EXPECT_LE(seen.size(), 3u);
+    for (auto &kv : seen)
+        EXPECT_TRUE(kv.first == order[0] || kv.first == order[1] || kv.first == order[2]);
+    EXPECT_EQ(seen.size(), 3u); // at temperature 5 all three show up in 2000 draws
+}
+
+TEST(Sampler, TopPKeepsSmallestPrefixReachingP) {
+    // probabilities 0.5, 0.3, 0.15, 0.05 -> top_p 0.7 keeps the first two
+    std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.15f), std::log(0.05f)};
+    auto p = params();
+    p.top_p = 0.7f;
+    p.seed = 7;
+    Sampler s(4);
+    int counts[4] = {0};
+    for (int i = 0; i < 4000; i++) counts[s.sample(p, logits)]++;
+    EXPECT_EQ(counts[2] + counts[3], 0);
+    // renormalized 0.625 / 0.375
+    EXPECT_NEAR(counts[0] / 4000.0, 0.625, 0.04);
+}
+
+TEST(Sampler, MinPDropsTokensBelowFractionOfBest) {
+    std::vector<float> logits = {std::log(0.6f), std::log(0.25f), std::log(0.1f), std::log(0.05f)};
+    auto p = params();
+    p.min_p = 0.2f; // floor 0.12: keeps 0.6 and 0.25
+    p.seed = 9;
+    Sampler s(4);
+    int counts[4] = {0};
+    for (int i = 0; i < 4000; i++) counts[s.sample(p, logits)]++;
+    EXPECT_EQ(counts[2] + counts[3], 0);
+    EXPECT_GT(counts[1], 0);
+}
+
+TEST(Sampler, DrawsFollowTheSoftmax) {
+    std::vector<float> logits = {1.0f, 2.0f, 0.5f, -1.0f, 1.5f};
+    auto p = params();
+    p.temperature = 0.7f;
+    p.seed = 11;
+    Sampler s(5);
+    const int n = 20000;
+    int counts[5] = {0};
+    for (int i = 0; i < n; i++) counts[s.sample(p, logits)]++;
+    double z = 0;
+    for (float l : logits) z += std::exp(l / 0.7);
+    for (int i = 0; i < 5; i++) {
+        double want = std::exp(logits[i] / 0.7) / z;
+        EXPECT_NEAR(counts[i] / (double)n, want, 0.015) << "token " << i;
+    }
+}
+
+TEST(Sampler, PenaltiesChangeTheGreedyChoice) {
+    auto p = params();
+    p.temperature = 0.0f;
+    std::vector<float> logits = {3.0f, 2.9f, 1.0f};
+    Sampler s(3);
+    EXPECT_EQ(s.sample(p, logits), 0);
+    p.repetition_penalty = 1.2f; // 3.0 / 1.2 = 2.5 < 2.9
+    Sampler r(3);
+    EXPECT_EQ(r.sample(p, logits, {0}, {}), 1);
+    p.repetition_penalty = 1.0f;
+    p.frequency_penalty = 0.05f; // token 0 seen 3 times in the output: 3.0 - 0.15 < 2.9
+    Sampler f(3);
+    EXPECT_EQ(f.sample(p, logits, {}, {0, 0, 0}), 1);
+    p.frequency_penalty = 0.0f;
+    p.presence_penalty = 0.2f; // once is enough
+    Sampler pr(3);
+    EXPECT_EQ(pr.sample(p, logits, {}, {0}), 1);
+    // presence/frequency look at the output only
+    Sampler pr2(3);
+    EXPECT_EQ(pr2.sample(p, logits, {0}, {}), 0);
+}
+
+TEST(Sampler, LogprobsMatchLogSoftmax) {
+    auto logits = random_logits(300, 5);
+    double mx = *std::max_element(logits.begin(), logits.end()), z = 0;
+    for (float l : logits) z += std::exp(l - mx);
+    for (int t : {0, 17, 299})
+        EXPECT_NEAR(tm_logprob_of(logits.data(), 300, t), logits[t] - mx - std::log(z), 1e-4);
+    int32_t ids[5];
+    float lps[5];
+    tm_logprobs_top(logits.data(), 300, 5, ids, lps);
+    std::vector<int> order(300);
+    for (int i = 0; i < 300; i++) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+    for (int i = 0; i < 5; i++) {
+        EXPECT_EQ(ids[i], order[i]);
+        EXPECT_NEAR(lps[i], logits[order[i]] - mx - std::log(z), 1e-4);
+    }
+}
+
+} // namespace
