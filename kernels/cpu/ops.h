@@ -1,0 +1,130 @@
+/* ops.h - private to the CPU backend: the KV-cache layout, the per-SIMD-level inner
+ * kernels and the whole-op drivers that split work over the thread pool.
+ *
+ * Two layers:
+ * - tm_cpu_kernels: one table per SIMD level (ops.c = scalar reference, ops_avx2.c,
+ *   ops_avx512.c). Single-threaded, on one row / one attention chunk.
+ * - tm_cpu_op_*: the ops of kernels/backend.h, written once on top of a kernel table;
+ *   they partition the work and run it on the pool (pool may be NULL: caller only). */
+#ifndef TM_CPU_OPS_H
+#define TM_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/threadpool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CPU KV cache. Layout of each of k and v, f16:
+ *   (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
+ * so one (block, kv head) is a contiguous (block_size, head_dim) tile that attention
+ * streams, and token slot = block * block_size + offset. Zeroed at creation, so unwritten
+ * slots hold 0, never NaN. */
+struct tm_kv_cache {
+    tm_kv_shape shape; /* dimensions */
+    uint16_t *k;       /* (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16 */
+    uint16_t *v;       /* same layout as k */
+};
+
+/* Allocates and zeroes kv (64-byte aligned). TM_EINVAL for a bad shape, TM_ENOMEM. */
+int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *shape);
+void tm_cpu_kv_deinit(struct tm_kv_cache *kv);
+/* Element offset of (layer, block, head, offset 0, dim 0) in k or v. */
+static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block, int head) {
+    return ((((size_t)layer * s->n_blocks + block) * s->n_kv_heads + head) * s->block_size) *
+           s->head_dim;
+}
+
+/* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
+ * order whether or not the chunks ran on different threads, so a row's result is
+ * bitwise the same alone, in any batch, and at any thread count. */
+enum { TM_ATTN_CHUNK = 128 };
+
+/* One attention chunk: nq query vectors of one kv head (query i is row i / n_group, head
+ * i % n_group of the group) against up to TM_ATTN_CHUNK keys, given as segments that each
+ * lie inside one cache block. Produces per query the unnormalized softmax partial: m (max
+ * of scaled scores), l = sum exp(s - m), o = sum exp(s - m) v. Query i sees the first
+ * n_vis[i] keys; n_vis[i] == 0 gives m = -inf, l = 0 and leaves o untouched. */
+typedef struct tm_attn_chunk {
+    const float *q;              /* query of row r, head g at q + r * q_row_stride + g * head_dim, f32 */
+    int64_t q_row_stride;        /* floats between rows of q */
+    int n_group;                 /* query heads per kv head (GQA ratio) */
+    int nq;                      /* query vectors: rows * n_group */
+    const int *n_vis;            /* (nq) keys of this chunk each query sees */
+    int n_keys;                  /* keys in the chunk (<= TM_ATTN_CHUNK) */
+    int n_seg;                   /* segments */
+    const uint16_t *const *k;    /* (n_seg) -> (seg_len[j], head_dim) f16 keys */
+    const uint16_t *const *v;    /* (n_seg) -> (seg_len[j], head_dim) f16 values */
+    const int *seg_len;          /* (n_seg) keys per segment, sum = n_keys */
+    int head_dim;                /* dims per head */
+    float scale;                 /* score = scale * q.k */
+    float *scores;               /* scratch (nq, TM_ATTN_CHUNK) f32 */
+    float *m;                    /* out (nq) */
+    float *l;                    /* out (nq) */
+    float *o;                    /* out (nq, head_dim) f32 */
+} tm_attn_chunk;
+
+/* Inner kernels of one SIMD level. All single-threaded. */
+typedef struct tm_cpu_kernels {
+    int level; /* TM_SIMD_* */
+    /* out (dim) = x / sqrt(mean(x^2) + eps) * w; out may alias x. */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int dim, float eps);
+    /* out (n) = a + b; out may alias a or b. */
+    void (*add)(float *out, const float *a, const float *b, int64_t n);
+    /* out (n) = silu(gate) * up; out may alias gate or up. */
+    void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    /* Rotates the first n_dims dims of each of n_heads heads (n_heads, head_dim) of one
+     * token: pair i (i < n_dims / 2) by angle with cos_t[i], sin_t[i]. */
+    void (*rope)(float *x, int n_heads, int head_dim, int n_dims, int neox, const float *cos_t,
+                 const float *sin_t);
+    /* dst (n) f16 = src (n) f32, round to nearest even. */
+    void (*f32_to_f16)(uint16_t *dst, const float *src, int64_t n);
+    /* See tm_attn_chunk. */
+    void (*attn_chunk)(const tm_attn_chunk *a);
+} tm_cpu_kernels;
+
+/* Kernel table for a level, or NULL when this build has none for it (NEON today: the
+ * backend then uses the scalar ops with that level's matmul). */
+const tm_cpu_kernels *tm_cpu_kernels_get(int level);
+const tm_cpu_kernels *tm_cpu_kernels_scalar(void);
+#if defined(__x86_64__)
+const tm_cpu_kernels *tm_cpu_kernels_avx2(void);
+const tm_cpu_kernels *tm_cpu_kernels_avx512(void);
+#endif
+
+/* Scalar helpers the SIMD files share for tails. */
+void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a);
+
+/* Growable scratch owned by the caller of tm_cpu_op_attention (the backend). Grows on
+ * demand; if growth fails attention runs without split-KV (same result, fewer threads). */
+typedef struct tm_cpu_scratch {
+    void *data;     /* 64-byte aligned, n_bytes */
+    size_t n_bytes; /* capacity */
+} tm_cpu_scratch;
+void tm_cpu_scratch_free(tm_cpu_scratch *s);
+
+/* Whole ops with the semantics of the same-named members of tm_backend. */
+void tm_cpu_op_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
+                       const float *w, int n, int dim, float eps);
+void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *a,
+                   const float *b, int64_t n);
+void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
+                        const float *gate, const float *up, int64_t n);
+void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, float *q, float *kk,
+                    const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
+                    const tm_rope *rope);
+void tm_cpu_op_kv_store(const tm_cpu_kernels *k, tm_threadpool *pool, struct tm_kv_cache *kv,
+                        int layer, const float *kk, const float *v, const int32_t *slots, int n);
+void tm_cpu_op_get_rows(float *out, const float *x, const int32_t *rows, int n_rows, int dim);
+void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_scratch *scratch,
+                         float *out, const float *q, const struct tm_kv_cache *kv, int layer,
+                         const tm_batch *batch, int n_heads, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,244 @@
+/* ops_avx2.c - AVX2 + FMA + F16C versions of the CPU inner kernels (see ops.h). Compiled
+ * with -mavx2 -mfma -mf16c; only reached after run-time detection. Each kernel matches the
+ * scalar reference in ops.c within the tolerances of tests/kernels/test_ops.cc. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "common/common.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+
+/* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: Cephes' polynomial on
+ * r = x - n ln2, then scaled by 2^n through the exponent bits. */
+static inline __m256 tm_exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float tm_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* (sum a0, sum a1, sum a2, sum a3) */
+static inline __m128 tm_hsum8x4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static inline __m256 tm_load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+static void tm_rmsnorm_avx2(float *out, const float *x, const float *w, int dim, float eps) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int i = 0;
+    for (; i + 32 <= dim; i += 32)
+        for (int u = 0; u < 4; u++) {
+            __m256 v = _mm256_loadu_ps(x + i + 8 * u);
+            acc[u] = _mm256_fmadd_ps(v, v, acc[u]);
+        }
+    for (; i + 8 <= dim; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        acc[0] = _mm256_fmadd_ps(v, v, acc[0]);
+    }
+    float ss = tm_hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < dim; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / dim + eps);
+    __m256 rv = _mm256_set1_ps(r);
+    for (i = 0; i + 8 <= dim; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), rv),
+                                                _mm256_loadu_ps(w + i)));
+    for (; i < dim; i++) out[i] = x[i] * r * w[i];
+}
+
+static void tm_add_avx2(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void tm_silu_mul_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = tm_exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void tm_rope_avx2(float *x, int n_heads, int head_dim, int n_dims, int neox,
+                         const float *cos_t, const float *sin_t) {
+    const int half = n_dims / 2;
+    if (neox) {
+        for (int h = 0; h < n_heads; h++) {
+            float *x0p = x + (int64_t)h * head_dim, *x1p = x0p + half;
+            int i = 0;
+            for (; i + 8 <= half; i += 8) {
+                __m256 x0 = _mm256_loadu_ps(x0p + i), x1 = _mm256_loadu_ps(x1p + i);
+                __m256 c = _mm256_loadu_ps(cos_t + i), s = _mm256_loadu_ps(sin_t + i);
+                _mm256_storeu_ps(x0p + i, _mm256_fmsub_ps(x0, c, _mm256_mul_ps(x1, s)));
+                _mm256_storeu_ps(x1p + i, _mm256_fmadd_ps(x0, s, _mm256_mul_ps(x1, c)));
+            }
+            for (; i < half; i++) {
+                float a = x0p[i], b = x1p[i];
+                x0p[i] = a * cos_t[i] - b * sin_t[i];
+                x1p[i] = a * sin_t[i] + b * cos_t[i];
+            }
+        }
+        return;
+    }
+    /* Adjacent pairs: out = x * (c, c) + swap_pairs(x) * (-s, s), tables built once per token. */
+    float cd[512], sd[512];
+    int nd = n_dims <= 512 ? n_dims / 8 * 8 : 0;
+    for (int i = 0; i < nd / 2; i++) {
+        cd[2 * i] = cd[2 * i + 1] = cos_t[i];
+        sd[2 * i] = -sin_t[i];
+        sd[2 * i + 1] = sin_t[i];
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (int64_t)h * head_dim;
+        int i = 0;
+        for (; i < nd; i += 8) {
+            __m256 v = _mm256_loadu_ps(xh + i);
+            __m256 sw = _mm256_permute_ps(v, 0xB1); /* (x1, x0, x3, x2, ...) */
+            _mm256_storeu_ps(xh + i, _mm256_fmadd_ps(v, _mm256_loadu_ps(cd + i),
+                                                     _mm256_mul_ps(sw, _mm256_loadu_ps(sd + i))));
+        }
+        for (i /= 2; i < half; i++) {
+            float a = xh[2 * i], b = xh[2 * i + 1];
+            xh[2 * i] = a * cos_t[i] - b * sin_t[i];
+            xh[2 * i + 1] = a * sin_t[i] + b * cos_t[i];
+        }
+    }
+}
+
+static void tm_f32_to_f16_avx2(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = tm_f32_to_f16(src[i]);
+}
+
+/* Softmax of s[0..nv) in place (s <- exp(s - max)); returns the max, *l = sum. */
+static float tm_softmax_avx2(float *s, int nv, float *l) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= nv; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4);
+    for (; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
+    __m256 mxv = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (j = 0; j < nv; j += 8) {
+        /* the last vector may run past nv (scores has TM_ATTN_CHUNK room): zero those lanes */
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nv - j), lane));
+        __m256 p = _mm256_and_ps(tm_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mxv)), keep);
+        _mm256_storeu_ps(s + j, p);
+        sum = _mm256_add_ps(sum, p);
+    }
+    *l = tm_hsum8(sum);
+    return mx;
+}
+
+static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
+    const int hd = a->head_dim;
+    if (hd % 8 != 0) {
+        tm_cpu_attn_chunk_scalar(a);
+        return;
+    }
+    for (int i = 0; i < a->nq; i++) {
+        const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK;
+        const int nv = a->n_vis[i];
+        if (nv == 0) {
+            a->m[i] = -INFINITY;
+            a->l[i] = 0.0f;
+            continue;
+        }
+        /* scores: four keys at a time share one horizontal reduction */
+        for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+            const int n = TM_MIN(a->seg_len[seg], nv - j0);
+            const uint16_t *k = a->k[seg];
+            int j = 0;
+            for (; j + 4 <= n; j += 4) {
+                const uint16_t *k0 = k + (int64_t)j * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int d = 0; d < hd; d += 8) {
+                    __m256 qv = _mm256_loadu_ps(qi + d);
+                    a0 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + d), a0);
+                    a1 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + hd + d), a1);
+                    a2 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + 2 * hd + d), a2);
+                    a3 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + 3 * hd + d), a3);
+                }
+                _mm_storeu_ps(s + j0 + j, _mm_mul_ps(tm_hsum8x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
+            }
+            for (; j < n; j++) {
+                __m256 acc = _mm256_setzero_ps();
+                for (int d = 0; d < hd; d += 8)
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), tm_load_f16x8(k + (int64_t)j * hd + d), acc);
+                s[j0 + j] = a->scale * tm_hsum8(acc);
+            }
+        }
+        a->m[i] = tm_softmax_avx2(s, nv, &a->l[i]);
+        /* o = sum_j p_j v_j: 64 dims at a time held in registers across all keys */
+        float *o = a->o + (int64_t)i * hd;
+        int d0 = 0;
+        for (; d0 + 64 <= hd; d0 += 64) {
+            __m256 acc[8];
+            for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+                const int n = TM_MIN(a->seg_len[seg], nv - j0);
+                for (int j = 0; j < n; j++) {
+                    __m256 p = _mm256_set1_ps(s[j0 + j]);
+                    const uint16_t *vj = a->v[seg] + (int64_t)j * hd + d0;
+                    for (int r = 0; r < 8; r++) acc[r] = _mm256_fmadd_ps(p, tm_load_f16x8(vj + 8 * r), acc[r]);
+                }
+            }
+            for (int r = 0; r < 8; r++) _mm256_storeu_ps(o + d0 + 8 * r, acc[r]);
+        }
+        for (; d0 < hd; d0 += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+                const int n = TM_MIN(a->seg_len[seg], nv - j0);
+                for (int j = 0; j < n; j++)
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j0 + j]),
+                                          tm_load_f16x8(a->v[seg] + (int64_t)j * hd + d0), acc);
+            }
+            _mm256_storeu_ps(o + d0, acc);
+        }
+    }
+}
+
+static const tm_cpu_kernels tm_kernels_avx2 = {
+    .level = TM_SIMD_AVX2,
+    .rmsnorm = tm_rmsnorm_avx2,
+    .add = tm_add_avx2,
+    .silu_mul = tm_silu_mul_avx2,
+    .rope = tm_rope_avx2,
+    .f32_to_f16 = tm_f32_to_f16_avx2,
+    .attn_chunk = tm_attn_chunk_avx2,
+};
+
+const tm_cpu_kernels *tm_cpu_kernels_avx2(void) { return &tm_kernels_avx2; }

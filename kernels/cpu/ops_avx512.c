@@ -1,0 +1,242 @@
+/* ops_avx512.c - AVX-512 (F/BW/VL/DQ) versions of the CPU inner kernels (see ops.h).
+ * Only reached after run-time detection of TM_SIMD_AVX512VNNI. Each kernel matches the
+ * scalar reference in ops.c within the tolerances of tests/kernels/test_ops.cc. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "common/common.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+
+/* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: Cephes' polynomial on
+ * r = x - n ln2, then scaled by 2^n (scalef). */
+static inline __m512 tm_exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+static inline __m512 tm_load_f16x16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+/* 512 -> 256 partial sums, then (sum a0, sum a1, sum a2, sum a3). */
+static inline __m128 tm_hsum16x4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+#define TM_FOLD(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(TM_FOLD(a0), TM_FOLD(a1)),
+                              _mm256_hadd_ps(TM_FOLD(a2), TM_FOLD(a3)));
+#undef TM_FOLD
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static void tm_rmsnorm_avx512(float *out, const float *x, const float *w, int dim, float eps) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= dim; i += 64) {
+        __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
+        __m512 v2 = _mm512_loadu_ps(x + i + 32), v3 = _mm512_loadu_ps(x + i + 48);
+        a0 = _mm512_fmadd_ps(v0, v0, a0);
+        a1 = _mm512_fmadd_ps(v1, v1, a1);
+        a2 = _mm512_fmadd_ps(v2, v2, a2);
+        a3 = _mm512_fmadd_ps(v3, v3, a3);
+    }
+    for (; i < dim; i += 16) {
+        __mmask16 m = (__mmask16)(dim - i >= 16 ? 0xFFFF : (1u << (dim - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        a0 = _mm512_fmadd_ps(v, v, a0);
+    }
+    float ss = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    __m512 rv = _mm512_set1_ps(1.0f / sqrtf(ss / dim + eps));
+    for (i = 0; i < dim; i += 16) {
+        __mmask16 m = (__mmask16)(dim - i >= 16 ? 0xFFFF : (1u << (dim - i)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), rv),
+                                 _mm512_maskz_loadu_ps(m, w + i));
+        _mm512_mask_storeu_ps(out + i, m, v);
+    }
+}
+
+static void tm_add_avx512(float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i),
+                                                        _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+
+static void tm_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 e = tm_exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+static void tm_rope_avx512(float *x, int n_heads, int head_dim, int n_dims, int neox,
+                           const float *cos_t, const float *sin_t) {
+    const int half = n_dims / 2;
+    if (neox) {
+        for (int h = 0; h < n_heads; h++) {
+            float *x0p = x + (int64_t)h * head_dim, *x1p = x0p + half;
+            for (int i = 0; i < half; i += 16) {
+                __mmask16 m = (__mmask16)(half - i >= 16 ? 0xFFFF : (1u << (half - i)) - 1);
+                __m512 x0 = _mm512_maskz_loadu_ps(m, x0p + i), x1 = _mm512_maskz_loadu_ps(m, x1p + i);
+                __m512 c = _mm512_maskz_loadu_ps(m, cos_t + i), s = _mm512_maskz_loadu_ps(m, sin_t + i);
+                _mm512_mask_storeu_ps(x0p + i, m, _mm512_fmsub_ps(x0, c, _mm512_mul_ps(x1, s)));
+                _mm512_mask_storeu_ps(x1p + i, m, _mm512_fmadd_ps(x0, s, _mm512_mul_ps(x1, c)));
+            }
+        }
+        return;
+    }
+    /* Adjacent pairs: out = x * (c, c) + swap_pairs(x) * (-s, s), tables built once per token. */
+    float cd[1024], sd[1024];
+    for (int i = 0; i < half; i++) {
+        cd[2 * i] = cd[2 * i + 1] = cos_t[i];
+        sd[2 * i] = -sin_t[i];
+        sd[2 * i + 1] = sin_t[i];
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (int64_t)h * head_dim;
+        for (int i = 0; i < n_dims; i += 16) {
+            __mmask16 m = (__mmask16)(n_dims - i >= 16 ? 0xFFFF : (1u << (n_dims - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, xh + i);
+            __m512 sw = _mm512_permute_ps(v, 0xB1); /* (x1, x0, x3, x2, ...) */
+            __m512 r = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, cd + i),
+                                       _mm512_mul_ps(sw, _mm512_maskz_loadu_ps(m, sd + i)));
+            _mm512_mask_storeu_ps(xh + i, m, r);
+        }
+    }
+}
+
+static void tm_f32_to_f16_avx512(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = tm_f32_to_f16(src[i]);
+}
+
+/* Softmax of s[0..nv) in place (s <- exp(s - max)); returns the max, *l = sum. */
+static float tm_softmax_avx512(float *s, int nv, float *l) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < nv; j += 16) {
+        __mmask16 m = (__mmask16)(nv - j >= 16 ? 0xFFFF : (1u << (nv - j)) - 1);
+        mv = _mm512_mask_max_ps(mv, m, mv, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    float mx = _mm512_reduce_max_ps(mv);
+    __m512 mxv = _mm512_set1_ps(mx), sum = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j += 16) {
+        __mmask16 m = (__mmask16)(nv - j >= 16 ? 0xFFFF : (1u << (nv - j)) - 1);
+        __m512 p = _mm512_maskz_mov_ps(m, tm_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mxv)));
+        _mm512_mask_storeu_ps(s + j, m, p);
+        sum = _mm512_add_ps(sum, p);
+    }
+    *l = _mm512_reduce_add_ps(sum);
+    return mx;
+}
+
+static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
+    const int hd = a->head_dim;
+    if (hd % 16 != 0) {
+        tm_cpu_kernels_avx2()->attn_chunk(a);
+        return;
+    }
+    for (int i = 0; i < a->nq; i++) {
+        const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK;
+        const int nv = a->n_vis[i];
+        if (nv == 0) {
+            a->m[i] = -INFINITY;
+            a->l[i] = 0.0f;
+            continue;
+        }
+        /* scores: four keys at a time share one horizontal reduction */
+        for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+            const int n = TM_MIN(a->seg_len[seg], nv - j0);
+            const uint16_t *k = a->k[seg];
+            int j = 0;
+            for (; j + 4 <= n; j += 4) {
+                const uint16_t *k0 = k + (int64_t)j * hd;
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int d = 0; d < hd; d += 16) {
+                    __m512 qv = _mm512_loadu_ps(qi + d);
+                    a0 = _mm512_fmadd_ps(qv, tm_load_f16x16(k0 + d), a0);
+                    a1 = _mm512_fmadd_ps(qv, tm_load_f16x16(k0 + hd + d), a1);
+                    a2 = _mm512_fmadd_ps(qv, tm_load_f16x16(k0 + 2 * hd + d), a2);
+                    a3 = _mm512_fmadd_ps(qv, tm_load_f16x16(k0 + 3 * hd + d), a3);
+                }
+                _mm_storeu_ps(s + j0 + j, _mm_mul_ps(tm_hsum16x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
+            }
+            for (; j < n; j++) {
+                __m512 acc = _mm512_setzero_ps();
+                for (int d = 0; d < hd; d += 16)
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(qi + d), tm_load_f16x16(k + (int64_t)j * hd + d), acc);
+                s[j0 + j] = a->scale * _mm512_reduce_add_ps(acc);
+            }
+        }
+        a->m[i] = tm_softmax_avx512(s, nv, &a->l[i]);
+        /* o = sum_j p_j v_j: 128 dims at a time held in registers across all keys */
+        float *o = a->o + (int64_t)i * hd;
+        int d0 = 0;
+        for (; d0 + 128 <= hd; d0 += 128) {
+            __m512 acc[8];
+            for (int r = 0; r < 8; r++) acc[r] = _mm512_setzero_ps();
+            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+                const int n = TM_MIN(a->seg_len[seg], nv - j0);
+                for (int j = 0; j < n; j++) {
+                    __m512 p = _mm512_set1_ps(s[j0 + j]);
+                    const uint16_t *vj = a->v[seg] + (int64_t)j * hd + d0;
+                    for (int r = 0; r < 8; r++) acc[r] = _mm512_fmadd_ps(p, tm_load_f16x16(vj + 16 * r), acc[r]);
+                }
+            }
+            for (int r = 0; r < 8; r++) _mm512_storeu_ps(o + d0 + 16 * r, acc[r]);
+        }
+        for (; d0 + 64 <= hd; d0 += 64) {
+            __m512 acc[4];
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_setzero_ps();
+            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+                const int n = TM_MIN(a->seg_len[seg], nv - j0);
+                for (int j = 0; j < n; j++) {
+                    __m512 p = _mm512_set1_ps(s[j0 + j]);
+                    const uint16_t *vj = a->v[seg] + (int64_t)j * hd + d0;
+                    for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(p, tm_load_f16x16(vj + 16 * r), acc[r]);
+                }
+            }
+            for (int r = 0; r < 4; r++) _mm512_storeu_ps(o + d0 + 16 * r, acc[r]);
+        }
+        for (; d0 < hd; d0 += 16) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
+                const int n = TM_MIN(a->seg_len[seg], nv - j0);
+                for (int j = 0; j < n; j++)
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(s[j0 + j]),
+                                          tm_load_f16x16(a->v[seg] + (int64_t)j * hd + d0), acc);
+            }
+            _mm512_storeu_ps(o + d0, acc);
+        }
+    }
+}
+
+static const tm_cpu_kernels tm_kernels_avx512 = {
+    .level = TM_SIMD_AVX512VNNI,
+    .rmsnorm = tm_rmsnorm_avx512,
+    .add = tm_add_avx512,
+    .silu_mul = tm_silu_mul_avx512,
+    .rope = tm_rope_avx512,
+    .f32_to_f16 = tm_f32_to_f16_avx512,
+    .attn_chunk = tm_attn_chunk_avx512,
+};
+
+const tm_cpu_kernels *tm_cpu_kernels_avx512(void) { return &tm_kernels_avx512; }
