@@ -1,1 +1,0 @@
-/* placeholder so tm_server has a source */
