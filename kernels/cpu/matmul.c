@@ -1,0 +1,442 @@
+/* matmul.c - weight preparation, the scalar reference matmul and the driver that picks a
+ * SIMD kernel and splits the work over the thread pool. Layouts: matmul_impl.h.
+ * Baseline x86-64 / portable C only: intrinsics live in matmul_<level>.c. */
+#include "kernels/cpu/matmul.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/simd.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define TM_MM_X86 1
+#else
+#define TM_MM_X86 0
+#endif
+
+struct tm_cpu_matmul {
+    tm_threadpool *pool; /* borrowed; NULL = run everything on the caller */
+    int simd;            /* concrete level */
+    void *scratch;       /* quantized activations, 64-B aligned, grown on demand */
+    size_t scratch_bytes;
+};
+
+static void *tm_mm_aligned_alloc(size_t n_bytes) {
+    return aligned_alloc(64, (n_bytes + 63) / 64 * 64);
+}
+
+tm_cpu_matmul *tm_cpu_matmul_create(tm_threadpool *pool, int simd) {
+    if (simd == TM_SIMD_AUTO || !tm_simd_supported(simd)) return NULL;
+    tm_cpu_matmul *mm = calloc(1, sizeof(*mm));
+    if (!mm) return NULL;
+    mm->pool = pool;
+    mm->simd = simd;
+    return mm;
+}
+
+void tm_cpu_matmul_destroy(tm_cpu_matmul *mm) {
+    if (!mm) return;
+    free(mm->scratch);
+    free(mm);
+}
+
+/* Does this level have a kernel for dtype? If not, the scalar kernel runs. */
+static int tm_mm_level_supports(int simd, tm_dtype t) {
+#if TM_MM_X86
+    if (simd == TM_SIMD_AVX512VNNI) return tm_mm_avx512_supports(t);
+    if (simd == TM_SIMD_AVX2) return tm_mm_avx2_supports(t);
+#endif
+    (void)simd, (void)t; /* NEON: no kernels yet, scalar for every dtype */
+    return 0;
+}
+
+/* ---- packing --------------------------------------------------------------------- */
+
+static size_t tm_mm_pad64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* Fills tile ti of pw from GGUF rows; rows past n_rows stay zero (calloc'd). */
+static void tm_mm_pack_tile(tm_mm_weight *pw, tm_dtype t, int64_t n_rows, int64_t n_cols,
+                            int64_t ti) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const int64_t row_bytes = tm_dtype_row_bytes(t, n_cols), nb = n_cols / TM_QK;
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const int64_t row = ti * TM_MM_TILE + r;
+        if (row >= n_rows) break;
+        const uint8_t *src = (const uint8_t *)pw->src + row * row_bytes;
+        uint16_t *dsec = (uint16_t *)(tile + pw->d_off), *msec = (uint16_t *)(tile + pw->m_off);
+        switch (t) {
+        case TM_DTYPE_Q4_0:
+        case TM_DTYPE_Q4_1:
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *qs;
+                if (t == TM_DTYPE_Q4_0) {
+                    const tm_block_q4_0 *blk = (const tm_block_q4_0 *)src + b;
+                    dsec[b * TM_MM_TILE + r] = blk->d;
+                    qs = blk->qs;
+                } else {
+                    const tm_block_q4_1 *blk = (const tm_block_q4_1 *)src + b;
+                    dsec[b * TM_MM_TILE + r] = blk->d;
+                    msec[b * TM_MM_TILE + r] = blk->m;
+                    qs = blk->qs;
+                }
+                for (int k = 0; k < 4; k++)
+                    memcpy(tile + b * 256 + k * 64 + 4 * r, qs + 4 * k, 4);
+            }
+            break;
+        case TM_DTYPE_Q8_0:
+            for (int64_t b = 0; b < nb; b++) {
+                const tm_block_q8_0 *blk = (const tm_block_q8_0 *)src + b;
+                dsec[b * TM_MM_TILE + r] = blk->d;
+                for (int k = 0; k < 8; k++)
+                    for (int i = 0; i < 4; i++)
+                        tile[b * 512 + k * 64 + 4 * r + i] = (uint8_t)(blk->qs[4 * k + i] + 128);
+            }
+            break;
+        case TM_DTYPE_F16:
+        case TM_DTYPE_BF16: {
+            const uint16_t *s = (const uint16_t *)src;
+            uint16_t *dst = (uint16_t *)tile;
+            for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
+            break;
+        }
+        case TM_DTYPE_F32: {
+            const float *s = (const float *)src;
+            float *dst = (float *)tile;
+            for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+static int tm_mm_pack(tm_mm_weight *pw, tm_dtype t, int64_t n_rows, int64_t n_cols) {
+    const int64_t nb = n_cols / TM_QK;
+    const size_t scales = tm_mm_pad64((size_t)nb * TM_MM_TILE * 2);
+    size_t qs_bytes;
+    switch (t) {
+    case TM_DTYPE_Q4_0: qs_bytes = (size_t)nb * 256; pw->d_off = qs_bytes; pw->m_off = qs_bytes; pw->tile_bytes = qs_bytes + scales; break;
+    case TM_DTYPE_Q4_1: qs_bytes = (size_t)nb * 256; pw->d_off = qs_bytes; pw->m_off = qs_bytes + scales; pw->tile_bytes = qs_bytes + 2 * scales; break;
+    case TM_DTYPE_Q8_0: qs_bytes = (size_t)nb * 512; pw->d_off = qs_bytes; pw->m_off = qs_bytes; pw->tile_bytes = qs_bytes + scales; break;
+    case TM_DTYPE_F16:
+    case TM_DTYPE_BF16: pw->tile_bytes = tm_mm_pad64((size_t)n_cols * TM_MM_TILE * 2); break;
+    case TM_DTYPE_F32: pw->tile_bytes = (size_t)n_cols * TM_MM_TILE * 4; break;
+    default: return TM_EUNSUPPORTED;
+    }
+    pw->n_tiles = (n_rows + TM_MM_TILE - 1) / TM_MM_TILE;
+    const size_t total = (size_t)pw->n_tiles * pw->tile_bytes;
+    pw->packed = tm_mm_aligned_alloc(total);
+    if (!pw->packed) return TM_ENOMEM;
+    memset(pw->packed, 0, total);
+    for (int64_t ti = 0; ti < pw->n_tiles; ti++) tm_mm_pack_tile(pw, t, n_rows, n_cols, ti);
+    return TM_OK;
+}
+
+int tm_cpu_weight_init(tm_cpu_matmul *mm, tm_weight *w, tm_dtype dtype, int64_t n_rows,
+                       int64_t n_cols, const void *src, char *err, size_t err_len) {
+    memset(w, 0, sizeof(*w));
+    switch (dtype) {
+    case TM_DTYPE_F32: case TM_DTYPE_F16: case TM_DTYPE_BF16: case TM_DTYPE_Q4_0:
+    case TM_DTYPE_Q4_1: case TM_DTYPE_Q8_0: case TM_DTYPE_Q4_K: case TM_DTYPE_Q6_K:
+        break;
+    default:
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "cpu matmul: unsupported weight dtype %s",
+                       tm_dtype_name(dtype));
+    }
+    if (n_rows <= 0 || n_cols <= 0 || tm_dtype_row_bytes(dtype, n_cols) < 0 || !src)
+        return tm_fail(err, err_len, TM_EINVAL, "cpu matmul: bad %s weight shape %lld x %lld",
+                       tm_dtype_name(dtype), (long long)n_rows, (long long)n_cols);
+    tm_mm_weight *pw = calloc(1, sizeof(*pw));
+    if (!pw) return tm_fail(err, err_len, TM_ENOMEM, "cpu matmul: out of memory");
+    pw->src = src;
+    if (mm && tm_mm_level_supports(mm->simd, dtype)) {
+        const int rc = tm_mm_pack(pw, dtype, n_rows, n_cols);
+        if (rc) {
+            free(pw);
+            return tm_fail(err, err_len, rc, "cpu matmul: cannot repack %lld x %lld %s weight",
+                           (long long)n_rows, (long long)n_cols, tm_dtype_name(dtype));
+        }
+    }
+    w->dtype = dtype;
+    w->n_rows = n_rows;
+    w->n_cols = n_cols;
+    w->data = pw->packed ? (void *)pw->packed : (void *)src;
+    w->aux = pw;
+    return TM_OK;
+}
+
+void tm_cpu_weight_deinit(tm_weight *w) {
+    if (!w || !w->aux) return;
+    tm_mm_weight *pw = w->aux;
+    free(pw->packed);
+    free(pw);
+    memset(w, 0, sizeof(*w));
+}
+
+void tm_cpu_weight_row(const tm_weight *w, int64_t r, float *out) {
+    const tm_mm_weight *pw = w->aux;
+    const int64_t row_bytes = tm_dtype_row_bytes(w->dtype, w->n_cols);
+    tm_dequantize_row(w->dtype, (const uint8_t *)pw->src + r * row_bytes, out, w->n_cols);
+}
+
+/* ---- scalar reference -------------------------------------------------------------- */
+
+void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int8_t *q, float *d,
+                               int32_t *sum, float *s) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+        float amax = 0.0f;
+        for (int j = 0; j < TM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        int32_t acc = 0;
+        for (int j = 0; j < TM_QK; j++) {
+            q[j] = (int8_t)lrintf(x[j] * id); /* half-even, as the SIMD conversions */
+            acc += q[j];
+        }
+        d[b] = db;
+        sum[b] = acc;
+        s[b] = db * (float)acc;
+    }
+}
+
+static int32_t tm_mm_dot_i8(const int8_t *a, const int8_t *b, int n) {
+    int32_t acc = 0;
+    for (int j = 0; j < n; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+/* One weight row (GGUF blocks) . one token's quantized activations. */
+static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
+    const int64_t nb = a->n_cols / TM_QK;
+    const int8_t *q = a->act ? a->act->q + (int64_t)t * a->n_cols : NULL;
+    const float *ad = a->act ? a->act->d + (int64_t)t * nb : NULL;
+    const int32_t *asum = a->act ? a->act->sum + (int64_t)t * nb : NULL;
+    const float *as = a->act ? a->act->s + (int64_t)t * nb : NULL;
+    const float *x = a->x + (int64_t)t * a->n_cols;
+    float acc = 0.0f;
+    switch (a->dtype) {
+    case TM_DTYPE_F32: {
+        const float *w = row;
+        for (int64_t k = 0; k < a->n_cols; k++) acc += w[k] * x[k];
+        break;
+    }
+    case TM_DTYPE_F16: {
+        const uint16_t *w = row;
+        for (int64_t k = 0; k < a->n_cols; k++) acc += tm_f16_to_f32(w[k]) * x[k];
+        break;
+    }
+    case TM_DTYPE_BF16: {
+        const uint16_t *w = row;
+        for (int64_t k = 0; k < a->n_cols; k++) acc += tm_bf16_to_f32(w[k]) * x[k];
+        break;
+    }
+    case TM_DTYPE_Q4_0: /* sum((q - 8) * a) = sum(q * a) - 8 * sum(a) */
+        for (int64_t b = 0; b < nb; b++) {
+            const tm_block_q4_0 *blk = (const tm_block_q4_0 *)row + b;
+            int32_t dot = -8 * asum[b];
+            for (int j = 0; j < 16; j++)
+                dot += (blk->qs[j] & 15) * q[32 * b + j] + (blk->qs[j] >> 4) * q[32 * b + j + 16];
+            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
+        }
+        break;
+    case TM_DTYPE_Q4_1: /* sum((q * d + m) * a * da) = d * da * sum(q * a) + m * s */
+        for (int64_t b = 0; b < nb; b++) {
+            const tm_block_q4_1 *blk = (const tm_block_q4_1 *)row + b;
+            int32_t dot = 0;
+            for (int j = 0; j < 16; j++)
+                dot += (blk->qs[j] & 15) * q[32 * b + j] + (blk->qs[j] >> 4) * q[32 * b + j + 16];
+            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]) + tm_f16_to_f32(blk->m) * as[b];
+        }
+        break;
+    case TM_DTYPE_Q8_0:
+        for (int64_t b = 0; b < nb; b++) {
+            const tm_block_q8_0 *blk = (const tm_block_q8_0 *)row + b;
+            const int32_t dot = tm_mm_dot_i8(blk->qs, q + 32 * b, 32);
+            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
+        }
+        break;
+    case TM_DTYPE_Q4_K: {
+        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
+        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
+            const tm_block_q4_k *blk = (const tm_block_q4_k *)row + i;
+            int32_t sumi = 0, summ = 0;
+            for (int j = 0; j < 8; j++) {
+                int sc, m;
+                const uint8_t *s = blk->scales;
+                if (j < 4) {
+                    sc = s[j] & 63, m = s[j + 4] & 63;
+                } else {
+                    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+                    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                }
+                /* sub-block j: chunk j/2, low nibbles if j even */
+                const uint8_t *qs = blk->qs + 32 * (j / 2);
+                const int8_t *aq = y[i].qs + 32 * j;
+                int32_t dot = 0;
+                for (int l = 0; l < 32; l++) dot += ((j & 1) ? qs[l] >> 4 : qs[l] & 15) * aq[l];
+                sumi += sc * dot;
+                summ += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+            }
+            acc += y[i].d * (tm_f16_to_f32(blk->d) * (float)sumi - tm_f16_to_f32(blk->dmin) * (float)summ);
+        }
+        break;
+    }
+    case TM_DTYPE_Q6_K: {
+        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
+        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
+            const tm_block_q6_k *blk = (const tm_block_q6_k *)row + i;
+            int8_t v[TM_QK_K]; /* unpacked 6-bit values minus 32 */
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
+                int8_t *o = v + 128 * h;
+                for (int l = 0; l < 32; l++) {
+                    o[l] = (int8_t)(((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
+                    o[l + 32] = (int8_t)(((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
+            }
+            /* scale g covers values 16g..16g+15 (is = l/16 over the half's 4 rows of 32) */
+            int32_t sumi = 0;
+            for (int g = 0; g < 16; g++) sumi += blk->scales[g] * tm_mm_dot_i8(v + 16 * g, y[i].qs + 16 * g, 16);
+            acc += y[i].d * tm_f16_to_f32(blk->d) * (float)sumi;
+        }
+        break;
+    }
+    default:
+        acc = NAN;
+        break;
+    }
+    return acc;
+}
+
+void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const void *row = (const uint8_t *)a->w->src + r * row_bytes;
+        const float b = a->bias ? a->bias[r] : 0.0f;
+        for (int t = 0; t < a->n; t++)
+            a->out[(int64_t)t * a->n_rows + r] = tm_mm_dot_row_scalar(a, row, t) + b;
+    }
+}
+
+/* ---- driver ---------------------------------------------------------------------- */
+
+typedef struct {
+    const tm_mm_args *a;
+    int simd;        /* level whose kernel runs */
+    int use_tiles;   /* 1: packed tiles on a SIMD level; 0: scalar rows */
+} tm_mm_job;
+
+static void tm_mm_quantize_rows(int simd, const tm_mm_args *a, int t0, int t1) {
+    const int64_t nb = a->n_cols / TM_QK;
+    for (int t = t0; t < t1; t++) {
+        const float *x = a->x + (int64_t)t * a->n_cols;
+        if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
+            tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K), a->n_cols);
+            continue;
+        }
+        int8_t *q = a->act->q + (int64_t)t * a->n_cols;
+        float *d = a->act->d + t * nb, *s = a->act->s + t * nb;
+        int32_t *sum = a->act->sum + t * nb;
+#if TM_MM_X86
+        if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, a->n_cols, q, d, sum, s); continue; }
+        if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, a->n_cols, q, d, sum, s); continue; }
+#endif
+        tm_mm_quantize_act_scalar(x, a->n_cols, q, d, sum, s);
+    }
+}
+
+static void tm_mm_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
+
+static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
+    const tm_mm_job *job = ctx;
+    int64_t lo, hi;
+    tm_mm_split(job->a->n, ith, nth, &lo, &hi);
+    tm_mm_quantize_rows(job->simd, job->a, (int)lo, (int)hi);
+}
+
+static void tm_mm_compute_job(void *ctx, int ith, int nth) {
+    const tm_mm_job *job = ctx;
+    const tm_mm_args *a = job->a;
+    int64_t lo, hi;
+    if (!job->use_tiles) {
+        tm_mm_split(a->n_rows, ith, nth, &lo, &hi);
+        tm_mm_rows_scalar(a, lo, hi);
+        return;
+    }
+    tm_mm_split(a->w->n_tiles, ith, nth, &lo, &hi);
+    if (lo >= hi) return;
+#if TM_MM_X86
+    if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, lo, hi);
+    else tm_mm_tiles_avx2(a, lo, hi);
+#endif
+}
+
+static void tm_mm_parallel(tm_cpu_matmul *mm, tm_pool_fn fn, tm_mm_job *job) {
+    if (mm->pool) tm_threadpool_run(mm->pool, fn, job);
+    else fn(job, 0, 1);
+}
+
+/* Carves the activation arrays for n tokens from the scratch, growing it if needed. */
+static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t n_cols, int n) {
+    const size_t nb = (size_t)(n_cols / TM_QK), nt = (size_t)n;
+    size_t need;
+    const int kq = t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K;
+    if (kq)
+        need = nt * (size_t)(n_cols / TM_QK_K) * sizeof(tm_block_q8_k);
+    else
+        need = tm_mm_pad64(nt * (size_t)n_cols) + 3 * tm_mm_pad64(nt * nb * 4);
+    if (need > mm->scratch_bytes) {
+        void *p = tm_mm_aligned_alloc(need);
+        if (!p) return TM_ENOMEM;
+        free(mm->scratch);
+        mm->scratch = p;
+        mm->scratch_bytes = need;
+    }
+    uint8_t *p = mm->scratch;
+    memset(act, 0, sizeof(*act));
+    if (kq) {
+        act->q8k = p;
+        return TM_OK;
+    }
+    act->q = (int8_t *)p, p += tm_mm_pad64(nt * (size_t)n_cols);
+    act->d = (float *)p, p += tm_mm_pad64(nt * nb * 4);
+    act->sum = (int32_t *)p, p += tm_mm_pad64(nt * nb * 4);
+    act->s = (float *)p;
+    return TM_OK;
+}
+
+void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_weight *w,
+                       const float *bias, int n) {
+    if (n <= 0) return;
+    const tm_mm_weight *pw = w->aux;
+    tm_mm_act act;
+    tm_mm_args a = {
+        .dtype = w->dtype, .n_rows = w->n_rows, .n_cols = w->n_cols, .nb = w->n_cols / TM_QK,
+        .w = pw, .x = x, .act = NULL, .bias = bias, .out = out, .n = n,
+    };
+    const int use_tiles = pw->packed && tm_mm_level_supports(mm->simd, w->dtype);
+    tm_mm_job job = {.a = &a, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
+    const int quantized = w->dtype != TM_DTYPE_F32 && w->dtype != TM_DTYPE_F16 &&
+                          w->dtype != TM_DTYPE_BF16;
+    if (quantized) {
+        if (tm_mm_scratch(mm, &act, w->dtype, w->n_cols, n)) {
+            /* No memory for the scratch: poison rather than return stale data. */
+            for (int64_t i = 0; i < (int64_t)n * w->n_rows; i++) out[i] = NAN;
+            TM_ERRORF("cpu matmul: out of memory for %d activation rows", n);
+            return;
+        }
+        a.act = &act;
+        /* One token is cheaper to quantize here than to hand to the pool. */
+        if (n < 4) tm_mm_quantize_rows(job.simd, &a, 0, n);
+        else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
+    }
+    tm_mm_parallel(mm, tm_mm_compute_job, &job);
+}

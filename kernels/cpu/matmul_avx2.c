@@ -1,0 +1,268 @@
+/* matmul_avx2.c - AVX2 + FMA + F16C kernels on the packed tiles of matmul_impl.h.
+ *
+ * A ymm holds 8 rows (lane r = row r), so a 16-row tile is two halves processed one
+ * after the other. Without VNNI the int8 products go through vpmaddubsw (u8 x s8 -> i16
+ * pairs) and vpmaddwd with ones (-> i32):
+ *   Q4_0/Q4_1  nibbles are <= 15, so the eight i16 partial sums of a block cannot
+ *              overflow (8 * 2 * 15 * 127 = 30480) and are added before one vpmaddwd.
+ *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
+ *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
+ *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
+ * Q4_K and Q6_K have no kernel here (tm_mm_avx2_supports says 0): they run scalar. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+#define TM_AI static inline __attribute__((always_inline))
+
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_NT_MAX = 4, TM_KC = 256 };
+
+int tm_mm_avx2_supports(tm_dtype t) {
+    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
+           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
+}
+
+TM_AI float tm_hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+TM_AI int32_t tm_hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
+
+void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int8_t *q, float *d,
+                             int32_t *sum, float *s) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+        __m256 v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(x + 8 * j);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                                       _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
+        const float amax = tm_hmax8(m);
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i iq[4];
+        for (int j = 0; j < 4; j++) iq[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid)); /* half-even */
+        /* packs work per 128-bit lane; the permute restores element order */
+        const __m256i p16a = _mm256_packs_epi32(iq[0], iq[1]), p16b = _mm256_packs_epi32(iq[2], iq[3]);
+        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)q, p8);
+        const int32_t acc = tm_hsum8i(_mm256_add_epi32(_mm256_add_epi32(iq[0], iq[1]), _mm256_add_epi32(iq[2], iq[3])));
+        d[b] = db;
+        sum[b] = acc;
+        s[b] = db * (float)acc;
+    }
+}
+
+/* ---- tile helpers ------------------------------------------------------------------ */
+
+TM_AI __m256i tm_bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Lanes whose row exists: all-ones for rows < n_rows. */
+TM_AI __m256i tm_row_mask(const tm_mm_args *a, int64_t r0) {
+    const int64_t left = a->n_rows - r0;
+    const int l = left >= 8 ? 8 : (left <= 0 ? 0 : (int)left);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(l), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* ---- quantized tiles ------------------------------------------------------------- */
+
+/* Tokens [t0, t0 + NT) x half h (rows 8h..8h+7) of tile ti. */
+TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int NT, const int kind) {
+    const tm_mm_weight *pw = a->w;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off) + 8 * h;
+    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off) + 8 * h;
+    const int64_t nb = a->nb, cols = a->n_cols;
+    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
+    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
+    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i x80 = _mm256_set1_epi8((char)0x80);
+    __m256 acc[TM_NT_MAX];
+    for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
+
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w[8], wabs[8]; /* w[j]: values 4j..4j+3 of each row */
+        if (kind == TM_KIND_Q8_0) {
+            const uint8_t *p = tile + b * 512 + 32 * h;
+            for (int j = 0; j < 8; j++) {
+                w[j] = _mm256_xor_si256(_mm256_load_si256((const __m256i *)(p + 64 * j)), x80); /* signed */
+                wabs[j] = _mm256_abs_epi8(w[j]);
+            }
+        } else {
+            const uint8_t *p = tile + b * 256 + 32 * h;
+            for (int k = 0; k < 4; k++) {
+                const __m256i v = _mm256_load_si256((const __m256i *)(p + 64 * k));
+                w[k] = _mm256_and_si256(v, m4);
+                w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dsec + b * TM_MM_TILE)));
+        __m256 mw = _mm256_setzero_ps();
+        if (kind == TM_KIND_Q4_1) mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(msec + b * TM_MM_TILE)));
+        for (int i = 0; i < NT; i++) {
+            const int8_t *qa = aq + i * cols + 32 * b;
+            const int64_t ib = i * nb + b;
+            __m256i c;
+            if (kind == TM_KIND_Q8_0) {
+                c = _mm256_setzero_si256();
+                for (int j = 0; j < 8; j++) {
+                    const __m256i p = _mm256_maddubs_epi16(wabs[j], _mm256_sign_epi8(tm_bcast4(qa + 4 * j), w[j]));
+                    c = _mm256_add_epi32(c, _mm256_madd_epi16(p, ones));
+                }
+            } else {
+                __m256i p = _mm256_maddubs_epi16(w[0], tm_bcast4(qa));
+                for (int j = 1; j < 8; j++) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[j], tm_bcast4(qa + 4 * j)));
+                c = _mm256_madd_epi16(p, ones);
+                if (kind == TM_KIND_Q4_0) c = _mm256_add_epi32(c, _mm256_set1_epi32(-8 * asum[ib]));
+            }
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(dw, _mm256_set1_ps(ad[ib])), acc[i]);
+            if (kind == TM_KIND_Q4_1) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as[ib]), acc[i]);
+        }
+    }
+
+    const int64_t r0 = ti * TM_MM_TILE + 8 * h;
+    const __m256i mask = tm_row_mask(a, r0);
+    const __m256 bias = a->bias ? _mm256_maskload_ps(a->bias + r0, mask) : _mm256_setzero_ps();
+    for (int i = 0; i < NT; i++)
+        _mm256_maskstore_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm256_add_ps(acc[i], bias));
+}
+
+#define TM_Q_INST(kind_, name_)                                                           \
+    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
+        for (int h = 0; h < 2; h++) {                                                     \
+            if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;                              \
+            int t = 0;                                                                    \
+            for (; t + 4 <= a->n; t += 4) tm_q_group(a, ti, h, t, 4, kind_);              \
+            if (a->n - t >= 2) tm_q_group(a, ti, h, t, 2, kind_), t += 2;                 \
+            if (a->n - t >= 1) tm_q_group(a, ti, h, t, 1, kind_);                         \
+        }                                                                                 \
+    }
+TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
+TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
+TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+
+/* ---- dense tiles ----------------------------------------------------------------- */
+
+/* 8 weights (one k, rows 8h..8h+7) of a dense tile as f32. */
+TM_AI __m256 tm_dense_load(const uint8_t *tile, int64_t k, int h, tm_dtype t) {
+    if (t == TM_DTYPE_F32) return _mm256_load_ps((const float *)tile + k * TM_MM_TILE + 8 * h);
+    const __m128i v = _mm_load_si128((const __m128i *)((const uint16_t *)tile + k * TM_MM_TILE + 8 * h));
+    if (t == TM_DTYPE_F16) return _mm256_cvtph_ps(v);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)); /* bf16 */
+}
+
+TM_AI void tm_store2(const tm_mm_args *a, float *dst, int64_t r0, __m256 lo, __m256 hi, int use_bias) {
+    const __m256i m0 = tm_row_mask(a, r0), m1 = tm_row_mask(a, r0 + 8);
+    if (use_bias && a->bias) {
+        lo = _mm256_add_ps(lo, _mm256_maskload_ps(a->bias + r0, m0));
+        hi = _mm256_add_ps(hi, _mm256_maskload_ps(a->bias + r0 + 8, m1));
+    }
+    _mm256_maskstore_ps(dst, m0, lo);
+    _mm256_maskstore_ps(dst + 8, m1, hi);
+}
+
+/* n = 1: 4 k-steps x 2 halves = 8 independent accumulators. */
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const float *x = a->x;
+    __m256 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 4 <= a->n_cols; k += 4)
+        for (int j = 0; j < 4; j++) {
+            const __m256 xv = _mm256_set1_ps(x[k + j]);
+            acc[2 * j] = _mm256_fmadd_ps(tm_dense_load(tile, k + j, 0, t), xv, acc[2 * j]);
+            acc[2 * j + 1] = _mm256_fmadd_ps(tm_dense_load(tile, k + j, 1, t), xv, acc[2 * j + 1]);
+        }
+    for (; k < a->n_cols; k++) {
+        const __m256 xv = _mm256_set1_ps(x[k]);
+        acc[0] = _mm256_fmadd_ps(tm_dense_load(tile, k, 0, t), xv, acc[0]);
+        acc[1] = _mm256_fmadd_ps(tm_dense_load(tile, k, 1, t), xv, acc[1]);
+    }
+    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[4], acc[6]));
+    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[3]), _mm256_add_ps(acc[5], acc[7]));
+    const int64_t r0 = ti * TM_MM_TILE;
+    tm_store2(a, a->out + r0, r0, lo, hi, 1);
+}
+
+/* Tokens [t0, t0 + NT) x columns [k0, k0 + kc) from an f32 panel (kc, 16). */
+TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, int64_t k0,
+                          int64_t kc, int t0, const int NT, int first, int last) {
+    __m256 lo[TM_NT_MAX], hi[TM_NT_MAX];
+    const __m256i m0 = tm_row_mask(a, r0), m1 = tm_row_mask(a, r0 + 8);
+    for (int i = 0; i < NT; i++) {
+        float *o = a->out + (int64_t)(t0 + i) * a->n_rows + r0;
+        lo[i] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(o, m0);
+        hi[i] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(o + 8, m1);
+    }
+    const float *x = a->x + (int64_t)t0 * a->n_cols + k0;
+    for (int64_t k = 0; k < kc; k++) {
+        const __m256 w0 = _mm256_load_ps(panel + k * TM_MM_TILE), w1 = _mm256_load_ps(panel + k * TM_MM_TILE + 8);
+        for (int i = 0; i < NT; i++) {
+            const __m256 xv = _mm256_broadcast_ss(x + i * a->n_cols + k);
+            lo[i] = _mm256_fmadd_ps(w0, xv, lo[i]);
+            hi[i] = _mm256_fmadd_ps(w1, xv, hi[i]);
+        }
+    }
+    for (int i = 0; i < NT; i++)
+        tm_store2(a, a->out + (int64_t)(t0 + i) * a->n_rows + r0, r0, lo[i], hi[i], last);
+}
+
+static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1) {
+        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
+        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
+        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
+        return;
+    }
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const int64_t r0 = ti * TM_MM_TILE;
+    _Alignas(32) float panel[TM_KC * TM_MM_TILE];
+    for (int64_t k0 = 0; k0 < a->n_cols; k0 += TM_KC) {
+        const int64_t kc = a->n_cols - k0 < TM_KC ? a->n_cols - k0 : TM_KC;
+        const float *p = panel;
+        if (t == TM_DTYPE_F32) {
+            p = (const float *)tile + k0 * TM_MM_TILE;
+        } else {
+            for (int64_t k = 0; k < kc; k++)
+                for (int h = 0; h < 2; h++)
+                    _mm256_store_ps(panel + k * TM_MM_TILE + 8 * h,
+                                    t == TM_DTYPE_F16 ? tm_dense_load(tile, k0 + k, h, TM_DTYPE_F16)
+                                                      : tm_dense_load(tile, k0 + k, h, TM_DTYPE_BF16));
+        }
+        const int first = k0 == 0, last = k0 + kc >= a->n_cols;
+        int tk = 0;
+        for (; tk + 4 <= a->n; tk += 4) tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last);
+        if (a->n - tk >= 2) tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last), tk += 2;
+        if (a->n - tk >= 1) tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last);
+    }
+}
+
+void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ti++) {
+        switch (a->dtype) {
+        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
+        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
+        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
+        default: tm_dense_tile(a, ti); break;
+        }
+    }
+}

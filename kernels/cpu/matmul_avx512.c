@@ -1,0 +1,220 @@
+/* matmul_avx512.c - AVX-512 + VNNI kernels on the packed tiles of matmul_impl.h.
+ *
+ * One zmm holds one value group of 16 weight rows (lane r = row r), so a tile is
+ * multiplied against a broadcast activation with no horizontal reduction, and each
+ * unpacked weight block stays in registers while up to TM_NT_MAX tokens use it:
+ *   quantized  per 32-value block: 8 vpdpbusd (u8 weights x s8 activations) into an
+ *              int32 accumulator seeded with the zero-point correction (-8 or -128 times
+ *              the activation block sum), then one FMA with d_w * d_a (and for Q4_1 one
+ *              FMA with m_w * s_a).
+ *   dense      F16/BF16 are widened to an f32 panel of 256 columns (16 KiB, stays in L1)
+ *              that all tokens reuse; n = 1 reads the tile directly, 8 FMA chains deep.
+ * Q4_K and Q6_K have no kernel here (tm_mm_avx512_supports says 0): they run scalar. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+#define TM_AI static inline __attribute__((always_inline))
+
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_NT_MAX = 16, TM_KC = 256 };
+
+int tm_mm_avx512_supports(tm_dtype t) {
+    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
+           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
+}
+
+/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
+
+void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int8_t *q, float *d,
+                               int32_t *sum, float *s) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid)); /* MXCSR: half-even */
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+        _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(q1));
+        const int32_t acc = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        d[b] = db;
+        sum[b] = acc;
+        s[b] = db * (float)acc;
+    }
+}
+
+/* ---- quantized tiles ------------------------------------------------------------- */
+
+TM_AI __m512i tm_bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* Tokens [t0, t0 + NT) x tile ti; kind and NT are compile-time constants after inlining. */
+TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, const int kind) {
+    const tm_mm_weight *pw = a->w;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off);
+    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off);
+    const int64_t nb = a->nb, cols = a->n_cols;
+    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
+    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
+    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[TM_NT_MAX];
+    for (int i = 0; i < NT; i++) acc[i] = _mm512_setzero_ps();
+
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i w[8]; /* w[j]: values 4j..4j+3 of each row (j = 0..7) */
+        if (kind == TM_KIND_Q8_0) {
+            const __m512i *p = (const __m512i *)(tile + b * 512);
+            for (int j = 0; j < 8; j++) w[j] = _mm512_load_si512(p + j);
+        } else {
+            const __m512i *p = (const __m512i *)(tile + b * 256);
+            for (int k = 0; k < 4; k++) {
+                const __m512i v = _mm512_load_si512(p + k);
+                w[k] = _mm512_and_si512(v, m4);                         /* values 4k.. */
+                w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4); /* values 16+4k.. */
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(dsec + b * TM_MM_TILE)));
+        __m512 mw = _mm512_setzero_ps();
+        if (kind == TM_KIND_Q4_1)
+            mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+        for (int i = 0; i < NT; i++) {
+            const int8_t *qa = aq + i * cols + 32 * b;
+            const int64_t ib = i * nb + b;
+            __m512i c0, c1 = _mm512_setzero_si512();
+            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * asum[ib]);
+            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * asum[ib]);
+            else c0 = _mm512_setzero_si512();
+            /* Two chains when few tokens, so one block's 8 dpbusd do not serialize. */
+            for (int j = 0; j < 8; j++) {
+                if (NT < 4 && (j & 1)) c1 = _mm512_dpbusd_epi32(c1, w[j], tm_bcast4(qa + 4 * j));
+                else c0 = _mm512_dpbusd_epi32(c0, w[j], tm_bcast4(qa + 4 * j));
+            }
+            if (NT < 4) c0 = _mm512_add_epi32(c0, c1);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib])), acc[i]);
+            if (kind == TM_KIND_Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib]), acc[i]);
+        }
+    }
+
+    const int64_t r0 = ti * TM_MM_TILE;
+    const int64_t left = a->n_rows - r0;
+    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
+    for (int i = 0; i < NT; i++)
+        _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
+}
+
+#define TM_Q_INST(kind_, name_)                                                           \
+    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
+        int t = 0;                                                                        \
+        for (; t + 16 <= a->n; t += 16) tm_q_group(a, ti, t, 16, kind_);                  \
+        if (a->n - t >= 8) tm_q_group(a, ti, t, 8, kind_), t += 8;                        \
+        if (a->n - t >= 4) tm_q_group(a, ti, t, 4, kind_), t += 4;                        \
+        if (a->n - t >= 2) tm_q_group(a, ti, t, 2, kind_), t += 2;                        \
+        if (a->n - t >= 1) tm_q_group(a, ti, t, 1, kind_);                                \
+    }
+TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
+TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
+TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+
+/* ---- dense tiles ----------------------------------------------------------------- */
+
+/* 16 weights (one k, 16 rows) of a dense tile as f32. */
+TM_AI __m512 tm_dense_load(const uint8_t *tile, int64_t k, tm_dtype t) {
+    if (t == TM_DTYPE_F32) return _mm512_load_ps((const float *)tile + k * TM_MM_TILE);
+    const __m256i h = _mm256_load_si256((const __m256i *)((const uint16_t *)tile + k * TM_MM_TILE));
+    if (t == TM_DTYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); /* bf16 */
+}
+
+TM_AI __mmask16 tm_tile_mask(const tm_mm_args *a, int64_t r0) {
+    const int64_t left = a->n_rows - r0;
+    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+}
+
+/* n = 1: one pass over the tile, 8 independent accumulators to hide FMA latency. */
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const float *x = a->x;
+    __m512 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= a->n_cols; k += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm512_fmadd_ps(tm_dense_load(tile, k + j, t), _mm512_set1_ps(x[k + j]), acc[j]);
+    for (; k < a->n_cols; k++)
+        acc[0] = _mm512_fmadd_ps(tm_dense_load(tile, k, t), _mm512_set1_ps(x[k]), acc[0]);
+    const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+                                   _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])));
+    const int64_t r0 = ti * TM_MM_TILE;
+    const __mmask16 mask = tm_tile_mask(a, r0);
+    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
+    _mm512_mask_storeu_ps(a->out + r0, mask, _mm512_add_ps(s, bias));
+}
+
+/* Tokens [t0, t0 + NT) x columns [k0, k0 + kc) of one tile, from an f32 panel (kc, 16).
+ * first: start from zero (else from out); last: add the bias. */
+TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, int64_t k0,
+                          int64_t kc, int t0, const int NT, int first, int last) {
+    const __mmask16 mask = tm_tile_mask(a, r0);
+    __m512 acc[TM_NT_MAX];
+    for (int i = 0; i < NT; i++)
+        acc[i] = first ? _mm512_setzero_ps()
+                       : _mm512_maskz_loadu_ps(mask, a->out + (int64_t)(t0 + i) * a->n_rows + r0);
+    const float *x = a->x + (int64_t)t0 * a->n_cols + k0;
+    for (int64_t k = 0; k < kc; k++) {
+        const __m512 w = _mm512_load_ps(panel + k * TM_MM_TILE);
+        for (int i = 0; i < NT; i++) acc[i] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[i * a->n_cols + k]), acc[i]);
+    }
+    const __m512 bias = last && a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
+    for (int i = 0; i < NT; i++)
+        _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
+}
+
+static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1) {
+        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
+        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
+        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
+        return;
+    }
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const int64_t r0 = ti * TM_MM_TILE;
+    _Alignas(64) float panel[TM_KC * TM_MM_TILE];
+    for (int64_t k0 = 0; k0 < a->n_cols; k0 += TM_KC) {
+        const int64_t kc = a->n_cols - k0 < TM_KC ? a->n_cols - k0 : TM_KC;
+        const float *p = panel;
+        if (t == TM_DTYPE_F32) {
+            p = (const float *)tile + k0 * TM_MM_TILE; /* already f32 */
+        } else if (t == TM_DTYPE_F16) {
+            for (int64_t k = 0; k < kc; k++) _mm512_store_ps(panel + k * TM_MM_TILE, tm_dense_load(tile, k0 + k, TM_DTYPE_F16));
+        } else {
+            for (int64_t k = 0; k < kc; k++) _mm512_store_ps(panel + k * TM_MM_TILE, tm_dense_load(tile, k0 + k, TM_DTYPE_BF16));
+        }
+        const int first = k0 == 0, last = k0 + kc >= a->n_cols;
+        int tk = 0;
+        for (; tk + 16 <= a->n; tk += 16) tm_dense_group(a, p, r0, k0, kc, tk, 16, first, last);
+        if (a->n - tk >= 8) tm_dense_group(a, p, r0, k0, kc, tk, 8, first, last), tk += 8;
+        if (a->n - tk >= 4) tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last), tk += 4;
+        if (a->n - tk >= 2) tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last), tk += 2;
+        if (a->n - tk >= 1) tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last);
+    }
+}
+
+void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ti++) {
+        switch (a->dtype) {
+        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
+        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
+        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
+        default: tm_dense_tile(a, ti); break;
+        }
+    }
+}

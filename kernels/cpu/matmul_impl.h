@@ -1,0 +1,86 @@
+/* matmul_impl.h - private to kernels/cpu/matmul*.c: the repacked weight layout, the
+ * quantized-activation format and the per-level kernel entry points.
+ *
+ * Packed weights (SIMD levels). Rows are grouped in tiles of TM_MM_TILE = 16 rows; the
+ * last tile is zero-padded (zero quants and zero scales, so padded rows compute 0 and
+ * are never stored). One tile is one contiguous, 64-byte aligned byte range:
+ *
+ *   Q4_0 / Q4_1  [qs: nb x 256 B][d: nb x 16 f16][m (Q4_1 only): nb x 16 f16]
+ *                per block, 4 chunks of 64 B; in chunk k, bytes 4r..4r+3 belong to row r
+ *                and byte 4r+i holds value 4k+i in its low nibble and 16+4k+i in its high
+ *                nibble. So one 64-byte chunk is one zmm whose 32-bit lane r is row r,
+ *                and (chunk & 0xF) / (chunk >> 4 & 0xF) are ready for vpdpbusd against a
+ *                broadcast of 4 activation bytes.
+ *   Q8_0         [qs: nb x 512 B][d: nb x 16 f16]; 8 chunks of 64 B, byte 4r+i of chunk k
+ *                = value 4k+i of row r, plus 128 (stored unsigned so vpdpbusd needs no
+ *                sign trick; the -128 * sum(a) correction seeds the accumulator).
+ *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
+ *   F32          [K x 16 f32], same order.
+ * Each scale section is padded to a multiple of 64 B. Q4_K and Q6_K are not packed: every
+ * level runs them with the scalar kernel on the GGUF blocks.
+ *
+ * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
+ * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
+ * Round-half-even (not llama.cpp's roundf) because SIMD conversions round that way, so
+ * every level quantizes bit-identically. K-quants use Q8_K from tm_quantize_row. */
+#ifndef TM_CPU_MATMUL_IMPL_H
+#define TM_CPU_MATMUL_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/dtype.h"
+
+enum { TM_MM_TILE = 16 }; /* weight rows per packed tile */
+
+/* A prepared weight; lives in tm_weight.aux. */
+typedef struct tm_mm_weight {
+    const void *src;    /* GGUF-layout data (n_rows rows), borrowed: scalar path and weight_row */
+    uint8_t *packed;    /* (n_tiles, tile_bytes) packed tiles, 64-B aligned; NULL if not packed */
+    int64_t n_tiles;    /* ceil(n_rows / TM_MM_TILE) */
+    size_t tile_bytes;  /* bytes per tile, a multiple of 64 */
+    size_t d_off;       /* offset of the d section inside a tile (quantized types) */
+    size_t m_off;       /* offset of the m section inside a tile (Q4_1) */
+} tm_mm_weight;
+
+/* Activations quantized for one call, carved from tm_cpu_matmul's scratch. */
+typedef struct tm_mm_act {
+    int8_t *q;      /* (n, n_cols) int8 quants */
+    float *d;       /* (n, nb) block scales */
+    int32_t *sum;   /* (n, nb) sum of each block's quants */
+    float *s;       /* (n, nb) d * sum */
+    void *q8k;      /* (n, n_cols / 256) tm_block_q8_k, for Q4_K / Q6_K */
+} tm_mm_act;
+
+/* Everything a kernel needs for one call. */
+typedef struct tm_mm_args {
+    tm_dtype dtype;           /* weight dtype */
+    int64_t n_rows, n_cols;   /* weight shape */
+    int64_t nb;               /* blocks per row (n_cols / 32 for legacy quants) */
+    const tm_mm_weight *w;    /* prepared weight */
+    const float *x;           /* (n, n_cols) f32 activations */
+    const tm_mm_act *act;     /* quantized activations (quantized dtypes) */
+    const float *bias;        /* (n_rows) or NULL */
+    float *out;               /* (n, n_rows) */
+    int n;                    /* tokens */
+} tm_mm_args;
+
+/* Scalar (reference) kernels. */
+void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int8_t *q, float *d,
+                               int32_t *sum, float *s);
+/* Rows [r0, r1) for all tokens, reading the GGUF blocks in w->src. */
+void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1);
+
+/* Per-level kernels. *_supports: does the level have a kernel for dtype (on packed
+ * weights)? tiles: tiles [t0, t1) for all tokens. quantize_act: same output as scalar,
+ * bit for bit. */
+int tm_mm_avx2_supports(tm_dtype t);
+void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int8_t *q, float *d,
+                             int32_t *sum, float *s);
+int tm_mm_avx512_supports(tm_dtype t);
+void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int8_t *q, float *d,
+                               int32_t *sum, float *s);
+
+#endif
