@@ -1,0 +1,451 @@
+/* api.c - routing, auth, validation and submission of OpenAI requests. See api.h.
+ * Responses built from engine events live in api_output.c. */
+#include "server/api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "models/model.h"
+#include "models/tokenizer.h"
+#include "server/api_error.h"
+#include "server/api_internal.h"
+
+/* ---- helpers ---- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0], cp;
+    size_t len;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return 0;
+    if (len > n) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3F);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+    return len;
+}
+
+json_t *tm_json_text(const char *s, size_t n) {
+    json_t *j = json_stringn(s, n);
+    if (j) return j;
+    char *buf = malloc(n * 3 + 1), *w = buf; /* each bad byte becomes U+FFFD (3 bytes) */
+    if (!buf) return json_string("");
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (len) {
+            memcpy(w, s + i, len), w += len, i += len;
+        } else {
+            memcpy(w, "\xEF\xBF\xBD", 3), w += 3, i += 1;
+        }
+    }
+    j = json_stringn(buf, (size_t)(w - buf));
+    free(buf);
+    return j ? j : json_string("");
+}
+
+static void send_json(tm_http_conn *c, int status, json_t *body) {
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!s) {
+        tm_http_respond(c, 500, "application/json", "", "{}", 2);
+        return;
+    }
+    tm_http_respond(c, status, "application/json", "", s, strlen(s));
+    free(s);
+}
+
+void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
+                       const char *param, const char *code) {
+    char *body = tm_api_error_json(status, msg, param && *param ? param : NULL, code);
+    const char *extra = status == 503 || status == 429 ? "Retry-After: 1\r\n"
+                        : status == 401 ? "WWW-Authenticate: Bearer\r\n" : "";
+    a->metrics.http_errors++;
+    tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
+                    body ? strlen(body) : 2);
+    free(body);
+}
+
+static char *error_body_cb(void *arg, int status, const char *msg) {
+    tm_api *a = arg;
+    a->metrics.http_errors++;
+    return tm_api_error_json(status, msg, NULL, NULL);
+}
+
+/* Constant-time comparison of the Authorization header with "Bearer <key>". */
+static int auth_ok(const tm_api *a, const char *header) {
+    if (!a->api_key) return 1;
+    if (!header || strncmp(header, "Bearer ", 7) != 0) return 0;
+    const char *got = header + 7;
+    size_t ng = strlen(got), nk = strlen(a->api_key);
+    unsigned diff = (unsigned)(ng ^ nk);
+    for (size_t i = 0; i < nk; i++) diff |= (unsigned char)a->api_key[i] ^ (unsigned char)(i < ng ? got[i] : 0);
+    return diff == 0;
+}
+
+static void access_log(const char *id, int status, const char *path, double t_start) {
+    TM_INFOF("access: %s %d %s total=%.3fs", id, status, path, tm_time_s() - t_start);
+}
+
+/* ---- simple endpoints ---- */
+
+static json_t *model_object(const tm_api *a) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:i}", "id", a->model_name, "object", "model",
+                     "created", (json_int_t)a->started, "owned_by", "tokenmill",
+                     "max_model_len", a->n_ctx);
+}
+
+static void handle_models(tm_api *a, tm_http_conn *c, const char *path) {
+    if (!strcmp(path, "/v1/models")) {
+        json_t *data = json_array();
+        json_array_append_new(data, model_object(a));
+        send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+        return;
+    }
+    const char *id = path + strlen("/v1/models/");
+    if (strcmp(id, a->model_name) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "The model '%.300s' does not exist", id);
+        tm_api_send_error(a, c, 404, msg, "model", "model_not_found");
+        return;
+    }
+    send_json(c, 200, model_object(a));
+}
+
+static void handle_metrics(tm_api *a, tm_http_conn *c) {
+    tm_engine_stats st;
+    tm_engine_get_stats(a->engine, &st);
+    size_t len = 0;
+    char *text = tm_metrics_render(&a->metrics, &st, a->model_name, &len);
+    if (!text) {
+        tm_api_send_error(a, c, 500, "out of memory", NULL, NULL);
+        return;
+    }
+    tm_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", "", text, len);
+    free(text);
+}
+
+static json_t *load_object(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
+    json_error_t je;
+    json_t *root = req->body_len ? json_loadb(req->body, req->body_len, 0, &je) : NULL;
+    if (!json_is_object(root)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "the body must be a JSON object%s%s", root ? "" : ": ",
+                 root ? "" : req->body_len ? je.text : "empty body");
+        json_decref(root);
+        tm_api_send_error(a, c, 400, msg, NULL, NULL);
+        return NULL;
+    }
+    return root;
+}
+
+static void handle_tokenize(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
+    json_t *root = load_object(a, c, req);
+    if (!root) return;
+    json_t *prompt = json_object_get(root, "prompt"), *ads = json_object_get(root, "add_special_tokens");
+    if (!json_is_string(prompt) || (ads && !json_is_boolean(ads))) {
+        json_decref(root);
+        tm_api_send_error(a, c, 400, "'prompt' must be a string (and 'add_special_tokens' a "
+                                     "boolean)", "prompt", NULL);
+        return;
+    }
+    int32_t *ids = NULL;
+    int n = 0;
+    int rc = tm_tokenizer_encode(a->tok, json_string_value(prompt), json_string_length(prompt),
+                                 ads ? json_is_true(ads) : 1, 1, &ids, &n);
+    json_decref(root);
+    if (rc) {
+        tm_api_send_error(a, c, 500, "tokenization failed", NULL, NULL);
+        return;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    free(ids);
+    send_json(c, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", n,
+                                "max_model_len", a->n_ctx));
+}
+
+static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
+    json_t *root = load_object(a, c, req);
+    if (!root) return;
+    json_t *toks = json_object_get(root, "tokens");
+    size_t n = json_is_array(toks) ? json_array_size(toks) : 0;
+    int32_t *ids = malloc((n + 1) * sizeof *ids);
+    int bad = !json_is_array(toks) || !ids;
+    for (size_t i = 0; !bad && i < n; i++) {
+        json_t *e = json_array_get(toks, i);
+        bad = !json_is_integer(e) || json_integer_value(e) < 0 ||
+              json_integer_value(e) >= tm_tokenizer_n_vocab(a->tok);
+        if (!bad) ids[i] = (int32_t)json_integer_value(e);
+    }
+    json_decref(root);
+    if (bad) {
+        free(ids);
+        tm_api_send_error(a, c, 400, "'tokens' must be a list of token ids within the vocabulary",
+                          "tokens", NULL);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = tm_tokenizer_decode(a->tok, ids, (int)n, &text, &len);
+    free(ids);
+    if (rc) {
+        tm_api_send_error(a, c, 500, "detokenization failed", NULL, NULL);
+        return;
+    }
+    send_json(c, 200, json_pack("{s:o}", "prompt", tm_json_text(text, len)));
+    free(text);
+}
+
+/* ---- generation ---- */
+
+/* Prompt ids of a validated request: the token list, the encoded prompt text, or the
+ * rendered chat. */
+static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n, char *err,
+                        size_t err_len) {
+    if (p->prompt_ids) {
+        int nv = tm_tokenizer_n_vocab(a->tok);
+        for (int i = 0; i < p->n_prompt_ids; i++)
+            if (p->prompt_ids[i] >= nv)
+                return tm_fail(err, err_len, TM_EINVAL, "prompt token id %d is outside the "
+                               "vocabulary (%d tokens)", p->prompt_ids[i], nv);
+        *ids = malloc((size_t)p->n_prompt_ids * sizeof **ids);
+        if (!*ids) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+        memcpy(*ids, p->prompt_ids, (size_t)p->n_prompt_ids * sizeof **ids);
+        *n = p->n_prompt_ids;
+        return 0;
+    }
+    char *text = p->prompt;
+    if (p->kind == TM_API_CHAT) {
+        int rc = tm_chat_template_render(&a->chat, p->messages, p->n_messages, &text, err, err_len);
+        if (rc) return rc;
+    }
+    int rc = tm_tokenizer_encode(a->tok, text, strlen(text), 1, 1, ids, n);
+    if (text != p->prompt) free(text);
+    if (rc) return tm_fail(err, err_len, rc, "tokenization failed");
+    if (*n == 0) return tm_fail(err, err_len, TM_EINVAL, "the prompt encodes to no tokens");
+    return 0;
+}
+
+static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_conn *c, double t_start) {
+    tm_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->api = a;
+    j->conn = c;
+    j->kind = p->kind;
+    snprintf(j->id, sizeof j->id, "%s-%016llx%08llx", p->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)a->started * 2654435761ull, (unsigned long long)++a->next_seq);
+    j->created = (long long)time(NULL);
+    j->stream = p->stream;
+    j->include_usage = p->include_usage;
+    j->logprobs = p->logprobs;
+    j->top_logprobs = p->top_logprobs;
+    j->t_start = t_start;
+    return j;
+}
+
+static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *req,
+                            tm_api_kind kind) {
+    char err[512];
+    const char *param = "";
+    tm_api_params p;
+    int32_t *ids = NULL;
+    int n_ids = 0;
+    int rc = tm_api_parse(kind, req->body, req->body_len, &p, &param, err, sizeof err);
+    if (rc) {
+        tm_api_send_error(a, c, rc == TM_ENOMEM ? 500 : 400, err, param, NULL);
+        goto done;
+    }
+    if (p.model && strcmp(p.model, a->model_name) != 0) {
+        snprintf(err, sizeof err, "The model '%.300s' does not exist", p.model);
+        tm_api_send_error(a, c, 404, err, "model", "model_not_found");
+        goto done;
+    }
+    if (a->draining) {
+        tm_api_send_error(a, c, 503, "the server is shutting down", NULL, NULL);
+        goto done;
+    }
+    if ((rc = build_prompt(a, &p, &ids, &n_ids, err, sizeof err))) {
+        tm_api_send_error(a, c, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt", NULL);
+        goto done;
+    }
+    int max_tokens = p.max_tokens > 0 ? p.max_tokens
+                     : kind == TM_API_COMPLETION ? TM_MIN(16, a->n_ctx - n_ids) : a->n_ctx - n_ids;
+    if (n_ids + (max_tokens > 0 ? max_tokens : 1) > a->n_ctx) {
+        snprintf(err, sizeof err, "This model's maximum context length is %d tokens. However, you "
+                 "requested %d tokens (%d in the %s, %d for the completion). Please reduce the "
+                 "length of the %s or the completion.", a->n_ctx, n_ids + TM_MAX(max_tokens, 1),
+                 n_ids, kind == TM_API_CHAT ? "messages" : "prompt", TM_MAX(max_tokens, 1),
+                 kind == TM_API_CHAT ? "messages" : "prompt");
+        tm_api_send_error(a, c, 400, err, kind == TM_API_CHAT ? "messages" : "prompt",
+                          "context_length_exceeded");
+        goto done;
+    }
+    tm_request r = {0};
+    r.prompt = ids;
+    r.n_prompt = n_ids;
+    r.max_tokens = max_tokens;
+    r.sampling = p.sampling;
+    if (!p.has_seed) /* distinct streams for unseeded requests */
+        r.sampling.seed = (uint64_t)a->next_seq * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL);
+    for (int i = 0; i < p.n_stop; i++) r.stop[i] = p.stop[i];
+    r.n_stop = p.n_stop;
+    if (kind == TM_API_CHAT && !p.ignore_eos) {
+        r.stop_ids = a->chat_stop_ids;
+        r.n_stop_ids = a->n_chat_stop_ids;
+    }
+    r.ignore_eos = p.ignore_eos;
+    r.logprobs = p.logprobs;
+    r.top_logprobs = p.top_logprobs;
+    r.cache_salt = p.cache_salt;
+    tm_job *job = job_new(a, &p, c, req->t_start);
+    if (!job) {
+        tm_api_send_error(a, c, 500, "out of memory", NULL, NULL);
+        goto done;
+    }
+    job->n_prompt = n_ids;
+    r.user = job;
+    rc = tm_engine_submit(a->engine, &r, &job->engine_id, err, sizeof err);
+    if (rc) {
+        free(job);
+        tm_api_send_error(a, c, tm_api_status_of(rc), err, NULL, NULL);
+        TM_INFOF("access: - %d %s submit refused: %s", tm_api_status_of(rc), req->path, err);
+        goto done;
+    }
+    job->next = a->jobs;
+    if (a->jobs) a->jobs->prev = job;
+    a->jobs = job;
+    a->n_jobs++;
+    tm_http_conn_set_user(c, job);
+    if (job->stream) tm_job_stream_start(job);
+done:
+    free(ids);
+    tm_api_params_free(&p);
+}
+
+/* ---- routing ---- */
+
+static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
+    tm_api *a = arg;
+    const char *path = req->path, *m = req->method;
+    int is_get = !strcmp(m, "GET"), is_post = !strcmp(m, "POST");
+    enum { R_NONE, R_GET, R_POST } want = R_NONE;
+    int auth = 1;
+    if (!strcmp(path, "/health") || !strcmp(path, "/metrics")) want = R_GET, auth = 0;
+    else if (!strcmp(path, "/v1/models") || !strncmp(path, "/v1/models/", 11)) want = R_GET;
+    else if (!strcmp(path, "/v1/completions") || !strcmp(path, "/v1/chat/completions") ||
+             !strcmp(path, "/tokenize") || !strcmp(path, "/detokenize"))
+        want = R_POST;
+    int status = 0;
+    if (want == R_NONE) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "unknown route %.200s", path);
+        tm_api_send_error(a, c, 404, msg, NULL, "not_found");
+        status = 404;
+    } else if ((want == R_GET && !is_get) || (want == R_POST && !is_post)) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "method %.16s is not allowed for %.200s (use %s)", m, path,
+                 want == R_GET ? "GET" : "POST");
+        tm_api_send_error(a, c, 405, msg, NULL, NULL);
+        status = 405;
+    } else if (auth && !auth_ok(a, req->authorization)) {
+        tm_api_send_error(a, c, 401, req->authorization ? "Incorrect API key provided"
+                          : "Missing API key: send 'Authorization: Bearer <key>'", NULL,
+                          "invalid_api_key");
+        status = 401;
+    } else if (!strcmp(path, "/health")) {
+        tm_http_respond(c, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
+        return;
+    } else if (!strcmp(path, "/metrics")) {
+        handle_metrics(a, c);
+        return;
+    } else if (!strncmp(path, "/v1/models", 10)) {
+        handle_models(a, c, path);
+        return;
+    } else if (!strcmp(path, "/tokenize")) {
+        handle_tokenize(a, c, req);
+        return;
+    } else if (!strcmp(path, "/detokenize")) {
+        handle_detokenize(a, c, req);
+        return;
+    } else {
+        handle_generate(a, c, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT);
+        return;
+    }
+    access_log("-", status, path, req->t_start);
+}
+
+static void on_gone(void *arg, tm_http_conn *c, void *user) {
+    tm_api *a = arg;
+    tm_job *job = user;
+    if (!job) return;
+    job->conn = NULL; /* the rest of its events are dropped; the last one frees it */
+    tm_engine_abort(a->engine, job->engine_id);
+}
+
+void tm_api_http_handlers(tm_api *a, tm_http_handlers *h) {
+    h->on_request = on_request;
+    h->on_gone = on_gone;
+    h->error_body = error_body_cb;
+    h->arg = a;
+}
+
+/* ---- lifecycle ---- */
+
+int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, char *err,
+                  size_t err_len) {
+    tm_api *a = calloc(1, sizeof *a);
+    if (!a) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    a->engine = engine;
+    a->model = tm_engine_model(engine);
+    a->tok = tm_model_tokenizer(a->model);
+    a->n_ctx = tm_model_get_config(a->model)->n_ctx_train;
+    a->model_name = strdup(cfg->served_model_name);
+    a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
+    a->chat = cfg->chat;
+    a->started = (long long)time(NULL);
+    tm_metrics_init(&a->metrics);
+    for (const char *const *t = tm_chat_template_end_tokens(a->chat.format); *t; t++) {
+        int32_t id = tm_tokenizer_find(a->tok, *t);
+        if (id >= 0 && a->n_chat_stop_ids < (int)TM_ARRAY_LEN(a->chat_stop_ids))
+            a->chat_stop_ids[a->n_chat_stop_ids++] = id;
+        else if (id < 0)
+            TM_WARNF("chat template end token %s is not in the vocabulary", *t);
+    }
+    *out = a;
+    return 0;
+}
+
+void tm_api_destroy(tm_api *a) {
+    if (!a) return;
+    while (a->jobs) tm_job_free(a->jobs);
+    free(a->model_name);
+    free(a->api_key);
+    free(a);
+}
+
+void tm_api_drain(tm_api *a) {
+    tm_event evs[64];
+    int n;
+    while ((n = tm_engine_poll(a->engine, evs, (int)TM_ARRAY_LEN(evs))) > 0) {
+        for (int i = 0; i < n; i++) {
+            tm_job_on_event(evs[i].user, &evs[i]);
+            tm_event_free(&evs[i]);
+        }
+    }
+}
+
+int tm_api_n_inflight(const tm_api *a) { return a->n_jobs; }
+void tm_api_set_draining(tm_api *a) { a->draining = 1; }
+
+void tm_api_abort_all(tm_api *a) {
+    for (tm_job *j = a->jobs; j; j = j->next) tm_engine_abort(a->engine, j->engine_id);
+}

@@ -1,0 +1,72 @@
+/* api_internal.h - state shared by api.c (routing, submission) and api_output.c (turning
+ * engine events into SSE chunks and JSON bodies). Not a public header. */
+#ifndef TM_API_INTERNAL_H
+#define TM_API_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "server/api.h"
+#include "server/api_parse.h"
+#include "server/metrics.h"
+
+/* One generation request from submit to its last engine event.
+ * Invariant: on api->jobs exactly while the engine may still send events for it;
+ * conn is NULL once the client is gone (then events are consumed and dropped). */
+typedef struct tm_job {
+    tm_api *api;                /* owner */
+    struct tm_job *prev, *next; /* api->jobs list */
+    tm_http_conn *conn;         /* client, or NULL after a disconnect */
+    uint64_t engine_id;         /* from tm_engine_submit */
+    tm_api_kind kind;           /* completion or chat */
+    char id[48];                /* "cmpl-..." / "chatcmpl-..." */
+    long long created;          /* unix seconds */
+    int stream;                 /* SSE response */
+    int include_usage;          /* send the usage chunk */
+    int logprobs;               /* report logprobs */
+    int top_logprobs;           /* alternatives per token */
+    int n_prompt;               /* prompt tokens */
+    int n_tokens;               /* tokens received so far */
+    double t_start;             /* request's first byte */
+    double t_first;             /* first token (0 until then) */
+    double t_last;              /* latest token */
+    char *text;                 /* non-stream: text so far (malloc'd) */
+    size_t text_len, text_cap;
+    json_t *lp;                 /* non-stream logprobs accumulated (object), or NULL */
+} tm_job;
+
+struct tm_api {
+    tm_engine *engine;           /* borrowed */
+    const tm_model *model;       /* engine's model */
+    const tm_tokenizer *tok;     /* model's tokenizer */
+    int n_ctx;                   /* context length (prompt + completion) */
+    char *model_name;            /* served name */
+    char *api_key;               /* or NULL */
+    tm_chat_template chat;       /* chat rendering */
+    int32_t chat_stop_ids[4];    /* token ids of the template's end tokens */
+    int n_chat_stop_ids;
+    tm_metrics metrics;          /* counters and histograms */
+    tm_job *jobs;                /* in flight */
+    int n_jobs;
+    int draining;                /* refuse new generation work */
+    uint64_t next_seq;           /* for ids and default seeds */
+    long long started;           /* unix seconds at create (model "created") */
+};
+
+/* api_output.c */
+/* One engine event for job; frees job (and unlinks it) after its last event. */
+void tm_job_on_event(tm_job *job, const tm_event *ev);
+/* Sends the first chunk of a chat stream (role) - right after submit. */
+void tm_job_stream_start(tm_job *job);
+void tm_job_free(tm_job *job);
+
+/* api.c */
+/* Sends an OpenAI error object as the response and counts it. */
+void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
+                       const char *param, const char *code);
+/* A JSON string from bytes that may not be valid UTF-8 (invalid bytes become U+FFFD). */
+json_t *tm_json_text(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,243 @@
+/* api_output.c - engine events -> OpenAI responses: SSE chunks while streaming, one JSON
+ * body otherwise; metrics and the access log line at the end of each request. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "models/tokenizer.h"
+#include "server/api_internal.h"
+
+static const char *finish_name(tm_finish f) {
+    switch (f) {
+    case TM_FINISH_STOP: return "stop";
+    case TM_FINISH_LENGTH: return "length";
+    case TM_FINISH_ABORT: return "abort";
+    default: return NULL;
+    }
+}
+
+/* ---- logprobs ---- */
+
+static json_t *token_json(const tm_api *a, int32_t id) {
+    size_t len = 0;
+    const char *p = tm_tokenizer_piece(a->tok, id, &len);
+    return tm_json_text(p, len);
+}
+
+static json_t *token_bytes(const tm_api *a, int32_t id) {
+    size_t len = 0;
+    const char *p = tm_tokenizer_piece(a->tok, id, &len);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < len; i++) json_array_append_new(arr, json_integer((unsigned char)p[i]));
+    return arr;
+}
+
+/* Chat format: {"content":[{"token","logprob","bytes","top_logprobs":[...]}]}. */
+static json_t *chat_lp_entry(const tm_api *a, const tm_event *ev) {
+    json_t *top = json_array();
+    for (int i = 0; i < ev->n_top; i++)
+        json_array_append_new(top, json_pack("{s:o, s:f, s:o}", "token", token_json(a, ev->top_ids[i]),
+                                             "logprob", (double)ev->top_logprobs[i], "bytes",
+                                             token_bytes(a, ev->top_ids[i])));
+    return json_pack("{s:o, s:f, s:o, s:o}", "token", token_json(a, ev->token), "logprob",
+                     (double)ev->logprob, "bytes", token_bytes(a, ev->token), "top_logprobs", top);
+}
+
+/* Appends ev's token to a logprobs object of the job's format (created on first use). */
+static void lp_append(tm_job *j, json_t **lp, const tm_event *ev, size_t text_offset) {
+    const tm_api *a = j->api;
+    if (j->kind == TM_API_CHAT) {
+        if (!*lp) *lp = json_pack("{s:[]}", "content");
+        json_array_append_new(json_object_get(*lp, "content"), chat_lp_entry(a, ev));
+        return;
+    }
+    if (!*lp)
+        *lp = json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs",
+                        "text_offset");
+    json_array_append_new(json_object_get(*lp, "tokens"), token_json(a, ev->token));
+    json_array_append_new(json_object_get(*lp, "token_logprobs"), json_real(ev->logprob));
+    json_t *top = json_object();
+    for (int i = 0; i < ev->n_top; i++) {
+        size_t len = 0;
+        const char *p = tm_tokenizer_piece(a->tok, ev->top_ids[i], &len);
+        json_t *key = tm_json_text(p, len);
+        json_object_set_new(top, json_string_value(key), json_real(ev->top_logprobs[i]));
+        json_decref(key);
+    }
+    json_array_append_new(json_object_get(*lp, "top_logprobs"), top);
+    json_array_append_new(json_object_get(*lp, "text_offset"), json_integer((json_int_t)text_offset));
+}
+
+/* ---- shapes ---- */
+
+static json_t *usage_json(int prompt, int completion, int cached) {
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", prompt, "completion_tokens",
+                     completion, "total_tokens", prompt + completion, "prompt_tokens_details",
+                     "cached_tokens", cached);
+}
+
+/* A chunk or response envelope with one choice. */
+static json_t *envelope(const tm_job *j, const char *object, json_t *choice) {
+    json_t *choices = json_array();
+    if (choice) json_array_append_new(choices, choice);
+    return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", j->id, "object", object, "created",
+                     (json_int_t)j->created, "model", j->api->model_name, "choices", choices);
+}
+
+static void send_sse(tm_job *j, json_t *chunk) {
+    if (!j->conn) { /* the client went away during this response */
+        json_decref(chunk);
+        return;
+    }
+    if (j->include_usage && !json_object_get(chunk, "usage"))
+        json_object_set_new(chunk, "usage", json_null());
+    char *s = json_dumps(chunk, JSON_COMPACT);
+    json_decref(chunk);
+    if (!s) return;
+    size_t n = strlen(s);
+    char *msg = malloc(n + 8);
+    if (msg) {
+        memcpy(msg, "data: ", 6);
+        memcpy(msg + 6, s, n);
+        memcpy(msg + 6 + n, "\n\n", 2);
+        /* a failed write closes the connection; on_gone then clears j->conn */
+        tm_http_stream_write(j->conn, msg, n + 8);
+        free(msg);
+    }
+    free(s);
+}
+
+static json_t *stream_choice(const tm_job *j, json_t *delta_or_text, json_t *lp, const char *finish) {
+    json_t *fin = finish ? json_string(finish) : json_null();
+    if (!lp) lp = json_null();
+    if (j->kind == TM_API_CHAT)
+        return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta_or_text, "logprobs",
+                         lp, "finish_reason", fin);
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", delta_or_text, "logprobs", lp,
+                     "finish_reason", fin);
+}
+
+static const char *chunk_object(const tm_job *j) {
+    return j->kind == TM_API_CHAT ? "chat.completion.chunk" : "text_completion";
+}
+
+void tm_job_stream_start(tm_job *j) {
+    tm_http_stream_begin(j->conn, 200, "text/event-stream");
+    if (j->kind != TM_API_CHAT) return;
+    json_t *delta = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, delta, NULL, NULL)));
+}
+
+static void stream_delta(tm_job *j, const tm_event *ev) {
+    json_t *lp = NULL;
+    if (j->logprobs && ev->token >= 0) lp_append(j, &lp, ev, j->text_len);
+    j->text_len += ev->text_len; /* running offset for completions' text_offset */
+    json_t *text = tm_json_text(ev->text ? ev->text : "", ev->text_len);
+    json_t *body = j->kind == TM_API_CHAT ? json_pack("{s:o}", "content", text) : text;
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, lp, NULL)));
+}
+
+static void stream_finish(tm_job *j, const tm_event *ev) {
+    json_t *body = j->kind == TM_API_CHAT ? json_object() : json_string("");
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, NULL, finish_name(ev->finish))));
+    if (j->include_usage) {
+        json_t *u = envelope(j, chunk_object(j), NULL);
+        json_object_set_new(u, "usage", usage_json(ev->prompt_tokens, ev->completion_tokens,
+                                                   ev->cached_tokens));
+        send_sse(j, u);
+    }
+    if (j->conn) tm_http_stream_write(j->conn, "data: [DONE]\n\n", 14);
+    if (j->conn) tm_http_stream_end(j->conn);
+}
+
+static void full_response(tm_job *j, const tm_event *ev) {
+    if (ev->finish == TM_FINISH_ABORT) {
+        tm_api_send_error(j->api, j->conn, 503, "the request was aborted (server shutting down)",
+                          NULL, "aborted");
+        return;
+    }
+    json_t *text = tm_json_text(j->text ? j->text : "", j->text_len);
+    json_t *lp = j->lp ? j->lp : json_null();
+    j->lp = NULL;
+    json_t *choice;
+    if (j->kind == TM_API_CHAT)
+        choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role",
+                           "assistant", "content", text, "logprobs", lp, "finish_reason",
+                           finish_name(ev->finish));
+    else
+        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs", lp,
+                           "finish_reason", finish_name(ev->finish));
+    json_t *body = envelope(j, j->kind == TM_API_CHAT ? "chat.completion" : "text_completion", choice);
+    json_object_set_new(body, "usage", usage_json(ev->prompt_tokens, ev->completion_tokens,
+                                                  ev->cached_tokens));
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (s) tm_http_respond(j->conn, 200, "application/json", "", s, strlen(s));
+    else tm_api_send_error(j->api, j->conn, 500, "out of memory", NULL, NULL);
+    free(s);
+}
+
+static int text_append(tm_job *j, const char *s, size_t n) {
+    if (j->text_len + n + 1 > j->text_cap) {
+        size_t cap = j->text_cap ? j->text_cap * 2 : 256;
+        while (cap < j->text_len + n + 1) cap *= 2;
+        char *q = realloc(j->text, cap);
+        if (!q) return TM_ENOMEM;
+        j->text = q;
+        j->text_cap = cap;
+    }
+    memcpy(j->text + j->text_len, s, n);
+    j->text_len += n;
+    j->text[j->text_len] = 0;
+    return 0;
+}
+
+void tm_job_free(tm_job *j) {
+    tm_api *a = j->api;
+    if (j->prev) j->prev->next = j->next;
+    else a->jobs = j->next;
+    if (j->next) j->next->prev = j->prev;
+    a->n_jobs--;
+    if (j->conn) tm_http_conn_set_user(j->conn, NULL);
+    free(j->text);
+    json_decref(j->lp);
+    free(j);
+}
+
+void tm_job_on_event(tm_job *j, const tm_event *ev) {
+    tm_api *a = j->api;
+    double now = tm_time_s();
+    if (ev->token >= 0) {
+        if (j->n_tokens++ == 0) {
+            j->t_first = now;
+            tm_histogram_observe(&a->metrics.ttft, now - j->t_start);
+        } else {
+            tm_histogram_observe(&a->metrics.itl, now - j->t_last);
+        }
+        j->t_last = now;
+    }
+    if (j->conn) {
+        int has_delta = ev->text_len > 0 || (j->logprobs && ev->token >= 0);
+        if (j->stream && has_delta) {
+            stream_delta(j, ev);
+        } else if (!j->stream) {
+            if (ev->text_len) text_append(j, ev->text, ev->text_len);
+            if (j->logprobs && ev->token >= 0) lp_append(j, &j->lp, ev, j->text_len - ev->text_len);
+        }
+    }
+    if (ev->finish == TM_FINISH_NONE) return;
+    tm_histogram_observe(&a->metrics.e2e, now - j->t_start);
+    if (ev->finish >= 1 && ev->finish <= 3) a->metrics.success[ev->finish]++;
+    int client = j->conn != NULL;
+    if (j->conn) {
+        if (j->stream) stream_finish(j, ev);
+        else full_response(j, ev);
+        j->conn = NULL;
+    }
+    TM_INFOF("access: %s %s finish=%s prompt=%d cached=%d completion=%d ttft=%.3fs total=%.3fs",
+             j->id, client ? (j->stream || ev->finish != TM_FINISH_ABORT ? "200" : "503") : "gone",
+             finish_name(ev->finish), ev->prompt_tokens, ev->cached_tokens,
+             ev->completion_tokens, j->t_first ? j->t_first - j->t_start : 0.0, now - j->t_start);
+    tm_job_free(j);
+}

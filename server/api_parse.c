@@ -1,0 +1,293 @@
+/* api_parse.c - request validation for /v1/completions and /v1/chat/completions.
+ *
+ * Ranges follow OpenAI's documented limits where it has them (temperature [0, 2],
+ * top_p [0, 1], penalties [-2, 2], up to 4 stop strings, top_logprobs <= 20) and vLLM's
+ * for the extensions (top_k, min_p, repetition_penalty, ignore_eos, cache_salt). */
+#include "server/api_parse.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/common.h"
+
+/* Parser context: the object, where failures are reported. */
+typedef struct pctx {
+    json_t *root;       /* the request object */
+    const char **param; /* failing field */
+    char *err;
+    size_t err_len;
+} pctx;
+
+#define FAIL(ctx, field, ...) \
+    (*(ctx)->param = (field), tm_fail((ctx)->err, (ctx)->err_len, TM_EINVAL, __VA_ARGS__))
+
+/* Field lookup where JSON null counts as absent. */
+static json_t *get(pctx *x, const char *key) {
+    json_t *v = json_object_get(x->root, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int get_bool(pctx *x, const char *key, int *out) {
+    json_t *v = get(x, key);
+    if (!v) return 0;
+    if (!json_is_boolean(v)) return FAIL(x, key, "'%s' must be a boolean", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_int(pctx *x, const char *key, long long lo, long long hi, int *out) {
+    json_t *v = get(x, key);
+    if (!v) return 0;
+    if (!json_is_integer(v)) return FAIL(x, key, "'%s' must be an integer", key);
+    long long i = json_integer_value(v);
+    if (i < lo || i > hi)
+        return FAIL(x, key, "'%s' must be between %lld and %lld, got %lld", key, lo, hi, i);
+    *out = (int)i;
+    return 0;
+}
+
+static int get_float(pctx *x, const char *key, double lo, double hi, float *out) {
+    json_t *v = get(x, key);
+    if (!v) return 0;
+    if (!json_is_number(v)) return FAIL(x, key, "'%s' must be a number", key);
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi))
+        return FAIL(x, key, "'%s' must be between %g and %g, got %g", key, lo, hi, d);
+    *out = (float)d;
+    return 0;
+}
+
+static int get_str(pctx *x, const char *key, char **out) {
+    json_t *v = get(x, key);
+    if (!v) return 0;
+    if (!json_is_string(v)) return FAIL(x, key, "'%s' must be a string", key);
+    *out = strdup(json_string_value(v));
+    return *out ? 0 : TM_ENOMEM;
+}
+
+static int parse_stop(pctx *x, tm_api_params *p) {
+    json_t *v = get(x, "stop");
+    if (!v) return 0;
+    if (json_is_string(v)) {
+        if (json_string_length(v) == 0) return 0;
+        p->stop[p->n_stop++] = strdup(json_string_value(v));
+        return 0;
+    }
+    if (!json_is_array(v)) return FAIL(x, "stop", "'stop' must be a string or a list of strings");
+    if (json_array_size(v) > TM_MAX_STOP)
+        return FAIL(x, "stop", "'stop' allows at most %d sequences", TM_MAX_STOP);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s) {
+        if (!json_is_string(s))
+            return FAIL(x, "stop", "'stop' must be a string or a list of strings");
+        if (json_string_length(s) == 0) continue;
+        p->stop[p->n_stop++] = strdup(json_string_value(s));
+    }
+    return 0;
+}
+
+static int parse_prompt(pctx *x, tm_api_params *p) {
+    json_t *v = get(x, "prompt");
+    if (!v) return FAIL(x, "prompt", "'prompt' is required");
+    /* A one-element list holds the same prompt as its element. */
+    if (json_is_array(v) && json_array_size(v) == 1 && !json_is_integer(json_array_get(v, 0)))
+        v = json_array_get(v, 0);
+    if (json_is_string(v)) {
+        if (json_string_length(v) == 0) return FAIL(x, "prompt", "'prompt' must not be empty");
+        p->prompt = strdup(json_string_value(v));
+        return p->prompt ? 0 : TM_ENOMEM;
+    }
+    if (!json_is_array(v))
+        return FAIL(x, "prompt", "'prompt' must be a string or a list of token ids");
+    size_t n = json_array_size(v);
+    if (n == 0) return FAIL(x, "prompt", "'prompt' must not be empty");
+    p->prompt_ids = malloc(n * sizeof *p->prompt_ids);
+    if (!p->prompt_ids) return TM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        if (json_is_string(e) || json_is_array(e))
+            return FAIL(x, "prompt", "batched prompts (a list of several prompts) are not "
+                                     "supported; send one request per prompt");
+        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
+            json_integer_value(e) > INT32_MAX)
+            return FAIL(x, "prompt", "'prompt' token ids must be non-negative integers");
+        p->prompt_ids[i] = (int32_t)json_integer_value(e);
+    }
+    p->n_prompt_ids = (int)n;
+    return 0;
+}
+
+/* content: a string, or a list of {"type":"text","text":...} parts. */
+static int parse_content(pctx *x, json_t *c, tm_api_role role, char **out) {
+    if (!c) {
+        if (role == TM_ROLE_ASSISTANT) return (*out = strdup("")) ? 0 : TM_ENOMEM;
+        return FAIL(x, "messages", "message 'content' is required");
+    }
+    if (json_is_string(c)) return (*out = strdup(json_string_value(c))) ? 0 : TM_ENOMEM;
+    if (!json_is_array(c))
+        return FAIL(x, "messages", "message 'content' must be a string or a list of text parts");
+    size_t total = 1, i;
+    json_t *part;
+    json_array_foreach(c, i, part) {
+        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0)
+            return FAIL(x, "messages", "only content parts of type 'text' are supported");
+        if (!json_is_string(text))
+            return FAIL(x, "messages", "a text content part needs a string 'text'");
+        total += json_string_length(text);
+    }
+    char *s = malloc(total), *w = s;
+    if (!s) return TM_ENOMEM;
+    json_array_foreach(c, i, part) {
+        json_t *text = json_object_get(part, "text");
+        memcpy(w, json_string_value(text), json_string_length(text));
+        w += json_string_length(text);
+    }
+    *w = 0;
+    *out = s;
+    return 0;
+}
+
+static int parse_messages(pctx *x, tm_api_params *p) {
+    json_t *v = get(x, "messages");
+    if (!v) return FAIL(x, "messages", "'messages' is required");
+    if (!json_is_array(v)) return FAIL(x, "messages", "'messages' must be a list");
+    size_t n = json_array_size(v);
+    if (n == 0) return FAIL(x, "messages", "'messages' must not be empty");
+    p->messages = calloc(n, sizeof *p->messages);
+    if (!p->messages) return TM_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(v, i);
+        if (!json_is_object(m)) return FAIL(x, "messages", "each message must be an object");
+        json_t *r = json_object_get(m, "role");
+        if (!json_is_string(r)) return FAIL(x, "messages", "each message needs a string 'role'");
+        const char *rs = json_string_value(r);
+        tm_api_role role;
+        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) role = TM_ROLE_SYSTEM;
+        else if (!strcmp(rs, "user")) role = TM_ROLE_USER;
+        else if (!strcmp(rs, "assistant")) role = TM_ROLE_ASSISTANT;
+        else
+            return FAIL(x, "messages", "message role must be system, user or assistant "
+                                       "(tools are not supported)");
+        p->messages[i].role = role;
+        json_t *c = json_object_get(m, "content");
+        int rc = parse_content(x, json_is_null(c) ? NULL : c, role, &p->messages[i].content);
+        p->n_messages = (int)i + 1;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int parse_logprobs(pctx *x, tm_api_params *p) {
+    json_t *v = get(x, "logprobs");
+    if (p->kind == TM_API_COMPLETION) { /* legacy: an integer count of alternatives */
+        if (v && json_is_boolean(v)) {
+            p->logprobs = json_is_true(v);
+            return 0;
+        }
+        int n = -1;
+        if (get_int(x, "logprobs", 0, TM_MAX_TOP_LOGPROBS, &n)) return TM_EINVAL;
+        if (n >= 0) p->logprobs = 1, p->top_logprobs = n;
+        return 0;
+    }
+    if (get_bool(x, "logprobs", &p->logprobs)) return TM_EINVAL;
+    if (get_int(x, "top_logprobs", 0, TM_MAX_TOP_LOGPROBS, &p->top_logprobs)) return TM_EINVAL;
+    if (p->top_logprobs > 0 && !p->logprobs)
+        return FAIL(x, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+    return 0;
+}
+
+static int parse_fields(pctx *x, tm_api_params *p) {
+    int rc;
+    if ((rc = get_str(x, "model", &p->model))) return rc;
+    if (p->kind == TM_API_COMPLETION ? (rc = parse_prompt(x, p)) : (rc = parse_messages(x, p)))
+        return rc;
+    int n = 1, max_tokens = -1, mct = -1;
+    if (get_int(x, "n", 1, 128, &n)) return TM_EINVAL;
+    if (n != 1) return FAIL(x, "n", "'n' > 1 is not supported; send separate requests");
+    if (get_int(x, "best_of", 1, 1, &n)) return TM_EINVAL;
+    if (get_int(x, "max_tokens", 1, INT32_MAX, &max_tokens)) return TM_EINVAL;
+    if (get_int(x, "max_completion_tokens", 1, INT32_MAX, &mct)) return TM_EINVAL;
+    p->max_tokens = mct > 0 ? mct : max_tokens;
+    tm_sampling_params *s = &p->sampling;
+    if (get_float(x, "temperature", 0, 2, &s->temperature)) return TM_EINVAL;
+    if (get_float(x, "top_p", 0, 1, &s->top_p)) return TM_EINVAL;
+    if (get(x, "top_p") && s->top_p <= 0) return FAIL(x, "top_p", "'top_p' must be > 0");
+    if (get_int(x, "top_k", -1, INT32_MAX, &s->top_k)) return TM_EINVAL;
+    if (get_float(x, "min_p", 0, 1, &s->min_p)) return TM_EINVAL;
+    if (get_float(x, "presence_penalty", -2, 2, &s->presence_penalty)) return TM_EINVAL;
+    if (get_float(x, "frequency_penalty", -2, 2, &s->frequency_penalty)) return TM_EINVAL;
+    if (get_float(x, "repetition_penalty", 0, 2, &s->repetition_penalty)) return TM_EINVAL;
+    if (get(x, "repetition_penalty") && s->repetition_penalty <= 0)
+        return FAIL(x, "repetition_penalty", "'repetition_penalty' must be > 0");
+    json_t *seed = get(x, "seed");
+    if (seed) {
+        if (!json_is_integer(seed)) return FAIL(x, "seed", "'seed' must be an integer");
+        s->seed = (uint64_t)json_integer_value(seed);
+        p->has_seed = 1;
+    }
+    if ((rc = parse_stop(x, p))) return rc;
+    if (get_bool(x, "ignore_eos", &p->ignore_eos)) return TM_EINVAL;
+    if ((rc = parse_logprobs(x, p))) return rc;
+    if (get_bool(x, "stream", &p->stream)) return TM_EINVAL;
+    json_t *so = get(x, "stream_options");
+    if (so) {
+        if (!json_is_object(so))
+            return FAIL(x, "stream_options", "'stream_options' must be an object");
+        if (!p->stream)
+            return FAIL(x, "stream_options", "'stream_options' is only allowed when 'stream' is true");
+        json_t *iu = json_object_get(so, "include_usage");
+        if (iu && !json_is_null(iu) && !json_is_boolean(iu))
+            return FAIL(x, "stream_options", "'stream_options.include_usage' must be a boolean");
+        p->include_usage = json_is_true(iu);
+    }
+    int echo = 0;
+    if (get_bool(x, "echo", &echo)) return TM_EINVAL;
+    if (echo) return FAIL(x, "echo", "'echo' is not supported");
+    char *user = NULL;
+    rc = get_str(x, "user", &user);
+    free(user);
+    if (rc) return rc;
+    return get_str(x, "cache_salt", &p->cache_salt);
+}
+
+int tm_api_parse(tm_api_kind kind, const char *body, size_t len, tm_api_params *out,
+                 const char **param, char *err, size_t err_len) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->max_tokens = -1;
+    tm_sampling_params_default(&out->sampling);
+    static const char *no_param;
+    if (!param) param = &no_param;
+    *param = "";
+    if (len == 0)
+        return tm_fail(err, err_len, TM_EINVAL, "request body is empty (a JSON object is "
+                                               "required, sent with Content-Length)");
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return tm_fail(err, err_len, TM_EINVAL, "malformed JSON at line %d column %d: %s",
+                       je.line, je.column, je.text);
+    pctx x = {root, param, err, err_len};
+    int rc = json_is_object(root) ? parse_fields(&x, out)
+                                  : tm_fail(err, err_len, TM_EINVAL, "the body must be a JSON object");
+    json_decref(root);
+    if (rc == TM_ENOMEM) tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    return rc;
+}
+
+void tm_api_params_free(tm_api_params *p) {
+    free(p->model);
+    free(p->prompt);
+    free(p->prompt_ids);
+    for (int i = 0; i < p->n_messages; i++) free(p->messages[i].content);
+    free(p->messages);
+    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    free(p->cache_salt);
+    memset(p, 0, sizeof *p);
+}

@@ -1,0 +1,67 @@
+/* api_parse.h - OpenAI request bodies -> validated plain data.
+ *
+ * Pure functions (no engine, no sockets), so every validation rule is unit-tested
+ * (tests/server/test_api_parse.cc). Unknown fields are ignored, as OpenAI-compatible
+ * servers do; known fields with the wrong type or an out-of-range value are a 400 that
+ * names the field in `param`. */
+#ifndef TM_API_PARSE_H
+#define TM_API_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/sampler.h"
+#include "scheduler/engine.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum tm_api_kind {
+    TM_API_COMPLETION = 0, /* POST /v1/completions */
+    TM_API_CHAT = 1,       /* POST /v1/chat/completions */
+} tm_api_kind;
+
+typedef enum tm_api_role {
+    TM_ROLE_SYSTEM = 0, /* "system" or "developer" */
+    TM_ROLE_USER = 1,
+    TM_ROLE_ASSISTANT = 2,
+} tm_api_role;
+
+typedef struct tm_api_message {
+    tm_api_role role; /* who speaks */
+    char *content;    /* text (text parts concatenated), malloc'd, NUL-terminated */
+} tm_api_message;
+
+typedef struct tm_api_params {
+    tm_api_kind kind;           /* which endpoint */
+    char *model;                /* requested model name, or NULL when absent */
+    char *prompt;               /* completions: prompt text, or NULL */
+    int32_t *prompt_ids;        /* completions: prompt as token ids, or NULL */
+    int n_prompt_ids;           /* entries in prompt_ids */
+    tm_api_message *messages;   /* chat: (n_messages) */
+    int n_messages;
+    int max_tokens;             /* -1 when not given */
+    tm_sampling_params sampling;/* temperature, top_p, top_k, min_p, penalties, seed */
+    int has_seed;               /* seed was given (otherwise the server picks one) */
+    char *stop[TM_MAX_STOP];    /* stop strings, malloc'd */
+    int n_stop;
+    int ignore_eos;             /* keep generating past end-of-generation tokens */
+    int logprobs;               /* report the chosen tokens' logprobs */
+    int top_logprobs;           /* alternatives per token (0..TM_MAX_TOP_LOGPROBS) */
+    int stream;                 /* SSE response */
+    int include_usage;          /* stream_options.include_usage */
+    char *cache_salt;           /* prefix-cache tenant separation, or NULL */
+} tm_api_params;
+
+/* Parses and validates body. On failure returns TM_EINVAL, a message in err and the
+ * offending field's name in param (a static string, or "" when no single field is at
+ * fault). out is always safe to pass to tm_api_params_free afterwards. */
+int tm_api_parse(tm_api_kind kind, const char *body, size_t len, tm_api_params *out,
+                 const char **param, char *err, size_t err_len);
+void tm_api_params_free(tm_api_params *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,554 @@
+/* http.c - HTTP/1.1 on libuv + llhttp: connections, limits, framing. See http.h.
+ *
+ * A connection is a small state machine driven from the loop thread:
+ *   idle/reading --(request complete: parser paused)--> busy --(response ended)--> idle
+ * Unparsed input (pipelined requests) waits in conn->in while busy; reading continues so
+ * a disconnect is seen at once, but stops when that backlog exceeds one maximal request.
+ * The timer runs only while the connection waits for a request. */
+#include "server/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "common/common.h"
+
+typedef struct tm_buf {
+    char *p;    /* NUL-terminated bytes (NULL while empty and never grown) */
+    size_t n;   /* bytes used */
+    size_t cap; /* bytes allocated */
+} tm_buf;
+
+struct tm_http_conn {
+    uv_tcp_t tcp;            /* the socket; tcp.data = this */
+    uv_timer_t timer;        /* idle / slow-request timeout */
+    tm_http_server *srv;     /* owner */
+    tm_http_conn *prev, *next; /* srv->conns list */
+    llhttp_t parser;         /* request parser; parser.data = this */
+    tm_buf in;               /* received, not yet parsed bytes start at in_off */
+    size_t in_off;
+    /* The request being parsed (reset at message begin). */
+    tm_buf method, url, field, value, auth, ctype, body;
+    size_t header_bytes;     /* URL + header bytes so far */
+    int in_request;          /* a message has begun */
+    int complete;            /* on_message_complete fired; dispatch pending */
+    int has_len;             /* Content-Length or chunked */
+    int err_status;          /* set by a callback that rejected the request (413) */
+    double t_start;          /* first byte of this request */
+    /* Response side. */
+    int busy;                /* the handler owes a response */
+    int streaming;           /* a chunked response is open */
+    int keep_alive;          /* keep the connection after this response */
+    int closing;             /* uv_close called */
+    int n_handles;           /* handles still to be closed before free */
+    int n_writes;            /* writes in flight */
+    size_t write_queued;     /* bytes in flight */
+    int close_after_write;   /* close once the writes in flight are done */
+    int reading;             /* uv_read_start is in effect */
+    void *user;              /* the handler's pointer while busy */
+};
+
+struct tm_http_server {
+    uv_loop_t *loop;         /* borrowed */
+    uv_tcp_t listener;       /* listening socket */
+    tm_http_config cfg;      /* limits */
+    tm_http_handlers h;      /* callbacks */
+    llhttp_settings_t settings; /* parser callbacks (shared by every connection) */
+    int port;                /* bound port */
+    int listening;           /* listener open */
+    int destroying;          /* tm_http_destroy called; free when all handles closed */
+    int n_conns;             /* open connections */
+    int n_handles;           /* listener (1) + connection handles still open */
+    tm_http_conn *conns;     /* list of open connections */
+};
+
+void tm_http_config_default(tm_http_config *c) {
+    c->max_header_bytes = 16 * 1024;
+    c->max_body_bytes = 8u << 20;
+    c->timeout_ms = 30000;
+    c->max_connections = 1024;
+    c->max_write_queue = 16u << 20;
+}
+
+const char *tm_http_reason(int s) {
+    switch (s) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+/* ---- buffers ---- */
+
+static int buf_add(tm_buf *b, const char *p, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) return TM_ENOMEM;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+static void buf_clear(tm_buf *b) {
+    b->n = 0;
+    if (b->p) b->p[0] = 0;
+}
+static void buf_free(tm_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+static const char *buf_str(const tm_buf *b) { return b->p ? b->p : ""; }
+
+/* ---- closing ---- */
+
+static void server_maybe_free(tm_http_server *s) {
+    if (s->destroying && s->n_handles == 0) free(s);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h) {
+    tm_http_conn *c = h->data;
+    if (--c->n_handles > 0) return;
+    tm_http_server *s = c->srv;
+    buf_free(&c->in);
+    buf_free(&c->method), buf_free(&c->url), buf_free(&c->field), buf_free(&c->value);
+    buf_free(&c->auth), buf_free(&c->ctype), buf_free(&c->body);
+    free(c);
+    s->n_handles--;
+    server_maybe_free(s);
+}
+
+/* Closes c now; if a response was owed the handler hears on_gone. Idempotent. */
+static void conn_close(tm_http_conn *c) {
+    if (c->closing) return;
+    c->closing = 1;
+    tm_http_server *s = c->srv;
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->n_conns--;
+    if (c->busy) {
+        c->busy = 0;
+        if (s->h.on_gone) s->h.on_gone(s->h.arg, c, c->user);
+        c->user = NULL;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+/* ---- writing ---- */
+
+typedef struct tm_write {
+    uv_write_t req;     /* req.data = conn */
+    size_t len;         /* bytes in data */
+    char data[];        /* payload */
+} tm_write;
+
+static void on_written(uv_write_t *req, int status) {
+    tm_write *w = (tm_write *)req;
+    tm_http_conn *c = req->data;
+    c->n_writes--;
+    c->write_queued -= w->len;
+    free(w);
+    if (c->closing) return;
+    if (status < 0 || (c->close_after_write && c->n_writes == 0)) conn_close(c);
+}
+
+/* Queues len bytes from up to three pieces. Returns 0 or TM_EBUSY/TM_ENOMEM (closed). */
+static int conn_write3(tm_http_conn *c, const char *a, size_t na, const char *b, size_t nb,
+                       const char *d, size_t nd) {
+    if (c->closing) return TM_EBUSY;
+    size_t len = na + nb + nd;
+    if (c->write_queued + len > c->srv->cfg.max_write_queue) {
+        TM_WARNF("http: client not reading (%zu bytes queued); closing", c->write_queued);
+        conn_close(c);
+        return TM_EBUSY;
+    }
+    tm_write *w = malloc(sizeof *w + len);
+    if (!w) {
+        conn_close(c);
+        return TM_ENOMEM;
+    }
+    w->len = len;
+    if (na) memcpy(w->data, a, na);
+    if (nb) memcpy(w->data + na, b, nb);
+    if (nd) memcpy(w->data + na + nb, d, nd);
+    w->req.data = c;
+    uv_buf_t ub = uv_buf_init(w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &ub, 1, on_written) != 0) {
+        free(w);
+        conn_close(c);
+        return TM_EBUSY;
+    }
+    c->n_writes++;
+    c->write_queued += len;
+    return 0;
+}
+
+static int format_head(tm_http_conn *c, char *out, size_t cap, int status, const char *ctype,
+                       const char *extra, long long content_length) {
+    char len_line[64] = "Transfer-Encoding: chunked\r\n";
+    if (content_length >= 0)
+        snprintf(len_line, sizeof len_line, "Content-Length: %lld\r\n", content_length);
+    int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%sConnection: %s\r\n\r\n",
+                     status, tm_http_reason(status), ctype, len_line, extra ? extra : "",
+                     c->keep_alive ? "keep-alive" : "close");
+    return n < (int)cap ? n : (int)cap - 1;
+}
+
+static void conn_parse(tm_http_conn *c);
+static void timer_arm(tm_http_conn *c);
+static void conn_read_start(tm_http_conn *c);
+
+/* The response to the current request has been queued entirely. */
+static void end_request(tm_http_conn *c) {
+    c->busy = 0;
+    c->streaming = 0;
+    c->user = NULL;
+    if (!c->keep_alive || !c->srv->listening) {
+        c->close_after_write = 1;
+        if (c->n_writes == 0) conn_close(c);
+        return;
+    }
+    if (!c->reading) conn_read_start(c);
+    conn_parse(c);
+}
+
+void tm_http_conn_set_user(tm_http_conn *c, void *user) { c->user = user; }
+
+void tm_http_respond(tm_http_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t len) {
+    char head[1024];
+    int n = format_head(c, head, sizeof head, status, ctype, extra, (long long)len);
+    if (conn_write3(c, head, (size_t)n, body, len, NULL, 0) == 0) end_request(c);
+}
+
+void tm_http_stream_begin(tm_http_conn *c, int status, const char *ctype) {
+    char head[512];
+    int n = format_head(c, head, sizeof head, status, ctype,
+                        "Cache-Control: no-cache\r\n", -1);
+    c->streaming = 1;
+    conn_write3(c, head, (size_t)n, NULL, 0, NULL, 0);
+}
+
+int tm_http_stream_write(tm_http_conn *c, const char *data, size_t len) {
+    if (len == 0) return 0;
+    char size_line[32];
+    int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+    return conn_write3(c, size_line, (size_t)n, data, len, "\r\n", 2);
+}
+
+void tm_http_stream_end(tm_http_conn *c) {
+    if (conn_write3(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0) == 0) end_request(c);
+}
+
+/* An error the HTTP layer answers itself; the connection closes afterwards. */
+static void respond_error(tm_http_conn *c, int status, const char *msg) {
+    tm_http_server *s = c->srv;
+    char *body = s->h.error_body ? s->h.error_body(s->h.arg, status, msg) : NULL;
+    c->keep_alive = 0;
+    c->busy = 1; /* so end_request's bookkeeping applies */
+    const char *extra = status == 503 ? "Retry-After: 1\r\n" : "";
+    tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
+                    body ? strlen(body) : 2);
+    free(body);
+    TM_INFOF("http: %d %s", status, msg);
+}
+
+/* ---- parser callbacks ---- */
+
+static tm_http_conn *conn_of(llhttp_t *p) { return p->data; }
+
+static int count_header(tm_http_conn *c, size_t n) {
+    c->header_bytes += n;
+    if (c->header_bytes > c->srv->cfg.max_header_bytes) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+    tm_http_conn *c = conn_of(p);
+    buf_clear(&c->method), buf_clear(&c->url), buf_clear(&c->field), buf_clear(&c->value);
+    buf_clear(&c->auth), buf_clear(&c->ctype), buf_clear(&c->body);
+    c->header_bytes = 0;
+    c->in_request = 1;
+    c->has_len = 0;
+    c->t_start = tm_time_s();
+    return 0;
+}
+static int on_method(llhttp_t *p, const char *at, size_t n) {
+    tm_http_conn *c = conn_of(p);
+    return count_header(c, n) ? HPE_USER : buf_add(&c->method, at, n) ? HPE_USER : 0;
+}
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+    tm_http_conn *c = conn_of(p);
+    return count_header(c, n) ? HPE_USER : buf_add(&c->url, at, n) ? HPE_USER : 0;
+}
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+    tm_http_conn *c = conn_of(p);
+    return count_header(c, n) ? HPE_USER : buf_add(&c->field, at, n) ? HPE_USER : 0;
+}
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+    tm_http_conn *c = conn_of(p);
+    return count_header(c, n) ? HPE_USER : buf_add(&c->value, at, n) ? HPE_USER : 0;
+}
+static int on_header_value_complete(llhttp_t *p) {
+    tm_http_conn *c = conn_of(p);
+    const char *f = buf_str(&c->field);
+    tm_buf *dst = !strcasecmp(f, "authorization") ? &c->auth
+                  : !strcasecmp(f, "content-type") ? &c->ctype : NULL;
+    if (dst) {
+        buf_clear(dst);
+        if (buf_add(dst, buf_str(&c->value), c->value.n)) return HPE_USER;
+    }
+    buf_clear(&c->field);
+    buf_clear(&c->value);
+    return 0;
+}
+static int on_headers_complete(llhttp_t *p) {
+    tm_http_conn *c = conn_of(p);
+    c->has_len = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg.max_body_bytes) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    return 0;
+}
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+    tm_http_conn *c = conn_of(p);
+    if (c->body.n + n > c->srv->cfg.max_body_bytes) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    return buf_add(&c->body, at, n) ? HPE_USER : 0;
+}
+static int on_message_complete(llhttp_t *p) {
+    tm_http_conn *c = conn_of(p);
+    c->complete = 1;
+    c->keep_alive = llhttp_should_keep_alive(p);
+    return HPE_PAUSED; /* one request at a time; conn_parse resumes after the response */
+}
+
+/* ---- reading and dispatch ---- */
+
+static void dispatch(tm_http_conn *c) {
+    c->complete = 0;
+    c->in_request = 0;
+    c->busy = 1;
+    uv_timer_stop(&c->timer);
+    char *q = c->url.p ? strchr(c->url.p, '?') : NULL;
+    if (q) *q = 0;
+    if (buf_add(&c->body, "", 0)) { /* guarantees a NUL-terminated body */
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    tm_http_request req = {
+        .method = buf_str(&c->method),
+        .path = buf_str(&c->url),
+        .authorization = c->auth.n ? c->auth.p : NULL,
+        .content_type = c->ctype.n ? c->ctype.p : NULL,
+        .has_body_length = c->has_len,
+        .body = buf_str(&c->body),
+        .body_len = c->body.n,
+        .t_start = c->t_start,
+    };
+    c->srv->h.on_request(c->srv->h.arg, c, &req);
+}
+
+/* Parses buffered input until a request is dispatched, the input runs out or it fails. */
+static void conn_parse(tm_http_conn *c) {
+    while (!c->closing && !c->busy && c->in_off < c->in.n) {
+        const char *start = c->in.p + c->in_off;
+        llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
+        if (e == HPE_OK) {
+            c->in_off = c->in.n;
+        } else if (e == HPE_PAUSED && c->complete) {
+            c->in_off = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.p);
+            llhttp_resume(&c->parser);
+            dispatch(c);
+        } else {
+            int status = c->err_status ? c->err_status : 400;
+            char msg[160];
+            if (status == 413)
+                snprintf(msg, sizeof msg, "request headers or body too large");
+            else
+                snprintf(msg, sizeof msg, "malformed HTTP request: %s",
+                         c->parser.reason ? c->parser.reason : llhttp_errno_name(e));
+            respond_error(c, status, msg);
+            return;
+        }
+    }
+    if (c->closing) return;
+    if (c->in_off == c->in.n) {
+        c->in_off = 0;
+        buf_clear(&c->in);
+    }
+    if (!c->busy) timer_arm(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    static __thread char slab[65536]; /* loop thread only; data is copied at once */
+    (void)h, (void)suggested;
+    *b = uv_buf_init(slab, sizeof slab);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+    tm_http_conn *c = st->data;
+    if (c->closing) return;
+    if (nread < 0) { /* EOF or error: the client is gone */
+        conn_close(c);
+        return;
+    }
+    if (nread == 0) return;
+    if (buf_add(&c->in, b->base, (size_t)nread)) {
+        conn_close(c);
+        return;
+    }
+    const tm_http_config *cfg = &c->srv->cfg;
+    if (c->busy && c->in.n - c->in_off > cfg->max_header_bytes + cfg->max_body_bytes)
+    {
+        uv_read_stop(st); /* backpressure on a pipelining client; resumed by end_request */
+        c->reading = 0;
+    }
+    conn_parse(c);
+}
+
+static void conn_read_start(tm_http_conn *c) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+static void on_timeout(uv_timer_t *t) {
+    tm_http_conn *c = t->data;
+    if (c->busy || c->closing) return;
+    if (c->in_request || c->in.n > c->in_off)
+        respond_error(c, 408, "request not received in time");
+    else
+        conn_close(c);
+}
+
+static void timer_arm(tm_http_conn *c) {
+    if (!uv_is_active((uv_handle_t *)&c->timer))
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg.timeout_ms, 0);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    tm_http_server *s = l->data;
+    if (status < 0) return;
+    tm_http_conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->n_handles = 2;
+    s->n_handles++;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (s->n_conns > s->cfg.max_connections) {
+        respond_error(c, 503, "too many connections");
+        return;
+    }
+    conn_read_start(c);
+    timer_arm(c);
+}
+
+/* ---- server ---- */
+
+static void on_listener_closed(uv_handle_t *h) {
+    tm_http_server *s = h->data;
+    s->n_handles--;
+    server_maybe_free(s);
+}
+
+
+int tm_http_create(uv_loop_t *loop, const char *host, int port, const tm_http_config *cfg,
+                   const tm_http_handlers *h, tm_http_server **out, char *err, size_t err_len) {
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)
+        return tm_fail(err, err_len, TM_EINVAL, "invalid host address '%s'", host);
+    tm_http_server *s = calloc(1, sizeof *s);
+    if (!s) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->h = *h;
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_method = on_method;
+    s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_header_value_complete = on_header_value_complete;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    s->n_handles = 1;
+    s->listening = 1;
+    int rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc != 0) {
+        tm_fail(err, err_len, TM_EIO, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+        s->destroying = 1;
+        s->listening = 0;
+        uv_close((uv_handle_t *)&s->listener, on_listener_closed); /* frees s */
+        uv_run(loop, UV_RUN_NOWAIT);
+        *out = NULL;
+        return TM_EIO;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    s->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    *out = s;
+    return 0;
+}
+
+int tm_http_port(const tm_http_server *s) { return s->port; }
+int tm_http_n_connections(const tm_http_server *s) { return s->n_conns; }
+
+void tm_http_stop_accepting(tm_http_server *s) {
+    if (!s->listening) return;
+    s->listening = 0;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    for (tm_http_conn *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->busy && c->n_writes == 0) conn_close(c);
+        else c->keep_alive = 0;
+    }
+}
+
+void tm_http_destroy(tm_http_server *s) {
+    if (!s) return;
+    tm_http_stop_accepting(s);
+    while (s->conns) conn_close(s->conns);
+    s->destroying = 1;
+    server_maybe_free(s);
+}

@@ -1,0 +1,348 @@
+/* serve.c - `tokenmill serve`: options, startup (backend, model, chat template, engine,
+ * HTTP), the loop, and graceful shutdown.
+ *
+ * Shutdown: the first SIGINT/SIGTERM stops accepting connections and refuses new work;
+ * requests in flight may finish for --shutdown-timeout seconds, then they are aborted
+ * (streams end with finish_reason "abort"); after at most 2 more seconds every
+ * connection is closed and the process exits 0. A second signal skips the wait. */
+#include "server/serve.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "common/common.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/simd.h"
+#include "models/model.h"
+#include "scheduler/engine.h"
+#include "server/api.h"
+#include "server/chat_template.h"
+#include "server/http.h"
+
+typedef struct serve_opts {
+    const char *model;          /* GGUF path, or NULL for the default model */
+    const char *host;           /* bind address */
+    int port;                   /* 0 picks a free port */
+    const char *api_key;        /* or NULL */
+    const char *served_name;    /* or NULL: the file name without .gguf */
+    const char *device;         /* auto, cpu, cuda */
+    long kv_mib;                /* KV pool size, 0 = engine default */
+    long max_num_seqs, max_batched, max_queue; /* 0 = engine default */
+    const char *chat_template;  /* override: name or file, or NULL */
+    long threads;               /* CPU workers, 0 = one per CPU */
+    long http_timeout_s;        /* idle / slow-request timeout */
+    long max_connections;       /* open connections at most */
+    long max_body_mib;          /* request body limit */
+    double shutdown_timeout_s;  /* grace period for in-flight requests */
+} serve_opts;
+
+typedef struct serve_state {
+    uv_loop_t loop;             /* the loop thread's loop (this thread) */
+    uv_async_t wake;            /* engine -> loop: events are queued */
+    uv_signal_t sigint, sigterm;
+    uv_timer_t shutdown_timer;  /* polls the drain during shutdown */
+    tm_api *api;
+    tm_http_server *http;
+    double shutdown_t0;         /* when the first signal came (0: running) */
+    double shutdown_timeout_s;
+    int aborted;                /* in-flight requests were aborted */
+} serve_state;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tokenmill serve [MODEL] [options]\n"
+            "  --host ADDR                 bind address (127.0.0.1)\n"
+            "  --port N                    port (8000; 0 picks a free one)\n"
+            "  --api-key KEY               require 'Authorization: Bearer KEY' on /v1\n"
+            "  --served-model-name NAME    the model name clients use (file name)\n"
+            "  --device auto|cpu|cuda      (auto: CUDA if available, else CPU)\n"
+            "  --kv-cache-mem MIB          KV-cache pool size\n"
+            "  --max-num-seqs N            running sequences at most\n"
+            "  --max-num-batched-tokens N  tokens per engine step\n"
+            "  --max-queue N               waiting requests before 503\n"
+            "  --chat-template NAME|FILE   chatml, llama3, llama2, mistral, gemma, or a Jinja file\n"
+            "  --threads N                 CPU backend threads (one per CPU)\n"
+            "  --http-timeout S            idle/slow-request timeout (30)\n"
+            "  --max-connections N         open connections at most (1024)\n"
+            "  --max-body-mib N            request body limit (8)\n"
+            "  --shutdown-timeout S        grace period for requests on SIGTERM (10)\n");
+}
+
+static int num(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || errno || *end || end == s || v < lo || v > hi) {
+        fprintf(stderr, "tokenmill serve: %s expects an integer in [%ld, %ld], got '%s'\n", opt,
+                lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, serve_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8000;
+    o->device = "auto";
+    o->http_timeout_s = 30;
+    o->max_connections = 1024;
+    o->max_body_mib = 8;
+    o->shutdown_timeout_s = 10;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n = 0;
+#define STR_OPT(name, field) if (!strcmp(a, name)) { if (!v) goto missing; o->field = v; i++; continue; }
+#define NUM_OPT(name, field, lo, hi) if (!strcmp(a, name)) { if (num(a, v, lo, hi, &n)) return 2; o->field = n; i++; continue; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        STR_OPT("--host", host)
+        STR_OPT("--api-key", api_key)
+        STR_OPT("--served-model-name", served_name)
+        STR_OPT("--device", device)
+        STR_OPT("--chat-template", chat_template)
+        NUM_OPT("--port", port, 0, 65535)
+        NUM_OPT("--kv-cache-mem", kv_mib, 1, 1L << 24)
+        NUM_OPT("--max-num-seqs", max_num_seqs, 1, 1 << 16)
+        NUM_OPT("--max-num-batched-tokens", max_batched, 1, 1 << 24)
+        NUM_OPT("--max-queue", max_queue, 1, 1 << 24)
+        NUM_OPT("--threads", threads, 1, 4096)
+        NUM_OPT("--http-timeout", http_timeout_s, 1, 86400)
+        NUM_OPT("--max-connections", max_connections, 1, 1 << 20)
+        NUM_OPT("--max-body-mib", max_body_mib, 1, 4096)
+        if (!strcmp(a, "--shutdown-timeout")) {
+            if (num(a, v, 0, 3600, &n)) return 2;
+            o->shutdown_timeout_s = (double)n;
+            i++;
+            continue;
+        }
+        if (a[0] == '-') {
+            fprintf(stderr, "tokenmill serve: unknown option %s (see --help)\n", a);
+            return 2;
+        }
+        if (o->model) {
+            fprintf(stderr, "tokenmill serve: more than one MODEL given ('%s', '%s')\n", o->model, a);
+            return 2;
+        }
+        o->model = a;
+        continue;
+    missing:
+        fprintf(stderr, "tokenmill serve: %s needs a value\n", a);
+        return 2;
+#undef STR_OPT
+#undef NUM_OPT
+    }
+    if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "cuda")) {
+        fprintf(stderr, "tokenmill serve: --device must be auto, cpu or cuda\n");
+        return 2;
+    }
+    return 0;
+}
+
+static tm_backend *make_backend(const serve_opts *o) {
+    char err[256] = "";
+    if (strcmp(o->device, "cpu") != 0) {
+        tm_backend *be = tm_backend_cuda_create(0, err, sizeof err);
+        if (be) {
+            TM_INFOF("serve: using CUDA device 0");
+            return be;
+        }
+        if (!strcmp(o->device, "cuda")) {
+            fprintf(stderr, "tokenmill serve: --device cuda: %s\n", err);
+            return NULL;
+        }
+        TM_INFOF("serve: no CUDA device (%s); using the CPU backend", err);
+    }
+    tm_backend *be = tm_backend_cpu_create((int)o->threads, TM_SIMD_AUTO, err, sizeof err);
+    if (!be) fprintf(stderr, "tokenmill serve: cpu backend: %s\n", err);
+    return be;
+}
+
+/* The chat template: --chat-template (a name, or a file to detect from), else the
+ * model's own tokenizer.chat_template. */
+static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_template *t) {
+    char err[512];
+    if (o->chat_template) {
+        if (tm_chat_template_from_name(o->chat_template, t) == 0) return 0;
+        FILE *f = fopen(o->chat_template, "rb");
+        if (!f) {
+            fprintf(stderr, "tokenmill serve: --chat-template '%s' is neither chatml, llama3, "
+                    "llama2, mistral, gemma nor a readable file\n", o->chat_template);
+            return -1;
+        }
+        char *text = calloc(1, 1 << 20);
+        size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+        fclose(f);
+        (void)n;
+        int rc = text ? tm_chat_template_detect(text, t, err, sizeof err) : TM_ENOMEM;
+        free(text);
+        if (rc) fprintf(stderr, "tokenmill serve: %s: %s\n", o->chat_template, err);
+        return rc ? -1 : 0;
+    }
+    const char *jinja = NULL;
+    size_t len = 0;
+    tm_gguf_get_str(tm_model_gguf(m), "tokenizer.chat_template", &jinja, &len);
+    if (tm_chat_template_detect(jinja, t, err, sizeof err)) {
+        fprintf(stderr, "tokenmill serve: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- loop callbacks ---- */
+
+static void on_wake(uv_async_t *h) { tm_api_drain(((serve_state *)h->data)->api); }
+
+/* Engine thread: events are queued. uv_async_send is the one thread-safe libuv call. */
+static void notify_loop(void *arg) { uv_async_send(arg); }
+
+static void close_all(serve_state *s) {
+    tm_http_destroy(s->http);
+    s->http = NULL;
+    uv_close((uv_handle_t *)&s->wake, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+}
+
+static void on_shutdown_tick(uv_timer_t *t) {
+    serve_state *s = t->data;
+    tm_api_drain(s->api);
+    double waited = tm_time_s() - s->shutdown_t0;
+    if (tm_api_n_inflight(s->api) == 0 || waited > s->shutdown_timeout_s + 2.0) {
+        TM_INFOF("serve: stopped (%d requests left)", tm_api_n_inflight(s->api));
+        uv_timer_stop(t);
+        close_all(s);
+        return;
+    }
+    if (!s->aborted && waited >= s->shutdown_timeout_s) {
+        TM_INFOF("serve: aborting %d requests still running", tm_api_n_inflight(s->api));
+        s->aborted = 1;
+        tm_api_abort_all(s->api);
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    serve_state *s = h->data;
+    if (s->shutdown_t0 == 0) {
+        TM_INFOF("serve: %s: stopping; %d requests in flight get %.0f s to finish",
+                 signum == SIGINT ? "SIGINT" : "SIGTERM", tm_api_n_inflight(s->api),
+                 s->shutdown_timeout_s);
+        s->shutdown_t0 = tm_time_s();
+        tm_api_set_draining(s->api);
+        tm_http_stop_accepting(s->http);
+        uv_timer_start(&s->shutdown_timer, on_shutdown_tick, 0, 50);
+    } else if (!s->aborted) {
+        TM_INFOF("serve: second signal: aborting everything now");
+        s->shutdown_timeout_s = tm_time_s() - s->shutdown_t0; /* abort at the next tick */
+    }
+}
+
+int tm_serve_main(int argc, char **argv) {
+    serve_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = 1;
+    char err[512], buf[1024];
+    tm_backend *be = NULL;
+    tm_model *model = NULL;
+    tm_engine *engine = NULL;
+    serve_state s;
+    memset(&s, 0, sizeof s);
+    s.shutdown_timeout_s = o.shutdown_timeout_s;
+    uv_loop_init(&s.loop);
+
+    const char *path = o.model ? o.model : tm_model_default_path(buf, sizeof buf);
+    if (!(be = make_backend(&o))) goto done;
+    TM_INFOF("serve: loading %s", path);
+    double t0 = tm_time_s();
+    if ((rc = tm_model_load(path, be, &model, err, sizeof err))) {
+        fprintf(stderr, "tokenmill serve: %s\n", err);
+        if (!o.model)
+            fprintf(stderr, "tokenmill serve: the default model is missing; fetch it with "
+                    "scripts/fetch-model\n");
+        goto done;
+    }
+    const tm_model_config *mc = tm_model_get_config(model);
+    TM_INFOF("serve: loaded %s (%s, %d layers, context %d) in %.1f s", mc->name, mc->arch,
+             mc->n_layers, mc->n_ctx_train, tm_time_s() - t0);
+
+    tm_api_config ac = {0};
+    if (pick_template(&o, model, &ac.chat)) goto done;
+    char name[256];
+    if (!o.served_name) { /* the file name without its directory and .gguf */
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        snprintf(name, sizeof name, "%s", base);
+        size_t n = strlen(name);
+        if (n > 5 && !strcmp(name + n - 5, ".gguf")) name[n - 5] = 0;
+        o.served_name = name;
+    }
+    ac.served_model_name = o.served_name;
+    ac.api_key = o.api_key;
+
+    uv_async_init(&s.loop, &s.wake, on_wake);
+    s.wake.data = &s;
+    tm_engine_config ec;
+    tm_engine_config_default(&ec);
+    if (o.kv_mib) ec.kv_cache_bytes = (size_t)o.kv_mib << 20;
+    if (o.max_num_seqs) ec.max_num_seqs = (int)o.max_num_seqs;
+    if (o.max_batched) ec.max_num_batched_tokens = (int)o.max_batched;
+    if (o.max_queue) ec.max_queue = (int)o.max_queue;
+    ec.on_event = notify_loop;
+    ec.on_event_arg = &s.wake;
+    if ((rc = tm_engine_create(model, &ec, &engine, err, sizeof err))) {
+        fprintf(stderr, "tokenmill serve: engine: %s\n", err);
+        uv_close((uv_handle_t *)&s.wake, NULL);
+        goto done;
+    }
+    if ((rc = tm_api_create(engine, &ac, &s.api, err, sizeof err))) {
+        fprintf(stderr, "tokenmill serve: %s\n", err);
+        uv_close((uv_handle_t *)&s.wake, NULL);
+        goto done;
+    }
+    tm_http_config hc;
+    tm_http_config_default(&hc);
+    hc.timeout_ms = (int)o.http_timeout_s * 1000;
+    hc.max_connections = (int)o.max_connections;
+    hc.max_body_bytes = (size_t)o.max_body_mib << 20;
+    tm_http_handlers hh;
+    tm_api_http_handlers(s.api, &hh);
+    if ((rc = tm_http_create(&s.loop, o.host, o.port, &hc, &hh, &s.http, err, sizeof err))) {
+        fprintf(stderr, "tokenmill serve: %s\n", err);
+        uv_close((uv_handle_t *)&s.wake, NULL);
+        goto done;
+    }
+    uv_signal_init(&s.loop, &s.sigint);
+    uv_signal_init(&s.loop, &s.sigterm);
+    uv_timer_init(&s.loop, &s.shutdown_timer);
+    s.sigint.data = s.sigterm.data = s.shutdown_timer.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+
+    TM_INFOF("serve: chat template %s; KV cache %zu MiB; %s", tm_chat_format_name(ac.chat.format),
+             ec.kv_cache_bytes >> 20, o.api_key ? "API key required" : "no API key");
+    printf("tokenmill: serving %s on http://%s:%d\n", o.served_name, o.host, tm_http_port(s.http));
+    fflush(stdout);
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    status = 0;
+done:
+    /* The engine may still call notify_loop while it aborts; the loop (and the fd behind
+     * uv_async_send) stays valid until uv_loop_close below. */
+    if (engine) tm_engine_destroy(engine);
+    tm_api_destroy(s.api);
+    uv_run(&s.loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&s.loop) != 0) TM_WARNF("serve: loop closed with handles open");
+    tm_model_destroy(model);
+    if (be) be->destroy(be);
+    return status;
+}
