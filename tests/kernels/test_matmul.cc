@@ -1,0 +1,270 @@
+// test_matmul.cc - CPU matmul: the scalar reference against a plain f64 matmul on the
+// dequantized weights (bounded by the activation quantization error), and every SIMD
+// level of every dtype against the scalar reference on fresh random inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/common.h"
+#include "kernels/cpu/matmul.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/cpu/threadpool.h"
+#include "kernels/dtype.h"
+
+namespace {
+
+const tm_dtype kTypes[] = {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16, TM_DTYPE_Q4_0,
+                           TM_DTYPE_Q4_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
+const int kTokens[] = {1, 2, 3, 7, 16, 33};
+
+bool is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
+bool is_dense(tm_dtype t) { return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16; }
+
+// GGUF-layout weight plus its dequantized copy.
+struct Weight {
+    tm_dtype t;
+    int64_t rows, cols;
+    std::vector<uint8_t> raw;
+    std::vector<float> deq; // (rows, cols)
+};
+
+Weight make_weight(tm_dtype t, int64_t rows, int64_t cols, uint32_t seed) {
+    Weight w{t, rows, cols, {}, {}};
+    const int64_t rb = tm_dtype_row_bytes(t, cols);
+    EXPECT_GT(rb, 0);
+    w.raw.resize(rows * rb);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    if (is_kquant(t)) {
+        // Random bytes are valid K-quant blocks; only the f16 scales need sane values.
+        for (auto &b : w.raw) b = (uint8_t)rng();
+        std::uniform_real_distribution<float> ud(0.001f, 0.02f);
+        for (int64_t i = 0; i < rows * cols / TM_QK_K; i++) {
+            uint8_t *blk = w.raw.data() + i * tm_dtype_block_bytes(t);
+            if (t == TM_DTYPE_Q4_K) {
+                tm_block_q4_k *b = (tm_block_q4_k *)blk;
+                b->d = tm_f32_to_f16(ud(rng));
+                b->dmin = tm_f32_to_f16(ud(rng));
+            } else {
+                const uint16_t d = tm_f32_to_f16(ud(rng) * ((rng() & 1) ? 1 : -1));
+                std::memcpy(blk + 208, &d, 2);
+            }
+        }
+    } else {
+        std::vector<float> f(cols);
+        for (int64_t r = 0; r < rows; r++) {
+            const float scale = 0.05f * (1 + r % 5);
+            const float shift = (r % 3 == 0) ? 0.03f : 0.0f; // Q4_1 mins away from -max
+            for (int64_t k = 0; k < cols; k++) f[k] = nd(rng) * scale + shift;
+            EXPECT_EQ(tm_quantize_row(t, f.data(), w.raw.data() + r * rb, cols), 0);
+        }
+    }
+    w.deq.resize(rows * cols);
+    for (int64_t r = 0; r < rows; r++)
+        tm_dequantize_row(t, w.raw.data() + r * rb, w.deq.data() + r * cols, cols);
+    return w;
+}
+
+std::vector<float> make_x(int n, int64_t cols, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(n * cols);
+    for (int t = 0; t < n; t++)
+        for (int64_t k = 0; k < cols; k++) x[t * cols + k] = nd(rng) * (1.0f + t % 4);
+    if (n > 2) // an all-zero activation block exercises d = 0
+        for (int64_t k = 0; k < std::min<int64_t>(cols, 32); k++) x[2 * cols + k] = 0.0f;
+    return x;
+}
+
+struct Mm {
+    tm_threadpool *pool = nullptr;
+    tm_cpu_matmul *mm = nullptr;
+    Mm(int simd, int threads) {
+        if (threads > 1) pool = tm_threadpool_create(threads);
+        mm = tm_cpu_matmul_create(pool, simd);
+    }
+    ~Mm() {
+        tm_cpu_matmul_destroy(mm);
+        tm_threadpool_destroy(pool);
+    }
+};
+
+// Runs the matmul into a NaN-poisoned buffer with a guard region after it; checks that
+// the guard is untouched and returns (n, rows).
+std::vector<float> run(Mm &m, const Weight &wt, const std::vector<float> &x,
+                       const std::vector<float> *bias, int n, tm_weight *prepared = nullptr) {
+    tm_weight w;
+    char err[256] = "";
+    if (!prepared) {
+        EXPECT_EQ(tm_cpu_weight_init(m.mm, &w, wt.t, wt.rows, wt.cols, wt.raw.data(), err, sizeof(err)), 0) << err;
+    }
+    const int64_t guard = 64;
+    std::vector<float> out(n * wt.rows + guard, NAN);
+    for (int64_t i = 0; i < guard; i++) out[n * wt.rows + i] = 12345.0f;
+    tm_cpu_matmul_run(m.mm, out.data(), x.data(), prepared ? prepared : &w, bias ? bias->data() : nullptr, n);
+    for (int64_t i = 0; i < guard; i++) EXPECT_EQ(out[n * wt.rows + i], 12345.0f) << "wrote past the output";
+    if (!prepared) tm_cpu_weight_deinit(&w);
+    out.resize(n * wt.rows);
+    return out;
+}
+
+// sum_k |w_k x_k| per output: the scale of float rounding errors.
+double absdot(const Weight &wt, const std::vector<float> &x, int t, int64_t r) {
+    double s = 0;
+    for (int64_t k = 0; k < wt.cols; k++) s += std::fabs((double)wt.deq[r * wt.cols + k] * x[t * wt.cols + k]);
+    return s;
+}
+
+TEST(Matmul, ScalarReferenceVsF64OnDequantized) {
+    Mm m(TM_SIMD_SCALAR, 1);
+    ASSERT_NE(m.mm, nullptr);
+    for (tm_dtype t : kTypes) {
+        const int64_t rows = 21, cols = is_kquant(t) ? 512 : 320;
+        const Weight wt = make_weight(t, rows, cols, 100 + t);
+        for (int n : {1, 5}) {
+            const std::vector<float> x = make_x(n, cols, 200 + n);
+            std::vector<float> bias(rows);
+            for (int64_t r = 0; r < rows; r++) bias[r] = 0.25f * (float)r - 2.0f;
+            const std::vector<float> out = run(m, wt, x, &bias, n);
+            const int bs = is_kquant(t) ? TM_QK_K : TM_QK;
+            for (int tk = 0; tk < n; tk++) {
+                // Activation quantization error per element is at most half a step,
+                // d / 2 = amax(block) / 254; dense weights see no quantization.
+                std::vector<double> half_step(cols, 0.0);
+                if (!is_dense(t))
+                    for (int64_t b = 0; b < cols; b += bs) {
+                        double amax = 0;
+                        for (int64_t k = b; k < b + bs; k++) amax = std::max(amax, (double)std::fabs(x[tk * cols + k]));
+                        for (int64_t k = b; k < b + bs; k++) half_step[k] = amax / 254.0 * 1.0001;
+                    }
+                for (int64_t r = 0; r < rows; r++) {
+                    double ref = bias[r], qerr = 0;
+                    for (int64_t k = 0; k < cols; k++) {
+                        ref += (double)wt.deq[r * cols + k] * x[tk * cols + k];
+                        qerr += std::fabs(wt.deq[r * cols + k]) * half_step[k];
+                    }
+                    const double tol = qerr + (cols + 8) * 1.2e-7 * (absdot(wt, x, tk, r) + qerr) + 1e-6;
+                    EXPECT_NEAR(out[tk * rows + r], ref, tol) << tm_dtype_name(t) << " n=" << n << " t=" << tk << " r=" << r;
+                }
+            }
+        }
+    }
+}
+
+// The bound above is loose enough to pass for any activation rounding; make sure the
+// quantized paths do round the activations (a float shortcut would be a different op).
+TEST(Matmul, ScalarQuantizesActivations) {
+    Mm m(TM_SIMD_SCALAR, 1);
+    const Weight wt = make_weight(TM_DTYPE_Q8_0, 4, 32, 5);
+    std::vector<float> x(32, 0.0f);
+    x[0] = 127.0f, x[1] = 0.5f, x[2] = 1.5f; // d = 1: 0.5 -> 0 and 1.5 -> 2 (half-even)
+    const std::vector<float> out = run(m, wt, x, nullptr, 1);
+    for (int r = 0; r < 4; r++) {
+        const double want = 127.0 * wt.deq[r * 32] + 0.0 * wt.deq[r * 32 + 1] + 2.0 * wt.deq[r * 32 + 2];
+        EXPECT_NEAR(out[r], want, 1e-4 * std::fabs(want) + 1e-6) << r;
+    }
+}
+
+TEST(Matmul, SimdMatchesScalar) {
+    std::vector<int> levels;
+    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON})
+        if (tm_simd_supported(l)) levels.push_back(l);
+        else std::printf("[ info ] simd level %s not supported here, not tested\n", tm_simd_name(l));
+    if (levels.empty()) GTEST_SKIP() << "no SIMD level on this CPU";
+    Mm ref(TM_SIMD_SCALAR, 2);
+    uint32_t seed = 1000;
+    for (int level : levels) {
+        Mm m(level, 2);
+        ASSERT_NE(m.mm, nullptr) << tm_simd_name(level);
+        for (tm_dtype t : kTypes) {
+            struct { int64_t rows, cols; } shapes[] = {{37, 544}, {16, 64}, {70, 96}};
+            if (is_kquant(t)) shapes[0] = {37, 512}, shapes[1] = {16, 256}, shapes[2] = {19, 768};
+            for (auto s : shapes) {
+                const Weight wt = make_weight(t, s.rows, s.cols, seed++);
+                std::vector<float> bias(s.rows);
+                for (int64_t r = 0; r < s.rows; r++) bias[r] = 0.1f * (float)(r % 7) - 0.3f;
+                for (int n : kTokens) {
+                    const std::vector<float> x = make_x(n, s.cols, seed++);
+                    const bool with_bias = n % 2 == 1;
+                    const std::vector<float> want = run(ref, wt, x, with_bias ? &bias : nullptr, n);
+                    const std::vector<float> got = run(m, wt, x, with_bias ? &bias : nullptr, n);
+                    // Same integer dot products (bit-identical activation quantization)
+                    // and f32 sums in another order: 1e-5 of sum |w x| is ~100x the
+                    // rounding seen, while one activation quant off by one step would
+                    // exceed it.
+                    int bad = 0;
+                    for (int tk = 0; tk < n && bad < 5; tk++)
+                        for (int64_t r = 0; r < s.rows && bad < 5; r++) {
+                            const double tol = 1e-5 * absdot(wt, x, tk, r) + 1e-6;
+                            const float g = got[tk * s.rows + r], e = want[tk * s.rows + r];
+                            if (!(std::fabs((double)g - e) <= tol)) {
+                                bad++;
+                                ADD_FAILURE() << tm_simd_name(level) << " " << tm_dtype_name(t) << " " << s.rows << "x"
+                                              << s.cols << " n=" << n << " t=" << tk << " r=" << r << ": got " << g
+                                              << " want " << e << " tol " << tol;
+                            }
+                        }
+                }
+            }
+        }
+    }
+}
+
+// Work split over threads must not change a single bit of any output.
+TEST(Matmul, ThreadsDoNotChangeResults) {
+    const int level = tm_simd_detect();
+    for (tm_dtype t : {TM_DTYPE_Q4_1, TM_DTYPE_F16, TM_DTYPE_Q6_K}) {
+        const int64_t rows = 83, cols = is_kquant(t) ? 256 : 128;
+        const Weight wt = make_weight(t, rows, cols, 77);
+        for (int n : {1, 9}) {
+            const std::vector<float> x = make_x(n, cols, 78);
+            Mm one(level, 1), two(level, 2);
+            const std::vector<float> a = run(one, wt, x, nullptr, n), b = run(two, wt, x, nullptr, n);
+            ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << tm_dtype_name(t) << " n=" << n;
+        }
+    }
+}
+
+// A weight prepared by a SIMD matmul still runs correctly on the scalar one, and
+// weight_row returns the dequantized GGUF row whatever the packing.
+TEST(Matmul, WeightRowAndCrossLevel) {
+    const int level = tm_simd_detect();
+    Mm simd(level, 1), scalar(TM_SIMD_SCALAR, 1);
+    for (tm_dtype t : kTypes) {
+        const int64_t rows = 19, cols = is_kquant(t) ? 256 : 96;
+        const Weight wt = make_weight(t, rows, cols, 300 + t);
+        tm_weight w;
+        char err[128];
+        ASSERT_EQ(tm_cpu_weight_init(simd.mm, &w, t, rows, cols, wt.raw.data(), err, sizeof(err)), 0) << err;
+        EXPECT_EQ(w.dtype, t);
+        EXPECT_EQ(w.n_rows, rows);
+        EXPECT_EQ(w.n_cols, cols);
+        std::vector<float> row(cols);
+        for (int64_t r : {(int64_t)0, (int64_t)7, rows - 1}) {
+            std::fill(row.begin(), row.end(), NAN);
+            tm_cpu_weight_row(&w, r, row.data());
+            EXPECT_EQ(std::memcmp(row.data(), wt.deq.data() + r * cols, cols * sizeof(float)), 0) << tm_dtype_name(t);
+        }
+        const std::vector<float> x = make_x(3, cols, 9);
+        const std::vector<float> a = run(scalar, wt, x, nullptr, 3, &w), b = run(scalar, wt, x, nullptr, 3);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << tm_dtype_name(t);
+        tm_cpu_weight_deinit(&w);
+    }
+}
+
+TEST(Matmul, RejectsBadWeights) {
+    Mm m(TM_SIMD_SCALAR, 1);
+    std::vector<uint8_t> raw(4096);
+    tm_weight w;
+    char err[128] = "";
+    EXPECT_EQ(tm_cpu_weight_init(m.mm, &w, TM_DTYPE_Q8_1, 2, 32, raw.data(), err, sizeof(err)), TM_EUNSUPPORTED);
+    EXPECT_NE(std::strlen(err), 0u);
+    EXPECT_EQ(tm_cpu_weight_init(m.mm, &w, TM_DTYPE_Q4_0, 2, 48, raw.data(), err, sizeof(err)), TM_EINVAL);
+    EXPECT_EQ(tm_cpu_weight_init(m.mm, &w, TM_DTYPE_Q4_K, 2, 128, raw.data(), err, sizeof(err)), TM_EINVAL);
+    EXPECT_EQ(tm_cpu_matmul_create(nullptr, TM_SIMD_AUTO), nullptr);
+}
+
+} // namespace
