@@ -1,0 +1,189 @@
+// Request validation for /v1/completions and /v1/chat/completions (server/api_parse.h).
+#include <gtest/gtest.h>
+
+#include <string>
+
+extern "C" {
+#include "common/common.h"
+#include "server/api_error.h"
+#include "server/api_parse.h"
+}
+
+namespace {
+
+struct Parsed {
+    tm_api_params p;
+    int rc;
+    std::string err;
+    std::string param;
+    Parsed(tm_api_kind kind, const std::string &body) {
+        char e[512] = "";
+        const char *par = "";
+        rc = tm_api_parse(kind, body.data(), body.size(), &p, &par, e, sizeof e);
+        err = e;
+        param = par;
+    }
+    ~Parsed() { tm_api_params_free(&p); }
+};
+
+// Asserts a 400-class rejection naming `param` and mentioning `needle` in the message.
+void ExpectReject(tm_api_kind kind, const std::string &body, const std::string &param,
+                  const std::string &needle) {
+    Parsed x(kind, body);
+    EXPECT_EQ(x.rc, TM_EINVAL) << body;
+    EXPECT_EQ(x.param, param) << body << " -> " << x.err;
+    EXPECT_NE(x.err.find(needle), std::string::npos) << body << " -> " << x.err;
+}
+
+TEST(ApiParse, CompletionDefaultsAndFields) {
+    Parsed x(TM_API_COMPLETION,
+             R"({"model":"m","prompt":"hi","max_tokens":7,"temperature":0.5,"top_p":0.9,)"
+             R"("top_k":40,"min_p":0.05,"seed":42,"stop":["a","b"],"presence_penalty":1,)"
+             R"("frequency_penalty":-1,"repetition_penalty":1.1,"ignore_eos":true,)"
+             R"("logprobs":3,"stream":true,"stream_options":{"include_usage":true},)"
+             R"("user":"u","cache_salt":"s","unknown_field":{"x":1}})");
+    ASSERT_EQ(x.rc, 0) << x.err;
+    EXPECT_STREQ(x.p.model, "m");
+    EXPECT_STREQ(x.p.prompt, "hi");
+    EXPECT_EQ(x.p.max_tokens, 7);
+    EXPECT_FLOAT_EQ(x.p.sampling.temperature, 0.5f);
+    EXPECT_FLOAT_EQ(x.p.sampling.top_p, 0.9f);
+    EXPECT_EQ(x.p.sampling.top_k, 40);
+    EXPECT_FLOAT_EQ(x.p.sampling.min_p, 0.05f);
+    EXPECT_EQ(x.p.sampling.seed, 42u);
+    EXPECT_TRUE(x.p.has_seed);
+    ASSERT_EQ(x.p.n_stop, 2);
+    EXPECT_STREQ(x.p.stop[1], "b");
+    EXPECT_FLOAT_EQ(x.p.sampling.presence_penalty, 1.f);
+    EXPECT_FLOAT_EQ(x.p.sampling.frequency_penalty, -1.f);
+    EXPECT_FLOAT_EQ(x.p.sampling.repetition_penalty, 1.1f);
+    EXPECT_TRUE(x.p.ignore_eos);
+    EXPECT_TRUE(x.p.logprobs);
+    EXPECT_EQ(x.p.top_logprobs, 3);
+    EXPECT_TRUE(x.p.stream);
+    EXPECT_TRUE(x.p.include_usage);
+    EXPECT_STREQ(x.p.cache_salt, "s");
+}
+
+TEST(ApiParse, NullMeansAbsent) {
+    Parsed x(TM_API_COMPLETION, R"({"prompt":"hi","max_tokens":null,"temperature":null,"stop":null})");
+    ASSERT_EQ(x.rc, 0) << x.err;
+    EXPECT_EQ(x.p.max_tokens, -1);
+    EXPECT_FLOAT_EQ(x.p.sampling.temperature, 1.f);
+    EXPECT_EQ(x.p.n_stop, 0);
+    EXPECT_FALSE(x.p.has_seed);
+    EXPECT_EQ(x.p.model, nullptr);
+}
+
+TEST(ApiParse, PromptForms) {
+    Parsed ids(TM_API_COMPLETION, R"({"prompt":[1,2,3]})");
+    ASSERT_EQ(ids.rc, 0) << ids.err;
+    ASSERT_EQ(ids.p.n_prompt_ids, 3);
+    EXPECT_EQ(ids.p.prompt_ids[2], 3);
+    Parsed one(TM_API_COMPLETION, R"({"prompt":["only"]})");
+    ASSERT_EQ(one.rc, 0) << one.err;
+    EXPECT_STREQ(one.p.prompt, "only");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":["a","b"]})", "prompt", "batched");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":[[1],[2]]})", "prompt", "batched");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":""})", "prompt", "empty");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":[]})", "prompt", "empty");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":[1,-2]})", "prompt", "non-negative");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":12})", "prompt", "string");
+    ExpectReject(TM_API_COMPLETION, R"({"max_tokens":3})", "prompt", "required");
+}
+
+TEST(ApiParse, ChatMessages) {
+    Parsed x(TM_API_CHAT,
+             R"({"messages":[{"role":"system","content":"s"},{"role":"user","content":)"
+             R"([{"type":"text","text":"a"},{"type":"text","text":"b"}]},)"
+             R"({"role":"assistant","content":null},{"role":"developer","content":"d"}],)"
+             R"("logprobs":true,"top_logprobs":2,"max_completion_tokens":9})");
+    ASSERT_EQ(x.rc, 0) << x.err;
+    ASSERT_EQ(x.p.n_messages, 4);
+    EXPECT_EQ(x.p.messages[0].role, TM_ROLE_SYSTEM);
+    EXPECT_STREQ(x.p.messages[1].content, "ab");
+    EXPECT_EQ(x.p.messages[2].role, TM_ROLE_ASSISTANT);
+    EXPECT_STREQ(x.p.messages[2].content, "");
+    EXPECT_EQ(x.p.messages[3].role, TM_ROLE_SYSTEM);
+    EXPECT_TRUE(x.p.logprobs);
+    EXPECT_EQ(x.p.top_logprobs, 2);
+    EXPECT_EQ(x.p.max_tokens, 9);
+}
+
+TEST(ApiParse, ChatRejections) {
+    ExpectReject(TM_API_CHAT, R"({"messages":[]})", "messages", "empty");
+    ExpectReject(TM_API_CHAT, R"({})", "messages", "required");
+    ExpectReject(TM_API_CHAT, R"({"messages":"hi"})", "messages", "list");
+    ExpectReject(TM_API_CHAT, R"({"messages":[3]})", "messages", "object");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"content":"x"}]})", "messages", "role");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"tool","content":"x"}]})", "messages", "tools");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user"}]})", "messages", "required");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user","content":5}]})", "messages", "string");
+    ExpectReject(TM_API_CHAT,
+                 R"({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]})",
+                 "messages", "text");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})",
+                 "top_logprobs", "requires");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user","content":"x"}],"logprobs":1})",
+                 "logprobs", "boolean");
+}
+
+TEST(ApiParse, TypesAndRanges) {
+    const std::string pre = R"({"prompt":"x",)";
+    ExpectReject(TM_API_COMPLETION, pre + R"("max_tokens":"5"})", "max_tokens", "integer");
+    ExpectReject(TM_API_COMPLETION, pre + R"("max_tokens":0})", "max_tokens", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("max_tokens":1.5})", "max_tokens", "integer");
+    ExpectReject(TM_API_COMPLETION, pre + R"("temperature":2.5})", "temperature", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("temperature":"hot"})", "temperature", "number");
+    ExpectReject(TM_API_COMPLETION, pre + R"("top_p":0})", "top_p", "> 0");
+    ExpectReject(TM_API_COMPLETION, pre + R"("top_p":1.01})", "top_p", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("presence_penalty":3})", "presence_penalty", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("frequency_penalty":-2.1})", "frequency_penalty", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("repetition_penalty":0})", "repetition_penalty", "> 0");
+    ExpectReject(TM_API_COMPLETION, pre + R"("top_k":-2})", "top_k", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("min_p":1.5})", "min_p", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("seed":"1"})", "seed", "integer");
+    ExpectReject(TM_API_COMPLETION, pre + R"("stream":"yes"})", "stream", "boolean");
+    ExpectReject(TM_API_COMPLETION, pre + R"("stream_options":{"include_usage":true}})",
+                 "stream_options", "only allowed");
+    ExpectReject(TM_API_COMPLETION, pre + R"("stream":true,"stream_options":{"include_usage":1}})",
+                 "stream_options", "boolean");
+    ExpectReject(TM_API_COMPLETION, pre + R"("stop":["a","b","c","d","e"]})", "stop", "at most 4");
+    ExpectReject(TM_API_COMPLETION, pre + R"("stop":[1]})", "stop", "string");
+    ExpectReject(TM_API_COMPLETION, pre + R"("n":2})", "n", "not supported");
+    ExpectReject(TM_API_COMPLETION, pre + R"("logprobs":21})", "logprobs", "between");
+    ExpectReject(TM_API_COMPLETION, pre + R"("model":7})", "model", "string");
+    ExpectReject(TM_API_COMPLETION, pre + R"("ignore_eos":1})", "ignore_eos", "boolean");
+    ExpectReject(TM_API_COMPLETION, pre + R"("echo":true})", "echo", "not supported");
+    ExpectReject(TM_API_COMPLETION, pre + R"("cache_salt":5})", "cache_salt", "string");
+}
+
+TEST(ApiParse, MalformedBodies) {
+    ExpectReject(TM_API_COMPLETION, "", "", "empty");
+    ExpectReject(TM_API_COMPLETION, "{\"prompt\":", "", "malformed JSON");
+    ExpectReject(TM_API_COMPLETION, "[1,2]", "", "JSON object");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"a","prompt":"b"})", "", "malformed JSON");
+    // Invalid UTF-8 inside a JSON string is malformed JSON, never a crash.
+    ExpectReject(TM_API_COMPLETION, "{\"prompt\":\"\xff\xfe\"}", "", "malformed JSON");
+    ExpectReject(TM_API_COMPLETION, "{\"prompt\":\"\xc0\xaf\"}", "", "malformed JSON");
+}
+
+TEST(ApiError, ShapeAndStatusMapping) {
+    EXPECT_EQ(tm_api_status_of(TM_EINVAL), 400);
+    EXPECT_EQ(tm_api_status_of(TM_ERANGE), 400);
+    EXPECT_EQ(tm_api_status_of(TM_ENOTFOUND), 404);
+    EXPECT_EQ(tm_api_status_of(TM_EBUSY), 503);
+    EXPECT_EQ(tm_api_status_of(TM_ENOMEM), 500);
+    char *s = tm_api_error_json(404, "The model 'x' does not exist", "model", "model_not_found");
+    ASSERT_NE(s, nullptr);
+    EXPECT_STREQ(s, R"({"error":{"message":"The model 'x' does not exist",)"
+                    R"("type":"invalid_request_error","param":"model","code":"model_not_found"}})");
+    free(s);
+    s = tm_api_error_json(500, "\xff bad bytes", nullptr, nullptr);  // never NULL on bad UTF-8
+    ASSERT_NE(s, nullptr);
+    EXPECT_NE(std::string(s).find("\"type\":\"server_error\""), std::string::npos);
+    EXPECT_NE(std::string(s).find("\"param\":null"), std::string::npos);
+    free(s);
+}
+
+}  // namespace
