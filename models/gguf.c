@@ -254,11 +254,18 @@ nomem:
     return tm_fail(c->err, c->err_len, TM_ENOMEM, "%s: out of memory", ctx);
 }
 
-/* A key or tensor name: nonempty, no NUL inside (we hand out C strings). */
+/* A key or tensor name: nonempty, no NUL (we hand out C strings) and no other control
+ * byte (names go into one-line error messages and logs). */
 static int check_name(cursor *c, uint64_t off, uint64_t len, const char *what) {
     if (len == 0) return tm_fail(c->err, c->err_len, TM_EFORMAT, "%s: empty name", what);
-    if (memchr(c->p + off, '\0', len))
-        return tm_fail(c->err, c->err_len, TM_EFORMAT, "%s: name contains a NUL byte", what);
+    for (uint64_t i = 0; i < len; i++) {
+        uint8_t ch = c->p[off + i];
+        if (ch == 0)
+            return tm_fail(c->err, c->err_len, TM_EFORMAT, "%s: name contains a NUL byte", what);
+        if (ch < 0x20 || ch == 0x7f)
+            return tm_fail(c->err, c->err_len, TM_EFORMAT,
+                           "%s: name contains control byte 0x%02x", what, ch);
+    }
     return 0;
 }
 
@@ -327,12 +334,15 @@ static int parse_tensor(cursor *c, tm_gguf *g, int64_t i) {
         return tm_fail(c->err, c->err_len, TM_EUNSUPPORTED, "%s: unknown tensor type %" PRIu32,
                        ctx, type);
     t->type = (tm_dtype)type;
-    int64_t row = tm_dtype_row_bytes(t->type, t->ne[0]);
-    if (row < 0)
+    /* row bytes computed here, overflow-checked, rather than by tm_dtype_row_bytes */
+    const int64_t bs = tm_dtype_block_size(t->type);
+    if (t->ne[0] % bs)
         return tm_fail(c->err, c->err_len, TM_EFORMAT,
                        "%s: row length %" PRId64 " is not a multiple of the %s block size %" PRId64,
-                       ctx, t->ne[0], tm_dtype_name(t->type), tm_dtype_block_size(t->type));
-    int64_t n_bytes = row;
+                       ctx, t->ne[0], tm_dtype_name(t->type), bs);
+    int64_t n_bytes;
+    if (!mul_ok(t->ne[0] / bs, tm_dtype_block_bytes(t->type), &n_bytes))
+        return tm_fail(c->err, c->err_len, TM_EFORMAT, "%s: byte size overflows", ctx);
     for (int d = 1; d < TM_GGUF_MAX_DIMS; d++)
         if (!mul_ok(n_bytes, t->ne[d], &n_bytes))
             return tm_fail(c->err, c->err_len, TM_EFORMAT, "%s: byte size overflows", ctx);

@@ -218,6 +218,7 @@ static int add_tensor(tm_gguf_writer *w, const char *name, int n_dims, const int
     for (size_t i = 0; i < w->n_t; i++)
         if (!strcmp(w->t[i].name, name)) return TM_EINVAL;
     wtensor t = {.n_dims = n_dims, .type = type, .ne = {1, 1, 1, 1}};
+    if (ne[0] > INT64_MAX / 8) return TM_EINVAL; /* keeps row_bytes from overflowing */
     int64_t bytes = tm_dtype_row_bytes(type, ne[0]);
     if (bytes <= 0) return TM_EINVAL;
     for (int d = 0; d < n_dims; d++) {

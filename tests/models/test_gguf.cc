@@ -369,6 +369,12 @@ TEST(GgufCorrupt, Metadata) {
     s = small_spec();
     s.kvs[1] = kv_u32(std::string("a\0b", 3), 1);
     expect_fail(build(s), TM_EFORMAT, "NUL");
+    s = small_spec();
+    s.kvs[1] = kv_u32("a\nb", 1);
+    expect_fail(build(s), TM_EFORMAT, "control byte 0x0a");
+    s = small_spec();
+    s.tensors[0].name = "x\ty";
+    expect_fail(build(s), TM_EFORMAT, "tensor 0 name: name contains control byte 0x09");
     // arrays nested 9 deep
     B nest;
     for (int i = 0; i < 9; i++) nest.u32(TM_GGUF_ARRAY).u64(1);
@@ -421,6 +427,9 @@ TEST(GgufCorrupt, Tensors) {
     s.tensors[0].n_dims = 2;
     s.tensors[0].ne = {1ull << 32, 1ull << 30};
     expect_fail(build(s), TM_EFORMAT, "byte size overflows");
+    s = small_spec();  // one row whose byte count overflows
+    s.tensors[0].ne = {1ull << 62};
+    expect_fail(build(s), TM_EFORMAT, "tensor 'a': byte size overflows");
     s = small_spec();
     s.tensors[1].ne = {33, 2};
     expect_fail(build(s), TM_EFORMAT, "row length 33 is not a multiple of the q8_0 block size 32");
