@@ -310,6 +310,12 @@ def record(model_path, name, pre, strings):
             ids = llm.tokenize(b, add_bos=add_special, special=parse_special)
             cases.append({"text": s, "add_special": add_special, "parse_special": parse_special,
                           "ids": list(ids)})
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    eog = [i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+    bos = llama_cpp.llama_vocab_bos(vocab)
+    eos = llama_cpp.llama_vocab_eos(vocab)
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
     del llm
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"tokens-{name}.json"
@@ -318,6 +324,8 @@ def record(model_path, name, pre, strings):
         f.write(f'  "model": {json.dumps(Path(model_path).name if name in ("smollm2", "gemma3") else name)},\n')
         f.write(f'  "pre": {json.dumps(pre)},\n')
         f.write(f'  "llama_cpp_python": {json.dumps(llama_cpp.__version__)},\n')
+        f.write(f'  "n_vocab": {n_vocab}, "bos": {bos}, "eos": {eos}, "add_bos": {json.dumps(add_bos)},\n')
+        f.write(f'  "eog": {json.dumps(eog)},\n')
         f.write('  "cases": [\n')
         for j, c in enumerate(cases):
             f.write("    " + json.dumps(c, ensure_ascii=True, separators=(", ", ": ")))
