@@ -15,6 +15,11 @@
 
 /* ---- helpers ---- */
 
+/* The access log line of a request answered without the engine (never the body). */
+static void access_log(const char *id, int status, const char *path, double t_start) {
+    TM_INFOF("access: %s %d %s total=%.3fs", id, status, path, tm_time_s() - t_start);
+}
+
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
 static size_t utf8_seq_len(const unsigned char *s, size_t n) {
     unsigned c = s[0], cp;
@@ -72,6 +77,7 @@ void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
     tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
                     body ? strlen(body) : 2);
     free(body);
+    if (a->cur_path) access_log("-", status, a->cur_path, a->cur_t_start);
 }
 
 static char *error_body_cb(void *arg, int status, const char *msg) {
@@ -91,9 +97,6 @@ static int auth_ok(const tm_api *a, const char *header) {
     return diff == 0;
 }
 
-static void access_log(const char *id, int status, const char *path, double t_start) {
-    TM_INFOF("access: %s %d %s total=%.3fs", id, status, path, tm_time_s() - t_start);
-}
 
 /* ---- simple endpoints ---- */
 
@@ -333,8 +336,17 @@ done:
 
 /* ---- routing ---- */
 
+static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req);
+
 static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
     tm_api *a = arg;
+    a->cur_path = req->path; /* for the access log of synchronous answers */
+    a->cur_t_start = req->t_start;
+    on_route(a, c, req);
+    a->cur_path = NULL;
+}
+
+static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     const char *path = req->path, *m = req->method;
     int is_get = !strcmp(m, "GET"), is_post = !strcmp(m, "POST");
     enum { R_NONE, R_GET, R_POST } want = R_NONE;
@@ -344,43 +356,32 @@ static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
     else if (!strcmp(path, "/v1/completions") || !strcmp(path, "/v1/chat/completions") ||
              !strcmp(path, "/tokenize") || !strcmp(path, "/detokenize"))
         want = R_POST;
-    int status = 0;
     if (want == R_NONE) {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown route %.200s", path);
         tm_api_send_error(a, c, 404, msg, NULL, "not_found");
-        status = 404;
     } else if ((want == R_GET && !is_get) || (want == R_POST && !is_post)) {
         char msg[300];
         snprintf(msg, sizeof msg, "method %.16s is not allowed for %.200s (use %s)", m, path,
                  want == R_GET ? "GET" : "POST");
         tm_api_send_error(a, c, 405, msg, NULL, NULL);
-        status = 405;
     } else if (auth && !auth_ok(a, req->authorization)) {
         tm_api_send_error(a, c, 401, req->authorization ? "Incorrect API key provided"
                           : "Missing API key: send 'Authorization: Bearer <key>'", NULL,
                           "invalid_api_key");
-        status = 401;
     } else if (!strcmp(path, "/health")) {
         tm_http_respond(c, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
-        return;
     } else if (!strcmp(path, "/metrics")) {
         handle_metrics(a, c);
-        return;
     } else if (!strncmp(path, "/v1/models", 10)) {
         handle_models(a, c, path);
-        return;
     } else if (!strcmp(path, "/tokenize")) {
         handle_tokenize(a, c, req);
-        return;
     } else if (!strcmp(path, "/detokenize")) {
         handle_detokenize(a, c, req);
-        return;
     } else {
         handle_generate(a, c, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT);
-        return;
     }
-    access_log("-", status, path, req->t_start);
 }
 
 static void on_gone(void *arg, tm_http_conn *c, void *user) {

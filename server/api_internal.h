@@ -53,6 +53,8 @@ struct tm_api {
     int draining;                /* refuse new generation work */
     uint64_t next_seq;           /* for ids and default seeds */
     long long started;           /* unix seconds at create (model "created") */
+    const char *cur_path;        /* path of the request being routed (access log), or NULL */
+    double cur_t_start;          /* its first byte */
 };
 
 /* api_output.c */

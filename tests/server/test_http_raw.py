@@ -1,0 +1,227 @@
+"""HTTP edge cases through raw sockets (the session server runs with --http-timeout 2 and
+--max-body-mib 1). Every read has a deadline; only 127.0.0.1 is used."""
+import json
+import socket
+import time
+
+import pytest
+
+DEADLINE = 30
+
+
+def connect(server):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Reader:
+    """Reads HTTP/1.1 responses (Content-Length or chunked) off a socket, in order."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def _until(self, sep):
+        deadline = time.monotonic() + DEADLINE
+        while sep not in self.buf:
+            assert time.monotonic() < deadline, "response not complete in time"
+            self._fill()
+        head, self.buf = self.buf.split(sep, 1)
+        return head
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def response(self):
+        head = self._until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = {k.lower(): v.strip() for k, v in (l.split(":", 1) for l in head[1:])}
+        if "content-length" in headers:
+            body = self._take(int(headers["content-length"]))
+        else:
+            assert headers.get("transfer-encoding") == "chunked"
+            body = b""
+            for _ in range(100000):
+                size = int(self._until(b"\r\n"), 16)
+                body += self._take(size)
+                self._take(2)
+                if size == 0:
+                    break
+        return status, headers, body
+
+    def closed(self, timeout):
+        """True when the peer closes within timeout (all data before it is skipped)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def completion_request(server, body=None, extra_headers=b""):
+    data = json.dumps(body or {"model": server.name, "prompt": "Hi", "max_tokens": 2,
+                               "temperature": 0}).encode()
+    return (b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" +
+            extra_headers + b"Content-Length: %d\r\n\r\n" % len(data) + data)
+
+
+def test_body_in_one_byte_writes(server):
+    s = connect(server)
+    for b in completion_request(server):
+        s.send(bytes([b]))
+    status, _, body = Reader(s).response()
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["text"] is not None
+    s.close()
+
+
+def test_pipelined_requests_answered_in_order(server):
+    s = connect(server)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n" + completion_request(server) +
+              b"GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n" +
+              b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = Reader(s)
+    st1, _, b1 = r.response()
+    st2, _, b2 = r.response()
+    st3, _, b3 = r.response()
+    st4, _, b4 = r.response()
+    assert (st1, st2, st3, st4) == (200, 200, 200, 404)
+    assert json.loads(b1) == {"status": "ok"}
+    assert json.loads(b2)["object"] == "text_completion"
+    assert json.loads(b3)["object"] == "list"
+    assert json.loads(b4)["error"]["code"] == "not_found"
+    s.close()
+
+
+def test_keep_alive_then_streaming_on_same_connection(server):
+    s = connect(server)
+    r = Reader(s)
+    for _ in range(3):
+        s.sendall(completion_request(server, {"prompt": "Hi", "max_tokens": 3, "stream": True}))
+        status, headers, body = r.response()
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        assert body.rstrip().endswith(b"data: [DONE]")
+    s.close()
+
+
+def test_chunked_request_body(server):
+    data = json.dumps({"prompt": "Hi", "max_tokens": 2}).encode()
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
+              b"%x\r\n" % 5 + data[:5] + b"\r\n" + b"%x\r\n" % (len(data) - 5) + data[5:] +
+              b"\r\n0\r\n\r\n")
+    status, _, body = Reader(s).response()
+    assert status == 200, body
+    s.close()
+
+
+def test_missing_content_length(server):
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\r\n")
+    status, _, body = Reader(s).response()
+    assert status == 400
+    assert "Content-Length" in json.loads(body)["error"]["message"]
+    s.close()
+
+
+def test_oversized_headers(server):
+    s = connect(server)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    r = Reader(s)
+    status, headers, body = r.response()
+    assert status == 413 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert headers["connection"] == "close"
+    assert r.closed(5)
+
+
+def test_oversized_body_rejected_before_upload(server):
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n{")
+    r = Reader(s)
+    status, _, _ = r.response()  # answered without the client sending the 5 MB
+    assert status == 413
+    assert r.closed(5)
+
+
+def test_oversized_chunked_body(server):
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+    status = None
+    try:
+        for _ in range(40):  # 2.5 MiB > 1 MiB
+            s.sendall(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, _, _ = Reader(s).response()
+    assert status == 413
+
+
+def test_invalid_utf8_in_json_string(server):
+    s = connect(server)
+    data = b'{"prompt": "caf\xc3\x28 \xff\xfe", "max_tokens": 2}'
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(data)
+              + data)
+    r = Reader(s)
+    status, _, body = r.response()
+    assert status == 400
+    err = json.loads(body)["error"]
+    assert err["type"] == "invalid_request_error"
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")  # the connection is still usable
+    assert r.response()[0] == 200
+    s.close()
+
+
+def test_garbage_is_400_and_closes(server):
+    s = connect(server)
+    s.sendall(b"\x16\x03\x01\x02\x00 definitely not http\r\n\r\n")
+    r = Reader(s)
+    assert r.response()[0] == 400
+    assert r.closed(5)
+
+
+def test_idle_connection_times_out(server):
+    s = connect(server)
+    t0 = time.monotonic()
+    assert Reader(s).closed(10), "idle connection was never closed"
+    assert 1.5 < time.monotonic() - t0 < 8  # --http-timeout 2
+
+
+def test_slow_partial_request_gets_408(server):
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n{\"pro")
+    r = Reader(s)
+    status, _, body = r.response()
+    assert status == 408 and json.loads(body)["error"]["code"] == "timeout"
+    assert r.closed(5)
+
+
+def test_max_connections(make_server):
+    srv = make_server("--max-connections", "4", "--http-timeout", "30")
+    held = [connect(srv) for _ in range(4)]
+    time.sleep(0.2)
+    extra = connect(srv)
+    r = Reader(extra)
+    status, headers, _ = r.response()
+    assert status == 503 and headers.get("retry-after") == "1"
+    assert r.closed(5)
+    held[0].close()
+    time.sleep(0.2)
+    s = connect(srv)  # a slot is free again
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert Reader(s).response()[0] == 200
+    for h in held[1:] + [s]:
+        h.close()
