@@ -185,9 +185,9 @@ void tm_cpu_weight_row(const tm_weight *w, int64_t r, float *out) {
 
 /* ---- scalar reference -------------------------------------------------------------- */
 
-void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int8_t *q, float *d,
-                               int32_t *sum, float *s) {
-    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                               float *d, int32_t *sum, float *s) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         float amax = 0.0f;
         for (int j = 0; j < TM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
@@ -196,9 +196,9 @@ void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int8_t *q, float 
             q[j] = (int8_t)lrintf(x[j] * id); /* half-even, as the SIMD conversions */
             acc += q[j];
         }
-        d[b] = db;
-        sum[b] = acc;
-        s[b] = db * (float)acc;
+        d[b * stride] = db;
+        sum[b * stride] = acc;
+        s[b * stride] = db * (float)acc;
     }
 }
 
@@ -331,22 +331,46 @@ typedef struct {
     int use_tiles;   /* 1: packed tiles on a SIMD level; 0: scalar rows */
 } tm_mm_job;
 
-static void tm_mm_quantize_rows(int simd, const tm_mm_args *a, int t0, int t1) {
-    const int64_t nb = a->n_cols / TM_QK;
-    for (int t = t0; t < t1; t++) {
-        const float *x = a->x + (int64_t)t * a->n_cols;
+static int tm_mm_is_dense(tm_dtype t) {
+    return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16;
+}
+
+/* Prepares the activations of token group [t0, t0 + nt) (see matmul_impl.h). */
+static void tm_mm_prepare_group(int simd, const tm_mm_args *a, int t0, int nt) {
+    const int64_t nb = a->n_cols / TM_QK, cols = a->n_cols;
+    if (tm_mm_is_dense(a->dtype)) { /* interleave the group's tokens: xp[k * nt + i] */
+        float *xp = a->act->xp + (int64_t)t0 * cols;
+        for (int i = 0; i < nt; i++) {
+            const float *x = a->x + (int64_t)(t0 + i) * cols;
+            for (int64_t k = 0; k < cols; k++) xp[k * nt + i] = x[k];
+        }
+        return;
+    }
+    for (int i = 0; i < nt; i++) {
+        const int t = t0 + i;
+        const float *x = a->x + (int64_t)t * cols;
         if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
-            tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K), a->n_cols);
+            tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K), cols);
             continue;
         }
-        int8_t *q = a->act->q + (int64_t)t * a->n_cols;
-        float *d = a->act->d + t * nb, *s = a->act->s + t * nb;
-        int32_t *sum = a->act->sum + t * nb;
+        int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK;
+        const int64_t si = (int64_t)t0 * nb + i;
+        float *d = a->act->d + si, *s = a->act->s + si;
+        int32_t *sum = a->act->sum + si;
 #if TM_MM_X86
-        if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, a->n_cols, q, d, sum, s); continue; }
-        if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, a->n_cols, q, d, sum, s); continue; }
+        if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, cols, nt, q, d, sum, s); continue; }
+        if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, cols, nt, q, d, sum, s); continue; }
 #endif
-        tm_mm_quantize_act_scalar(x, a->n_cols, q, d, sum, s);
+        tm_mm_quantize_act_scalar(x, cols, nt, q, d, sum, s);
+    }
+}
+
+/* Groups whose first token lies in [t_lo, t_hi): groups never straddle threads. */
+static void tm_mm_prepare(int simd, const tm_mm_args *a, int t_lo, int t_hi) {
+    for (int t0 = 0; t0 < a->n;) {
+        const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
+        if (t0 >= t_lo && t0 < t_hi) tm_mm_prepare_group(simd, a, t0, nt);
+        t0 += nt;
     }
 }
 
@@ -359,7 +383,7 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t lo, hi;
     tm_mm_split(job->a->n, ith, nth, &lo, &hi);
-    tm_mm_quantize_rows(job->simd, job->a, (int)lo, (int)hi);
+    tm_mm_prepare(job->simd, job->a, (int)lo, (int)hi);
 }
 
 static void tm_mm_compute_job(void *ctx, int ith, int nth) {
@@ -389,7 +413,9 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
     const size_t nb = (size_t)(n_cols / TM_QK), nt = (size_t)n;
     size_t need;
     const int kq = t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K;
-    if (kq)
+    if (tm_mm_is_dense(t))
+        need = nt * (size_t)n_cols * sizeof(float);
+    else if (kq)
         need = nt * (size_t)(n_cols / TM_QK_K) * sizeof(tm_block_q8_k);
     else
         need = tm_mm_pad64(nt * (size_t)n_cols) + 3 * tm_mm_pad64(nt * nb * 4);
@@ -402,6 +428,10 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
     }
     uint8_t *p = mm->scratch;
     memset(act, 0, sizeof(*act));
+    if (tm_mm_is_dense(t)) {
+        act->xp = (float *)p;
+        return TM_OK;
+    }
     if (kq) {
         act->q8k = p;
         return TM_OK;
@@ -420,13 +450,16 @@ void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_w
     tm_mm_act act;
     tm_mm_args a = {
         .dtype = w->dtype, .n_rows = w->n_rows, .n_cols = w->n_cols, .nb = w->n_cols / TM_QK,
-        .w = pw, .x = x, .act = NULL, .bias = bias, .out = out, .n = n,
+        .w = pw, .x = x, .act = NULL, .bias = bias, .out = out, .n = n, .max_nt = 1,
     };
     const int use_tiles = pw->packed && tm_mm_level_supports(mm->simd, w->dtype);
     tm_mm_job job = {.a = &a, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
-    const int quantized = w->dtype != TM_DTYPE_F32 && w->dtype != TM_DTYPE_F16 &&
-                          w->dtype != TM_DTYPE_BF16;
-    if (quantized) {
+#if TM_MM_X86
+    if (use_tiles) a.max_nt = mm->simd == TM_SIMD_AVX512VNNI ? TM_MM_NT_AVX512 : TM_MM_NT_AVX2;
+#endif
+    /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
+    const int prepare = !tm_mm_is_dense(w->dtype) || (use_tiles && n >= 2);
+    if (prepare) {
         if (tm_mm_scratch(mm, &act, w->dtype, w->n_cols, n)) {
             /* No memory for the scratch: poison rather than return stale data. */
             for (int64_t i = 0; i < (int64_t)n * w->n_rows; i++) out[i] = NAN;
@@ -435,7 +468,7 @@ void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_w
         }
         a.act = &act;
         /* One token is cheaper to quantize here than to hand to the pool. */
-        if (n < 4) tm_mm_quantize_rows(job.simd, &a, 0, n);
+        if (n < 4) tm_mm_prepare(job.simd, &a, 0, n);
         else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
     }
     tm_mm_parallel(mm, tm_mm_compute_job, &job);

@@ -17,7 +17,7 @@
 #define TM_AI static inline __attribute__((always_inline))
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
-enum { TM_NT_MAX = 4, TM_KC = 256 };
+enum { TM_NT_MAX = TM_MM_NT_AVX2, TM_KC = 256 };
 
 int tm_mm_avx2_supports(tm_dtype t) {
     return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
@@ -40,10 +40,10 @@ TM_AI int32_t tm_hsum8i(__m256i v) {
 
 /* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
 
-void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int8_t *q, float *d,
-                             int32_t *sum, float *s) {
+void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         __m256 v[4];
         for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(x + 8 * j);
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
@@ -59,9 +59,9 @@ void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int8_t *q, float *d
                                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)q, p8);
         const int32_t acc = tm_hsum8i(_mm256_add_epi32(_mm256_add_epi32(iq[0], iq[1]), _mm256_add_epi32(iq[2], iq[3])));
-        d[b] = db;
-        sum[b] = acc;
-        s[b] = db * (float)acc;
+        d[b * stride] = db;
+        sum[b * stride] = acc;
+        s[b * stride] = db * (float)acc;
     }
 }
 
@@ -117,8 +117,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
         __m256 mw = _mm256_setzero_ps();
         if (kind == TM_KIND_Q4_1) mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(msec + b * TM_MM_TILE)));
         for (int i = 0; i < NT; i++) {
-            const int8_t *qa = aq + i * cols + 32 * b;
-            const int64_t ib = i * nb + b;
+            const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
+            const int64_t ib = b * NT + i;
             __m256i c;
             if (kind == TM_KIND_Q8_0) {
                 c = _mm256_setzero_si256();
@@ -148,10 +148,13 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
     static void name_(const tm_mm_args *a, int64_t ti) {                                  \
         for (int h = 0; h < 2; h++) {                                                     \
             if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;                              \
-            int t = 0;                                                                    \
-            for (; t + 4 <= a->n; t += 4) tm_q_group(a, ti, h, t, 4, kind_);              \
-            if (a->n - t >= 2) tm_q_group(a, ti, h, t, 2, kind_), t += 2;                 \
-            if (a->n - t >= 1) tm_q_group(a, ti, h, t, 1, kind_);                         \
+            for (int t = 0; t < a->n;) {                                                  \
+                const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);                     \
+                if (nt == 4) tm_q_group(a, ti, h, t, 4, kind_);                           \
+                else if (nt == 2) tm_q_group(a, ti, h, t, 2, kind_);                      \
+                else tm_q_group(a, ti, h, t, 1, kind_);                                   \
+                t += nt;                                                                  \
+            }                                                                             \
         }                                                                                 \
     }
 TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
@@ -212,11 +215,11 @@ TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, i
         lo[i] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(o, m0);
         hi[i] = first ? _mm256_setzero_ps() : _mm256_maskload_ps(o + 8, m1);
     }
-    const float *x = a->x + (int64_t)t0 * a->n_cols + k0;
+    const float *x = a->act->xp + (int64_t)t0 * a->n_cols + k0 * NT; /* grouped: x[k * NT + i] */
     for (int64_t k = 0; k < kc; k++) {
         const __m256 w0 = _mm256_load_ps(panel + k * TM_MM_TILE), w1 = _mm256_load_ps(panel + k * TM_MM_TILE + 8);
         for (int i = 0; i < NT; i++) {
-            const __m256 xv = _mm256_broadcast_ss(x + i * a->n_cols + k);
+            const __m256 xv = _mm256_broadcast_ss(x + k * NT + i);
             lo[i] = _mm256_fmadd_ps(w0, xv, lo[i]);
             hi[i] = _mm256_fmadd_ps(w1, xv, hi[i]);
         }
@@ -249,10 +252,13 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
                                                       : tm_dense_load(tile, k0 + k, h, TM_DTYPE_BF16));
         }
         const int first = k0 == 0, last = k0 + kc >= a->n_cols;
-        int tk = 0;
-        for (; tk + 4 <= a->n; tk += 4) tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last);
-        if (a->n - tk >= 2) tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last), tk += 2;
-        if (a->n - tk >= 1) tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last);
+        for (int tk = 0; tk < a->n;) {
+            const int nt = tm_mm_group_size(TM_NT_MAX, a->n - tk);
+            if (nt == 4) tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last);
+            else if (nt == 2) tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last);
+            else tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last);
+            tk += nt;
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 #define TM_AI static inline __attribute__((always_inline))
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
-enum { TM_NT_MAX = 16, TM_KC = 256 };
+enum { TM_NT_MAX = TM_MM_NT_AVX512, TM_KC = 256 };
 
 int tm_mm_avx512_supports(tm_dtype t) {
     return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
@@ -27,9 +27,9 @@ int tm_mm_avx512_supports(tm_dtype t) {
 
 /* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
 
-void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int8_t *q, float *d,
-                               int32_t *sum, float *s) {
-    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK) {
+void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                               float *d, int32_t *sum, float *s) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
         const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
         const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
@@ -39,9 +39,9 @@ void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int8_t *q, float 
         _mm_storeu_si128((__m128i *)q, _mm512_cvtsepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtsepi32_epi8(q1));
         const int32_t acc = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        d[b] = db;
-        sum[b] = acc;
-        s[b] = db * (float)acc;
+        d[b * stride] = db;
+        sum[b * stride] = acc;
+        s[b * stride] = db * (float)acc;
     }
 }
 
@@ -84,9 +84,10 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         __m512 mw = _mm512_setzero_ps();
         if (kind == TM_KIND_Q4_1)
             mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+#pragma GCC unroll 16
         for (int i = 0; i < NT; i++) {
-            const int8_t *qa = aq + i * cols + 32 * b;
-            const int64_t ib = i * nb + b;
+            const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
+            const int64_t ib = b * NT + i;
             __m512i c0, c1 = _mm512_setzero_si512();
             if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * asum[ib]);
             else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * asum[ib]);
@@ -110,14 +111,20 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
 }
 
+/* Token groups as the driver laid them out (tm_mm_group_size). */
 #define TM_Q_INST(kind_, name_)                                                           \
     static void name_(const tm_mm_args *a, int64_t ti) {                                  \
-        int t = 0;                                                                        \
-        for (; t + 16 <= a->n; t += 16) tm_q_group(a, ti, t, 16, kind_);                  \
-        if (a->n - t >= 8) tm_q_group(a, ti, t, 8, kind_), t += 8;                        \
-        if (a->n - t >= 4) tm_q_group(a, ti, t, 4, kind_), t += 4;                        \
-        if (a->n - t >= 2) tm_q_group(a, ti, t, 2, kind_), t += 2;                        \
-        if (a->n - t >= 1) tm_q_group(a, ti, t, 1, kind_);                                \
+        for (int t = 0; t < a->n;) {                                                      \
+            const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);                         \
+            switch (nt) {                                                                 \
+            case 16: tm_q_group(a, ti, t, 16, kind_); break;                              \
+            case 8: tm_q_group(a, ti, t, 8, kind_); break;                                \
+            case 4: tm_q_group(a, ti, t, 4, kind_); break;                                \
+            case 2: tm_q_group(a, ti, t, 2, kind_); break;                                \
+            default: tm_q_group(a, ti, t, 1, kind_); break;                               \
+            }                                                                             \
+            t += nt;                                                                      \
+        }                                                                                 \
     }
 TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
 TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
@@ -167,10 +174,11 @@ TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, i
     for (int i = 0; i < NT; i++)
         acc[i] = first ? _mm512_setzero_ps()
                        : _mm512_maskz_loadu_ps(mask, a->out + (int64_t)(t0 + i) * a->n_rows + r0);
-    const float *x = a->x + (int64_t)t0 * a->n_cols + k0;
+    const float *x = a->act->xp + (int64_t)t0 * a->n_cols + k0 * NT; /* grouped: x[k * NT + i] */
     for (int64_t k = 0; k < kc; k++) {
         const __m512 w = _mm512_load_ps(panel + k * TM_MM_TILE);
-        for (int i = 0; i < NT; i++) acc[i] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[i * a->n_cols + k]), acc[i]);
+#pragma GCC unroll 16
+        for (int i = 0; i < NT; i++) acc[i] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[k * NT + i]), acc[i]);
     }
     const __m512 bias = last && a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
     for (int i = 0; i < NT; i++)
@@ -199,12 +207,17 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
             for (int64_t k = 0; k < kc; k++) _mm512_store_ps(panel + k * TM_MM_TILE, tm_dense_load(tile, k0 + k, TM_DTYPE_BF16));
         }
         const int first = k0 == 0, last = k0 + kc >= a->n_cols;
-        int tk = 0;
-        for (; tk + 16 <= a->n; tk += 16) tm_dense_group(a, p, r0, k0, kc, tk, 16, first, last);
-        if (a->n - tk >= 8) tm_dense_group(a, p, r0, k0, kc, tk, 8, first, last), tk += 8;
-        if (a->n - tk >= 4) tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last), tk += 4;
-        if (a->n - tk >= 2) tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last), tk += 2;
-        if (a->n - tk >= 1) tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last);
+        for (int tk = 0; tk < a->n;) {
+            const int nt = tm_mm_group_size(TM_NT_MAX, a->n - tk);
+            switch (nt) {
+            case 16: tm_dense_group(a, p, r0, k0, kc, tk, 16, first, last); break;
+            case 8: tm_dense_group(a, p, r0, k0, kc, tk, 8, first, last); break;
+            case 4: tm_dense_group(a, p, r0, k0, kc, tk, 4, first, last); break;
+            case 2: tm_dense_group(a, p, r0, k0, kc, tk, 2, first, last); break;
+            default: tm_dense_group(a, p, r0, k0, kc, tk, 1, first, last); break;
+            }
+            tk += nt;
+        }
     }
 }
 

@@ -22,7 +22,15 @@
  * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
  * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
  * Round-half-even (not llama.cpp's roundf) because SIMD conversions round that way, so
- * every level quantizes bit-identically. K-quants use Q8_K from tm_quantize_row. */
+ * every level quantizes bit-identically. K-quants use Q8_K from tm_quantize_row.
+ *
+ * Token groups. Kernels multiply a tile by groups of NT tokens (NT = tm_mm_group_size:
+ * the largest power of two <= min(max_nt, tokens left)), and each group's activations are
+ * stored interleaved so that one pointer plus constant offsets reaches all NT tokens:
+ *   quantized  group at t0: block b of its token i at q + t0*n_cols + (b*NT + i)*32,
+ *              d/sum/s at index t0*nb + b*NT + i;
+ *   dense      (n >= 2) x packed as xp + t0*n_cols + k*NT + i.
+ * With max_nt = 1 (the scalar level) this is the plain row-major layout. */
 #ifndef TM_CPU_MATMUL_IMPL_H
 #define TM_CPU_MATMUL_IMPL_H
 
@@ -45,10 +53,11 @@ typedef struct tm_mm_weight {
 
 /* Activations quantized for one call, carved from tm_cpu_matmul's scratch. */
 typedef struct tm_mm_act {
-    int8_t *q;      /* (n, n_cols) int8 quants */
-    float *d;       /* (n, nb) block scales */
-    int32_t *sum;   /* (n, nb) sum of each block's quants */
-    float *s;       /* (n, nb) d * sum */
+    int8_t *q;      /* (n * n_cols) int8 quants, grouped as above */
+    float *d;       /* (n * nb) block scales, grouped */
+    int32_t *sum;   /* (n * nb) sum of each block's quants, grouped */
+    float *s;       /* (n * nb) d * sum, grouped */
+    float *xp;      /* (n * n_cols) f32 activations grouped for dense weights (n >= 2) */
     void *q8k;      /* (n, n_cols / 256) tm_block_q8_k, for Q4_K / Q6_K */
 } tm_mm_act;
 
@@ -63,11 +72,20 @@ typedef struct tm_mm_args {
     const float *bias;        /* (n_rows) or NULL */
     float *out;               /* (n, n_rows) */
     int n;                    /* tokens */
+    int max_nt;               /* largest token group of the level's kernels */
 } tm_mm_args;
 
+/* Size of the token group that starts with `left` tokens remaining. */
+static inline int tm_mm_group_size(int max_nt, int left) {
+    int nt = 1;
+    while (nt * 2 <= max_nt && nt * 2 <= left) nt *= 2;
+    return nt;
+}
+
 /* Scalar (reference) kernels. */
-void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int8_t *q, float *d,
-                               int32_t *sum, float *s);
+/* One token: block b goes to q + b*stride*32 and d/sum/s[b*stride] (stride = its group's NT). */
+void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                               float *d, int32_t *sum, float *s);
 /* Rows [r0, r1) for all tokens, reading the GGUF blocks in w->src. */
 void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1);
 
@@ -76,11 +94,12 @@ void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1);
  * bit for bit. */
 int tm_mm_avx2_supports(tm_dtype t);
 void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int8_t *q, float *d,
-                             int32_t *sum, float *s);
+void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s);
 int tm_mm_avx512_supports(tm_dtype t);
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int8_t *q, float *d,
-                               int32_t *sum, float *s);
+void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                               float *d, int32_t *sum, float *s);
+enum { TM_MM_NT_AVX512 = 16, TM_MM_NT_AVX2 = 4 }; /* max token group per level */
 
 #endif
