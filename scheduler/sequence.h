@@ -52,11 +52,19 @@ typedef struct tm_seq {
     int logprobs;             /* report the chosen token's logprob */
     int top_logprobs;         /* and this many alternatives */
     tm_output out;            /* detokenizer, stop conditions, held-back text */
+    char *delta;              /* (tm_output_delta_cap) this step's text delta */
 
     int aborted;              /* abort requested; acted on at the next step */
     struct tm_seq *prev;      /* waiting-queue links (NULL when not queued) */
     struct tm_seq *next;
 } tm_seq;
+
+/* Builds a WAITING sequence from req (copies everything it needs; the id is set by the
+ * caller). tok is borrowed; max_piece is the tokenizer's longest piece in bytes. Any
+ * thread. TM_EINVAL (bad stop strings), TM_ENOMEM. */
+int tm_seq_create(const tm_request *req, const tm_tokenizer *tok, size_t max_piece,
+                  int block_size, tm_seq **out);
+void tm_seq_destroy(tm_seq *s); /* NULL is a no-op */
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,382 @@
+// Engine on the real default model: batch invariance (with and without preemption),
+// prefix cache, aborts, submit-time refusals. Skips when the model file is absent.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <thread>
+#include <condition_variable>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "common/common.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/simd.h"
+#include "models/model.h"
+#include "scheduler/engine.h"
+}
+
+namespace {
+
+std::string model_path() {
+    const char *home = getenv("HOME");
+    return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+struct Result {              // everything one request produced
+    std::vector<int32_t> tokens;
+    std::string text;
+    tm_finish finish = TM_FINISH_NONE;
+    int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+};
+
+struct Waiter {              // on_event target: wakes the test thread
+    std::mutex mu;
+    std::condition_variable cv;
+    int signals = 0;
+};
+
+void on_event(void *arg) {
+    Waiter *w = (Waiter *)arg;
+    std::lock_guard<std::mutex> lk(w->mu);
+    w->signals++;
+    w->cv.notify_all();
+}
+
+class EngineTest : public ::testing::Test {
+  protected:
+    static tm_backend *be;
+    static tm_model *model;
+    static std::string skip_reason;
+
+    static void SetUpTestSuite() {
+        std::string path = model_path();
+        if (FILE *f = fopen(path.c_str(), "rb")) {
+            fclose(f);
+        } else {
+            skip_reason = "default model not found at " + path + " (run scripts/fetch-model)";
+            return;
+        }
+        char err[256] = "";
+        be = tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
+        if (!be) {
+            skip_reason = std::string("no CPU backend: ") + err;
+            return;
+        }
+        if (tm_model_load(path.c_str(), be, &model, err, sizeof err) != TM_OK) {
+            skip_reason = std::string("model load failed: ") + err;
+            model = nullptr;
+        }
+    }
+    static void TearDownTestSuite() {
+        tm_model_destroy(model);
+        model = nullptr;
+        if (be) be->destroy(be);
+        be = nullptr;
+    }
+    void SetUp() override {
+        if (!model) GTEST_SKIP() << skip_reason;
+    }
+
+    static tm_engine_config config(size_t kv_bytes, int cache, Waiter *w) {
+        tm_engine_config c;
+        tm_engine_config_default(&c);
+        c.kv_cache_bytes = kv_bytes;
+        c.enable_prefix_cache = cache;
+        c.max_num_seqs = 16;
+        c.max_num_batched_tokens = 512;
+        c.on_event = on_event;
+        c.on_event_arg = w;
+        return c;
+    }
+
+    static tm_request greedy(const std::vector<int32_t> &prompt, int max_tokens) {
+        tm_request r;
+        memset(&r, 0, sizeof r);
+        r.prompt = prompt.data();
+        r.n_prompt = (int)prompt.size();
+        r.max_tokens = max_tokens;
+        tm_sampling_params_default(&r.sampling);
+        r.sampling.temperature = 0;
+        r.ignore_eos = 1; // fixed lengths: the comparison covers every token
+        return r;
+    }
+
+    // Submits all requests at once and waits (bounded) until each has finished.
+    static std::vector<Result> run(const tm_engine_config &c0, const std::vector<tm_request> &reqs,
+                                   tm_engine_stats *stats_out = nullptr) {
+        Waiter w;
+        tm_engine_config c = c0;
+        c.on_event_arg = &w;
+        tm_engine *e = nullptr;
+        char err[256] = "";
+        EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+        if (!e) return {};
+        std::map<uint64_t, size_t> index;
+        for (size_t i = 0; i < reqs.size(); i++) {
+            uint64_t id = 0;
+            EXPECT_EQ(tm_engine_submit(e, &reqs[i], &id, err, sizeof err), TM_OK) << err;
+            index[id] = i;
+        }
+        std::vector<Result> out(reqs.size());
+        size_t n_done = 0;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+        tm_event evs[64];
+        while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
+            int n = tm_engine_poll(e, evs, 64);
+            if (n == 0) {
+                std::unique_lock<std::mutex> lk(w.mu);
+                w.cv.wait_for(lk, std::chrono::milliseconds(50));
+                continue;
+            }
+            for (int i = 0; i < n; i++) {
+                Result &r = out[index.at(evs[i].id)];
+                if (evs[i].token >= 0) r.tokens.push_back(evs[i].token);
+                r.text.append(evs[i].text ? evs[i].text : "", evs[i].text_len);
+                if (evs[i].finish != TM_FINISH_NONE) {
+                    r.finish = evs[i].finish;
+                    r.prompt_tokens = evs[i].prompt_tokens;
+                    r.completion_tokens = evs[i].completion_tokens;
+                    r.cached_tokens = evs[i].cached_tokens;
+                    n_done++;
+                }
+                tm_event_free(&evs[i]);
+            }
+        }
+        EXPECT_EQ(n_done, reqs.size()) << "requests did not finish in time";
+        // Pages return once the last request ended (stats are published after a step).
+        tm_engine_stats st;
+        for (int i = 0; i < 100; i++) {
+            tm_engine_get_stats(e, &st);
+            if (st.n_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        EXPECT_EQ(st.n_blocks_used, 0);
+        EXPECT_EQ(st.n_running + st.n_waiting, 0);
+        if (stats_out) *stats_out = st;
+        tm_engine_destroy(e);
+        return out;
+    }
+
+    static std::vector<int32_t> prompt_of(int len, uint32_t seed) {
+        int n_vocab = tm_model_get_config(model)->n_vocab;
+        std::vector<int32_t> p(len);
+        uint32_t x = seed * 2654435761u + 12345u;
+        for (int i = 0; i < len; i++) {
+            x = x * 1664525u + 1013904223u;
+            p[i] = 100 + (int32_t)((x >> 8) % (uint32_t)(n_vocab - 200));
+        }
+        return p;
+    }
+};
+
+tm_backend *EngineTest::be = nullptr;
+tm_model *EngineTest::model = nullptr;
+std::string EngineTest::skip_reason;
+
+TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
+    const int lens[16] = {5, 8, 13, 21, 34, 40, 55, 70, 89, 144, 233, 377, 610, 987, 1200, 1500};
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<tm_request> reqs;
+    for (int i = 0; i < 16; i++) prompts.push_back(prompt_of(lens[i], (uint32_t)i + 1));
+    for (int i = 0; i < 16; i++) reqs.push_back(greedy(prompts[i], 3 + (i * 5) % 9));
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+
+    // Alone: one request per engine run, no prefix cache.
+    std::vector<Result> alone;
+    for (int i = 0; i < 16; i++) {
+        auto r = run(config(per_block * 200, 0, nullptr), {reqs[i]});
+        ASSERT_EQ(r.size(), 1u);
+        alone.push_back(r[0]);
+        ASSERT_EQ((int)alone[i].tokens.size(), reqs[i].max_tokens);
+        EXPECT_EQ(alone[i].finish, TM_FINISH_LENGTH);
+        EXPECT_EQ(alone[i].prompt_tokens, lens[i]);
+    }
+    // Together, plenty of pages.
+    tm_engine_stats st;
+    auto together = run(config(per_block * 1024, 1, nullptr), reqs, &st);
+    for (int i = 0; i < 16; i++)
+        EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i << " (" << lens[i] << " tokens)";
+    EXPECT_EQ(st.n_preemptions, 0u);
+
+    // Together in a pool barely larger than the biggest request: preemption must happen
+    // and change nothing.
+    int biggest = (1500 + 11 + 15) / 16;
+    auto tight = run(config(per_block * (biggest + 8), 1, nullptr), reqs, &st);
+    EXPECT_GT(st.n_preemptions, 0u) << "pool not small enough to preempt: test is too weak";
+    for (int i = 0; i < 16; i++) {
+        EXPECT_EQ(tight[i].tokens, alone[i].tokens) << "request " << i << " under preemption";
+        EXPECT_EQ(tight[i].text, alone[i].text);
+        EXPECT_EQ(tight[i].completion_tokens, reqs[i].max_tokens);
+    }
+}
+
+TEST_F(EngineTest, PrefixCacheServesSharedPrefix) {
+    std::vector<int32_t> prefix = prompt_of(1000, 77);
+    std::vector<int32_t> a = prefix, b = prefix;
+    for (int32_t t : prompt_of(24, 5)) a.push_back(t);
+    for (int32_t t : prompt_of(20, 6)) b.push_back(t);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+
+    // One engine: a, then b.
+    Waiter w;
+    tm_engine_config c = config(per_block * 256, 1, &w);
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    std::vector<Result> res;
+    for (auto *p : {&a, &b}) {
+        tm_request r = greedy(*p, 6);
+        uint64_t id;
+        ASSERT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_OK) << err;
+        Result out;
+        tm_event ev;
+        for (int spin = 0; spin < 6000 && out.finish == TM_FINISH_NONE; spin++) {
+            if (tm_engine_poll(e, &ev, 1) == 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                continue;
+            }
+            if (ev.token >= 0) out.tokens.push_back(ev.token);
+            out.finish = ev.finish;
+            out.cached_tokens = ev.cached_tokens;
+            tm_event_free(&ev);
+        }
+        ASSERT_NE(out.finish, TM_FINISH_NONE);
+        res.push_back(out);
+    }
+    tm_engine_stats st;
+    tm_engine_get_stats(e, &st);
+    tm_engine_destroy(e);
+    EXPECT_EQ(res[0].cached_tokens, 0);
+    EXPECT_GE(res[1].cached_tokens, 992);
+    EXPECT_GE(st.prefix_hits, 992u);
+
+    // b without the cache gives the same tokens.
+    auto ref = run(config(per_block * 256, 0, nullptr), {greedy(b, 6)});
+    EXPECT_EQ(ref[0].cached_tokens, 0);
+    EXPECT_EQ(res[1].tokens, ref[0].tokens);
+}
+
+TEST_F(EngineTest, AbortFreesPagesAndEndsWithAbort) {
+    Waiter w;
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    tm_engine_config c = config(per_block * 256, 1, &w);
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    std::vector<int32_t> p = prompt_of(300, 9);
+    tm_request r = greedy(p, 2000);
+    uint64_t id;
+    ASSERT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_OK) << err;
+    tm_event ev;
+    int n_tokens = 0;
+    for (int spin = 0; spin < 3000 && n_tokens < 2; spin++) { // wait until it decodes
+        if (tm_engine_poll(e, &ev, 1) == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            continue;
+        }
+        n_tokens++;
+        tm_event_free(&ev);
+    }
+    ASSERT_EQ(n_tokens, 2);
+    tm_engine_abort(e, id);
+    tm_finish fin = TM_FINISH_NONE;
+    for (int spin = 0; spin < 3000 && fin == TM_FINISH_NONE; spin++) {
+        if (tm_engine_poll(e, &ev, 1) == 0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            continue;
+        }
+        fin = ev.finish;
+        if (fin != TM_FINISH_NONE) {
+            EXPECT_EQ(ev.token, -1);
+            EXPECT_EQ(ev.prompt_tokens, 300);
+            EXPECT_GE(ev.completion_tokens, 2);
+        }
+        tm_event_free(&ev);
+    }
+    EXPECT_EQ(fin, TM_FINISH_ABORT);
+    tm_engine_stats st;
+    for (int i = 0; i < 100; i++) {
+        tm_engine_get_stats(e, &st);
+        if (st.n_blocks_used == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(st.n_blocks_used, 0);
+    EXPECT_EQ(st.n_running, 0);
+    EXPECT_GT(st.n_blocks_cached, 0); // its full pages stay cached
+    tm_engine_abort(e, id);            // finished id: ignored
+    tm_engine_abort(e, 999999);        // unknown id: ignored
+    tm_engine_destroy(e);
+}
+
+TEST_F(EngineTest, SubmitRefusesWhatCanNeverRun) {
+    Waiter w;
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    tm_engine_config c = config(per_block * 8, 1, &w); // 8 pages = 128 tokens
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    tm_engine_stats st;
+    tm_engine_get_stats(e, &st);
+    EXPECT_EQ(st.n_blocks_total, 8);
+    uint64_t id;
+    std::vector<int32_t> p = prompt_of(100, 1);
+    tm_request r = greedy(p, 29); // 129 tokens: 9 pages
+    EXPECT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_ERANGE);
+    EXPECT_NE(std::string(err).find("pages"), std::string::npos) << err;
+    r.max_tokens = tm_model_get_config(model)->n_ctx_train; // over the context
+    EXPECT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_ERANGE);
+    r.max_tokens = 0;
+    EXPECT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_EINVAL);
+    r.max_tokens = 4;
+    r.n_prompt = 0;
+    EXPECT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_EINVAL);
+    std::vector<int32_t> bad = {1, -3, 2};
+    tm_request rb = greedy(bad, 4);
+    EXPECT_EQ(tm_engine_submit(e, &rb, &id, err, sizeof err), TM_EINVAL);
+    const char *empty = "";
+    tm_request rs = greedy(p, 4);
+    rs.stop[0] = empty;
+    rs.n_stop = 1;
+    EXPECT_EQ(tm_engine_submit(e, &rs, &id, err, sizeof err), TM_EINVAL);
+    tm_engine_destroy(e);
+}
+
+TEST_F(EngineTest, StopStringEndsGenerationWithoutLeaking) {
+    // Generate freely, pick a stop string from the middle of the output, run again.
+    std::vector<int32_t> p = prompt_of(40, 3);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    auto free_run = run(config(per_block * 64, 0, nullptr), {greedy(p, 24)});
+    std::string text = free_run[0].text;
+    ASSERT_GT(text.size(), 12u);
+    std::string stop = text.substr(text.size() / 2, 3);
+    size_t cut = text.find(stop);
+    tm_request r = greedy(p, 24);
+    r.stop[0] = stop.c_str();
+    r.n_stop = 1;
+    auto stopped = run(config(per_block * 64, 0, nullptr), {r});
+    EXPECT_EQ(stopped[0].finish, TM_FINISH_STOP);
+    EXPECT_EQ(stopped[0].text, text.substr(0, cut));
+    EXPECT_LT(stopped[0].completion_tokens, 24);
+}
+
+TEST_F(EngineTest, IdleEngineSleeps) {
+    Waiter w;
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    tm_engine_config c = config(per_block * 16, 1, &w);
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    clock_t c0 = clock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    double cpu_s = (double)(clock() - c0) / CLOCKS_PER_SEC; // process CPU time
+    EXPECT_LT(cpu_s, 0.05) << "engine thread burns CPU while idle";
+    tm_engine_destroy(e);
+}
+
+} // namespace
