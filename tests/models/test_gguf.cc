@@ -360,6 +360,10 @@ TEST(GgufCorrupt, Metadata) {
     s = small_spec();
     s.kvs[1] = kv("t.arr", TM_GGUF_ARRAY, B().u32(TM_GGUF_STRING).u64(~0ull / 2).b);
     expect_fail(build(s), TM_EFORMAT, "array count");
+    s = small_spec();  // the count of an inner array is checked as well
+    s.kvs[1] = kv("t.arr", TM_GGUF_ARRAY,
+                  B().u32(TM_GGUF_ARRAY).u64(1).u32(TM_GGUF_UINT64).u64(1ull << 61).b);
+    expect_fail(build(s), TM_EFORMAT, "array count 2305843009213693952 does not fit");
     s = small_spec();
     s.kvs[1] = kv_str("general.architecture", "other");
     expect_fail(build(s), TM_EFORMAT, "duplicate key 'general.architecture'");
@@ -751,6 +755,16 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
         Bytes q((size_t)(row * (n / t.ne[0])));
         for (int64_t r = 0; r < n / t.ne[0]; r++)
             ASSERT_EQ(tm_quantize_row(t.type, v.data() + r * t.ne[0], q.data() + r * row, t.ne[0]), 0);
+        if (t.type == TM_DTYPE_Q8_0) {
+            // blocks our quantizer would not produce (|q| <= 25, not 127), so a
+            // requantizing "copy" would change the bytes
+            for (size_t b = 0; b < q.size() / sizeof(tm_block_q8_0); b++) {
+                tm_block_q8_0 blk;
+                blk.d = tm_f32_to_f16(0.01f * (float)(b + 1));
+                for (int j = 0; j < 32; j++) blk.qs[j] = (int8_t)((j * 7 + (int)b) % 51 - 25);
+                memcpy(q.data() + b * sizeof blk, &blk, sizeof blk);
+            }
+        }
         ASSERT_EQ(tm_gguf_writer_add_tensor(w, t.name, t.n_dims, t.ne, t.type, q.data(), q.size()), 0);
     }
     std::string in = tmp_path("conv_in.gguf"), outp = tmp_path("conv_out.gguf");
@@ -779,7 +793,9 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
     }
     uint32_t ftype;
     ASSERT_EQ(tm_gguf_get_u32(b, "general.file_type", &ftype), 0);
-    EXPECT_EQ((int)ftype, tm_convert_ftype(target));
+    const int want_ftype = target == TM_DTYPE_F16 ? 1 : target == TM_DTYPE_Q4_0 ? 2 : target == TM_DTYPE_Q4_1 ? 3 : 7;
+    EXPECT_EQ((int)ftype, want_ftype);  // llama.cpp's LLAMA_FTYPE_MOSTLY_* ids
+    EXPECT_EQ(tm_convert_ftype(target), want_ftype);
 
     ASSERT_EQ(tm_gguf_n_tensors(b), (int64_t)src.size());
     for (size_t i = 0; i < src.size(); i++) {
