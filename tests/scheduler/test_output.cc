@@ -1,6 +1,9 @@
 // Stop strings with hold-back (scheduler/stop.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -196,6 +199,182 @@ TEST(Stop, RandomizedAgainstReference) {
         ASSERT_EQ(st.emitted, want) << "iter " << iter;
     }
     EXPECT_GT(n_stopped, 500);
+}
+
+} // namespace
+
+// ---- token path (scheduler/output.h) on the real tokenizer ----
+
+extern "C" {
+#include "models/gguf.h"
+#include "models/tokenizer.h"
+#include "scheduler/output.h"
+}
+
+namespace {
+
+class OutputTest : public ::testing::Test {
+  protected:
+    static tm_tokenizer *tok;
+    static size_t max_piece;
+    static std::string skip_reason;
+    static void SetUpTestSuite() {
+        const char *home = getenv("HOME");
+        std::string path = std::string(home ? home : "") +
+                           "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+        tm_gguf *g = nullptr;
+        char err[256] = "";
+        if (tm_gguf_open(path.c_str(), &g, err, sizeof err) != TM_OK) {
+            skip_reason = "default model not found (" + path + "): " + err;
+            return;
+        }
+        if (tm_tokenizer_create(g, &tok, err, sizeof err) != TM_OK) {
+            skip_reason = std::string("tokenizer: ") + err;
+            tok = nullptr;
+        }
+        tm_gguf_close(g);
+        if (!tok) return;
+        for (int32_t id = 0; id < tm_tokenizer_n_vocab(tok); id++) {
+            size_t n = 0;
+            tm_tokenizer_piece(tok, id, &n);
+            max_piece = std::max(max_piece, n);
+        }
+    }
+    static void TearDownTestSuite() {
+        tm_tokenizer_destroy(tok);
+        tok = nullptr;
+    }
+    void SetUp() override {
+        if (!tok) GTEST_SKIP() << skip_reason;
+    }
+
+    std::vector<int32_t> encode(const std::string &text) {
+        int32_t *ids = nullptr;
+        int n = 0;
+        EXPECT_EQ(tm_tokenizer_encode(tok, text.data(), text.size(), 0, 0, &ids, &n), TM_OK);
+        std::vector<int32_t> v(ids, ids + n);
+        free(ids);
+        return v;
+    }
+
+    // Pushes ids through a fresh tm_output; checks after every token that the text so
+    // far is a prefix of want (nothing of a stop string ever leaks) and whole UTF-8.
+    struct Run {
+        std::string text;
+        tm_finish finish = TM_FINISH_NONE;
+        int n_pushed = 0;
+    };
+    Run feed(const std::vector<int32_t> &ids, std::vector<const char *> stops,
+             std::vector<int32_t> stop_ids, int ignore_eos, int max_tokens, const std::string &want) {
+        tm_output o;
+        Run r;
+        EXPECT_EQ(tm_output_init(&o, tok, max_piece, stops.data(), (int)stops.size(),
+                                 stop_ids.data(), (int)stop_ids.size(), ignore_eos, max_tokens),
+                  TM_OK);
+        std::vector<char> out(tm_output_delta_cap(&o));
+        for (int32_t id : ids) {
+            size_t n = tm_output_push_token(&o, id, out.data(), &r.finish);
+            EXPECT_EQ(strlen(out.data()), n);
+            r.text.append(out.data(), n);
+            r.n_pushed++;
+            EXPECT_EQ(want.compare(0, r.text.size(), r.text), 0)
+                << "delta leaked past the expected text: [" << r.text << "]";
+            EXPECT_TRUE(utf8_complete(r.text)) << "delta split a character";
+            if (r.finish != TM_FINISH_NONE) break;
+        }
+        tm_output_deinit(&o);
+        return r;
+    }
+};
+
+tm_tokenizer *OutputTest::tok = nullptr;
+size_t OutputTest::max_piece = 0;
+std::string OutputTest::skip_reason;
+
+// Byte offsets where tokens of text end.
+std::vector<size_t> token_ends(const tm_tokenizer *tok, const std::vector<int32_t> &ids) {
+    std::vector<size_t> ends;
+    size_t at = 0;
+    for (int32_t id : ids) {
+        size_t n = 0;
+        tm_tokenizer_piece(tok, id, &n);
+        at += n;
+        ends.push_back(at);
+    }
+    return ends;
+}
+
+TEST_F(OutputTest, StopAcrossTokensInsideMultibyteCharacter) {
+    // Find a character the vocab splits across tokens (byte-level BPE falls back to
+    // byte tokens for rare characters).
+    const std::vector<std::string> candidates = {"\xF0\x9F\xA6\x9C", "\xF0\x9F\xA7\xAC", "\xE2\xB1\xAD",
+                                                 "\xEA\x99\xAE", "\xF0\x9F\x98\x80", "\xE6\x97\xA5"};
+    std::string ch;
+    for (auto &c : candidates) {
+        std::string text = "Hello " + c + " world";
+        auto ids = encode(text);
+        for (size_t e : token_ends(tok, ids))
+            if (e > 6 && e < 6 + c.size()) ch = c; // a token ends inside the character
+        if (!ch.empty()) break;
+    }
+    ASSERT_FALSE(ch.empty()) << "no candidate character is split across tokens";
+    std::string text = "Hello " + ch + " world, and more text after it.";
+    auto ids = encode(text);
+    ASSERT_EQ(token_ends(tok, ids).back(), text.size()) << "pieces do not add up to the text";
+
+    // The stop string starts before the split character and ends after it.
+    std::string stop = "lo " + ch + " w";
+    Run r = feed(ids, {stop.c_str()}, {}, 1, 100, "Hel");
+    EXPECT_EQ(r.finish, TM_FINISH_STOP);
+    EXPECT_EQ(r.text, "Hel");
+
+    // A stop string that starts with the split character itself.
+    std::string stop2 = ch + " wor";
+    r = feed(ids, {stop2.c_str()}, {}, 1, 100, "Hello ");
+    EXPECT_EQ(r.finish, TM_FINISH_STOP);
+    EXPECT_EQ(r.text, "Hello ");
+
+    // A stop that never matches but shares the split character's first bytes: all text
+    // comes out, the character whole.
+    std::string stop3 = ch.substr(0, ch.size() - 1) + "\x80" + "zzz";
+    r = feed(ids, {stop3.c_str(), "never"}, {}, 1, (int)ids.size(), text);
+    EXPECT_EQ(r.finish, TM_FINISH_LENGTH);
+    EXPECT_EQ(r.text, text);
+}
+
+TEST_F(OutputTest, HeldTextIsReleasedAtLengthAndEos) {
+    std::string text = "The answer is <";
+    auto ids = encode(text);
+    // "<" could start "<end>", so it is held until max_tokens releases it.
+    Run r = feed(ids, {"<end>"}, {}, 0, (int)ids.size(), text);
+    EXPECT_EQ(r.finish, TM_FINISH_LENGTH);
+    EXPECT_EQ(r.text, text);
+
+    int32_t eos = tm_tokenizer_eos(tok);
+    ASSERT_GE(eos, 0);
+    ASSERT_TRUE(tm_tokenizer_is_eog(tok, eos));
+    std::vector<int32_t> with_eos = ids;
+    with_eos.push_back(eos);
+    with_eos.push_back(ids[0]); // never reached
+    r = feed(with_eos, {"<end>"}, {}, 0, 100, text);
+    EXPECT_EQ(r.finish, TM_FINISH_STOP);
+    EXPECT_EQ(r.text, text); // the held "<" is released, the EOS text is not emitted
+    EXPECT_EQ(r.n_pushed, (int)ids.size() + 1);
+
+    // ignore_eos: generation goes on through the EOS token.
+    size_t n_eos = 0, n_first = 0;
+    const char *eos_text = tm_tokenizer_piece(tok, eos, &n_eos);
+    const char *first = tm_tokenizer_piece(tok, ids[0], &n_first);
+    std::string all = text + std::string(eos_text, n_eos) + std::string(first, n_first);
+    r = feed(with_eos, {}, {}, 1, (int)with_eos.size(), all);
+    EXPECT_EQ(r.text, all);
+    EXPECT_EQ(r.finish, TM_FINISH_LENGTH);
+    EXPECT_EQ(r.n_pushed, (int)with_eos.size());
+
+    // An extra stop token id stops like EOS.
+    r = feed(ids, {}, {ids[2]}, 1, 100, text);
+    EXPECT_EQ(r.finish, TM_FINISH_STOP);
+    EXPECT_EQ(r.n_pushed, 3);
 }
 
 } // namespace
