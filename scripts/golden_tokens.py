@@ -165,6 +165,13 @@ FIXED = [
     "x²+y²=z²",
 ]
 
+# Not valid UTF-8: llama.cpp reads each byte it cannot decode as U+FFFD (byte-level BPE)
+# or falls back to byte tokens (SentencePiece). Stored as hex in the golden file.
+BYTE_CASES = [
+    b"\xff", b"abc\x80def", b"\xe4\xbd", b"\xe4\xbd\xa0\xe5", b"caf\xc3", b"\xc0\x80 overlong",
+    b"\xf0\x9f\x98", b" \xfe\xfe ok", b"\x80\x80\x80", b"x\xe2\x82y",
+]
+
 WORDS = [
     "the", "of", "and", "tokenizer", "server", "inference", "GPU", "kernel", "batch",
     "Hello", "World", "naïve", "über", "Müller", "coöperate", "año", "ñ", "ß", "Ω",
@@ -310,6 +317,9 @@ def record(model_path, name, pre, strings):
             ids = llm.tokenize(b, add_bos=add_special, special=parse_special)
             cases.append({"text": s, "add_special": add_special, "parse_special": parse_special,
                           "ids": list(ids)})
+    for b in BYTE_CASES:
+        ids = llm.tokenize(b, add_bos=False, special=True)
+        cases.append({"hex": b.hex(), "add_special": False, "parse_special": True, "ids": list(ids)})
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
     eog = [i for i in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
