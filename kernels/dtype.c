@@ -12,6 +12,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -86,7 +87,9 @@ int64_t tm_dtype_block_bytes(tm_dtype t) {
 int64_t tm_dtype_row_bytes(tm_dtype t, int64_t n) {
     const tm_dtype_info *info = tm_dtype_find((int)t);
     if (!info || n < 0 || n % info->block_size) return -1;
-    return n / info->block_size * info->block_bytes;
+    int64_t blocks = n / info->block_size;
+    if (blocks > INT64_MAX / info->block_bytes) return -1; /* untrusted sizes from files */
+    return blocks * info->block_bytes;
 }
 
 /* ---- dequantization ---------------------------------------------------------------- */

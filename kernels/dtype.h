@@ -44,7 +44,7 @@ int tm_dtype_from_name(const char *name);
 /* Values per block (1 for float types) and bytes per block. */
 int64_t tm_dtype_block_size(tm_dtype t);
 int64_t tm_dtype_block_bytes(tm_dtype t);
-/* Bytes of a row of n values; -1 if n is not a multiple of the block size. */
+/* Bytes of a row of n values; -1 if n is not a multiple of the block size or overflows. */
 int64_t tm_dtype_row_bytes(tm_dtype t, int64_t n);
 
 /* Scalar reference: src (n values of type t) -> dst (n) f32. n multiple of the block. */
