@@ -15,6 +15,7 @@
 #include "kernels/cpu/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -69,8 +70,10 @@ static unsigned tm_worker_wait(tm_threadpool *p, unsigned seen) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen) return g;
         TM_PAUSE();
-        if ((i & 255) != 255) continue;
-        /* The clock is read only every 256 pauses to keep the spin loop light. */
+        if ((i & 63) != 63) continue;
+        /* Every 64 pauses: read the clock, and yield so that on an oversubscribed machine
+         * the threads still owing work for this run get the core. */
+        sched_yield();
         if (t0 == 0.0) t0 = tm_now_us();
         else if (tm_now_us() - t0 > TM_POOL_SPIN_US) break;
     }
@@ -173,7 +176,8 @@ void tm_threadpool_run(tm_threadpool *p, tm_pool_fn fn, void *ctx) {
     for (unsigned i = 0;; i++) {
         if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
         TM_PAUSE();
-        if ((i & 255) != 255) continue;
+        if ((i & 63) != 63) continue;
+        sched_yield();
         if (t0 == 0.0) t0 = tm_now_us();
         else if (tm_now_us() - t0 > TM_POOL_SPIN_US) break;
     }
