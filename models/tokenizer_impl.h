@@ -130,4 +130,10 @@ static inline size_t tm_utf8_len(uint8_t c) {
     return lut[c >> 4];
 }
 
+/* SentencePiece vocabs that prefix a space when encoding drop it from the first piece
+ * of the text; a leading BOS does not count as text. */
+static inline int tm_strip_first_space(const tm_tokenizer *t, int32_t id, const char *p, size_t n) {
+    return t->add_space_prefix && id != t->bos && n > 0 && p[0] == ' ';
+}
+
 #endif
