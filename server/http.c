@@ -48,6 +48,9 @@ struct tm_http_conn {
     size_t write_queued;     /* bytes in flight */
     int close_after_write;   /* close once the writes in flight are done */
     int reading;             /* uv_read_start is in effect */
+    int linger;              /* after the last write: shut down writing, drain input, close */
+    int lingering;           /* in that drain phase */
+    uv_shutdown_t shutdown_req; /* for the lingering close */
     void *user;              /* the handler's pointer while busy */
 };
 
@@ -159,6 +162,30 @@ typedef struct tm_write {
     char data[];        /* payload */
 } tm_write;
 
+static void conn_read_start(tm_http_conn *c);
+
+static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
+static void on_shutdown(uv_shutdown_t *req, int status) { (void)req, (void)status; }
+
+/* Closes after the last write. An error answered before the client finished sending
+ * (413 mid-body) lingers: closing with unread input would make the kernel send RST, and
+ * the client could lose the response; so shut down writing, discard input until EOF or
+ * 2 s, then close (as nginx's lingering_close does). */
+static void conn_finish(tm_http_conn *c) {
+    if (!c->linger) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, on_linger_timeout, 2000, 0);
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (!c->reading) conn_read_start(c);
+}
+
 static void on_written(uv_write_t *req, int status) {
     tm_write *w = (tm_write *)req;
     tm_http_conn *c = req->data;
@@ -166,7 +193,8 @@ static void on_written(uv_write_t *req, int status) {
     c->write_queued -= w->len;
     free(w);
     if (c->closing) return;
-    if (status < 0 || (c->close_after_write && c->n_writes == 0)) conn_close(c);
+    if (status < 0) conn_close(c);
+    else if (c->close_after_write && c->n_writes == 0 && !c->lingering) conn_finish(c);
 }
 
 /* Queues len bytes from up to three pieces. Returns 0 or TM_EBUSY/TM_ENOMEM (closed). */
@@ -213,7 +241,6 @@ static int format_head(tm_http_conn *c, char *out, size_t cap, int status, const
 
 static void conn_parse(tm_http_conn *c);
 static void timer_arm(tm_http_conn *c);
-static void conn_read_start(tm_http_conn *c);
 
 /* The response to the current request has been queued entirely. */
 static void end_request(tm_http_conn *c) {
@@ -222,7 +249,7 @@ static void end_request(tm_http_conn *c) {
     c->user = NULL;
     if (!c->keep_alive || !c->srv->listening) {
         c->close_after_write = 1;
-        if (c->n_writes == 0) conn_close(c);
+        if (c->n_writes == 0) conn_finish(c);
         return;
     }
     if (!c->reading) conn_read_start(c);
@@ -262,6 +289,7 @@ static void respond_error(tm_http_conn *c, int status, const char *msg) {
     tm_http_server *s = c->srv;
     char *body = s->h.error_body ? s->h.error_body(s->h.arg, status, msg) : NULL;
     c->keep_alive = 0;
+    c->linger = 1;
     c->busy = 1; /* so end_request's bookkeeping applies */
     const char *extra = status == 503 ? "Retry-After: 1\r\n" : "";
     tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
@@ -416,6 +444,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
         conn_close(c);
         return;
     }
+    if (c->lingering) return; /* discard */
     if (nread == 0) return;
     if (buf_add(&c->in, b->base, (size_t)nread)) {
         conn_close(c);

@@ -95,9 +95,9 @@ def test_completion_prompt_as_token_ids(server):
 
 def test_chat_non_stream_and_stream(server):
     c = client(server)
-    msgs = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": [{"type": "text", "text": "Name a "},
-                                         {"type": "text", "text": "colour."}]}]
+    msgs = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "text", "text": "Tell me about "},
+                                         {"type": "text", "text": "the colour blue."}]}]
     r = c.chat.completions.create(model=server.name, messages=msgs, max_tokens=16, temperature=0)
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     m = r.choices[0].message

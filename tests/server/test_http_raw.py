@@ -218,8 +218,9 @@ def test_max_connections(make_server):
     status, headers, _ = r.response()
     assert status == 503 and headers.get("retry-after") == "1"
     assert r.closed(5)
+    extra.close()
     held[0].close()
-    time.sleep(0.2)
+    time.sleep(0.3)
     s = connect(srv)  # a slot is free again
     s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
     assert Reader(s).response()[0] == 200
