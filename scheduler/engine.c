@@ -46,6 +46,7 @@ struct tm_engine {
     int cap_aborts_work;          /* its capacity */
     uint64_t n_prompt_computed;   /* prompt tokens prefilled (stats) */
     uint64_t n_generated;         /* tokens generated (stats) */
+    int n_pushed;                 /* events queued since on_event was last called */
 
     pthread_t thread;             /* the engine thread */
     int started;                  /* thread was created */
@@ -100,6 +101,7 @@ static void push_event(tm_engine *e, tm_event *ev) {
     }
     e->events[e->n_events++] = *ev;
     pthread_mutex_unlock(&e->mu);
+    e->n_pushed++;
 }
 
 static char *dup_text(const char *s, size_t n) {
@@ -242,9 +244,10 @@ static void publish_stats(tm_engine *e) {
     st->prompt_tokens = e->n_prompt_computed;
     st->generation_tokens = e->n_generated;
     st->n_preemptions = c.n_preemptions;
-    int n_events = e->n_events;
     pthread_mutex_unlock(&e->mu);
-    if (n_events > 0 && e->cfg.on_event) e->cfg.on_event(e->cfg.on_event_arg);
+    /* Once per round with new events; the consumer drains everything on each call. */
+    if (e->n_pushed > 0 && e->cfg.on_event) e->cfg.on_event(e->cfg.on_event_arg);
+    e->n_pushed = 0;
 }
 
 static void *engine_main(void *arg) {

@@ -121,7 +121,9 @@ struct Sim {
         for (int i = 0; i < sc.n_seqs; i++) {
             sum += sc.n_new[i];
             ASSERT_GE(sc.n_new[i], 1);
-            if (i < sc.n_decodes) ASSERT_EQ(sc.n_new[i], 1);
+            if (i < sc.n_decodes) {
+                ASSERT_EQ(sc.n_new[i], 1);
+            }
             tm_seq *s = sc.seqs[i];
             ASSERT_EQ(s->status, TM_SEQ_RUNNING);
             ASSERT_GE(s->n_blocks * bs, sc.start[i] + sc.n_new[i]);
@@ -132,7 +134,9 @@ struct Sim {
         std::vector<int> refs(n_blocks, 0);
         for (auto &kvp : live) {
             tm_seq &s = kvp.second->seq;
-            if (s.status != TM_SEQ_RUNNING) ASSERT_EQ(s.n_blocks, 0) << "waiting seq holds pages";
+            if (s.status != TM_SEQ_RUNNING) {
+                ASSERT_EQ(s.n_blocks, 0) << "waiting seq holds pages";
+            }
             for (int b = 0; b < s.n_blocks; b++) refs[s.block_table[b]]++;
         }
         int used = 0;
@@ -247,7 +251,9 @@ TEST(Scheduler, DecodesNotStarvedByLongPrefill) {
         ASSERT_TRUE(sim.step());
         if (HasFatalFailure()) return;
         // Every step, a either advanced by one token or finished.
-        if (sim.live.count(a)) ASSERT_EQ(sa->n_tokens, before + 1) << "decode starved at step " << i;
+        if (sim.live.count(a)) {
+            ASSERT_EQ(sa->n_tokens, before + 1) << "decode starved at step " << i;
+        }
         steps_with_prefill += b_prefilling;
     }
     EXPECT_GT(steps_with_prefill, 10) << "the prefill did not overlap the decode";
