@@ -1,5 +1,6 @@
 /* engine.c - the engine thread: inbox of submits and aborts, the step loop
  * (schedule -> ragged batch -> forward -> sample -> output), outbox of events. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "scheduler/engine.h"
 
 #include <pthread.h>
@@ -252,6 +253,7 @@ static void publish_stats(tm_engine *e) {
 
 static void *engine_main(void *arg) {
     tm_engine *e = arg;
+    pthread_setname_np(pthread_self(), "tm-engine"); /* visible in top -H and /proc */
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stopping && !e->inbox_head && e->n_aborts == 0 && !has_work(e))
