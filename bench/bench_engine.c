@@ -1,0 +1,226 @@
+/* bench_engine.c - drives the engine directly (no HTTP) on a real GGUF model.
+ *
+ * Reports aggregate decode tok/s at 1, 4, 8, 16 and 32 concurrent sequences (128-token
+ * prompts, 128 generated, greedy, ignore_eos) and the time to first token of a
+ * 1,000-token prompt with a cold and a warm prefix cache.
+ *
+ * usage: bench_engine [--model PATH] [--threads N] [--prompt N] [--gen N]
+ *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/simd.h"
+#include "models/model.h"
+#include "scheduler/engine.h"
+
+typedef struct bench_waiter {
+    pthread_mutex_t mu; /* guards signals */
+    pthread_cond_t cv;  /* signalled by on_event */
+    int signals;        /* on_event calls so far */
+} bench_waiter;
+
+static void on_event(void *arg) {
+    bench_waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->signals++;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void wait_events(bench_waiter *w, int *seen) {
+    pthread_mutex_lock(&w->mu);
+    while (w->signals == *seen) pthread_cond_wait(&w->cv, &w->mu);
+    *seen = w->signals;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void make_prompt(int32_t *p, int n, uint32_t seed, int n_vocab) {
+    uint32_t x = seed * 2654435761u + 99u;
+    for (int i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        p[i] = 100 + (int32_t)((x >> 8) % (uint32_t)(n_vocab - 200));
+    }
+}
+
+static tm_request greedy(const int32_t *prompt, int n, int max_tokens) {
+    tm_request r;
+    memset(&r, 0, sizeof r);
+    r.prompt = prompt;
+    r.n_prompt = n;
+    r.max_tokens = max_tokens;
+    tm_sampling_params_default(&r.sampling);
+    r.sampling.temperature = 0;
+    r.ignore_eos = 1;
+    return r;
+}
+
+/* Runs n_seqs requests together; returns aggregate decode tok/s (tokens generated after
+ * the last sequence got its first token, over the time since then). */
+static double run_decode(tm_engine *e, bench_waiter *w, int *seen, int n_seqs, int n_prompt,
+                         int n_gen, uint32_t seed, int n_vocab) {
+    int32_t *prompts = malloc((size_t)n_seqs * n_prompt * sizeof *prompts);
+    int *got = calloc((size_t)n_seqs, sizeof *got);
+    uint64_t *ids = malloc((size_t)n_seqs * sizeof *ids);
+    char err[256];
+    for (int i = 0; i < n_seqs; i++) {
+        make_prompt(prompts + (size_t)i * n_prompt, n_prompt, seed + (uint32_t)i, n_vocab);
+        tm_request r = greedy(prompts + (size_t)i * n_prompt, n_prompt, n_gen);
+        if (tm_engine_submit(e, &r, &ids[i], err, sizeof err) != TM_OK) {
+            fprintf(stderr, "submit: %s\n", err);
+            exit(1);
+        }
+    }
+    uint64_t first_id = ids[0];
+    int n_first = 0, n_done = 0;
+    long after = 0;
+    double t0 = 0, t_end = 0;
+    tm_event evs[256];
+    while (n_done < n_seqs) {
+        int n = tm_engine_poll(e, evs, 256);
+        if (n == 0) {
+            wait_events(w, seen);
+            continue;
+        }
+        double now = tm_time_s();
+        for (int i = 0; i < n; i++) {
+            int k = (int)(evs[i].id - first_id);
+            if (evs[i].token >= 0) {
+                if (got[k]++ == 0) {
+                    if (++n_first == n_seqs) t0 = now;
+                } else if (n_first == n_seqs) {
+                    after++;
+                }
+            }
+            if (evs[i].finish != TM_FINISH_NONE) n_done++;
+            tm_event_free(&evs[i]);
+        }
+        t_end = now;
+    }
+    free(prompts);
+    free(got);
+    free(ids);
+    return t_end > t0 ? (double)after / (t_end - t0) : 0.0;
+}
+
+/* Time from submit to the first token of one request. */
+static double run_ttft(tm_engine *e, bench_waiter *w, int *seen, const int32_t *prompt, int n,
+                       int *cached) {
+    char err[256];
+    tm_request r = greedy(prompt, n, 1);
+    uint64_t id;
+    double t = tm_time_s(), ttft = -1;
+    if (tm_engine_submit(e, &r, &id, err, sizeof err) != TM_OK) {
+        fprintf(stderr, "submit: %s\n", err);
+        exit(1);
+    }
+    tm_event ev;
+    for (;;) {
+        if (tm_engine_poll(e, &ev, 1) == 0) {
+            wait_events(w, seen);
+            continue;
+        }
+        if (ttft < 0 && ev.token >= 0) ttft = tm_time_s() - t;
+        int fin = ev.finish != TM_FINISH_NONE;
+        if (fin) *cached = ev.cached_tokens;
+        tm_event_free(&ev);
+        if (fin) break;
+    }
+    return ttft;
+}
+
+int main(int argc, char **argv) {
+    const char *home = getenv("HOME");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+             home ? home : "");
+    const char *model_path = path;
+    int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000;
+    int seqs[16] = {1, 4, 8, 16, 32}, n_levels = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model_path = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ttft-prompt") && i + 1 < argc) ttft_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seqs") && i + 1 < argc) {
+            n_levels = 0;
+            for (char *s = strtok(argv[++i], ","); s && n_levels < 16; s = strtok(NULL, ","))
+                seqs[n_levels++] = atoi(s);
+        } else {
+            fprintf(stderr, "usage: %s [--model PATH] [--threads N] [--prompt N] [--gen N] "
+                            "[--seqs 1,4,8,16,32] [--ttft-prompt N]\n", argv[0]);
+            return 2;
+        }
+    }
+    char err[512] = "";
+    tm_backend *be = tm_backend_cpu_create(threads, TM_SIMD_AUTO, err, sizeof err);
+    if (!be) {
+        fprintf(stderr, "backend: %s\n", err);
+        return 1;
+    }
+    tm_model *model;
+    if (tm_model_load(model_path, be, &model, err, sizeof err) != TM_OK) {
+        fprintf(stderr, "model: %s\n", err);
+        return 1;
+    }
+    int n_vocab = tm_model_get_config(model)->n_vocab;
+    int max_seqs = 1;
+    for (int i = 0; i < n_levels; i++) max_seqs = TM_MAX(max_seqs, seqs[i]);
+
+    bench_waiter w;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.signals = 0;
+    int seen = 0;
+    tm_engine_config c;
+    tm_engine_config_default(&c);
+    c.max_num_seqs = max_seqs;
+    c.max_num_batched_tokens = TM_MAX(2048, max_seqs);
+    size_t need = (size_t)max_seqs * (n_prompt + n_gen) + 4 * (size_t)ttft_prompt;
+    c.kv_cache_bytes = TM_MAX(c.kv_cache_bytes,
+                              (need / 16 + 64) * tm_model_kv_bytes_per_block(model, 16));
+    c.on_event = on_event;
+    c.on_event_arg = &w;
+    tm_engine *e;
+    if (tm_engine_create(model, &c, &e, err, sizeof err) != TM_OK) {
+        fprintf(stderr, "engine: %s\n", err);
+        return 1;
+    }
+    printf("model %s, backend %s, %d CPUs, prompt %d, generate %d\n",
+           tm_model_get_config(model)->name, be->name, tm_n_cpus(), n_prompt, n_gen);
+    printf("%6s %14s %9s\n", "seqs", "decode tok/s", "vs 1 seq");
+    double base = 0;
+    for (int i = 0; i < n_levels; i++) {
+        double r = run_decode(e, &w, &seen, seqs[i], n_prompt, n_gen, 1000u * (uint32_t)(i + 1), n_vocab);
+        if (i == 0) base = r;
+        printf("%6d %14.1f %8.2fx\n", seqs[i], r, base > 0 ? r / base : 0.0);
+        fflush(stdout);
+    }
+
+    int32_t *p = malloc((size_t)ttft_prompt * sizeof *p);
+    double cold[2], warm[2];
+    int cached_cold = 0, cached_warm = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        make_prompt(p, ttft_prompt, 777u + (uint32_t)rep, n_vocab);
+        cold[rep] = run_ttft(e, &w, &seen, p, ttft_prompt, &cached_cold);
+        warm[rep] = run_ttft(e, &w, &seen, p, ttft_prompt, &cached_warm);
+    }
+    double c_best = TM_MIN(cold[0], cold[1]), w_best = TM_MIN(warm[0], warm[1]);
+    printf("TTFT %d-token prompt: cold %.1f ms (cached %d), warm %.1f ms (cached %d), "
+           "warm/cold %.3f\n", ttft_prompt, 1e3 * c_best, cached_cold, 1e3 * w_best,
+           cached_warm, w_best / c_best);
+    tm_engine_stats st;
+    tm_engine_get_stats(e, &st);
+    printf("stats: prefix hits %llu of %llu prompt tokens, preemptions %llu, pages %d\n",
+           (unsigned long long)st.prefix_hits, (unsigned long long)st.prefix_queries,
+           (unsigned long long)st.n_preemptions, st.n_blocks_total);
+    free(p);
+    tm_engine_destroy(e);
+    tm_model_destroy(model);
+    be->destroy(be);
+    return 0;
+}
