@@ -395,6 +395,7 @@ static void tm_attn_write(const tm_attn_job *j, const tm_attn_item *it, int i, c
 /* Per-thread scratch layout, for nq_max queries. */
 typedef struct tm_attn_tmem {
     float *scores, *m, *l, *o;       /* chunk outputs: (nq, CHUNK), (nq), (nq), (nq, hd) */
+    float *kv_f32;                   /* (2, TM_ATTN_SUB, hd) kernel scratch */
     float *M, *L, *O;                /* running fold state: (nq), (nq), (nq, hd) */
     int *n_vis, *seg_len;            /* (nq), (CHUNK + 1) */
     const uint16_t **kseg, **vseg;   /* (CHUNK + 1) */
@@ -408,6 +409,7 @@ static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
         off += ((size_t)(count) * sizeof(type) + TM_ALIGN - 1) / TM_ALIGN * TM_ALIGN; \
     } while (0)
     TM_CARVE(scores, float, (size_t)nq * TM_ATTN_CHUNK);
+    TM_CARVE(kv_f32, float, 2 * TM_ATTN_SUB * hd);
     TM_CARVE(m, float, nq);
     TM_CARVE(l, float, nq);
     TM_CARVE(o, float, (size_t)nq * hd);
@@ -450,7 +452,7 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
         .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
         .n_keys = n_keys, .n_seg = n_seg, .k = tm->kseg, .v = tm->vseg, .seg_len = tm->seg_len,
-        .head_dim = hd, .scale = j->scale, .scores = tm->scores, .m = tm->m, .l = tm->l, .o = tm->o,
+        .head_dim = hd, .scale = j->scale, .scores = tm->scores, .kv_f32 = tm->kv_f32, .m = tm->m, .l = tm->l, .o = tm->o,
     };
     j->k->attn_chunk(&a);
 }

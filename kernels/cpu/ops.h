@@ -43,6 +43,8 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
  * order whether or not the chunks ran on different threads, so a row's result is
  * bitwise the same alone, in any batch, and at any thread count. */
 enum { TM_ATTN_CHUNK = 128 };
+/* Keys a SIMD kernel converts to f32 at once, then reuses for every query of the group. */
+enum { TM_ATTN_SUB = 16 };
 
 /* One attention chunk: nq query vectors of one kv head (query i is row i / n_group, head
  * i % n_group of the group) against up to TM_ATTN_CHUNK keys, given as segments that each
@@ -63,6 +65,7 @@ typedef struct tm_attn_chunk {
     int head_dim;                /* dims per head */
     float scale;                 /* score = scale * q.k */
     float *scores;               /* scratch (nq, TM_ATTN_CHUNK) f32 */
+    float *kv_f32;               /* scratch (2, TM_ATTN_SUB, head_dim) f32 */
     float *m;                    /* out (nq) */
     float *l;                    /* out (nq) */
     float *o;                    /* out (nq, head_dim) f32 */

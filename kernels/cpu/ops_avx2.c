@@ -162,74 +162,97 @@ static float tm_softmax_avx2(float *s, int nv, float *l) {
     return mx;
 }
 
+/* acc (nk keys) o[0..w) += p_j * vf_j[0..w) for one query; w = 8 * NR dims from d0. */
+#define TM_PV_TILE(NR)                                                                     \
+    do {                                                                                   \
+        __m256 acc[NR];                                                                    \
+        for (int r = 0; r < NR; r++) acc[r] = _mm256_loadu_ps(o + d0 + 8 * r);            \
+        for (int j = 0; j < nk; j++) {                                                     \
+            __m256 pj = _mm256_set1_ps(p[j]);                                              \
+            const float *vj = vf + (int64_t)j * hd + d0;                                   \
+            for (int r = 0; r < NR; r++) acc[r] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(vj + 8 * r), acc[r]); \
+        }                                                                                  \
+        for (int r = 0; r < NR; r++) _mm256_storeu_ps(o + d0 + 8 * r, acc[r]);            \
+    } while (0)
+
+/* Converts n rows of f16 (n, hd) to f32. */
+static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, tm_load_f16x8(src + i));
+}
+
+/* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
+ * every query of the group (n_group * rows of them). */
 static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
-    const int hd = a->head_dim;
+    const int hd = a->head_dim, nq = a->nq;
     if (hd % 8 != 0) {
         tm_cpu_attn_chunk_scalar(a);
         return;
     }
-    for (int i = 0; i < a->nq; i++) {
-        const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
-        float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK;
-        const int nv = a->n_vis[i];
-        if (nv == 0) {
+    float *kf = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
+    int nv_max = 0;
+    for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
+
+    /* 1. scores */
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
+        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
+            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            for (int i = 0; i < nq; i++) {
+                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
+                if (nk <= 0) continue;
+                const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+                float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
+                int j = 0;
+                for (; j + 4 <= nk; j += 4) { /* four keys share one horizontal reduction */
+                    const float *k0 = kf + (int64_t)j * hd;
+                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                    for (int d = 0; d < hd; d += 8) {
+                        __m256 qv = _mm256_loadu_ps(qi + d);
+                        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+                        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd + d), a1);
+                        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd + d), a2);
+                        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd + d), a3);
+                    }
+                    _mm_storeu_ps(s + j, _mm_mul_ps(tm_hsum8x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
+                }
+                for (; j < nk; j++) {
+                    __m256 acc = _mm256_setzero_ps();
+                    for (int d = 0; d < hd; d += 8)
+                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), _mm256_loadu_ps(kf + (int64_t)j * hd + d), acc);
+                    s[j] = a->scale * tm_hsum8(acc);
+                }
+            }
+        }
+    }
+    /* 2. softmax per query */
+    for (int i = 0; i < nq; i++) {
+        if (a->n_vis[i] == 0) {
             a->m[i] = -INFINITY;
             a->l[i] = 0.0f;
             continue;
         }
-        /* scores: four keys at a time share one horizontal reduction */
-        for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
-            const int n = TM_MIN(a->seg_len[seg], nv - j0);
-            const uint16_t *k = a->k[seg];
-            int j = 0;
-            for (; j + 4 <= n; j += 4) {
-                const uint16_t *k0 = k + (int64_t)j * hd;
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                for (int d = 0; d < hd; d += 8) {
-                    __m256 qv = _mm256_loadu_ps(qi + d);
-                    a0 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + d), a0);
-                    a1 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + hd + d), a1);
-                    a2 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + 2 * hd + d), a2);
-                    a3 = _mm256_fmadd_ps(qv, tm_load_f16x8(k0 + 3 * hd + d), a3);
-                }
-                _mm_storeu_ps(s + j0 + j, _mm_mul_ps(tm_hsum8x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
+        a->m[i] = tm_softmax_avx2(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
+        for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a->o + (int64_t)i * hd + d, _mm256_setzero_ps());
+    }
+    /* 3. o += p V, in f32 */
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
+        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
+            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            for (int i = 0; i < nq; i++) {
+                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
+                if (nk <= 0) continue;
+                const float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
+                float *o = a->o + (int64_t)i * hd;
+                int d0 = 0;
+                for (; d0 + 64 <= hd; d0 += 64) TM_PV_TILE(8);
+                for (; d0 + 32 <= hd; d0 += 32) TM_PV_TILE(4);
+                for (; d0 < hd; d0 += 8) TM_PV_TILE(1);
             }
-            for (; j < n; j++) {
-                __m256 acc = _mm256_setzero_ps();
-                for (int d = 0; d < hd; d += 8)
-                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), tm_load_f16x8(k + (int64_t)j * hd + d), acc);
-                s[j0 + j] = a->scale * tm_hsum8(acc);
-            }
-        }
-        a->m[i] = tm_softmax_avx2(s, nv, &a->l[i]);
-        /* o = sum_j p_j v_j: 64 dims at a time held in registers across all keys */
-        float *o = a->o + (int64_t)i * hd;
-        int d0 = 0;
-        for (; d0 + 64 <= hd; d0 += 64) {
-            __m256 acc[8];
-            for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
-            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
-                const int n = TM_MIN(a->seg_len[seg], nv - j0);
-                for (int j = 0; j < n; j++) {
-                    __m256 p = _mm256_set1_ps(s[j0 + j]);
-                    const uint16_t *vj = a->v[seg] + (int64_t)j * hd + d0;
-                    for (int r = 0; r < 8; r++) acc[r] = _mm256_fmadd_ps(p, tm_load_f16x8(vj + 8 * r), acc[r]);
-                }
-            }
-            for (int r = 0; r < 8; r++) _mm256_storeu_ps(o + d0 + 8 * r, acc[r]);
-        }
-        for (; d0 < hd; d0 += 8) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
-                const int n = TM_MIN(a->seg_len[seg], nv - j0);
-                for (int j = 0; j < n; j++)
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j0 + j]),
-                                          tm_load_f16x8(a->v[seg] + (int64_t)j * hd + d0), acc);
-            }
-            _mm256_storeu_ps(o + d0, acc);
         }
     }
 }
+#undef TM_PV_TILE
 
 static const tm_cpu_kernels tm_kernels_avx2 = {
     .level = TM_SIMD_AVX2,

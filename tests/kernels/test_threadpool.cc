@@ -60,7 +60,7 @@ struct Chain {
     int errors = 0;         // written by ith 0 only
 };
 
-void chain_fn(void *ctx, int ith, int nth) {
+void chain_fn(void *ctx, int ith, int /*nth*/) {
     auto *c = static_cast<Chain *>(ctx);
     if (c->slot[ith] != c->round - 1) {
         if (ith == 0) c->errors++;
