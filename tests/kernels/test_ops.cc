@@ -246,7 +246,8 @@ TEST(CpuOps, Rope) {
         {64, 64, 0, 10000.0f, 1.0f, false},   {64, 64, 1, 10000.0f, 1.0f, false},
         {128, 128, 0, 500000.0f, 1.0f, true}, {128, 96, 1, 1000000.0f, 0.25f, false},
         {64, 32, 0, 10000.0f, 0.5f, true},    {80, 40, 1, 10000.0f, 1.0f, true},
-        {48, 24, 0, 10000.0f, 1.0f, false},
+        {48, 24, 0, 10000.0f, 1.0f, false},   {36, 20, 0, 10000.0f, 1.0f, false},
+        {36, 20, 1, 10000.0f, 1.0f, true}, // n_dims not a multiple of the vector width
     };
     for (const RopeCase &c : cases) {
         SCOPED_TRACE("head_dim " + std::to_string(c.head_dim) + " n_dims " + std::to_string(c.n_dims) +
