@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (tm_model_load(a.model, be, &b.model, err, sizeof err) != 0) {
-        fprintf(stderr, "bench_forward: %s: %s\n", a.model, err);
+        fprintf(stderr, "bench_forward: %s\n", err); /* err names the file */
         goto done;
     }
     int n_max = a.n_prompt > a.n_gen ? a.n_prompt : a.n_gen;
