@@ -17,6 +17,14 @@
 #define TM_MM_X86 0
 #endif
 
+#if defined(__aarch64__) /* matmul_neon.c */
+int tm_mm_neon_supports(tm_dtype t);
+void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s);
+enum { TM_MM_NT_NEON = 8 }; /* max token group: must equal TM_NT_MAX in matmul_neon.c */
+#endif
+
 struct tm_cpu_matmul {
     tm_threadpool *pool; /* borrowed; NULL = run everything on the caller */
     int simd;            /* concrete level */
@@ -49,7 +57,10 @@ static int tm_mm_level_supports(int simd, tm_dtype t) {
     if (simd == TM_SIMD_AVX512VNNI) return tm_mm_avx512_supports(t);
     if (simd == TM_SIMD_AVX2) return tm_mm_avx2_supports(t);
 #endif
-    (void)simd, (void)t; /* NEON: no kernels yet, scalar for every dtype */
+#if defined(__aarch64__)
+    if (simd == TM_SIMD_NEON) return tm_mm_neon_supports(t);
+#endif
+    (void)simd, (void)t;
     return 0;
 }
 
@@ -361,6 +372,9 @@ static void tm_mm_prepare_group(int simd, const tm_mm_args *a, int t0, int nt) {
         if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, cols, nt, q, d, sum, s); continue; }
         if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, cols, nt, q, d, sum, s); continue; }
 #endif
+#if defined(__aarch64__)
+        if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, cols, nt, q, d, sum, s); continue; }
+#endif
         tm_mm_quantize_act_scalar(x, cols, nt, q, d, sum, s);
     }
 }
@@ -400,6 +414,9 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
 #if TM_MM_X86
     if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, lo, hi);
     else tm_mm_tiles_avx2(a, lo, hi);
+#endif
+#if defined(__aarch64__)
+    if (job->simd == TM_SIMD_NEON) tm_mm_tiles_neon(a, lo, hi);
 #endif
 }
 
@@ -456,6 +473,9 @@ void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_w
     tm_mm_job job = {.a = &a, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
 #if TM_MM_X86
     if (use_tiles) a.max_nt = mm->simd == TM_SIMD_AVX512VNNI ? TM_MM_NT_AVX512 : TM_MM_NT_AVX2;
+#endif
+#if defined(__aarch64__)
+    if (use_tiles) a.max_nt = TM_MM_NT_NEON;
 #endif
     /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
     const int prepare = !tm_mm_is_dense(w->dtype) || (use_tiles && n >= 2);

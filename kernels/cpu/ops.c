@@ -111,12 +111,19 @@ static const tm_cpu_kernels tm_kernels_scalar = {
 
 const tm_cpu_kernels *tm_cpu_kernels_scalar(void) { return &tm_kernels_scalar; }
 
+#if defined(__aarch64__)
+const tm_cpu_kernels *tm_cpu_kernels_neon(void); /* ops_neon.c */
+#endif
+
 const tm_cpu_kernels *tm_cpu_kernels_get(int level) {
     switch (level) {
     case TM_SIMD_SCALAR: return &tm_kernels_scalar;
 #if defined(__x86_64__)
     case TM_SIMD_AVX2: return tm_cpu_kernels_avx2();
     case TM_SIMD_AVX512VNNI: return tm_cpu_kernels_avx512();
+#endif
+#if defined(__aarch64__)
+    case TM_SIMD_NEON: return tm_cpu_kernels_neon();
 #endif
     default: return NULL;
     }

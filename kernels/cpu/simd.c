@@ -44,6 +44,9 @@ static int tm_simd_detect_x86(void) {
 #ifndef HWCAP_FPHP
 #define HWCAP_FPHP (1 << 9)
 #endif
+#ifndef HWCAP_ASIMDHP
+#define HWCAP_ASIMDHP (1 << 10)
+#endif
 #endif
 
 int tm_simd_detect(void) {
@@ -55,7 +58,8 @@ int tm_simd_detect(void) {
     level = tm_simd_detect_x86();
 #elif defined(__aarch64__)
     const unsigned long hw = getauxval(AT_HWCAP);
-    if ((hw & HWCAP_ASIMDDP) && (hw & HWCAP_FPHP)) level = TM_SIMD_NEON;
+    /* sdot needs dotprod; the NEON files are built with +fp16 (scalar and vector) */
+    if ((hw & HWCAP_ASIMDDP) && (hw & HWCAP_FPHP) && (hw & HWCAP_ASIMDHP)) level = TM_SIMD_NEON;
 #endif
     __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
     return level;

@@ -1,0 +1,303 @@
+/* matmul_neon.c - arm64 NEON + dotprod kernels on the packed tiles of matmul_impl.h.
+ * Compiled with -march=armv8.2-a+dotprod+fp16; only reached when tm_simd_supported says
+ * TM_SIMD_NEON (HWCAP_ASIMDDP, FPHP and ASIMDHP).
+ *
+ * A q register holds 4 rows (lane r = row r of a quarter), so a 16-row tile is four
+ * quarters, one after the other. The packed format is the x86 one, unchanged:
+ *   Q4_0/Q4_1/Q8_0  bytes 4r..4r+3 of a 16-byte slice of chunk k are 4 values of row r,
+ *              which is exactly what sdot's lane form wants: vdotq_laneq_s32(acc, w, a,
+ *              l) adds to lane r the dot of w's 4 bytes of row r with bytes 4l..4l+3 of
+ *              a. Chunk k (Q4 low nibbles, Q8) holds values 4k..4k+3 and Q4's high
+ *              nibbles 16+4k..16+4k+3, so the block's activations are two registers
+ *              (values 0..15, 16..31) and chunk k uses lane k & 3 of one of them.
+ *              sdot is signed x signed: Q8_0's +128 bias is removed by one xor, Q4
+ *              nibbles (0..15) are already valid int8, Q4_0's -8 is -8 * sum(a) as in
+ *              the scalar reference. Every integer dot is exact.
+ *   dense      f32 FMA over a (KC, 16) f32 panel (f16/bf16 widened once per panel) that
+ *              all tokens reuse; n = 1 streams the tile directly.
+ * Token groups (matmul_impl.h) are up to TM_NT_MAX = 8 tokens; dense groups are worked
+ * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K run scalar. */
+#include <arm_neon.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+#define TM_AI static inline __attribute__((always_inline))
+
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_NT_MAX = 8, TM_KC = 256 };
+
+/* Declared in matmul.c's aarch64 block (matmul_impl.h holds the x86 ones). */
+int tm_mm_neon_supports(tm_dtype t);
+void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s);
+
+int tm_mm_neon_supports(tm_dtype t) {
+    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
+           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
+}
+
+/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
+
+void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s) {
+    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
+        float32x4_t v[8];
+        for (int j = 0; j < 8; j++) v[j] = vld1q_f32(x + 4 * j);
+        float32x4_t m = vabsq_f32(v[0]);
+        for (int j = 1; j < 8; j++) m = vmaxq_f32(m, vabsq_f32(v[j]));
+        const float amax = vmaxvq_f32(m);
+        /* same scalar division and reciprocal as the reference, so d and id match bitwise */
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        int32x4_t iq[8], acc = vdupq_n_s32(0);
+        for (int j = 0; j < 8; j++) {
+            iq[j] = vcvtnq_s32_f32(vmulq_n_f32(v[j], id)); /* half-even, as lrintf */
+            acc = vaddq_s32(acc, iq[j]);
+        }
+        for (int j = 0; j < 4; j++) {
+            const int16x8_t p16 = vcombine_s16(vqmovn_s32(iq[2 * j]), vqmovn_s32(iq[2 * j + 1]));
+            vst1_s8(q + 8 * j, vqmovn_s16(p16));
+        }
+        const int32_t total = vaddvq_s32(acc);
+        d[b * stride] = db;
+        sum[b * stride] = total;
+        s[b * stride] = db * (float)total;
+    }
+}
+
+/* ---- row-masked loads and stores of one quarter (4 rows) ------------------------- */
+
+TM_AI int tm_rows_left(const tm_mm_args *a, int64_t r0) {
+    const int64_t left = a->n_rows - r0;
+    return left >= 4 ? 4 : (left <= 0 ? 0 : (int)left);
+}
+
+TM_AI float32x4_t tm_load_rows(const float *p, int nr) {
+    if (nr == 4) return vld1q_f32(p);
+    float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    memcpy(tmp, p, (size_t)nr * sizeof(float));
+    return vld1q_f32(tmp);
+}
+
+TM_AI void tm_store_rows(float *p, float32x4_t v, int nr) {
+    if (nr == 4) {
+        vst1q_f32(p, v);
+        return;
+    }
+    float tmp[4];
+    vst1q_f32(tmp, v);
+    memcpy(p, tmp, (size_t)nr * sizeof(float));
+}
+
+/* ---- quantized tiles ------------------------------------------------------------- */
+
+/* Tokens [t0, t0 + NT) x quarter g (rows 4g..4g+3) of tile ti. */
+TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int NT, const int kind) {
+    const tm_mm_weight *pw = a->w;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off) + 4 * g;
+    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off) + 4 * g;
+    const int64_t nb = a->nb, cols = a->n_cols;
+    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
+    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
+    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), x80 = vdupq_n_u8(0x80);
+    float32x4_t acc[TM_NT_MAX];
+    for (int i = 0; i < NT; i++) acc[i] = vdupq_n_f32(0.0f);
+
+    for (int64_t b = 0; b < nb; b++) {
+        int8x16_t w[8]; /* w[j]: 4 values of each of the 4 rows, j < 4: 4j.., j >= 4: 16+4(j-4).. */
+        if (kind == TM_KIND_Q8_0) {
+            const uint8_t *p = tile + b * 512 + 16 * g;
+            for (int j = 0; j < 8; j++) w[j] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(p + 64 * j), x80));
+        } else {
+            const uint8_t *p = tile + b * 256 + 16 * g;
+            for (int k = 0; k < 4; k++) {
+                const uint8x16_t v = vld1q_u8(p + 64 * k);
+                w[k] = vreinterpretq_s8_u8(vandq_u8(v, m4));
+                w[k + 4] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+            }
+        }
+        const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dsec + b * TM_MM_TILE)));
+        float32x4_t mw = vdupq_n_f32(0.0f);
+        if (kind == TM_KIND_Q4_1) mw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(msec + b * TM_MM_TILE)));
+        for (int i = 0; i < NT; i++) {
+            const int64_t ib = b * NT + i;
+            const int8_t *qa = aq + ib * 32; /* grouped layout: matmul_impl.h */
+            const int8x16_t a0 = vld1q_s8(qa), a1 = vld1q_s8(qa + 16);
+            /* two chains so the sdots of one token overlap */
+            int32x4_t c0 = vdupq_n_s32(kind == TM_KIND_Q4_0 ? -8 * asum[ib] : 0), c1 = vdupq_n_s32(0);
+            c0 = vdotq_laneq_s32(c0, w[0], a0, 0);
+            c1 = vdotq_laneq_s32(c1, w[1], a0, 1);
+            c0 = vdotq_laneq_s32(c0, w[2], a0, 2);
+            c1 = vdotq_laneq_s32(c1, w[3], a0, 3);
+            c0 = vdotq_laneq_s32(c0, w[4], a1, 0);
+            c1 = vdotq_laneq_s32(c1, w[5], a1, 1);
+            c0 = vdotq_laneq_s32(c0, w[6], a1, 2);
+            c1 = vdotq_laneq_s32(c1, w[7], a1, 3);
+            const int32x4_t c = vaddq_s32(c0, c1);
+            acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(c), vmulq_n_f32(dw, ad[ib]));
+            if (kind == TM_KIND_Q4_1) acc[i] = vfmaq_n_f32(acc[i], mw, as[ib]);
+        }
+    }
+
+    const int64_t r0 = ti * TM_MM_TILE + 4 * g;
+    const int nr = tm_rows_left(a, r0);
+    const float32x4_t bias = a->bias ? tm_load_rows(a->bias + r0, nr) : vdupq_n_f32(0.0f);
+    for (int i = 0; i < NT; i++)
+        tm_store_rows(a->out + (int64_t)(t0 + i) * a->n_rows + r0, vaddq_f32(acc[i], bias), nr);
+}
+
+#define TM_Q_INST(kind_, name_)                                                           \
+    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
+        for (int g = 0; g < 4; g++) {                                                     \
+            if (ti * TM_MM_TILE + 4 * g >= a->n_rows) break;                              \
+            for (int t = 0; t < a->n;) {                                                  \
+                const int nt = tm_mm_group_size(a->max_nt, a->n - t);                     \
+                if (nt == 8) tm_q_group(a, ti, g, t, 8, kind_);                           \
+                else if (nt == 4) tm_q_group(a, ti, g, t, 4, kind_);                      \
+                else if (nt == 2) tm_q_group(a, ti, g, t, 2, kind_);                      \
+                else tm_q_group(a, ti, g, t, 1, kind_);                                   \
+                t += nt;                                                                  \
+            }                                                                             \
+        }                                                                                 \
+    }
+TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
+TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
+TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+
+/* ---- dense tiles ----------------------------------------------------------------- */
+
+/* The 16 weights of column k (rows 0..15 of the tile) as 4 f32 quarters. */
+TM_AI void tm_dense_load(const uint8_t *tile, int64_t k, tm_dtype t, float32x4_t w[4]) {
+    if (t == TM_DTYPE_F32) {
+        const float *p = (const float *)tile + k * TM_MM_TILE;
+        for (int q = 0; q < 4; q++) w[q] = vld1q_f32(p + 4 * q);
+        return;
+    }
+    const uint16_t *p = (const uint16_t *)tile + k * TM_MM_TILE;
+    const uint16x8_t lo = vld1q_u16(p), hi = vld1q_u16(p + 8);
+    if (t == TM_DTYPE_F16) {
+        w[0] = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(lo)));
+        w[1] = vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(lo)));
+        w[2] = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(hi)));
+        w[3] = vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(hi)));
+    } else { /* bf16 is the top half of an f32 */
+        w[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(lo), 16));
+        w[1] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(lo), 16));
+        w[2] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(hi), 16));
+        w[3] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(hi), 16));
+    }
+}
+
+/* Adds the bias (if wanted) and stores the 4 quarters of one token's 16 outputs. */
+TM_AI void tm_store_tile_row(const tm_mm_args *a, float *dst, int64_t r0, float32x4_t v[4], int use_bias) {
+    for (int q = 0; q < 4; q++) {
+        const int nr = tm_rows_left(a, r0 + 4 * q);
+        if (nr == 0) break;
+        float32x4_t o = v[q];
+        if (use_bias && a->bias) o = vaddq_f32(o, tm_load_rows(a->bias + r0 + 4 * q, nr));
+        tm_store_rows(dst + 4 * q, o, nr);
+    }
+}
+
+/* n = 1: 2 k-steps x 4 quarters = 8 independent accumulators. */
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const float *x = a->x;
+    float32x4_t acc0[4], acc1[4], w0[4], w1[4];
+    for (int q = 0; q < 4; q++) acc0[q] = acc1[q] = vdupq_n_f32(0.0f);
+    int64_t k = 0;
+    for (; k + 2 <= a->n_cols; k += 2) {
+        tm_dense_load(tile, k, t, w0);
+        tm_dense_load(tile, k + 1, t, w1);
+        for (int q = 0; q < 4; q++) {
+            acc0[q] = vfmaq_n_f32(acc0[q], w0[q], x[k]);
+            acc1[q] = vfmaq_n_f32(acc1[q], w1[q], x[k + 1]);
+        }
+    }
+    for (; k < a->n_cols; k++) {
+        tm_dense_load(tile, k, t, w0);
+        for (int q = 0; q < 4; q++) acc0[q] = vfmaq_n_f32(acc0[q], w0[q], x[k]);
+    }
+    for (int q = 0; q < 4; q++) acc0[q] = vaddq_f32(acc0[q], acc1[q]);
+    const int64_t r0 = ti * TM_MM_TILE;
+    tm_store_tile_row(a, a->out + r0, r0, acc0, 1);
+}
+
+/* Tokens t0+i0 .. t0+i0+NS-1 of the group at t0 (NT tokens) x columns [k0, k0 + kc),
+ * from an f32 panel (kc, 16). first: start from 0, else from the partial sums in out;
+ * last: add the bias. */
+TM_AI void tm_dense_sub(const tm_mm_args *a, const float *panel, int64_t r0, int64_t k0, int64_t kc,
+                        int t0, int NT, int i0, const int NS, int first, int last) {
+    float32x4_t acc[4][4]; /* [token][quarter] */
+    for (int s = 0; s < NS; s++) {
+        const float *o = a->out + (int64_t)(t0 + i0 + s) * a->n_rows + r0;
+        for (int q = 0; q < 4; q++)
+            acc[s][q] = first ? vdupq_n_f32(0.0f) : tm_load_rows(o + 4 * q, tm_rows_left(a, r0 + 4 * q));
+    }
+    const float *x = a->act->xp + (int64_t)t0 * a->n_cols + k0 * NT + i0; /* grouped: x[k * NT + i] */
+    for (int64_t k = 0; k < kc; k++) {
+        const float *pk = panel + k * TM_MM_TILE;
+        const float32x4_t w0 = vld1q_f32(pk), w1 = vld1q_f32(pk + 4), w2 = vld1q_f32(pk + 8),
+                          w3 = vld1q_f32(pk + 12);
+        const float *xk = x + k * NT;
+        for (int s = 0; s < NS; s++) {
+            const float xv = xk[s];
+            acc[s][0] = vfmaq_n_f32(acc[s][0], w0, xv);
+            acc[s][1] = vfmaq_n_f32(acc[s][1], w1, xv);
+            acc[s][2] = vfmaq_n_f32(acc[s][2], w2, xv);
+            acc[s][3] = vfmaq_n_f32(acc[s][3], w3, xv);
+        }
+    }
+    for (int s = 0; s < NS; s++)
+        tm_store_tile_row(a, a->out + (int64_t)(t0 + i0 + s) * a->n_rows + r0, r0, acc[s], last);
+}
+
+static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1) {
+        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
+        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
+        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
+        return;
+    }
+    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+    const int64_t r0 = ti * TM_MM_TILE;
+    _Alignas(64) float panel[TM_KC * TM_MM_TILE];
+    for (int64_t k0 = 0; k0 < a->n_cols; k0 += TM_KC) {
+        const int64_t kc = a->n_cols - k0 < TM_KC ? a->n_cols - k0 : TM_KC;
+        const float *p = panel;
+        if (t == TM_DTYPE_F32) {
+            p = (const float *)tile + k0 * TM_MM_TILE;
+        } else {
+            float32x4_t w[4];
+            for (int64_t k = 0; k < kc; k++) {
+                if (t == TM_DTYPE_F16) tm_dense_load(tile, k0 + k, TM_DTYPE_F16, w);
+                else tm_dense_load(tile, k0 + k, TM_DTYPE_BF16, w);
+                for (int q = 0; q < 4; q++) vst1q_f32(panel + k * TM_MM_TILE + 4 * q, w[q]);
+            }
+        }
+        const int first = k0 == 0, last = k0 + kc >= a->n_cols;
+        for (int tk = 0; tk < a->n;) {
+            const int nt = tm_mm_group_size(a->max_nt, a->n - tk);
+            int i = 0;
+            for (; i + 4 <= nt; i += 4) tm_dense_sub(a, p, r0, k0, kc, tk, nt, i, 4, first, last);
+            if (nt - i == 2) tm_dense_sub(a, p, r0, k0, kc, tk, nt, i, 2, first, last);
+            else if (nt - i == 1) tm_dense_sub(a, p, r0, k0, kc, tk, nt, i, 1, first, last);
+            tk += nt;
+        }
+    }
+}
+
+void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ti++) {
+        switch (a->dtype) {
+        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
+        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
+        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
+        default: tm_dense_tile(a, ti); break;
+        }
+    }
+}

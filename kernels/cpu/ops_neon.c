@@ -1,0 +1,244 @@
+/* ops_neon.c - arm64 NEON versions of the CPU inner kernels (see ops.h). Compiled with
+ * -march=armv8.2-a+dotprod+fp16; only reached after run-time detection. Each kernel
+ * matches the scalar reference in ops.c within the tolerances of
+ * tests/kernels/test_ops.cc. f16 <-> f32 uses FCVTL/FCVTN (base AArch64, round to
+ * nearest even under the default FPCR), so no fp16 arithmetic is needed. */
+#include <arm_neon.h>
+#include <math.h>
+
+#include "common/common.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
+
+/* Declared in ops.c's aarch64 block (ops.h holds the x86 ones). */
+const tm_cpu_kernels *tm_cpu_kernels_neon(void);
+
+/* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: the same Cephes polynomial as
+ * ops_avx2.c on r = x - n ln2, then scaled by 2^n through the exponent bits. */
+static inline float32x4_t tm_exp4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.3f)), vdupq_n_f32(88.3f));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f)); /* x - n * c */
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    const float32x4_t y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), vmulq_f32(p, r), r);
+    /* n is integral and in [-126, 128), so the truncating conversion is exact */
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(y, vreinterpretq_f32_s32(e));
+}
+
+static inline float32x4_t tm_load_f16x4(const uint16_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+static void tm_rmsnorm_neon(float *out, const float *x, const float *w, int dim, float eps) {
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    int i = 0;
+    for (; i + 16 <= dim; i += 16)
+        for (int u = 0; u < 4; u++) {
+            const float32x4_t v = vld1q_f32(x + i + 4 * u);
+            acc[u] = vfmaq_f32(acc[u], v, v);
+        }
+    for (; i + 4 <= dim; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        acc[0] = vfmaq_f32(acc[0], v, v);
+    }
+    float ss = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    for (; i < dim; i++) ss += x[i] * x[i];
+    const float r = 1.0f / sqrtf(ss / dim + eps);
+    for (i = 0; i + 4 <= dim; i += 4)
+        vst1q_f32(out + i, vmulq_f32(vmulq_n_f32(vld1q_f32(x + i), r), vld1q_f32(w + i)));
+    for (; i < dim; i++) out[i] = x[i] * r * w[i];
+}
+
+static void tm_add_neon(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vaddq_f32(vld1q_f32(a + i), vld1q_f32(b + i)));
+    for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void tm_silu_mul_neon(float *out, const float *gate, const float *up, int64_t n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(gate + i);
+        const float32x4_t s = vdivq_f32(g, vaddq_f32(one, tm_exp4(vnegq_f32(g))));
+        vst1q_f32(out + i, vmulq_f32(s, vld1q_f32(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void tm_rope_neon(float *x, int n_heads, int head_dim, int n_dims, int neox,
+                         const float *cos_t, const float *sin_t) {
+    const int half = n_dims / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (int64_t)h * head_dim;
+        int i = 0;
+        if (neox) { /* pairs (i, i + half): two contiguous halves */
+            float *x0p = xh, *x1p = xh + half;
+            for (; i + 4 <= half; i += 4) {
+                const float32x4_t x0 = vld1q_f32(x0p + i), x1 = vld1q_f32(x1p + i);
+                const float32x4_t c = vld1q_f32(cos_t + i), s = vld1q_f32(sin_t + i);
+                vst1q_f32(x0p + i, vfmsq_f32(vmulq_f32(x0, c), x1, s));
+                vst1q_f32(x1p + i, vfmaq_f32(vmulq_f32(x1, c), x0, s));
+            }
+            for (; i < half; i++) {
+                const float a = x0p[i], b = x1p[i];
+                x0p[i] = a * cos_t[i] - b * sin_t[i];
+                x1p[i] = a * sin_t[i] + b * cos_t[i];
+            }
+        } else { /* adjacent pairs (2i, 2i + 1): ld2/st2 de- and re-interleave them */
+            for (; i + 4 <= half; i += 4) {
+                float32x4x2_t v = vld2q_f32(xh + 2 * i);
+                const float32x4_t c = vld1q_f32(cos_t + i), s = vld1q_f32(sin_t + i);
+                const float32x4_t x0 = v.val[0], x1 = v.val[1];
+                v.val[0] = vfmsq_f32(vmulq_f32(x0, c), x1, s);
+                v.val[1] = vfmaq_f32(vmulq_f32(x1, c), x0, s);
+                vst2q_f32(xh + 2 * i, v);
+            }
+            for (; i < half; i++) {
+                const float a = xh[2 * i], b = xh[2 * i + 1];
+                xh[2 * i] = a * cos_t[i] - b * sin_t[i];
+                xh[2 * i + 1] = a * sin_t[i] + b * cos_t[i];
+            }
+        }
+    }
+}
+
+static void tm_f32_to_f16_neon(uint16_t *dst, const float *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+    for (; i < n; i++) dst[i] = tm_f32_to_f16(src[i]);
+}
+
+/* Softmax of s[0..nv) in place (s <- exp(s - max)); returns the max, *l = sum. */
+static float tm_softmax_neon(float *s, int nv, float *l) {
+    float32x4_t mv = vdupq_n_f32(-INFINITY);
+    int j = 0;
+    for (; j + 4 <= nv; j += 4) mv = vmaxq_f32(mv, vld1q_f32(s + j));
+    float mx = vmaxvq_f32(mv);
+    for (; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
+    const float32x4_t mxv = vdupq_n_f32(mx);
+    const int32x4_t lane = {0, 1, 2, 3};
+    float32x4_t sum = vdupq_n_f32(0.0f);
+    for (j = 0; j < nv; j += 4) {
+        /* the last vector may run past nv (scores has TM_ATTN_CHUNK room): zero those lanes */
+        const uint32x4_t keep = vcgtq_s32(vdupq_n_s32(nv - j), lane);
+        const float32x4_t p = vreinterpretq_f32_u32(
+            vandq_u32(vreinterpretq_u32_f32(tm_exp4(vsubq_f32(vld1q_f32(s + j), mxv))), keep));
+        vst1q_f32(s + j, p);
+        sum = vaddq_f32(sum, p);
+    }
+    *l = vaddvq_f32(sum);
+    return mx;
+}
+
+/* Converts n values of f16 to f32 (n a multiple of 4). */
+static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 4) vst1q_f32(dst + i, tm_load_f16x4(src + i));
+}
+
+/* o[d0 .. d0 + 4 NR) += sum_j p_j vf_j[d0 ..] over the nk keys of a sub-tile. */
+#define TM_PV_TILE(NR)                                                                     \
+    do {                                                                                   \
+        float32x4_t acc[NR];                                                               \
+        for (int r = 0; r < NR; r++) acc[r] = vld1q_f32(o + d0 + 4 * r);                   \
+        for (int j = 0; j < nk; j++) {                                                     \
+            const float pj = p[j];                                                         \
+            const float *vj = vf + (int64_t)j * hd + d0;                                   \
+            for (int r = 0; r < NR; r++) acc[r] = vfmaq_n_f32(acc[r], vld1q_f32(vj + 4 * r), pj); \
+        }                                                                                  \
+        for (int r = 0; r < NR; r++) vst1q_f32(o + d0 + 4 * r, acc[r]);                    \
+    } while (0)
+
+/* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
+ * every query of the group (n_group * rows of them), as in ops_avx2.c. */
+static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
+    const int hd = a->head_dim, nq = a->nq;
+    if (hd % 4 != 0) {
+        tm_cpu_attn_chunk_scalar(a);
+        return;
+    }
+    float *kf = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
+    int nv_max = 0;
+    for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
+
+    /* 1. scores */
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
+        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
+            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            for (int i = 0; i < nq; i++) {
+                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
+                if (nk <= 0) continue;
+                const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+                float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
+                int j = 0;
+                for (; j + 4 <= nk; j += 4) { /* four keys share one pairwise reduction */
+                    const float *k0 = kf + (int64_t)j * hd;
+                    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+                    for (int d = 0; d < hd; d += 4) {
+                        const float32x4_t qv = vld1q_f32(qi + d);
+                        a0 = vfmaq_f32(a0, qv, vld1q_f32(k0 + d));
+                        a1 = vfmaq_f32(a1, qv, vld1q_f32(k0 + hd + d));
+                        a2 = vfmaq_f32(a2, qv, vld1q_f32(k0 + 2 * hd + d));
+                        a3 = vfmaq_f32(a3, qv, vld1q_f32(k0 + 3 * hd + d));
+                    }
+                    const float32x4_t dots = vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
+                    vst1q_f32(s + j, vmulq_n_f32(dots, a->scale));
+                }
+                for (; j < nk; j++) {
+                    float32x4_t acc = vdupq_n_f32(0.0f);
+                    for (int d = 0; d < hd; d += 4)
+                        acc = vfmaq_f32(acc, vld1q_f32(qi + d), vld1q_f32(kf + (int64_t)j * hd + d));
+                    s[j] = a->scale * vaddvq_f32(acc);
+                }
+            }
+        }
+    }
+    /* 2. softmax per query */
+    for (int i = 0; i < nq; i++) {
+        if (a->n_vis[i] == 0) {
+            a->m[i] = -INFINITY;
+            a->l[i] = 0.0f;
+            continue;
+        }
+        a->m[i] = tm_softmax_neon(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
+        for (int d = 0; d < hd; d += 4) vst1q_f32(a->o + (int64_t)i * hd + d, vdupq_n_f32(0.0f));
+    }
+    /* 3. o += p V, in f32 */
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
+        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
+            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            for (int i = 0; i < nq; i++) {
+                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
+                if (nk <= 0) continue;
+                const float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
+                float *o = a->o + (int64_t)i * hd;
+                int d0 = 0;
+                for (; d0 + 64 <= hd; d0 += 64) TM_PV_TILE(16);
+                for (; d0 + 16 <= hd; d0 += 16) TM_PV_TILE(4);
+                for (; d0 < hd; d0 += 4) TM_PV_TILE(1);
+            }
+        }
+    }
+}
+#undef TM_PV_TILE
+
+static const tm_cpu_kernels tm_kernels_neon = {
+    .level = TM_SIMD_NEON,
+    .rmsnorm = tm_rmsnorm_neon,
+    .add = tm_add_neon,
+    .silu_mul = tm_silu_mul_neon,
+    .rope = tm_rope_neon,
+    .f32_to_f16 = tm_f32_to_f16_neon,
+    .attn_chunk = tm_attn_chunk_neon,
+};
+
+const tm_cpu_kernels *tm_cpu_kernels_neon(void) { return &tm_kernels_neon; }
