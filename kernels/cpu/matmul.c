@@ -17,14 +17,6 @@
 #define TM_MM_X86 0
 #endif
 
-#if defined(__aarch64__) /* matmul_neon.c */
-int tm_mm_neon_supports(tm_dtype t);
-void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s);
-enum { TM_MM_NT_NEON = 8 }; /* max token group: must equal TM_NT_MAX in matmul_neon.c */
-#endif
-
 struct tm_cpu_matmul {
     tm_threadpool *pool; /* borrowed; NULL = run everything on the caller */
     int simd;            /* concrete level */

@@ -101,5 +101,12 @@ void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                                float *d, int32_t *sum, float *s);
 enum { TM_MM_NT_AVX512 = 16, TM_MM_NT_AVX2 = 4 }; /* max token group per level */
+#if defined(__aarch64__)
+int tm_mm_neon_supports(tm_dtype t);
+void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                             float *d, int32_t *sum, float *s);
+enum { TM_MM_NT_NEON = 8 }; /* max token group: must equal TM_NT_MAX in matmul_neon.c */
+#endif
 
 #endif

@@ -111,10 +111,6 @@ static const tm_cpu_kernels tm_kernels_scalar = {
 
 const tm_cpu_kernels *tm_cpu_kernels_scalar(void) { return &tm_kernels_scalar; }
 
-#if defined(__aarch64__)
-const tm_cpu_kernels *tm_cpu_kernels_neon(void); /* ops_neon.c */
-#endif
-
 const tm_cpu_kernels *tm_cpu_kernels_get(int level) {
     switch (level) {
     case TM_SIMD_SCALAR: return &tm_kernels_scalar;

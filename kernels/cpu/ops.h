@@ -90,13 +90,15 @@ typedef struct tm_cpu_kernels {
     void (*attn_chunk)(const tm_attn_chunk *a);
 } tm_cpu_kernels;
 
-/* Kernel table for a level, or NULL when this build has none for it (NEON today: the
- * backend then uses the scalar ops with that level's matmul). */
+/* Kernel table for a level, or NULL when this build has none for it. */
 const tm_cpu_kernels *tm_cpu_kernels_get(int level);
 const tm_cpu_kernels *tm_cpu_kernels_scalar(void);
 #if defined(__x86_64__)
 const tm_cpu_kernels *tm_cpu_kernels_avx2(void);
 const tm_cpu_kernels *tm_cpu_kernels_avx512(void);
+#endif
+#if defined(__aarch64__)
+const tm_cpu_kernels *tm_cpu_kernels_neon(void);
 #endif
 
 /* Scalar helpers the SIMD files share for tails. */
