@@ -221,7 +221,8 @@ static int load_vector(tm_model *m, const float **out, const char *name, int64_t
     return 0;
 }
 
-static int load_weights(tm_model *m, char *err, size_t err_len) {
+static int load_weights(tm_model *m, tm_load_progress_fn progress, void *arg, char *err,
+                        size_t err_len) {
     const tm_model_config *c = &m->config;
     int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     int rc;
@@ -272,11 +273,17 @@ static int load_weights(tm_model *m, char *err, size_t err_len) {
         if ((rc = load_weight(m, &L->w_up, TM_NAME("ffn_up.weight"), c->ffn_dim, c->dim, err, err_len))) return rc;
         if ((rc = load_weight(m, &L->w_down, TM_NAME("ffn_down.weight"), c->dim, c->ffn_dim, err, err_len))) return rc;
 #undef TM_NAME
+        if (progress) progress(arg, l + 1, c->n_layers);
     }
     return 0;
 }
 
 int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, size_t err_len) {
+    return tm_model_load_ex(path, be, NULL, NULL, out, err, err_len);
+}
+
+int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progress, void *arg,
+                     tm_model **out, char *err, size_t err_len) {
     *out = NULL;
     tm_model *m = calloc(1, sizeof *m);
     if (!m) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
@@ -293,7 +300,7 @@ int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, s
         tm_fail(err, err_len, rc, "tokenizer: %s", msg);
         goto fail;
     }
-    if ((rc = load_weights(m, err, err_len))) goto fail;
+    if ((rc = load_weights(m, progress, arg, err, err_len))) goto fail;
     if (tm_tokenizer_n_vocab(m->tokenizer) > m->config.n_vocab) {
         rc = tm_fail(err, err_len, TM_EFORMAT, "vocabulary has %d tokens but token_embd only %d rows",
                      tm_tokenizer_n_vocab(m->tokenizer), m->config.n_vocab);

@@ -45,6 +45,14 @@ const char *tm_model_default_path(char *buf, size_t len);
  * TM_EUNSUPPORTED (architecture, dtype), TM_ENOTFOUND (missing tensor), each with one
  * line in err. */
 int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, size_t err_len);
+
+/* Called on the loading thread after each transformer block's weights are loaded:
+ * done blocks of total so far (done == total at the end). */
+typedef void (*tm_load_progress_fn)(void *arg, int done, int total);
+
+/* tm_model_load with a progress callback (progress may be NULL; arg is passed through). */
+int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progress, void *arg,
+                     tm_model **out, char *err, size_t err_len);
 void tm_model_destroy(tm_model *m); /* NULL is a no-op */
 
 const tm_model_config *tm_model_get_config(const tm_model *m);

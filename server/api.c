@@ -15,9 +15,12 @@
 
 /* ---- helpers ---- */
 
-/* The access log line of a request answered without the engine (never the body). */
-static void access_log(const char *id, int status, const char *path, double t_start) {
-    TM_INFOF("access: %s %d %s total=%.3fs", id, status, path, tm_time_s() - t_start);
+void tm_api_access_log(const tm_access *e) {
+    char ttft[32] = "-";
+    if (e->ttft >= 0) snprintf(ttft, sizeof ttft, "%.3fs", e->ttft);
+    TM_INFOF("access: %s %s %s %d prompt=%d cached=%d completion=%d ttft=%s total=%.3fs%s%s",
+             e->id, e->method, e->path, e->status, e->prompt, e->cached, e->completion, ttft,
+             e->total, e->finish ? " finish=" : "", e->finish ? e->finish : "");
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
@@ -57,14 +60,28 @@ json_t *tm_json_text(const char *s, size_t n) {
     return j ? j : json_string("");
 }
 
-static void send_json(tm_http_conn *c, int status, json_t *body) {
+/* Every response sent while routing goes through here. It logs before sending: sending
+ * may dispatch the next pipelined request on c, which reuses the request's buffers and
+ * a->cur_*. Outside on_request (a job's response) the job logs itself. */
+static void respond(tm_api *a, tm_http_conn *c, int status, const char *ctype,
+                    const char *extra, const char *body, size_t len) {
+    if (a->cur_path) {
+        tm_access e = {.id = a->cur_id, .method = a->cur_method, .path = a->cur_path,
+                       .status = status, .ttft = -1, .total = tm_time_s() - a->cur_t_start};
+        tm_api_access_log(&e);
+        a->cur_path = NULL; /* one line per request */
+    }
+    tm_http_respond(c, status, ctype, extra, body, len);
+}
+
+static void send_json(tm_api *a, tm_http_conn *c, int status, json_t *body) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     if (!s) {
-        tm_http_respond(c, 500, "application/json", "", "{}", 2);
+        respond(a, c, 500, "application/json", "", "{}", 2);
         return;
     }
-    tm_http_respond(c, status, "application/json", "", s, strlen(s));
+    respond(a, c, status, "application/json", "", s, strlen(s));
     free(s);
 }
 
@@ -74,15 +91,17 @@ void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
     const char *extra = status == 503 || status == 429 ? "Retry-After: 1\r\n"
                         : status == 401 ? "WWW-Authenticate: Bearer\r\n" : "";
     a->metrics.http_errors++;
-    tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
-                    body ? strlen(body) : 2);
+    respond(a, c, status, "application/json", extra, body ? body : "{}", body ? strlen(body) : 2);
     free(body);
-    if (a->cur_path) access_log("-", status, a->cur_path, a->cur_t_start);
 }
 
+/* An error the HTTP layer answers itself (malformed request, 408, 413, too many
+ * connections): counted and logged here, as it never reaches on_request. */
 static char *error_body_cb(void *arg, int status, const char *msg) {
     tm_api *a = arg;
     a->metrics.http_errors++;
+    tm_access e = {.id = "-", .method = "-", .path = "-", .status = status, .ttft = -1};
+    tm_api_access_log(&e);
     return tm_api_error_json(status, msg, NULL, NULL);
 }
 
@@ -110,7 +129,7 @@ static void handle_models(tm_api *a, tm_http_conn *c, const char *path) {
     if (!strcmp(path, "/v1/models")) {
         json_t *data = json_array();
         json_array_append_new(data, model_object(a));
-        send_json(c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+        send_json(a, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
         return;
     }
     const char *id = path + strlen("/v1/models/");
@@ -120,7 +139,7 @@ static void handle_models(tm_api *a, tm_http_conn *c, const char *path) {
         tm_api_send_error(a, c, 404, msg, "model", "model_not_found");
         return;
     }
-    send_json(c, 200, model_object(a));
+    send_json(a, c, 200, model_object(a));
 }
 
 static void handle_metrics(tm_api *a, tm_http_conn *c) {
@@ -132,7 +151,7 @@ static void handle_metrics(tm_api *a, tm_http_conn *c) {
         tm_api_send_error(a, c, 500, "out of memory", NULL, NULL);
         return;
     }
-    tm_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", "", text, len);
+    respond(a, c, 200, "text/plain; version=0.0.4; charset=utf-8", "", text, len);
     free(text);
 }
 
@@ -172,7 +191,7 @@ static void handle_tokenize(tm_api *a, tm_http_conn *c, const tm_http_request *r
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
     free(ids);
-    send_json(c, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", n,
+    send_json(a, c, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", n,
                                 "max_model_len", a->n_ctx));
 }
 
@@ -204,7 +223,7 @@ static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request 
         tm_api_send_error(a, c, 500, "detokenization failed", NULL, NULL);
         return;
     }
-    send_json(c, 200, json_pack("{s:o}", "prompt", tm_json_text(text, len)));
+    send_json(a, c, 200, json_pack("{s:o}", "prompt", tm_json_text(text, len)));
     free(text);
 }
 
@@ -320,9 +339,9 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
     if (rc) {
         free(job);
         tm_api_send_error(a, c, tm_api_status_of(rc), err, NULL, NULL);
-        TM_INFOF("access: - %d %s submit refused: %s", tm_api_status_of(rc), req->path, err);
         goto done;
     }
+    a->cur_path = NULL; /* the job logs this request when it ends */
     job->next = a->jobs;
     if (a->jobs) a->jobs->prev = job;
     a->jobs = job;
@@ -340,8 +359,10 @@ static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req);
 
 static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
     tm_api *a = arg;
-    a->cur_path = req->path; /* for the access log of synchronous answers */
+    a->cur_method = req->method; /* for the access log of synchronous answers */
+    a->cur_path = req->path;
     a->cur_t_start = req->t_start;
+    snprintf(a->cur_id, sizeof a->cur_id, "req-%llu", (unsigned long long)++a->n_requests);
     on_route(a, c, req);
     a->cur_path = NULL;
 }
@@ -370,7 +391,7 @@ static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
                           : "Missing API key: send 'Authorization: Bearer <key>'", NULL,
                           "invalid_api_key");
     } else if (!strcmp(path, "/health")) {
-        tm_http_respond(c, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
+        respond(a, c, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
     } else if (!strcmp(path, "/metrics")) {
         handle_metrics(a, c);
     } else if (!strncmp(path, "/v1/models", 10)) {

@@ -53,9 +53,26 @@ struct tm_api {
     int draining;                /* refuse new generation work */
     uint64_t next_seq;           /* for ids and default seeds */
     long long started;           /* unix seconds at create (model "created") */
-    const char *cur_path;        /* path of the request being routed (access log), or NULL */
+    /* The request being routed by on_request (for its access log line); cur_path is NULL
+     * outside on_request. Valid only until that request's response is sent. */
+    const char *cur_method;      /* "GET", ... */
+    const char *cur_path;        /* URL path, or NULL */
     double cur_t_start;          /* its first byte */
+    char cur_id[32];             /* "req-N": id of a request answered without the engine */
+    uint64_t n_requests;         /* requests routed so far (for cur_id) */
 };
+
+/* One access log line. Never holds prompt text, message content or the key. */
+typedef struct tm_access {
+    const char *id;             /* "cmpl-...", "chatcmpl-...", "req-N", or "-" */
+    const char *method;         /* "POST", ... or "-" when the request did not parse */
+    const char *path;           /* URL path, or "-" */
+    int status;                 /* HTTP status sent; 499 when the client left first */
+    int prompt, cached, completion; /* tokens (0 for requests without generation) */
+    double ttft;                /* seconds from first byte to first token; < 0: no token */
+    double total;               /* seconds from first byte to the end of the response */
+    const char *finish;         /* finish reason, or NULL */
+} tm_access;
 
 /* api_output.c */
 /* One engine event for job; frees job (and unlinks it) after its last event. */
@@ -65,7 +82,10 @@ void tm_job_stream_start(tm_job *job);
 void tm_job_free(tm_job *job);
 
 /* api.c */
-/* Sends an OpenAI error object as the response and counts it. */
+/* Writes e as one "access:" line to stderr: the one place every request is logged. */
+void tm_api_access_log(const tm_access *e);
+/* Sends an OpenAI error object as the response and counts it (and logs it when answering
+ * the request on_request is routing). */
 void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
                        const char *param, const char *code);
 /* A JSON string from bytes that may not be valid UTF-8 (invalid bytes become U+FFFD). */

@@ -151,11 +151,12 @@ static void stream_finish(tm_job *j, const tm_event *ev) {
     if (j->conn) tm_http_stream_end(j->conn);
 }
 
-static void full_response(tm_job *j, const tm_event *ev) {
+/* Sends the non-streamed answer; returns its status. */
+static int full_response(tm_job *j, const tm_event *ev) {
     if (ev->finish == TM_FINISH_ABORT) {
         tm_api_send_error(j->api, j->conn, 503, "the request was aborted (server shutting down)",
                           NULL, "aborted");
-        return;
+        return 503;
     }
     json_t *text = tm_json_text(j->text ? j->text : "", j->text_len);
     json_t *lp = j->lp ? j->lp : json_null();
@@ -173,9 +174,11 @@ static void full_response(tm_job *j, const tm_event *ev) {
                                                   ev->cached_tokens));
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    int status = s ? 200 : 500;
     if (s) tm_http_respond(j->conn, 200, "application/json", "", s, strlen(s));
     else tm_api_send_error(j->api, j->conn, 500, "out of memory", NULL, NULL);
     free(s);
+    return status;
 }
 
 static int text_append(tm_job *j, const char *s, size_t n) {
@@ -229,15 +232,19 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     if (ev->finish == TM_FINISH_NONE) return;
     tm_histogram_observe(&a->metrics.e2e, now - j->t_start);
     if (ev->finish >= 1 && ev->finish <= 3) a->metrics.success[ev->finish]++;
-    int client = j->conn != NULL;
+    int client = j->conn != NULL, status = 200;
     if (j->conn) {
         if (j->stream) stream_finish(j, ev);
-        else full_response(j, ev);
+        else status = full_response(j, ev);
         j->conn = NULL;
     }
-    TM_INFOF("access: %s %s finish=%s prompt=%d cached=%d completion=%d ttft=%.3fs total=%.3fs",
-             j->id, client ? (j->stream || ev->finish != TM_FINISH_ABORT ? "200" : "503") : "gone",
-             finish_name(ev->finish), ev->prompt_tokens, ev->cached_tokens,
-             ev->completion_tokens, j->t_first ? j->t_first - j->t_start : 0.0, now - j->t_start);
+    tm_access e = {.id = j->id, .method = "POST",
+                   .path = j->kind == TM_API_CHAT ? "/v1/chat/completions" : "/v1/completions",
+                   .status = !client ? 499 : j->stream ? 200 : status,
+                   .prompt = ev->prompt_tokens, .cached = ev->cached_tokens,
+                   .completion = ev->completion_tokens,
+                   .ttft = j->t_first ? j->t_first - j->t_start : -1, .total = now - j->t_start,
+                   .finish = finish_name(ev->finish)};
+    tm_api_access_log(&e);
     tm_job_free(j);
 }

@@ -202,6 +202,30 @@ static int parse_logprobs(pctx *x, tm_api_params *p) {
     return 0;
 }
 
+/* Fields that ask for behaviour tokenmill does not have (tools, structured output, logit
+ * bias, suffix). Ignoring them like other unknown fields would answer a different
+ * question than the one asked, so a value that is not the default is a 400. */
+static int refuse_unsupported(pctx *x) {
+    static const char *const names[] = {"tools", "functions", "tool_choice", "function_call",
+                                        "response_format", "logit_bias", "suffix"};
+    for (size_t i = 0; i < TM_ARRAY_LEN(names); i++) {
+        json_t *v = get(x, names[i]);
+        int is_default = !v || (json_is_array(v) && json_array_size(v) == 0) ||
+                         (json_is_object(v) && json_object_size(v) == 0) ||
+                         (json_is_string(v) && json_string_length(v) == 0);
+        if (!strcmp(names[i], "response_format") && json_is_object(v)) {
+            json_t *t = json_object_get(v, "type");
+            is_default |= json_is_string(t) && !strcmp(json_string_value(t), "text");
+        }
+        if ((!strcmp(names[i], "tool_choice") || !strcmp(names[i], "function_call")) &&
+            json_is_string(v))
+            is_default |= !strcmp(json_string_value(v), "none") ||
+                          !strcmp(json_string_value(v), "auto");
+        if (!is_default) return FAIL(x, names[i], "'%s' is not supported", names[i]);
+    }
+    return 0;
+}
+
 static int parse_fields(pctx *x, tm_api_params *p) {
     int rc;
     if ((rc = get_str(x, "model", &p->model))) return rc;
@@ -246,6 +270,7 @@ static int parse_fields(pctx *x, tm_api_params *p) {
             return FAIL(x, "stream_options", "'stream_options.include_usage' must be a boolean");
         p->include_usage = json_is_true(iu);
     }
+    if (refuse_unsupported(x)) return TM_EINVAL;
     int echo = 0;
     if (get_bool(x, "echo", &echo)) return TM_EINVAL;
     if (echo) return FAIL(x, "echo", "'echo' is not supported");

@@ -3,7 +3,8 @@
  * Pure functions (no engine, no sockets), so every validation rule is unit-tested
  * (tests/server/test_api_parse.cc). Unknown fields are ignored, as OpenAI-compatible
  * servers do; known fields with the wrong type or an out-of-range value are a 400 that
- * names the field in `param`. */
+ * names the field in `param`, and so are OpenAI fields for features tokenmill lacks
+ * (tools, response_format, logit_bias, suffix, echo) unless they hold the default. */
 #ifndef TM_API_PARSE_H
 #define TM_API_PARSE_H
 

@@ -48,7 +48,8 @@ struct tm_http_conn {
     size_t write_queued;     /* bytes in flight */
     int close_after_write;   /* close once the writes in flight are done */
     int reading;             /* uv_read_start is in effect */
-    int linger;              /* after the last write: shut down writing, drain input, close */
+    int linger;              /* an error was answered: ignore input; after the last write
+                                shut down writing, drain input, close */
     int lingering;           /* in that drain phase */
     uv_shutdown_t shutdown_req; /* for the lingering close */
     void *user;              /* the handler's pointer while busy */
@@ -295,7 +296,7 @@ static void respond_error(tm_http_conn *c, int status, const char *msg) {
     tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
                     body ? strlen(body) : 2);
     free(body);
-    TM_INFOF("http: %d %s", status, msg);
+    TM_DEBUGF("http: %d %s", status, msg); /* the access line comes from error_body */
 }
 
 /* ---- parser callbacks ---- */
@@ -402,7 +403,7 @@ static void dispatch(tm_http_conn *c) {
 
 /* Parses buffered input until a request is dispatched, the input runs out or it fails. */
 static void conn_parse(tm_http_conn *c) {
-    while (!c->closing && !c->busy && c->in_off < c->in.n) {
+    while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n) {
         const char *start = c->in.p + c->in_off;
         llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
         if (e == HPE_OK) {
@@ -444,7 +445,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
         conn_close(c);
         return;
     }
-    if (c->lingering) return; /* discard */
+    /* Discard input once an error has been answered: the parser is in its error state,
+     * and parsing more would answer (and log) the same broken request again. */
+    if (c->linger) return;
     if (nread == 0) return;
     if (buf_add(&c->in, b->base, (size_t)nread)) {
         conn_close(c);
@@ -465,7 +468,7 @@ static void conn_read_start(tm_http_conn *c) {
 
 static void on_timeout(uv_timer_t *t) {
     tm_http_conn *c = t->data;
-    if (c->busy || c->closing) return;
+    if (c->busy || c->closing || c->linger) return; /* linger: already answered */
     if (c->in_request || c->in.n > c->in_off)
         respond_error(c, 408, "request not received in time");
     else

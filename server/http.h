@@ -46,7 +46,8 @@ typedef struct tm_http_handlers {
      * handler set with tm_http_conn_set_user. c must not be used after this call. */
     void (*on_gone)(void *arg, tm_http_conn *c, void *user);
     /* Renders an error body for a status the HTTP layer answers on its own (400, 408,
-     * 413, 503); returns a malloc'd JSON string. */
+     * 413, 503); returns a malloc'd JSON string. Called once per such response, so the
+     * handler may count and log it here. */
     char *(*error_body)(void *arg, int status, const char *message);
     void *arg;
 } tm_http_handlers;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -197,6 +198,41 @@ static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_templat
     return 0;
 }
 
+/* ---- loading progress ---- */
+
+typedef struct load_progress {
+    int tty;      /* stderr is a terminal: redraw one bar with \r */
+    double t0;    /* load start */
+    int logged;   /* quarters already logged (plain mode) */
+    int open;     /* the bar's line has no newline yet (tty mode) */
+} load_progress;
+
+/* Called once per loaded block. A terminal gets a bar redrawn in place; a log file gets
+ * a line per quarter, so logs stay short and grep-able. */
+static void on_load_progress(void *arg, int done, int total) {
+    load_progress *p = arg;
+    double dt = tm_time_s() - p->t0;
+    if (total <= 0) return;
+    if (p->tty) {
+        enum { W = 30 };
+        char bar[W + 1];
+        int fill = (int)((long)done * W / total);
+        for (int i = 0; i < W; i++) bar[i] = i < fill ? '#' : '-';
+        bar[W] = 0;
+        fprintf(stderr, "\rloading [%s] %3d%% %d/%d layers %.1f s", bar, done * 100 / total,
+                done, total, dt);
+        p->open = done < total;
+        if (!p->open) fputc('\n', stderr);
+        fflush(stderr);
+        return;
+    }
+    int quarter = (int)((long)done * 4 / total);
+    if (quarter > p->logged && done < total) {
+        p->logged = quarter;
+        TM_INFOF("serve: loading: %d/%d layers (%.1f s)", done, total, dt);
+    }
+}
+
 /* ---- loop callbacks ---- */
 
 static void on_wake(uv_async_t *h) { tm_api_drain(((serve_state *)h->data)->api); }
@@ -266,7 +302,9 @@ int tm_serve_main(int argc, char **argv) {
     if (!(be = make_backend(&o))) goto done;
     TM_INFOF("serve: loading %s", path);
     double t0 = tm_time_s();
-    if ((rc = tm_model_load(path, be, &model, err, sizeof err))) {
+    load_progress lp = {.tty = isatty(STDERR_FILENO), .t0 = t0};
+    if ((rc = tm_model_load_ex(path, be, on_load_progress, &lp, &model, err, sizeof err))) {
+        if (lp.open) fputc('\n', stderr); /* do not print the error on the bar's line */
         fprintf(stderr, "tokenmill serve: %s\n", err);
         if (!o.model)
             fprintf(stderr, "tokenmill serve: the default model is missing; fetch it with "

@@ -443,3 +443,227 @@ def test_graceful_shutdown_while_streaming(make_server):
     assert len(outcomes) == 4 and all(f in ("abort", "length", "stop") for f in outcomes)
     with pytest.raises(requests.ConnectionError):
         requests.get(s.url + "/health", timeout=5)
+
+
+def test_disconnect_while_queued_frees_everything(make_server):
+    """A client that leaves while its request waits (before its first token) is aborted
+    at once: it leaves the queue without waiting for a slot, holds no pages, and the
+    running request and the server go on."""
+    s = make_server("--max-num-seqs", "1", "--kv-cache-mem", "256")
+    abort_key = f'tokenmill:request_success_total{{model_name="{s.name}",finished_reason="abort"}}'
+
+    # Occupy the one slot with a stream that runs far longer than this test.
+    running = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+    data = json.dumps({"model": s.name, "prompt": "Count forever: 1, 2, 3,", "max_tokens": 3000,
+                       "stream": True, "ignore_eos": True}).encode()
+    running.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    got = b""
+    while got.count(b"data: ") < 2:
+        chunk = running.recv(4096)
+        assert chunk, f"server closed the running stream: {got[:300]!r}"
+        got += chunk
+
+    waiting_bodies = [  # streamed completion, streamed chat (its role chunk is already out), plain
+        ("/v1/completions", {"prompt": "Queued one", "max_tokens": 50, "stream": True}),
+        ("/v1/chat/completions", {"messages": chat("Queued two"), "max_tokens": 50,
+                                  "stream": True}),
+        ("/v1/completions", {"prompt": "Queued three " * 40, "max_tokens": 50}),
+    ]
+    for i, (path, body) in enumerate(waiting_bodies):
+        before = metrics(s)[0].get(abort_key, 0)
+        data = json.dumps(body).encode()
+        q = socket.create_connection(("127.0.0.1", s.port), timeout=TIMEOUT)
+        q.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data)) + data)
+        wait_for(lambda: metrics(s)[1]["tokenmill:num_requests_waiting"][0] == 1,
+                 what=f"request {i} waiting")
+        q.close()  # gone before it was ever admitted
+
+        def left_queue():
+            samples, by = metrics(s)
+            return (by["tokenmill:num_requests_waiting"][0] == 0 and
+                    samples.get(abort_key, 0) == before + 1)
+        wait_for(left_queue, timeout=20, what=f"queued request {i} aborted")
+        _, by = metrics(s)
+        # Still the long stream alone: the queued request never ran.
+        assert by["tokenmill:num_requests_running"][0] == 1
+        assert by["tokenmill:kv_cache_blocks_used"][0] > 0
+
+    running.close()
+
+    def all_free():
+        _, by = metrics(s)
+        return (by["tokenmill:kv_cache_blocks_used"][0] == 0 and
+                by["tokenmill:num_requests_running"][0] == 0 and
+                by["tokenmill:num_requests_waiting"][0] == 0)
+    wait_for(all_free, timeout=20, what="pages freed after both clients left")
+    r = client(s).completions.create(model=s.name, prompt="Still serving?", max_tokens=3)
+    assert r.usage.completion_tokens > 0
+
+
+def test_access_log_one_line_per_request(make_server):
+    """Every request, generation or not, success or error, gets one access line with its
+    status and token counts, and the line never holds prompt text or the key."""
+    key = "key-" + uuid.uuid4().hex
+    s = make_server("--api-key", key, "--max-body-mib", "1")
+    auth = {"Authorization": f"Bearer {key}"}
+    secret = "prompt-" + uuid.uuid4().hex
+    get = lambda path, h=None: requests.get(s.url + path, headers=h, timeout=TIMEOUT)
+    assert get("/health").status_code == 200
+    assert get("/metrics").status_code == 200
+    assert get("/v1/models", auth).status_code == 200
+    assert post(s, "/tokenize", {"prompt": secret}, auth).status_code == 200
+    assert post(s, "/detokenize", {"tokens": [1, 2]}, auth).status_code == 200
+    assert post(s, "/v1/completions", {"prompt": secret}).status_code == 401
+    assert get("/v1/nope").status_code == 404
+    r = client(s, key=key).completions.create(model=s.name, prompt=secret, max_tokens=3)
+    chunks = list(client(s, key=key).chat.completions.create(
+        model=s.name, messages=chat(secret), max_tokens=3, stream=True))
+    assert chunks
+    assert post(s, "/v1/completions", "x" * (2 << 20), auth).status_code == 413
+
+    expected = [("GET", "/health", 200), ("GET", "/metrics", 200), ("GET", "/v1/models", 200),
+                ("POST", "/tokenize", 200), ("POST", "/detokenize", 200),
+                ("POST", "/v1/completions", 401), ("GET", "/v1/nope", 404),
+                ("POST", "/v1/completions", 200), ("POST", "/v1/chat/completions", 200),
+                ("-", "-", 413)]
+
+    def lines():
+        return [l.split("access: ", 1)[1] for l in s.log_path.read_text().splitlines()
+                if "access: " in l]
+    wait_for(lambda: len(lines()) >= len(expected), what="access lines")
+    time.sleep(0.2)  # nothing more should come
+    got = lines()
+    assert len(got) == len(expected), "\n".join(got)
+    for line, (method, path, status) in zip(got, expected):
+        f = line.split()
+        assert (f[1], f[2], int(f[3])) == (method, path, status), line
+        assert f[4].startswith("prompt=") and f[5].startswith("cached=")
+        assert f[6].startswith("completion=") and f[7].startswith("ttft=")
+        assert f[8].startswith("total=")
+    gen = got[7].split()
+    assert gen[0] == r.id
+    assert gen[4] == f"prompt={r.usage.prompt_tokens}" and gen[6] == "completion=3"
+    assert gen[7] != "ttft=-"
+    assert got[8].split()[0] == chunks[0].id
+    log = s.log_path.read_text()
+    assert secret not in log and key not in log
+
+
+# ---- review of the issue's acceptance list ----
+
+def sse_objects(server, path, body):
+    with requests.post(server.url + path, json=body, stream=True, timeout=TIMEOUT) as r:
+        assert r.status_code == 200, r.text
+        lines = [l for l in r.iter_lines(decode_unicode=True) if l]
+    assert lines[-1] == "data: [DONE]" and lines.count("data: [DONE]") == 1
+    return [json.loads(l[6:]) for l in lines[:-1]]
+
+
+def test_stream_chunk_shapes(server):
+    # Chat: role first, then one chunk per text delta, the finish reason last, usage apart.
+    objs = sse_objects(server, "/v1/chat/completions", {
+        "model": server.name, "messages": chat("Say hello."), "max_tokens": 8, "temperature": 0,
+        "stream": True, "stream_options": {"include_usage": True}})
+    *body, usage = objs
+    assert {o["id"] for o in objs} == {objs[0]["id"]} and objs[0]["id"].startswith("chatcmpl-")
+    assert {o["created"] for o in objs} == {objs[0]["created"]}
+    assert all(o["object"] == "chat.completion.chunk" and o["model"] == server.name for o in objs)
+    assert body[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    for o in body[1:-1]:
+        (ch,) = o["choices"]
+        assert ch["finish_reason"] is None and set(ch["delta"]) == {"content"}
+        assert ch["delta"]["content"]  # no empty deltas
+        assert o["usage"] is None
+    (last,) = body[-1]["choices"]
+    assert last["delta"] == {} and last["finish_reason"] in ("stop", "length")
+    assert usage["choices"] == []
+    # at most one delta per token (a delta may hold several tokens' text)
+    assert usage["usage"]["completion_tokens"] >= len(body) - 2
+    assert usage["usage"]["total_tokens"] == (usage["usage"]["prompt_tokens"] +
+                                              usage["usage"]["completion_tokens"])
+
+    # Completions: text chunks of object text_completion, finish reason in the last.
+    objs = sse_objects(server, "/v1/completions", {
+        "model": server.name, "prompt": "One, two,", "max_tokens": 6, "temperature": 0,
+        "stream": True})
+    assert all(o["object"] == "text_completion" and o["id"] == objs[0]["id"] for o in objs)
+    assert all("usage" not in o for o in objs)
+    assert all(o["choices"][0]["text"] and o["choices"][0]["finish_reason"] is None
+               for o in objs[:-1])
+    assert objs[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_chat_stream_stop_string_never_leaks(server):
+    c = client(server)
+    msgs = chat("Write the numbers from one to ten in words, separated by commas.")
+    full = c.chat.completions.create(model=server.name, messages=msgs, max_tokens=30,
+                                     temperature=0).choices[0].message.content
+    assert len(full) > 8, full
+    stop = full[4:8]
+    cut = full[:full.index(stop)]
+    chunks = list(c.chat.completions.create(model=server.name, messages=msgs, max_tokens=30,
+                                            temperature=0, stop=[stop], stream=True))
+    deltas = [ch.choices[0].delta.content or "" for ch in chunks if ch.choices]
+    assert "".join(deltas) == cut
+    assert all(stop not in d for d in deltas)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_cache_salt_separates_prefix_cache(server):
+    c = client(server)
+    prefix = f"[{uuid.uuid4().hex}] " + " ".join(f"item{i}" for i in range(120))
+    kw = dict(model=server.name, max_tokens=1, temperature=0)
+    first = c.completions.create(prompt=prefix + " a", extra_body={"cache_salt": "tenant-a"}, **kw)
+    other = c.completions.create(prompt=prefix + " b", extra_body={"cache_salt": "tenant-b"}, **kw)
+    same = c.completions.create(prompt=prefix + " c", extra_body={"cache_salt": "tenant-a"}, **kw)
+    assert first.usage.prompt_tokens > 100
+    assert other.usage.prompt_tokens_details.cached_tokens == 0  # another tenant: no hit
+    assert same.usage.prompt_tokens_details.cached_tokens >= 64  # same tenant: hit
+
+
+def test_400_unsupported_features(server):
+    for field, value in (("tools", [{"type": "function", "function": {"name": "f"}}]),
+                         ("response_format", {"type": "json_object"}),
+                         ("logit_bias", {"1": 5})):
+        assert_error(post(server, "/v1/chat/completions",
+                          {"messages": chat("x"), field: value}), 400, param=field)
+    assert_error(post(server, "/v1/completions", {"prompt": "x", "suffix": "y"}), 400,
+                 param="suffix")
+    r = post(server, "/v1/chat/completions", {"messages": chat("x"), "max_tokens": 1,
+                                              "tools": [], "response_format": {"type": "text"}})
+    assert r.status_code == 200, r.text
+
+
+def test_sigint_stops_gracefully(make_server):
+    s = make_server()
+    assert requests.get(s.url + "/health", timeout=TIMEOUT).status_code == 200
+    s.proc.send_signal(signal.SIGINT)
+    assert s.proc.wait(timeout=30) == 0, s.log()
+
+
+def run_serve(*args, timeout=60):
+    from conftest import DEFAULT_MODEL, TM_BIN
+    import subprocess
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("default model missing")
+    return subprocess.run([TM_BIN, "serve", "--host", "127.0.0.1", "--port", "0", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_chat_template_override_and_unknown_template(tmp_path, make_server):
+    r = run_serve("--chat-template", "no-such-template")
+    assert r.returncode != 0 and "--chat-template" in r.stderr and "serving" not in r.stdout
+    jinja = tmp_path / "odd.jinja"
+    jinja.write_text("{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}")
+    r = run_serve("--chat-template", str(jinja))
+    assert r.returncode != 0 and "unrecognised chat template" in r.stderr
+
+    # An override changes how messages are rendered (llama3 headers instead of ChatML).
+    msgs = chat("Hello there")
+    default = make_server()
+    llama3 = make_server("--chat-template", "llama3")
+    n = [client(s).chat.completions.create(model=s.name, messages=msgs, max_tokens=1)
+         .usage.prompt_tokens for s in (default, llama3)]
+    assert n[0] != n[1], n

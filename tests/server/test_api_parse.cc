@@ -158,6 +158,24 @@ TEST(ApiParse, TypesAndRanges) {
     ExpectReject(TM_API_COMPLETION, pre + R"("cache_salt":5})", "cache_salt", "string");
 }
 
+TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
+    const std::string pre = R"({"messages":[{"role":"user","content":"x"}],)";
+    ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"function","function":{"name":"f"}}]})",
+                 "tools", "not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("tool_choice":"required"})", "tool_choice", "not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("functions":[{"name":"f"}]})", "functions", "not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("response_format":{"type":"json_object"}})",
+                 "response_format", "not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("logit_bias":{"50256":-100}})", "logit_bias",
+                 "not supported");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported");
+    // Default values (what clients send when the feature is off) are accepted.
+    Parsed ok(TM_API_CHAT, pre + R"("tools":[],"tool_choice":"none","functions":null,)"
+                                 R"("response_format":{"type":"text"},"logit_bias":{},)"
+                                 R"("suffix":"","some_unknown_field":{"a":1}})");
+    EXPECT_EQ(ok.rc, 0) << ok.err;
+}
+
 TEST(ApiParse, MalformedBodies) {
     ExpectReject(TM_API_COMPLETION, "", "", "empty");
     ExpectReject(TM_API_COMPLETION, "{\"prompt\":", "", "malformed JSON");

@@ -226,3 +226,28 @@ def test_max_connections(make_server):
     assert Reader(s).response()[0] == 200
     for h in held[1:] + [s]:
         h.close()
+
+
+def test_error_mid_upload_is_answered_once(server):
+    """After a 413 the rest of the upload is discarded, never parsed again: exactly one
+    response comes back before the connection closes (and one access line is logged)."""
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+    try:
+        for _ in range(40):  # 2.5 MiB > 1 MiB, in many writes that arrive after the 413
+            s.sendall(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.settimeout(DEADLINE)
+    data, deadline = b"", time.monotonic() + DEADLINE
+    try:
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        pass
+    assert data.startswith(b"HTTP/1.1 413 "), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1, data
