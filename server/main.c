@@ -1,5 +1,4 @@
 /* main.c - the tokenmill command line: generate, info, quantize, serve. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "models/convert.h"
 #include "models/model.h"
 #include "models/sampler.h"
+#include "server/cli_args.h"
 #include "server/serve.h"
 
 static void usage(FILE *f) {
@@ -27,31 +27,6 @@ static void usage(FILE *f) {
             "\n"
             "Without -m/MODEL the default model is used:\n"
             "  ~/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-model)\n");
-}
-
-/* Parses a number option value; prints an error naming the option on failure. */
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "tokenmill: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_float(const char *opt, const char *s, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "tokenmill: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 static tm_backend *make_cpu_backend(int threads) {
@@ -216,21 +191,21 @@ static int cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             prompt = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            if (parse_long(a, v, 1, 1 << 20, &n_predict)) return 2;
+            if (tm_cli_long("generate", a, v, 1, 1 << 20, &n_predict)) return 2;
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
-            if (parse_long(a, v, 1, 1024, &threads)) return 2;
+            if (tm_cli_long("generate", a, v, 1, 1024, &threads)) return 2;
         } else if (!strcmp(a, "--temp")) {
-            if (parse_float(a, v, 0.0f, 100.0f, &sp.temperature)) return 2;
+            if (tm_cli_float("generate", a, v, 0.0f, 100.0f, &sp.temperature)) return 2;
         } else if (!strcmp(a, "--top-p")) {
-            if (parse_float(a, v, 0.0f, 1.0f, &sp.top_p)) return 2;
+            if (tm_cli_float("generate", a, v, 0.0f, 1.0f, &sp.top_p)) return 2;
         } else if (!strcmp(a, "--min-p")) {
-            if (parse_float(a, v, 0.0f, 1.0f, &sp.min_p)) return 2;
+            if (tm_cli_float("generate", a, v, 0.0f, 1.0f, &sp.min_p)) return 2;
         } else if (!strcmp(a, "--top-k")) {
-            if (parse_long(a, v, 0, 1 << 24, &top_k)) return 2;
+            if (tm_cli_long("generate", a, v, 0, 1 << 24, &top_k)) return 2;
         } else if (!strcmp(a, "--repeat-penalty")) {
-            if (parse_float(a, v, 0.01f, 100.0f, &sp.repetition_penalty)) return 2;
+            if (tm_cli_float("generate", a, v, 0.01f, 100.0f, &sp.repetition_penalty)) return 2;
         } else if (!strcmp(a, "--seed")) {
-            if (parse_long(a, v, 0, 0x7fffffffL, &lv)) return 2;
+            if (tm_cli_long("generate", a, v, 0, 0x7fffffffL, &lv)) return 2;
             sp.seed = (uint64_t)lv;
         } else {
             fprintf(stderr, "tokenmill generate: unknown option '%s' (see tokenmill --help)\n", a);

@@ -7,7 +7,6 @@
  * connection is closed and the process exits 0. A second signal skips the wait. */
 #include "server/serve.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "scheduler/engine.h"
 #include "server/api.h"
 #include "server/chat_template.h"
+#include "server/cli_args.h"
 #include "server/http.h"
 
 typedef struct serve_opts {
@@ -74,19 +74,6 @@ static void usage(FILE *f) {
             "  --shutdown-timeout S        grace period for requests on SIGTERM (10)\n");
 }
 
-static int num(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || *end || end == s || v < lo || v > hi) {
-        fprintf(stderr, "tokenmill serve: %s expects an integer in [%ld, %ld], got '%s'\n", opt,
-                lo, hi, s ? s : "");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int parse_opts(int argc, char **argv, serve_opts *o) {
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
@@ -100,7 +87,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n = 0;
 #define STR_OPT(name, field) if (!strcmp(a, name)) { if (!v) goto missing; o->field = v; i++; continue; }
-#define NUM_OPT(name, field, lo, hi) if (!strcmp(a, name)) { if (num(a, v, lo, hi, &n)) return 2; o->field = n; i++; continue; }
+#define NUM_OPT(name, field, lo, hi) if (!strcmp(a, name)) { if (tm_cli_long("serve", a, v, lo, hi, &n)) return 2; o->field = n; i++; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 1;
@@ -120,7 +107,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         NUM_OPT("--max-connections", max_connections, 1, 1 << 20)
         NUM_OPT("--max-body-mib", max_body_mib, 1, 4096)
         if (!strcmp(a, "--shutdown-timeout")) {
-            if (num(a, v, 0, 3600, &n)) return 2;
+            if (tm_cli_long("serve", a, v, 0, 3600, &n)) return 2;
             o->shutdown_timeout_s = (double)n;
             i++;
             continue;
