@@ -84,6 +84,29 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         __m512 mw = _mm512_setzero_ps();
         if (kind == TM_KIND_Q4_1)
             mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+        if (NT >= 4) {
+            /* Four tokens at a time, interleaved so four independent dpbusd chains are
+             * in flight (one chain per token is latency-bound). */
+#pragma GCC unroll 4
+            for (int i0 = 0; i0 < NT; i0 += 4) {
+                const int64_t ib = b * NT + i0;
+                const int8_t *qa = aq + ib * 32;
+                __m512i c[4];
+                for (int u = 0; u < 4; u++) {
+                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * asum[ib + u]);
+                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * asum[ib + u]);
+                    else c[u] = _mm512_setzero_si512();
+                }
+                for (int j = 0; j < 8; j++)
+                    for (int u = 0; u < 4; u++)
+                        c[u] = _mm512_dpbusd_epi32(c[u], w[j], tm_bcast4(qa + u * 32 + 4 * j));
+                for (int u = 0; u < 4; u++) {
+                    acc[i0 + u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[u]), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib + u])), acc[i0 + u]);
+                    if (kind == TM_KIND_Q4_1) acc[i0 + u] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib + u]), acc[i0 + u]);
+                }
+            }
+            continue;
+        }
 #pragma GCC unroll 16
         for (int i = 0; i < NT; i++) {
             const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
