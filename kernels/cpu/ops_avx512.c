@@ -165,6 +165,27 @@ static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, tm_load_f16x16(src + i));
 }
 
+/* Prefetches n keys' rows (n, hd) f16 starting at p. */
+static inline void tm_prefetch_rows(const uint16_t *p, int64_t n, int hd, int hint) {
+    const char *c = (const char *)p, *e = c + n * hd * 2;
+    if (hint) for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
+    else for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
+}
+
+/* The piece of keys after (seg, s0): its segment, offset and length, or 0 if none. */
+static inline int tm_next_piece(const tm_attn_chunk *a, int seg, int s0, int j0, int nv_max,
+                                int *nseg, int *ns0) {
+    s0 += TM_ATTN_SUB;
+    if (s0 >= a->seg_len[seg]) {
+        j0 += a->seg_len[seg++];
+        s0 = 0;
+        if (seg >= a->n_seg) return 0;
+    }
+    *nseg = seg;
+    *ns0 = s0;
+    return TM_MAX(0, TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0));
+}
+
 /* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
  * every query of the group (n_group * rows of them). */
 static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
@@ -181,6 +202,11 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            { /* the cache blocks are scattered: fetch the next piece's K and this piece's V early */
+                int ps, po, pn = tm_next_piece(a, seg, s0, j0, nv_max, &ps, &po);
+                if (pn > 0) tm_prefetch_rows(a->k[ps] + (int64_t)po * hd, pn, hd, 1);
+                tm_prefetch_rows(a->v[seg] + (int64_t)s0 * hd, n, hd, 0);
+            }
             tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
             for (int i = 0; i < nq; i++) {
                 const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
@@ -223,6 +249,10 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
+            {
+                int ps, po, pn = tm_next_piece(a, seg, s0, j0, nv_max, &ps, &po);
+                if (pn > 0) tm_prefetch_rows(a->v[ps] + (int64_t)po * hd, pn, hd, 1);
+            }
             tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
             for (int i = 0; i < nq; i++) {
                 const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
