@@ -97,9 +97,14 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                     else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * asum[ib + u]);
                     else c[u] = _mm512_setzero_si512();
                 }
-                for (int j = 0; j < 8; j++)
-                    for (int u = 0; u < 4; u++)
+                __m512i e[4];
+                for (int u = 0; u < 4; u++) e[u] = _mm512_setzero_si512();
+                for (int j = 0; j < 8; j += 2)
+                    for (int u = 0; u < 4; u++) {
                         c[u] = _mm512_dpbusd_epi32(c[u], w[j], tm_bcast4(qa + u * 32 + 4 * j));
+                        e[u] = _mm512_dpbusd_epi32(e[u], w[j + 1], tm_bcast4(qa + u * 32 + 4 * j + 4));
+                    }
+                for (int u = 0; u < 4; u++) c[u] = _mm512_add_epi32(c[u], e[u]);
                 for (int u = 0; u < 4; u++) {
                     acc[i0 + u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[u]), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib + u])), acc[i0 + u]);
                     if (kind == TM_KIND_Q4_1) acc[i0 + u] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib + u]), acc[i0 + u]);
