@@ -291,7 +291,9 @@ int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progr
     char msg[512] = "";
     int rc = tm_gguf_open(path, &m->gguf, msg, sizeof msg);
     if (rc) {
-        tm_fail(err, err_len, rc, "%s: %s", path, msg);
+        /* open errors already name the file; format errors do not */
+        if (strncmp(msg, path, strlen(path)) == 0) tm_fail(err, err_len, rc, "%s", msg);
+        else tm_fail(err, err_len, rc, "%s: %s", path, msg);
         goto fail;
     }
     if ((rc = read_config(m, path, err, err_len))) goto fail;
