@@ -75,6 +75,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
     for (int i = 0; i < NT; i++) acc[i] = _mm512_setzero_ps();
 
     for (int64_t b = 0; b < nb; b++) {
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
         __m512i w[8]; /* w[j]: values 4j..4j+3 of each row (j = 0..7) */
         if (kind == TM_KIND_Q8_0) {
             const __m512i *p = (const __m512i *)(tile + b * 512);
