@@ -106,6 +106,11 @@ struct tm_backend {
     /* out (n, w.n_rows) = x (n, w.n_cols) @ w^T (+ bias (w.n_rows) f32 if not NULL). */
     void (*matmul)(tm_backend *be, float *out, const float *x, const tm_weight *w,
                    const float *bias, int n);
+    /* outs[k] = x @ ws[k]^T (+ biases[k]) for k < n_w: one input, several weights (q/k/v,
+     * gate/up), so the backend can prepare x once and run them as one job. Results equal
+     * n_w matmul calls. biases may be NULL. NULL op: callers loop over matmul. */
+    void (*matmul_multi)(tm_backend *be, int n_w, float *const outs[], const float *x,
+                         const tm_weight *const ws[], const float *const biases[], int n);
     /* Rotates q (n, n_heads, head_dim) and k (n, n_kv_heads, head_dim) in place at pos (n). */
     void (*rope)(tm_backend *be, float *q, float *k, const int32_t *pos, int n, int n_heads,
                  int n_kv_heads, int head_dim, const tm_rope *rope);

@@ -411,6 +411,16 @@ int tm_model_reserve(tm_model *m, int max_tokens, int max_logits) {
 
 /* --- forward ------------------------------------------------------------------------- */
 
+/* Several weights applied to one input: one fused op where the backend has it. */
+static void tm_matmul_shared_input(tm_backend *be, int n_w, float *const outs[], const float *x,
+                                   const tm_weight *const ws[], const float *const biases[], int n) {
+    if (be->matmul_multi) {
+        be->matmul_multi(be, n_w, outs, x, ws, biases, n);
+        return;
+    }
+    for (int k = 0; k < n_w; k++) be->matmul(be, outs[k], x, ws[k], biases ? biases[k] : NULL, n);
+}
+
 static int check_batch(const tm_model *m, const tm_batch *b, char *err, size_t err_len) {
     if (b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_logits < 0 || b->n_logits > b->n_tokens)
         return tm_fail(err, err_len, TM_EINVAL, "empty or inconsistent batch");
@@ -443,9 +453,12 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         const tm_layer *L = &m->layers[l];
         /* attention block: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)) */
         be->rmsnorm(be, a->xb, a->x, L->attn_norm, n, dim, c->rms_eps);
-        be->matmul(be, a->q, a->xb, &L->wq, L->bq, n); /* q (n, qd) */
-        be->matmul(be, a->k, a->xb, &L->wk, L->bk, n); /* k (n, kvd) */
-        be->matmul(be, a->v, a->xb, &L->wv, L->bv, n); /* v (n, kvd) */
+        { /* q (n, qd), k (n, kvd), v (n, kvd) */
+            float *const outs[] = {a->q, a->k, a->v};
+            const tm_weight *const ws[] = {&L->wq, &L->wk, &L->wv};
+            const float *const biases[] = {L->bq, L->bk, L->bv};
+            tm_matmul_shared_input(be, 3, outs, a->xb, ws, biases, n);
+        }
         be->rope(be, a->q, a->k, b->pos, n, c->n_heads, c->n_kv_heads, c->head_dim, &c->rope);
         be->kv_store(be, kv, l, a->k, a->v, b->slots, n);
         be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale); /* att (n, qd) */
@@ -453,8 +466,11 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
         /* feed-forward block: x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)) */
         be->rmsnorm(be, a->xb, a->x, L->ffn_norm, n, dim, c->rms_eps);
-        be->matmul(be, a->hb, a->xb, &L->w_gate, NULL, n); /* hb (n, ffn) */
-        be->matmul(be, a->hb2, a->xb, &L->w_up, NULL, n);  /* hb2 (n, ffn) */
+        { /* hb (n, ffn) = gate, hb2 (n, ffn) = up */
+            float *const outs[] = {a->hb, a->hb2};
+            const tm_weight *const ws[] = {&L->w_gate, &L->w_up};
+            tm_matmul_shared_input(be, 2, outs, a->xb, ws, NULL, n);
+        }
         be->silu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
         be->matmul(be, a->xb, a->hb, &L->w_down, NULL, n); /* xb (n, dim) */
         be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);

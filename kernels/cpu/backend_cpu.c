@@ -107,6 +107,11 @@ static void tm_cpu_matmul_op(tm_backend *be, float *out, const float *x, const t
     tm_cpu_matmul_run(tm_cpu(be)->mm, out, x, w, bias, n);
 }
 
+static void tm_cpu_matmul_multi_op(tm_backend *be, int n_w, float *const outs[], const float *x,
+                                   const tm_weight *const ws[], const float *const biases[], int n) {
+    tm_cpu_matmul_run_multi(tm_cpu(be)->mm, n_w, outs, x, ws, biases, n);
+}
+
 static void tm_cpu_rope(tm_backend *be, float *q, float *k, const int32_t *pos, int n,
                         int n_heads, int n_kv_heads, int head_dim, const tm_rope *rope) {
     tm_cpu_backend *c = tm_cpu(be);
@@ -174,6 +179,7 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
         .rmsnorm = tm_cpu_rmsnorm,
         .add = tm_cpu_add,
         .matmul = tm_cpu_matmul_op,
+        .matmul_multi = tm_cpu_matmul_multi_op,
         .rope = tm_cpu_rope,
         .kv_store = tm_cpu_kv_store,
         .attention = tm_cpu_attention,

@@ -3,6 +3,7 @@
  * Baseline x86-64 / portable C only: intrinsics live in matmul_<level>.c. */
 #include "kernels/cpu/matmul.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,54 +329,54 @@ void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
 
 /* ---- driver ---------------------------------------------------------------------- */
 
+enum { TM_MM_MAX_FUSED = 4 }; /* weights one job can share */
+
 typedef struct {
-    const tm_mm_args *a;
-    int simd;        /* level whose kernel runs */
-    int use_tiles;   /* 1: packed tiles on a SIMD level; 0: scalar rows */
+    const tm_mm_args *a; /* (n_w) one per weight; all share dtype, n_cols, x and act */
+    int n_w;
+    int simd;            /* level whose kernel runs */
+    int use_tiles;       /* 1: packed tiles on a SIMD level; 0: scalar rows */
 } tm_mm_job;
 
 static int tm_mm_is_dense(tm_dtype t) {
     return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16;
 }
 
-/* Prepares the activations of token group [t0, t0 + nt) (see matmul_impl.h). */
-static void tm_mm_prepare_group(int simd, const tm_mm_args *a, int t0, int nt) {
+/* Prepares the activations of token t0 + i of the group [t0, t0 + nt) (see matmul_impl.h). */
+static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, int i) {
     const int64_t nb = a->n_cols / TM_QK, cols = a->n_cols;
+    const int t = t0 + i;
+    const float *x = a->x + (int64_t)t * cols;
     if (tm_mm_is_dense(a->dtype)) { /* interleave the group's tokens: xp[k * nt + i] */
-        float *xp = a->act->xp + (int64_t)t0 * cols;
-        for (int i = 0; i < nt; i++) {
-            const float *x = a->x + (int64_t)(t0 + i) * cols;
-            for (int64_t k = 0; k < cols; k++) xp[k * nt + i] = x[k];
-        }
+        float *xp = a->act->xp + (int64_t)t0 * cols + i;
+        for (int64_t k = 0; k < cols; k++) xp[k * nt] = x[k];
         return;
     }
-    for (int i = 0; i < nt; i++) {
-        const int t = t0 + i;
-        const float *x = a->x + (int64_t)t * cols;
-        if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
-            tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K), cols);
-            continue;
-        }
-        int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK;
-        const int64_t si = (int64_t)t0 * nb + i;
-        float *d = a->act->d + si, *s = a->act->s + si;
-        int32_t *sum = a->act->sum + si;
+    if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
+        tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K), cols);
+        return;
+    }
+    int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK;
+    const int64_t si = (int64_t)t0 * nb + i;
+    float *d = a->act->d + si, *s = a->act->s + si;
+    int32_t *sum = a->act->sum + si;
 #if TM_MM_X86
-        if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, cols, nt, q, d, sum, s); continue; }
-        if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, cols, nt, q, d, sum, s); continue; }
+    if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, cols, nt, q, d, sum, s); return; }
+    if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, cols, nt, q, d, sum, s); return; }
 #endif
 #if defined(__aarch64__)
-        if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, cols, nt, q, d, sum, s); continue; }
+    if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, cols, nt, q, d, sum, s); return; }
 #endif
-        tm_mm_quantize_act_scalar(x, cols, nt, q, d, sum, s);
-    }
+    tm_mm_quantize_act_scalar(x, cols, nt, q, d, sum, s);
 }
 
-/* Groups whose first token lies in [t_lo, t_hi): groups never straddle threads. */
+/* Tokens [t_lo, t_hi), each into its group's slot. Tokens are independent, so a group
+ * of 16 splits over threads. */
 static void tm_mm_prepare(int simd, const tm_mm_args *a, int t_lo, int t_hi) {
     for (int t0 = 0; t0 < a->n;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        if (t0 >= t_lo && t0 < t_hi) tm_mm_prepare_group(simd, a, t0, nt);
+        for (int i = 0; i < nt; i++)
+            if (t0 + i >= t_lo && t0 + i < t_hi) tm_mm_prepare_token(simd, a, t0, nt, i);
         t0 += nt;
     }
 }
@@ -388,28 +389,42 @@ static void tm_mm_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
 static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t lo, hi;
-    tm_mm_split(job->a->n, ith, nth, &lo, &hi);
-    tm_mm_prepare(job->simd, job->a, (int)lo, (int)hi);
+    tm_mm_split(job->a[0].n, ith, nth, &lo, &hi);
+    tm_mm_prepare(job->simd, &job->a[0], (int)lo, (int)hi);
+}
+
+/* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each
+ * thread takes an equal slice of that sequence (all weights share n_cols, so units
+ * cost the same). */
+static int64_t tm_mm_units(const tm_mm_job *job, const tm_mm_args *a) {
+    return job->use_tiles ? a->w->n_tiles : a->n_rows;
 }
 
 static void tm_mm_compute_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
-    const tm_mm_args *a = job->a;
+    int64_t total = 0;
+    for (int k = 0; k < job->n_w; k++) total += tm_mm_units(job, &job->a[k]);
     int64_t lo, hi;
-    if (!job->use_tiles) {
-        tm_mm_split(a->n_rows, ith, nth, &lo, &hi);
-        tm_mm_rows_scalar(a, lo, hi);
-        return;
-    }
-    tm_mm_split(a->w->n_tiles, ith, nth, &lo, &hi);
-    if (lo >= hi) return;
+    tm_mm_split(total, ith, nth, &lo, &hi);
+    int64_t base = 0;
+    for (int k = 0; k < job->n_w && lo < hi; k++) {
+        const tm_mm_args *a = &job->a[k];
+        const int64_t units = tm_mm_units(job, a);
+        const int64_t u0 = TM_MAX(lo, base) - base, u1 = TM_MIN(hi, base + units) - base;
+        base += units;
+        if (u0 >= u1) continue;
+        if (!job->use_tiles) {
+            tm_mm_rows_scalar(a, u0, u1);
+            continue;
+        }
 #if TM_MM_X86
-    if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, lo, hi);
-    else tm_mm_tiles_avx2(a, lo, hi);
+        if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, u0, u1);
+        else tm_mm_tiles_avx2(a, u0, u1);
 #endif
 #if defined(__aarch64__)
-    if (job->simd == TM_SIMD_NEON) tm_mm_tiles_neon(a, lo, hi);
+        if (job->simd == TM_SIMD_NEON) tm_mm_tiles_neon(a, u0, u1);
 #endif
+    }
 }
 
 static void tm_mm_parallel(tm_cpu_matmul *mm, tm_pool_fn fn, tm_mm_job *job) {
@@ -452,36 +467,65 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
     return TM_OK;
 }
 
-void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_weight *w,
-                       const float *bias, int n) {
-    if (n <= 0) return;
-    const tm_mm_weight *pw = w->aux;
-    tm_mm_act act;
-    tm_mm_args a = {
-        .dtype = w->dtype, .n_rows = w->n_rows, .n_cols = w->n_cols, .nb = w->n_cols / TM_QK,
-        .w = pw, .x = x, .act = NULL, .bias = bias, .out = out, .n = n, .max_nt = 1,
-    };
-    const int use_tiles = pw->packed && tm_mm_level_supports(mm->simd, w->dtype);
-    tm_mm_job job = {.a = &a, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
+/* Runs outs[k] = x @ ws[k]^T (+ biases[k]) for weights that share dtype, n_cols and
+ * kernel path: the activations are prepared once and all tiles form one job. */
+static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], const float *x,
+                            const tm_weight *const ws[], const float *const biases[], int n) {
+    assert(n_w >= 1 && n_w <= TM_MM_MAX_FUSED);
+    const tm_weight *w0 = ws[0];
+    const tm_mm_weight *pw0 = w0->aux;
+    const int use_tiles = pw0->packed && tm_mm_level_supports(mm->simd, w0->dtype);
+    int max_nt = 1;
 #if TM_MM_X86
-    if (use_tiles) a.max_nt = mm->simd == TM_SIMD_AVX512VNNI ? TM_MM_NT_AVX512 : TM_MM_NT_AVX2;
+    if (use_tiles) max_nt = mm->simd == TM_SIMD_AVX512VNNI ? TM_MM_NT_AVX512 : TM_MM_NT_AVX2;
 #endif
 #if defined(__aarch64__)
-    if (use_tiles) a.max_nt = TM_MM_NT_NEON;
+    if (use_tiles) max_nt = TM_MM_NT_NEON;
 #endif
+    tm_mm_act act;
+    tm_mm_args a[TM_MM_MAX_FUSED];
+    for (int k = 0; k < n_w; k++)
+        a[k] = (tm_mm_args){
+            .dtype = w0->dtype, .n_rows = ws[k]->n_rows, .n_cols = w0->n_cols, .nb = w0->n_cols / TM_QK,
+            .w = ws[k]->aux, .x = x, .act = &act, .bias = biases ? biases[k] : NULL, .out = outs[k],
+            .n = n, .max_nt = max_nt,
+        };
+    tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
     /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
-    const int prepare = !tm_mm_is_dense(w->dtype) || (use_tiles && n >= 2);
+    const int prepare = !tm_mm_is_dense(w0->dtype) || (use_tiles && n >= 2);
     if (prepare) {
-        if (tm_mm_scratch(mm, &act, w->dtype, w->n_cols, n)) {
+        if (tm_mm_scratch(mm, &act, w0->dtype, w0->n_cols, n)) {
             /* No memory for the scratch: poison rather than return stale data. */
-            for (int64_t i = 0; i < (int64_t)n * w->n_rows; i++) out[i] = NAN;
+            for (int k = 0; k < n_w; k++)
+                for (int64_t i = 0; i < (int64_t)n * ws[k]->n_rows; i++) outs[k][i] = NAN;
             TM_ERRORF("cpu matmul: out of memory for %d activation rows", n);
             return;
         }
-        a.act = &act;
         /* One token is cheaper to quantize here than to hand to the pool. */
-        if (n < 4) tm_mm_prepare(job.simd, &a, 0, n);
+        if (n < 4) tm_mm_prepare(job.simd, &a[0], 0, n);
         else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
     }
     tm_mm_parallel(mm, tm_mm_compute_job, &job);
+}
+
+void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_weight *w,
+                       const float *bias, int n) {
+    if (n <= 0) return;
+    tm_mm_run_fused(mm, 1, &out, x, &w, &bias, n);
+}
+
+void tm_cpu_matmul_run_multi(tm_cpu_matmul *mm, int n_w, float *const outs[], const float *x,
+                             const tm_weight *const ws[], const float *const biases[], int n) {
+    if (n <= 0) return;
+    for (int k0 = 0; k0 < n_w;) {
+        /* the longest run of weights from k0 that can share one job */
+        const tm_weight *w0 = ws[k0];
+        const int tiles0 = ((const tm_mm_weight *)w0->aux)->packed && tm_mm_level_supports(mm->simd, w0->dtype);
+        int k1 = k0 + 1;
+        while (k1 < n_w && k1 - k0 < TM_MM_MAX_FUSED && ws[k1]->dtype == w0->dtype && ws[k1]->n_cols == w0->n_cols &&
+               (((const tm_mm_weight *)ws[k1]->aux)->packed != NULL) == tiles0)
+            k1++;
+        tm_mm_run_fused(mm, k1 - k0, outs + k0, x, ws + k0, biases ? biases + k0 : NULL, n);
+        k0 = k1;
+    }
 }

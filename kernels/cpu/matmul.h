@@ -32,6 +32,11 @@ void tm_cpu_weight_row(const tm_weight *w, int64_t r, float *out);
 /* out (n, w.n_rows) = x (n, w.n_cols) @ w^T (+ bias). Runs on the pool. */
 void tm_cpu_matmul_run(tm_cpu_matmul *mm, float *out, const float *x, const tm_weight *w,
                        const float *bias, int n);
+/* outs[k] (n, ws[k].n_rows) = x @ ws[k]^T (+ biases[k]) for k < n_w (biases may be NULL).
+ * Same results, bit for bit, as n_w calls of tm_cpu_matmul_run, but weights of one dtype
+ * and width share one activation quantization and one pool job (q/k/v, gate/up). */
+void tm_cpu_matmul_run_multi(tm_cpu_matmul *mm, int n_w, float *const outs[], const float *x,
+                             const tm_weight *const ws[], const float *const biases[], int n);
 
 #ifdef __cplusplus
 }

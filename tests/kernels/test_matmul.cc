@@ -228,6 +228,55 @@ TEST(Matmul, ThreadsDoNotChangeResults) {
     }
 }
 
+// run_multi shares one activation preparation and one pool job between weights of one
+// dtype; each output must equal its own single-weight run bit for bit, including runs of
+// mixed dtypes (split into sub-jobs) and token counts that leave partial token groups.
+TEST(Matmul, MultiWeightRunEqualsSeparateRuns) {
+    std::vector<int> levels = {TM_SIMD_SCALAR};
+    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON})
+        if (tm_simd_supported(l)) levels.push_back(l);
+    const int64_t cols = 256;
+    const struct { tm_dtype t; int64_t rows; } specs[] = {
+        {TM_DTYPE_Q4_1, 37}, {TM_DTYPE_Q4_1, 16}, {TM_DTYPE_Q4_1, 70}, {TM_DTYPE_Q8_0, 5},
+        {TM_DTYPE_Q8_0, 21}, {TM_DTYPE_F16, 33}, {TM_DTYPE_F16, 3}, {TM_DTYPE_Q4_K, 18},
+        {TM_DTYPE_Q4_1, 50},
+    };
+    std::vector<Weight> wts;
+    uint32_t seed = 500;
+    for (auto sp : specs) wts.push_back(make_weight(sp.t, sp.rows, cols, seed++));
+    for (int level : levels) {
+        Mm m(level, 2);
+        ASSERT_NE(m.mm, nullptr) << tm_simd_name(level);
+        std::vector<tm_weight> w(wts.size());
+        std::vector<const tm_weight *> wp;
+        char err[128];
+        for (size_t k = 0; k < wts.size(); k++) {
+            ASSERT_EQ(tm_cpu_weight_init(m.mm, &w[k], wts[k].t, wts[k].rows, cols, wts[k].raw.data(), err, sizeof(err)), 0) << err;
+            wp.push_back(&w[k]);
+        }
+        for (int n : {1, 5, 16, 19}) {
+            const std::vector<float> x = make_x(n, cols, seed++);
+            std::vector<std::vector<float>> bias(wts.size()), got(wts.size());
+            std::vector<float *> outs;
+            std::vector<const float *> bp;
+            for (size_t k = 0; k < wts.size(); k++) {
+                bias[k].resize(wts[k].rows);
+                for (int64_t r = 0; r < wts[k].rows; r++) bias[k][r] = 0.01f * (float)(r + k);
+                got[k].assign(n * wts[k].rows, NAN);
+                outs.push_back(got[k].data());
+                bp.push_back(k % 2 ? bias[k].data() : nullptr);
+            }
+            tm_cpu_matmul_run_multi(m.mm, (int)wts.size(), outs.data(), x.data(), wp.data(), bp.data(), n);
+            for (size_t k = 0; k < wts.size(); k++) {
+                const std::vector<float> want = run(m, wts[k], x, k % 2 ? &bias[k] : nullptr, n, &w[k]);
+                EXPECT_EQ(std::memcmp(got[k].data(), want.data(), want.size() * sizeof(float)), 0)
+                    << tm_simd_name(level) << " weight " << k << " (" << tm_dtype_name(wts[k].t) << ") n=" << n;
+            }
+        }
+        for (auto &wk : w) tm_cpu_weight_deinit(&wk);
+    }
+}
+
 // A weight prepared by a SIMD matmul still runs correctly on the scalar one, and
 // weight_row returns the dequantized GGUF row whatever the packing.
 TEST(Matmul, WeightRowAndCrossLevel) {
