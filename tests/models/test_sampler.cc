@@ -56,6 +56,22 @@ TEST(Sampler, GreedyPicksMaxAndBreaksTiesLow) {
         if (big[i] > big[want]) want = i;
     Sampler s2(50000);
     EXPECT_EQ(s2.sample(p, big), want);
+    // The vectorized argmax: ties across SIMD lanes and the scalar tail, NaN, -inf.
+    const int n = 37; // two 16-lane passes plus a 5-value tail
+    Sampler s3(n);
+    std::vector<float> v(n, -1.0f);
+    v[36] = 4.0f;
+    EXPECT_EQ(s3.sample(p, v), 36);
+    v[20] = 4.0f; // same value in another lane, lower id
+    EXPECT_EQ(s3.sample(p, v), 20);
+    v[3] = 4.0f;
+    EXPECT_EQ(s3.sample(p, v), 3);
+    v[0] = NAN, v[1] = NAN; // NaN never wins
+    EXPECT_EQ(s3.sample(p, v), 3);
+    std::vector<float> ninf(n, -INFINITY);
+    EXPECT_EQ(s3.sample(p, ninf), 0);
+    ninf[33] = -1e30f;
+    EXPECT_EQ(s3.sample(p, ninf), 33);
 }
 
 TEST(Sampler, SameSeedSameTokensDifferentSeedDiffers) {
