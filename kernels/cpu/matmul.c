@@ -342,41 +342,53 @@ static int tm_mm_is_dense(tm_dtype t) {
     return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16;
 }
 
-/* Prepares the activations of token t0 + i of the group [t0, t0 + nt) (see matmul_impl.h). */
-static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, int i) {
+/* Activations are prepared in column units: one quant block (32), one Q8_K superblock
+ * (256) or, for dense weights, one column. */
+static int64_t tm_mm_prep_unit(tm_dtype t) {
+    if (tm_mm_is_dense(t)) return 1;
+    return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K ? TM_QK_K : TM_QK;
+}
+
+/* Prepares units [u0, u1) of token t0 + i of the group [t0, t0 + nt) (see matmul_impl.h). */
+static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, int i, int64_t u0,
+                                int64_t u1) {
     const int64_t nb = a->n_cols / TM_QK, cols = a->n_cols;
     const int t = t0 + i;
     const float *x = a->x + (int64_t)t * cols;
     if (tm_mm_is_dense(a->dtype)) { /* interleave the group's tokens: xp[k * nt + i] */
         float *xp = a->act->xp + (int64_t)t0 * cols + i;
-        for (int64_t k = 0; k < cols; k++) xp[k * nt] = x[k];
+        for (int64_t k = u0; k < u1; k++) xp[k * nt] = x[k];
         return;
     }
     if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
-        tm_quantize_row(TM_DTYPE_Q8_K, x, (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K), cols);
+        tm_block_q8_k *y = (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K);
+        tm_quantize_row(TM_DTYPE_Q8_K, x + u0 * TM_QK_K, y + u0, (u1 - u0) * TM_QK_K);
         return;
     }
-    int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK;
-    const int64_t si = (int64_t)t0 * nb + i;
+    x += u0 * TM_QK;
+    const int64_t n = (u1 - u0) * TM_QK;
+    int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK + u0 * nt * TM_QK;
+    const int64_t si = (int64_t)t0 * nb + i + u0 * nt;
     float *d = a->act->d + si, *s = a->act->s + si;
     int32_t *sum = a->act->sum + si;
 #if TM_MM_X86
-    if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, cols, nt, q, d, sum, s); return; }
-    if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, cols, nt, q, d, sum, s); return; }
+    if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, n, nt, q, d, sum, s); return; }
+    if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, n, nt, q, d, sum, s); return; }
 #endif
 #if defined(__aarch64__)
-    if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, cols, nt, q, d, sum, s); return; }
+    if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, n, nt, q, d, sum, s); return; }
 #endif
-    tm_mm_quantize_act_scalar(x, cols, nt, q, d, sum, s);
+    tm_mm_quantize_act_scalar(x, n, nt, q, d, sum, s);
 }
 
-/* Tokens [t_lo, t_hi), each into its group's slot. Tokens are independent, so a group
- * of 16 splits over threads. */
-static void tm_mm_prepare(int simd, const tm_mm_args *a, int t_lo, int t_hi) {
+/* Units [u0, u1) of every token. Threads split the columns, not the tokens: a group's
+ * per-block scales of all its tokens share cache lines, which two threads writing
+ * different tokens would pass back and forth. */
+static void tm_mm_prepare(int simd, const tm_mm_args *a, int64_t u0, int64_t u1) {
+    if (u0 >= u1) return;
     for (int t0 = 0; t0 < a->n;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        for (int i = 0; i < nt; i++)
-            if (t0 + i >= t_lo && t0 + i < t_hi) tm_mm_prepare_token(simd, a, t0, nt, i);
+        for (int i = 0; i < nt; i++) tm_mm_prepare_token(simd, a, t0, nt, i, u0, u1);
         t0 += nt;
     }
 }
@@ -389,8 +401,9 @@ static void tm_mm_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
 static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t lo, hi;
-    tm_mm_split(job->a[0].n, ith, nth, &lo, &hi);
-    tm_mm_prepare(job->simd, &job->a[0], (int)lo, (int)hi);
+    const tm_mm_args *a = &job->a[0];
+    tm_mm_split(a->n_cols / tm_mm_prep_unit(a->dtype), ith, nth, &lo, &hi);
+    tm_mm_prepare(job->simd, a, lo, hi);
 }
 
 /* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each
@@ -502,7 +515,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             return;
         }
         /* One token is cheaper to quantize here than to hand to the pool. */
-        if (n < 4) tm_mm_prepare(job.simd, &a[0], 0, n);
+        if (n < 4) tm_mm_prepare(job.simd, &a[0], 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
         else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
     }
     tm_mm_parallel(mm, tm_mm_compute_job, &job);
