@@ -110,7 +110,7 @@ static void tm_bench_stats(const double *tps, int n, double *mean, double *sd) {
 }
 
 static int tm_bench_parse_simd(const char *s) {
-    for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_NEON; l++)
+    for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_LAST; l++)
         if (strcmp(s, tm_simd_name(l)) == 0) return l;
     return strcmp(s, "auto") == 0 ? TM_SIMD_AUTO : -2;
 }
@@ -118,7 +118,7 @@ static int tm_bench_parse_simd(const char *s) {
 static int tm_bench_usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] "
-            "[--simd auto|scalar|avx2|avx512vnni|neon]\n",
+            "[--simd auto|scalar|avx2|avx512vnni|amx|neon]\n",
             argv0);
     return 1;
 }

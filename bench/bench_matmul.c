@@ -4,7 +4,7 @@
  * bytes streamed per second (GGUF bytes of W / time: the decode figure of merit) and
  * GFLOP/s (2 * n * rows * cols / time: the prefill one).
  *
- *   bench_matmul [-t threads] [-d q4_1,q8_0,f16] [-s avx512vnni,avx2,scalar] [-n 1,8,16,512]
+ *   bench_matmul [-t threads] [-d q4_1,q8_0,f16] [-s amx,avx512vnni,avx2,scalar] [-n 1,8,16,512]
  *                [-m max_seconds_per_case]
  * Defaults: all threads, Q4_1/Q8_0/F16 (+ the other dtypes with -d all), every SIMD level
  * this CPU has, n = 1, 8, 16, 512. The scalar level only runs n <= 16 unless -s names it.
@@ -86,7 +86,7 @@ static int parse_list(const char *s, int *out, int max, int (*conv)(const char *
 
 static int conv_int(const char *s) { return atoi(s); }
 static int conv_simd(const char *s) {
-    for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_NEON; l++)
+    for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_LAST; l++)
         if (!strcmp(s, tm_simd_name(l))) return l;
     return -1;
 }
@@ -116,7 +116,7 @@ int main(int argc, char **argv) {
     }
     if (!n_dtypes) dtypes[0] = TM_DTYPE_Q4_1, dtypes[1] = TM_DTYPE_Q8_0, dtypes[2] = TM_DTYPE_F16, n_dtypes = 3;
     if (!n_levels)
-        for (int l = TM_SIMD_NEON; l >= TM_SIMD_SCALAR; l--)
+        for (int l = TM_SIMD_LAST; l >= TM_SIMD_SCALAR; l--)
             if (tm_simd_supported(l)) levels[n_levels++] = l;
     if (!n_ns) ns[0] = 1, ns[1] = 8, ns[2] = 16, ns[3] = 512, n_ns = 4;
     int max_n = 1;

@@ -145,9 +145,9 @@ static void tm_cpu_get_rows(tm_backend *be, float *out, const float *x, const in
 tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err_len) {
     if (simd == TM_SIMD_AUTO) {
         simd = tm_simd_detect();
-    } else if (simd < TM_SIMD_SCALAR || simd > TM_SIMD_NEON || !tm_simd_supported(simd)) {
+    } else if (simd < TM_SIMD_SCALAR || simd > TM_SIMD_LAST || !tm_simd_supported(simd)) {
         tm_fail(err, err_len, TM_EUNSUPPORTED, "simd level %d (%s) is not supported by this CPU/build",
-                simd, simd >= TM_SIMD_SCALAR && simd <= TM_SIMD_NEON ? tm_simd_name(simd) : "?");
+                simd, simd >= TM_SIMD_SCALAR && simd <= TM_SIMD_LAST ? tm_simd_name(simd) : "?");
         return NULL;
     }
     if (n_threads <= 0) n_threads = tm_n_cpus();
@@ -155,7 +155,7 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
     tm_cpu_backend *c = calloc(1, sizeof *c);
     if (!c) goto oom;
     c->simd = simd;
-    c->k = tm_cpu_kernels_get(simd);
+    c->k = tm_cpu_kernels_get(simd == TM_SIMD_AMX ? TM_SIMD_AVX512VNNI : simd); /* AMX is matmul only */
     if (!c->k) c->k = tm_cpu_kernels_scalar(); /* no op kernels for this level: matmul still uses it */
     c->pool = tm_threadpool_create(n_threads);
     if (!c->pool) goto oom;

@@ -47,7 +47,7 @@ void tm_cpu_matmul_destroy(tm_cpu_matmul *mm) {
 /* Does this level have a kernel for dtype? If not, the scalar kernel runs. */
 static int tm_mm_level_supports(int simd, tm_dtype t) {
 #if TM_MM_X86
-    if (simd == TM_SIMD_AVX512VNNI) return tm_mm_avx512_supports(t);
+    if (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) return tm_mm_avx512_supports(t);
     if (simd == TM_SIMD_AVX2) return tm_mm_avx2_supports(t);
 #endif
 #if defined(__aarch64__)
@@ -372,7 +372,7 @@ static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, i
     float *d = a->act->d + si, *s = a->act->s + si;
     int32_t *sum = a->act->sum + si;
 #if TM_MM_X86
-    if (simd == TM_SIMD_AVX512VNNI) { tm_mm_quantize_act_avx512(x, n, nt, q, d, sum, s); return; }
+    if (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) { tm_mm_quantize_act_avx512(x, n, nt, q, d, sum, s); return; }
     if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, n, nt, q, d, sum, s); return; }
 #endif
 #if defined(__aarch64__)
@@ -431,7 +431,8 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
             continue;
         }
 #if TM_MM_X86
-        if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, u0, u1);
+        if (job->simd == TM_SIMD_AMX) tm_mm_tiles_amx(a, u0, u1);
+        else if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, u0, u1);
         else tm_mm_tiles_avx2(a, u0, u1);
 #endif
 #if defined(__aarch64__)
@@ -490,7 +491,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
     const int use_tiles = pw0->packed && tm_mm_level_supports(mm->simd, w0->dtype);
     int max_nt = 1;
 #if TM_MM_X86
-    if (use_tiles) max_nt = mm->simd == TM_SIMD_AVX512VNNI ? TM_MM_NT_AVX512 : TM_MM_NT_AVX2;
+    if (use_tiles) max_nt = mm->simd == TM_SIMD_AVX2 ? TM_MM_NT_AVX2 : TM_MM_NT_AVX512;
 #endif
 #if defined(__aarch64__)
     if (use_tiles) max_nt = TM_MM_NT_NEON;

@@ -147,24 +147,21 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
 }
 
-/* Token groups as the driver laid them out (tm_mm_group_size). */
-#define TM_Q_INST(kind_, name_)                                                           \
-    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
-        for (int t = 0; t < a->n;) {                                                      \
-            const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);                         \
-            switch (nt) {                                                                 \
-            case 16: tm_q_group(a, ti, t, 16, kind_); break;                              \
-            case 8: tm_q_group(a, ti, t, 8, kind_); break;                                \
-            case 4: tm_q_group(a, ti, t, 4, kind_); break;                                \
-            case 2: tm_q_group(a, ti, t, 2, kind_); break;                                \
-            default: tm_q_group(a, ti, t, 1, kind_); break;                               \
-            }                                                                             \
-            t += nt;                                                                      \
-        }                                                                                 \
+void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt) {
+    const int kind = a->dtype == TM_DTYPE_Q4_1 ? TM_KIND_Q4_1 : a->dtype == TM_DTYPE_Q8_0 ? TM_KIND_Q8_0 : TM_KIND_Q4_0;
+#define TM_Q_GROUP_NT(k_)                                                                 \
+    switch (nt) {                                                                         \
+    case 16: tm_q_group(a, ti, t0, 16, k_); break;                                        \
+    case 8: tm_q_group(a, ti, t0, 8, k_); break;                                          \
+    case 4: tm_q_group(a, ti, t0, 4, k_); break;                                          \
+    case 2: tm_q_group(a, ti, t0, 2, k_); break;                                          \
+    default: tm_q_group(a, ti, t0, 1, k_); break;                                         \
     }
-TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
-TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
-TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+    if (kind == TM_KIND_Q4_1) { TM_Q_GROUP_NT(TM_KIND_Q4_1) }
+    else if (kind == TM_KIND_Q8_0) { TM_Q_GROUP_NT(TM_KIND_Q8_0) }
+    else { TM_Q_GROUP_NT(TM_KIND_Q4_0) }
+#undef TM_Q_GROUP_NT
+}
 
 /* ---- dense tiles ----------------------------------------------------------------- */
 
@@ -260,9 +257,15 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
-        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
-        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
-        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
+        case TM_DTYPE_Q4_0:
+        case TM_DTYPE_Q4_1:
+        case TM_DTYPE_Q8_0:
+            for (int t = 0; t < a->n;) { /* token groups as the driver laid them out */
+                const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);
+                tm_mm_group_avx512(a, ti, t, nt);
+                t += nt;
+            }
+            break;
         default: tm_dense_tile(a, ti); break;
         }
     }

@@ -112,7 +112,12 @@ int tm_mm_avx512_supports(tm_dtype t);
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                                float *d, int32_t *sum, float *s);
-enum { TM_MM_NT_AVX512 = 16, TM_MM_NT_AVX2 = 4 }; /* max token group per level */
+/* One token group [t0, t0 + nt) x tile ti of a Q4_0 / Q4_1 / Q8_0 weight. */
+void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt);
+/* AMX: same packing, activations and results as AVX-512 (matmul_amx.c). */
+int tm_mm_amx_supports(tm_dtype t);
+void tm_mm_tiles_amx(const tm_mm_args *a, int64_t t0, int64_t t1);
+enum { TM_MM_NT_AVX512 = 16, TM_MM_NT_AVX2 = 4 }; /* max token group per level (AMX: AVX-512's) */
 #if defined(__aarch64__)
 int tm_mm_neon_supports(tm_dtype t);
 void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);

@@ -2,7 +2,8 @@
  *
  * x86: a feature is usable only if the CPU has it (cpuid) and the OS saves its register
  * state on context switches (OSXSAVE + XCR0 via xgetbv): ymm needs XCR0 bits 1-2, zmm
- * additionally bits 5-7 (opmask, upper zmm0-15, zmm16-31). arm64: getauxval(AT_HWCAP).
+ * additionally bits 5-7 (opmask, upper zmm0-15, zmm16-31), AMX tiles bits 17-18 (and a
+ * permission request; TM_NO_AMX=1 in the environment skips AMX). arm64: getauxval(AT_HWCAP).
  * A level is also only usable if this build compiled its kernels (the per-file flags in
  * CMakeLists.txt exist only on the matching architecture). */
 #include "kernels/cpu/simd.h"
@@ -10,6 +11,9 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static uint64_t tm_xgetbv0(void) {
     uint32_t lo, hi;
@@ -31,8 +35,16 @@ static int tm_simd_detect_x86(void) {
               avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
     if (!(avx2 && fma && f16c)) return TM_SIMD_SCALAR;
     const int zmm_os = (xcr0 & 0xe6) == 0xe6; /* opmask + zmm_hi256 + hi16_zmm */
-    if (zmm_os && avx512f && avx512dq && avx512bw && avx512vl && vnni) return TM_SIMD_AVX512VNNI;
-    return TM_SIMD_AVX2;
+    if (!(zmm_os && avx512f && avx512dq && avx512bw && avx512vl && vnni)) return TM_SIMD_AVX2;
+    /* AMX: tile state is off until the process asks Linux for it (arch_prctl), and the
+     * OS must then save it (XCR0 bits 17-18). */
+    const int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    if (amx_tile && amx_int8 && !getenv("TM_NO_AMX") &&
+        syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 &&
+        (tm_xgetbv0() & 0x60000) == 0x60000)
+        return TM_SIMD_AMX;
+    return TM_SIMD_AVX512VNNI;
 }
 #endif
 
@@ -71,9 +83,11 @@ int tm_simd_supported(int level) {
     case TM_SIMD_SCALAR:
         return 1;
     case TM_SIMD_AVX2:
-        return best == TM_SIMD_AVX2 || best == TM_SIMD_AVX512VNNI;
+        return best == TM_SIMD_AVX2 || best == TM_SIMD_AVX512VNNI || best == TM_SIMD_AMX;
     case TM_SIMD_AVX512VNNI:
-        return best == TM_SIMD_AVX512VNNI;
+        return best == TM_SIMD_AVX512VNNI || best == TM_SIMD_AMX;
+    case TM_SIMD_AMX:
+        return best == TM_SIMD_AMX;
     case TM_SIMD_NEON:
         return best == TM_SIMD_NEON;
     default:
@@ -88,6 +102,7 @@ const char *tm_simd_name(int level) {
     case TM_SIMD_AVX2: return "avx2";
     case TM_SIMD_AVX512VNNI: return "avx512vnni";
     case TM_SIMD_NEON: return "neon";
+    case TM_SIMD_AMX: return "amx";
     default: return "unknown";
     }
 }

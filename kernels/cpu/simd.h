@@ -12,13 +12,15 @@ enum {
     TM_SIMD_AVX2 = 1,       /* AVX2 + FMA + F16C */
     TM_SIMD_AVX512VNNI = 2, /* AVX-512 F/BW/VL + VNNI */
     TM_SIMD_NEON = 3,       /* arm64 NEON + dotprod */
+    TM_SIMD_AMX = 4,        /* AVX512VNNI + AMX-INT8 tiles for 16-token matmul groups */
+    TM_SIMD_LAST = TM_SIMD_AMX,
 };
 
 /* Best level this CPU (and this build) supports. */
 int tm_simd_detect(void);
 /* Is level usable here? */
 int tm_simd_supported(int level);
-/* "scalar", "avx2", "avx512vnni", "neon". */
+/* "scalar", "avx2", "avx512vnni", "neon", "amx". */
 const char *tm_simd_name(int level);
 
 #ifdef __cplusplus

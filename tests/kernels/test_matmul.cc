@@ -170,7 +170,7 @@ TEST(Matmul, ScalarQuantizesActivations) {
 
 TEST(Matmul, SimdMatchesScalar) {
     std::vector<int> levels;
-    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON})
+    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_AMX, TM_SIMD_NEON})
         if (tm_simd_supported(l)) levels.push_back(l);
         else std::printf("[ info ] simd level %s not supported here, not tested\n", tm_simd_name(l));
     if (levels.empty()) GTEST_SKIP() << "no SIMD level on this CPU";
@@ -233,7 +233,7 @@ TEST(Matmul, ThreadsDoNotChangeResults) {
 // mixed dtypes (split into sub-jobs) and token counts that leave partial token groups.
 TEST(Matmul, MultiWeightRunEqualsSeparateRuns) {
     std::vector<int> levels = {TM_SIMD_SCALAR};
-    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON})
+    for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_AMX, TM_SIMD_NEON})
         if (tm_simd_supported(l)) levels.push_back(l);
     const int64_t cols = 256;
     const struct { tm_dtype t; int64_t rows; } specs[] = {
@@ -274,6 +274,26 @@ TEST(Matmul, MultiWeightRunEqualsSeparateRuns) {
             }
         }
         for (auto &wk : w) tm_cpu_weight_deinit(&wk);
+    }
+}
+
+// AMX forms the same integer sums as the VNNI kernel and the same float epilogue, so it
+// must agree bit for bit; this is also what keeps a token's result independent of whether
+// it falls in a 16-token group (AMX) or a smaller one (AVX-512).
+TEST(Matmul, AmxEqualsAvx512Bitwise) {
+    if (!tm_simd_supported(TM_SIMD_AMX)) GTEST_SKIP() << "no AMX-INT8 on this CPU/OS (or TM_NO_AMX is set)";
+    Mm amx(TM_SIMD_AMX, 2), vnni(TM_SIMD_AVX512VNNI, 2);
+    uint32_t seed = 900;
+    for (tm_dtype t : {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q8_0, TM_DTYPE_F16, TM_DTYPE_Q6_K}) {
+        const int64_t rows = 45, cols = is_kquant(t) ? 512 : 576;
+        const Weight wt = make_weight(t, rows, cols, seed++);
+        std::vector<float> bias(rows);
+        for (int64_t r = 0; r < rows; r++) bias[r] = 0.05f * (float)r;
+        for (int n : {15, 16, 17, 32, 53}) {
+            const std::vector<float> x = make_x(n, cols, seed++);
+            const std::vector<float> a = run(amx, wt, x, &bias, n), b = run(vnni, wt, x, &bias, n);
+            EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << tm_dtype_name(t) << " n=" << n;
+        }
     }
 }
 

@@ -1,0 +1,160 @@
+/* matmul_amx.c - AMX-INT8 for groups of 16 tokens on the AVX-512 packed weights.
+ *
+ * The packed Q4_0 / Q4_1 / Q8_0 tiles of matmul_impl.h are already in AMX's B layout: a
+ * block's chunk k is 16 dwords, dword r = 4 consecutive values of weight row r. So for
+ * one 32-value block of one 16-row tile and 16 tokens:
+ *   B (8 rows x 64 B, u8)  the block's 8 chunks (Q4: its 4 chunks' low then high nibbles)
+ *   A (16 rows x 32 B, s8) the 16 tokens' quantized block: the grouped activation layout
+ *   C (16 x 16 int32)      one TDPBSUD: token t, weight row r
+ * C holds the exact integer sums the VNNI kernel forms with 128 vpdpbusd, and the float
+ * epilogue below is that kernel's, op for op, so results are bit-identical to it: a
+ * token gets the same bits in a group of 16 (here) as in a smaller group (AVX-512).
+ * Groups of fewer than 16 tokens and the other dtypes run the AVX-512 kernels. */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+#define TM_AI static inline __attribute__((always_inline))
+
+enum { TM_AMX_NT = 16 }; /* tokens per AMX group = rows of the A and C tiles */
+/* Tiles (the _tile_* macros need literal numbers): 0-3 are C of blocks b % 4, 4/6 A and
+ * 5/7 B of even/odd blocks, so products of later blocks need not wait for the store of
+ * an earlier C. */
+enum { TM_AMX_RING = 4 }; /* C tiles (and buffers) in flight, one per block */
+/* Q4 blocks are unpacked this many blocks ahead of their tile product: a tile load of
+ * bytes just stored waits for the stores to reach L1, which stalls the AMX pipeline. */
+enum { TM_AMX_UNPACK_AHEAD = 8, TM_AMX_BQ_RING = 16 };
+
+int tm_mm_amx_supports(tm_dtype t) {
+    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0;
+}
+
+/* The tile shapes; configuration is per thread, so each pool worker loads it on its
+ * first call (no code here releases it). */
+static _Thread_local int tm_amx_configured;
+
+static void tm_amx_configure(void) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int t = 0; t < 4; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16; /* C: 16 tokens x 16 int32 */
+    for (int t = 4; t < 8; t += 2) {
+        cfg.colsb[t] = 32, cfg.rows[t] = 16;         /* A: 16 tokens x 32 s8 */
+        cfg.colsb[t + 1] = 64, cfg.rows[t + 1] = 8;  /* B: 8 value quads x 16 rows x 4 u8 */
+    }
+    _tile_loadconfig(&cfg);
+    tm_amx_configured = 1;
+}
+
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+
+/* Q4 block b of a tile as its B operand: low nibbles of the 4 chunks, then high. */
+TM_AI void tm_amx_unpack(const int kind, const uint8_t *tile, int64_t b, uint8_t *out, __m512i m4) {
+    if (kind == TM_KIND_Q8_0) return; /* stored as B already */
+    const __m512i *p = (const __m512i *)(tile + b * 256);
+    for (int k = 0; k < 4; k++) {
+        const __m512i v = _mm512_load_si512(p + k);
+        _mm512_store_si512(out + 64 * k, _mm512_and_si512(v, m4));
+        _mm512_store_si512(out + 64 * (k + 4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+    }
+}
+
+/* Tokens [t0, t0 + 16) x tile ti. */
+TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind) {
+    const tm_mm_weight *pw = a->w;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off);
+    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off);
+    const int64_t nb = a->nb, cols = a->n_cols;
+    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
+    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
+    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    _Alignas(64) uint8_t bq[TM_AMX_BQ_RING][8 * 64];     /* unpacked Q4 blocks: B tiles */
+    _Alignas(64) int32_t c[TM_AMX_RING][TM_AMX_NT * 16]; /* stored C tiles */
+    __m512 acc[TM_AMX_NT];
+    for (int i = 0; i < TM_AMX_NT; i++) acc[i] = _mm512_setzero_ps();
+
+    /* B operand of block b (Q4: unpacked into the ring slot b % RING). */
+#define TM_AMX_B(b_) (kind == TM_KIND_Q8_0 ? tile + (b_) * 512 : bq[(b_) % TM_AMX_BQ_RING])
+#define TM_AMX_ISSUE(c_, a_, b_, blk_)                                                    \
+    do {                                                                                  \
+        _tile_loadd(a_, aq + (blk_) * TM_AMX_NT * 32, 32);                                \
+        _tile_loadd(b_, TM_AMX_B(blk_), 64);                                              \
+        _tile_zero(c_);                                                                   \
+        _tile_dpbsud(c_, a_, b_);                                                         \
+        _tile_stored(c_, c[(blk_) % TM_AMX_RING], 64);                                    \
+    } while (0)
+    /* Block b's tile product goes to C tile b % 4 (literal numbers, hence the switch). */
+#define TM_AMX_PRODUCT(blk_)                                                              \
+    switch ((blk_) % TM_AMX_RING) {                                                       \
+    case 0: TM_AMX_ISSUE(0, 4, 5, blk_); break;                                           \
+    case 1: TM_AMX_ISSUE(1, 6, 7, blk_); break;                                           \
+    case 2: TM_AMX_ISSUE(2, 4, 5, blk_); break;                                           \
+    default: TM_AMX_ISSUE(3, 6, 7, blk_); break;                                          \
+    }
+
+    /* Software pipeline: while block b's epilogue runs on the vector units, block b+2's
+     * tile product runs on the AMX unit and a later block's nibbles are unpacked. */
+    for (int64_t b = 0; b < nb && b < TM_AMX_UNPACK_AHEAD + 2; b++) tm_amx_unpack(kind, tile, b, bq[b % TM_AMX_BQ_RING], m4);
+    for (int64_t b = 0; b < nb && b < 2; b++) TM_AMX_PRODUCT(b)
+    for (int64_t b = 0; b < nb; b++) {
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
+        if (b + 2 < nb) TM_AMX_PRODUCT(b + 2)
+        if (b + TM_AMX_UNPACK_AHEAD + 2 < nb)
+            tm_amx_unpack(kind, tile, b + TM_AMX_UNPACK_AHEAD + 2, bq[(b + TM_AMX_UNPACK_AHEAD + 2) % TM_AMX_BQ_RING], m4);
+
+        /* per token, blocks in order: the same float sequence as the VNNI kernel */
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(dsec + b * TM_MM_TILE)));
+        __m512 mw = _mm512_setzero_ps();
+        if (kind == TM_KIND_Q4_1)
+            mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+        const int32_t *cb = c[b % TM_AMX_RING];
+        const int64_t ib = b * TM_AMX_NT;
+#pragma GCC unroll 16
+        for (int i = 0; i < TM_AMX_NT; i++) {
+            __m512i ci = _mm512_load_si512(cb + 16 * i);
+            /* the zero-point correction the VNNI kernel seeds its accumulator with */
+            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * asum[ib + i]));
+            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * asum[ib + i]));
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib + i])), acc[i]);
+            if (kind == TM_KIND_Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib + i]), acc[i]);
+        }
+    }
+#undef TM_AMX_PRODUCT
+#undef TM_AMX_ISSUE
+#undef TM_AMX_B
+
+    const int64_t r0 = ti * TM_MM_TILE;
+    const int64_t left = a->n_rows - r0;
+    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
+    for (int i = 0; i < TM_AMX_NT; i++)
+        _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
+}
+
+static void tm_amx_tile(const tm_mm_args *a, int64_t ti) {
+    for (int t = 0; t < a->n;) {
+        const int nt = tm_mm_group_size(a->max_nt, a->n - t);
+        if (nt != TM_AMX_NT) tm_mm_group_avx512(a, ti, t, nt);
+        else if (a->dtype == TM_DTYPE_Q4_1) tm_amx_group(a, ti, t, TM_KIND_Q4_1);
+        else if (a->dtype == TM_DTYPE_Q8_0) tm_amx_group(a, ti, t, TM_KIND_Q8_0);
+        else tm_amx_group(a, ti, t, TM_KIND_Q4_0);
+        t += nt;
+    }
+}
+
+void tm_mm_tiles_amx(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    if (!tm_mm_amx_supports(a->dtype) || a->n < TM_AMX_NT) {
+        tm_mm_tiles_avx512(a, t0, t1);
+        return;
+    }
+    if (!tm_amx_configured) tm_amx_configure();
+    for (int64_t ti = t0; ti < t1; ti++) tm_amx_tile(a, ti);
+}
