@@ -190,8 +190,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine: %s\n", err);
         return 1;
     }
-    printf("model %s, backend %s, %d CPUs, prompt %d, generate %d\n",
-           tm_model_get_config(model)->name, be->name, tm_n_cpus(), n_prompt, n_gen);
+    printf("model %s, backend %s (simd %s), %d threads on %d CPUs, prompt %d, generate %d\n",
+           tm_model_get_config(model)->name, be->name, tm_simd_name(tm_simd_detect()), threads,
+           tm_n_cpus(), n_prompt, n_gen);
     printf("%6s %14s %9s\n", "seqs", "decode tok/s", "vs 1 seq");
     double base = 0;
     for (int i = 0; i < n_levels; i++) {
