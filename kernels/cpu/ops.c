@@ -16,6 +16,7 @@ enum {
     TM_PAR_MIN = 16384,   /* below this many elements an op runs on the caller alone */
     TM_ATTN_ROWS = 16,    /* query rows per attention work item (at most) */
     TM_ROPE_MAX_DIMS = 1024,
+    TM_KV_STORE_RUN = 256, /* dims of one key converted to f16 at once by kv_store */
     TM_ALIGN = 64,
 };
 
@@ -72,9 +73,9 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
         /* scores of the visible keys, segment by segment */
         for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
             for (int j = 0; j < a->seg_len[seg] && j0 + j < nv; j++) {
-                const uint16_t *kj = a->k[seg] + (int64_t)j * hd;
+                const uint16_t *kj = a->k[seg] + j; /* dim d at kj[d * k_dim_stride] */
                 float dot = 0.0f;
-                for (int d = 0; d < hd; d++) dot += qi[d] * tm_f16_to_f32(kj[d]);
+                for (int d = 0; d < hd; d++) dot += qi[d] * tm_f16_to_f32(kj[(int64_t)d * a->k_dim_stride]);
                 s[j0 + j] = a->scale * dot;
             }
         }
@@ -315,10 +316,17 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
         int block = slot / s->block_size, off = slot % s->block_size;
         assert(block < s->n_blocks);
         for (int h = 0; h < s->n_kv_heads; h++) {
-            size_t dst = tm_cpu_kv_offset(s, j->layer, block, h) + (size_t)off * s->head_dim;
+            size_t tile = tm_cpu_kv_offset(s, j->layer, block, h);
             int64_t src = (t * s->n_kv_heads + h) * s->head_dim;
-            j->k->f32_to_f16(j->kv->k + dst, j->kk + src, s->head_dim);
-            j->k->f32_to_f16(j->kv->v + dst, j->v + src, s->head_dim);
+            j->k->f32_to_f16(j->kv->v + tile + (size_t)off * s->head_dim, j->v + src, s->head_dim);
+            /* K is dim-major in the page: convert a run of dims, then scatter it down column off */
+            uint16_t *kcol = j->kv->k + tile + off;
+            for (int d0 = 0; d0 < s->head_dim; d0 += TM_KV_STORE_RUN) {
+                uint16_t run[TM_KV_STORE_RUN];
+                int n = TM_MIN(TM_KV_STORE_RUN, s->head_dim - d0);
+                j->k->f32_to_f16(run, j->kk + src + d0, n);
+                for (int d = 0; d < n; d++) kcol[(size_t)(d0 + d) * s->block_size] = run[d];
+            }
         }
     }
 }
@@ -398,7 +406,7 @@ static void tm_attn_write(const tm_attn_job *j, const tm_attn_item *it, int i, c
 /* Per-thread scratch layout, for nq_max queries. */
 typedef struct tm_attn_tmem {
     float *scores, *m, *l, *o;       /* chunk outputs: (nq, CHUNK), (nq), (nq), (nq, hd) */
-    float *kv_f32;                   /* (2, TM_ATTN_SUB, hd) kernel scratch */
+    float *kv_f32;                   /* (2 * TM_ATTN_SUB * hd) kernel scratch */
     float *M, *L, *O;                /* running fold state: (nq), (nq), (nq, hd) */
     int *n_vis, *seg_len;            /* (nq), (CHUNK + 1) */
     const uint16_t **kseg, **vseg;   /* (CHUNK + 1) */
@@ -441,9 +449,9 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     for (int key = k0; key < k0 + n_keys;) {
         int blk = key / bs, off = key % bs, len = TM_MIN(bs - off, k0 + n_keys - key);
         assert(blk < b->max_blocks && table[blk] >= 0 && table[blk] < s->n_blocks);
-        size_t base = tm_cpu_kv_offset(s, j->layer, table[blk], it->head) + (size_t)off * hd;
-        tm->kseg[n_seg] = j->kv->k + base;
-        tm->vseg[n_seg] = j->kv->v + base;
+        size_t tile = tm_cpu_kv_offset(s, j->layer, table[blk], it->head);
+        tm->kseg[n_seg] = j->kv->k + tile + off;
+        tm->vseg[n_seg] = j->kv->v + tile + (size_t)off * hd;
         tm->seg_len[n_seg++] = len;
         key += len;
     }
@@ -454,8 +462,9 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     tm_attn_chunk a = {
         .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
-        .n_keys = n_keys, .n_seg = n_seg, .k = tm->kseg, .v = tm->vseg, .seg_len = tm->seg_len,
-        .head_dim = hd, .scale = j->scale, .scores = tm->scores, .kv_f32 = tm->kv_f32, .m = tm->m, .l = tm->l, .o = tm->o,
+        .n_keys = n_keys, .n_seg = n_seg, .k = tm->kseg, .k_dim_stride = bs, .v = tm->vseg,
+        .seg_len = tm->seg_len, .head_dim = hd, .scale = j->scale, .scores = tm->scores,
+        .kv_f32 = tm->kv_f32, .m = tm->m, .l = tm->l, .o = tm->o,
     };
     j->k->attn_chunk(&a);
 }

@@ -19,21 +19,24 @@
 extern "C" {
 #endif
 
-/* The CPU KV cache. Layout of each of k and v, f16:
- *   (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
- * so one (block, kv head) is a contiguous (block_size, head_dim) tile that attention
- * streams, and token slot = block * block_size + offset. Zeroed at creation, so unwritten
- * slots hold 0, never NaN. */
+/* The CPU KV cache, f16. K is dim-major inside each page, V key-major:
+ *   k: (n_layers, n_blocks, n_kv_heads, head_dim, block_size)
+ *   v: (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
+ * so one (block, kv head) is a contiguous tile of head_dim * block_size values in each.
+ * Attention scores a page of keys with keys in SIMD lanes (broadcast q[d] times row d of
+ * the K tile, no horizontal sums); P.V broadcasts p[j] over row j of the V tile. Token
+ * slot = block * block_size + offset. Zeroed at creation, so unwritten slots hold 0,
+ * never NaN. */
 struct tm_kv_cache {
     tm_kv_shape shape; /* dimensions */
-    uint16_t *k;       /* (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16 */
-    uint16_t *v;       /* same layout as k */
+    uint16_t *k;       /* (n_layers, n_blocks, n_kv_heads, head_dim, block_size) f16 */
+    uint16_t *v;       /* (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16 */
 };
 
 /* Allocates and zeroes kv (64-byte aligned). TM_EINVAL for a bad shape, TM_ENOMEM. */
 int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *shape);
 void tm_cpu_kv_deinit(struct tm_kv_cache *kv);
-/* Element offset of (layer, block, head, offset 0, dim 0) in k or v. */
+/* Element offset of the (layer, block, head) tile in k or v (its key 0, dim 0). */
 static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block, int head) {
     return ((((size_t)layer * s->n_blocks + block) * s->n_kv_heads + head) * s->block_size) *
            s->head_dim;
@@ -59,13 +62,14 @@ typedef struct tm_attn_chunk {
     const int *n_vis;            /* (nq) keys of this chunk each query sees */
     int n_keys;                  /* keys in the chunk (<= TM_ATTN_CHUNK) */
     int n_seg;                   /* segments */
-    const uint16_t *const *k;    /* (n_seg) -> (seg_len[j], head_dim) f16 keys */
-    const uint16_t *const *v;    /* (n_seg) -> (seg_len[j], head_dim) f16 values */
+    const uint16_t *const *k;    /* (n_seg) f16 keys, dim-major: segment s's key j, dim d at k[s][d * k_dim_stride + j] */
+    int k_dim_stride;            /* elements between dims of one key in k (the block size) */
+    const uint16_t *const *v;    /* (n_seg) -> (seg_len[s], head_dim) f16 values, key-major */
     const int *seg_len;          /* (n_seg) keys per segment, sum = n_keys */
     int head_dim;                /* dims per head */
     float scale;                 /* score = scale * q.k */
     float *scores;               /* scratch (nq, TM_ATTN_CHUNK) f32 */
-    float *kv_f32;               /* scratch (2, TM_ATTN_SUB, head_dim) f32 */
+    float *kv_f32;               /* scratch (2 * TM_ATTN_SUB * head_dim) f32: two pieces of K or V */
     float *m;                    /* out (nq) */
     float *l;                    /* out (nq) */
     float *o;                    /* out (nq, head_dim) f32 */

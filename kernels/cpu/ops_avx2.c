@@ -3,6 +3,7 @@
  * scalar reference in ops.c within the tolerances of tests/kernels/test_ops.cc. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
@@ -32,12 +33,6 @@ static inline float tm_hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-/* (sum a0, sum a1, sum a2, sum a3) */
-static inline __m128 tm_hsum8x4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
 static inline __m256 tm_load_f16x8(const uint16_t *p) {
@@ -180,8 +175,77 @@ static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
     for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, tm_load_f16x8(src + i));
 }
 
-/* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
- * every query of the group (n_group * rows of them). */
+/* kt (hd, 16) f32 = a piece of n <= 16 keys of dim-major K, dim d at k + d * k_dim_stride,
+ * keys in lanes; lanes past n are 0. A short piece goes through a zeroed copy of each row
+ * so that nothing past it is read. */
+static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
+    if (n == 16) {
+        for (int d = 0; d < hd; d++) {
+            _mm256_storeu_ps(kt + 16 * d, tm_load_f16x8(k + d * k_dim_stride));
+            _mm256_storeu_ps(kt + 16 * d + 8, tm_load_f16x8(k + d * k_dim_stride + 8));
+        }
+        return;
+    }
+    uint16_t row[16] = {0};
+    for (int d = 0; d < hd; d++) {
+        memcpy(row, k + d * k_dim_stride, (size_t)n * sizeof row[0]);
+        _mm256_storeu_ps(kt + 16 * d, tm_load_f16x8(row));
+        _mm256_storeu_ps(kt + 16 * d + 8, tm_load_f16x8(row + 8));
+    }
+}
+
+/* Scores of the nt <= 3 queries i0.. against the n keys of kt (hd, 16) f32, which are
+ * keys jp.. of the chunk: s[j] = scale * sum_d q[d] kt[d][j], one key per lane in nh
+ * halves of 8 (nh = 1 when n <= 8), so no horizontal sums. Every lane sums d = 0, 1, .. in
+ * order, as the scalar reference does, whatever nt and nh are, so a row's bits do not
+ * depend on the rows it shares a call with. Inlined with nt and nh constant. */
+static inline __attribute__((always_inline)) void
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, int i0, int nt, int nh, int jp, int n) {
+    const int hd = a->head_dim;
+    const float *q[3];
+    __m256 acc[3][2]; /* query, half */
+    for (int r = 0; r < nt; r++) {
+        const int i = i0 + r;
+        q[r] = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        for (int h = 0; h < nh; h++) acc[r][h] = _mm256_setzero_ps();
+    }
+    for (int d = 0; d < hd; d++)
+        for (int h = 0; h < nh; h++) {
+            const __m256 kd = _mm256_loadu_ps(kt + 16 * d + 8 * h);
+            for (int r = 0; r < nt; r++) acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(q[r][d]), kd, acc[r][h]);
+        }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r = 0; r < nt; r++) {
+        const int nk = TM_MIN(n, a->n_vis[i0 + r] - jp);
+        float *s = a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + jp;
+        for (int h = 0; h < nh && nk > 8 * h; h++) {
+            const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nk - 8 * h), lane);
+            _mm256_maskstore_ps(s + 8 * h, keep, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(a->scale)));
+        }
+    }
+}
+
+/* Scores of every query that sees any of the n keys jp.. held in kt. */
+static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int n) {
+    const int two = n > 8;
+    for (int i0 = 0; i0 < a->nq; i0 += 3) {
+        const int nt = TM_MIN(3, a->nq - i0);
+        int sees = 0;
+        for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > jp;
+        if (!sees) continue; /* later causal rows of a prefill chunk */
+        switch (nt * 2 + two) {
+        case 7: tm_scores_tile(a, kt, i0, 3, 2, jp, n); break;
+        case 6: tm_scores_tile(a, kt, i0, 3, 1, jp, n); break;
+        case 5: tm_scores_tile(a, kt, i0, 2, 2, jp, n); break;
+        case 4: tm_scores_tile(a, kt, i0, 2, 1, jp, n); break;
+        case 3: tm_scores_tile(a, kt, i0, 1, 2, jp, n); break;
+        default: tm_scores_tile(a, kt, i0, 1, 1, jp, n); break;
+        }
+    }
+}
+
+/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
+ * once and reused by every query of the group (n_group * rows of them). */
 static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
     if (hd % 8 != 0) {
@@ -196,32 +260,8 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
-            for (int i = 0; i < nq; i++) {
-                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
-                if (nk <= 0) continue;
-                const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
-                float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
-                int j = 0;
-                for (; j + 4 <= nk; j += 4) { /* four keys share one horizontal reduction */
-                    const float *k0 = kf + (int64_t)j * hd;
-                    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                    for (int d = 0; d < hd; d += 8) {
-                        __m256 qv = _mm256_loadu_ps(qi + d);
-                        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-                        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd + d), a1);
-                        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd + d), a2);
-                        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd + d), a3);
-                    }
-                    _mm_storeu_ps(s + j, _mm_mul_ps(tm_hsum8x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
-                }
-                for (; j < nk; j++) {
-                    __m256 acc = _mm256_setzero_ps();
-                    for (int d = 0; d < hd; d += 8)
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), _mm256_loadu_ps(kf + (int64_t)j * hd + d), acc);
-                    s[j] = a->scale * tm_hsum8(acc);
-                }
-            }
+            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd);
+            tm_scores_piece(a, kf, j0 + s0, n);
         }
     }
     /* 2. softmax per query */

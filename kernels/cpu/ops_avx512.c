@@ -30,15 +30,6 @@ static inline __m512 tm_load_f16x16(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
 }
 
-/* 512 -> 256 partial sums, then (sum a0, sum a1, sum a2, sum a3). */
-static inline __m128 tm_hsum16x4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-#define TM_FOLD(v) _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
-    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(TM_FOLD(a0), TM_FOLD(a1)),
-                              _mm256_hadd_ps(TM_FOLD(a2), TM_FOLD(a3)));
-#undef TM_FOLD
-    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
-
 static void tm_rmsnorm_avx512(float *out, const float *x, const float *w, int dim, float eps) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int i = 0;
@@ -147,6 +138,115 @@ static float tm_softmax_avx512(float *s, int nv, float *l) {
     return mx;
 }
 
+/* Converts n rows of f16 (n, hd) to f32. */
+static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, tm_load_f16x16(src + i));
+}
+
+/* Lanes 0..15 of the rows of kt (hd rows, row stride 32) f32 = a piece of n <= 16 keys
+ * of dim-major K, dim d at k + d * k_dim_stride; lanes past n are 0. The masked load
+ * reads nothing past the piece. */
+static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
+    const __mmask16 m = (__mmask16)((1u << n) - 1);
+    for (int d = 0; d < hd; d++)
+        _mm512_storeu_ps(kt + 32 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + d * k_dim_stride)));
+}
+
+/* Prefetches n f16 values from p. */
+static inline void tm_prefetch_f16(const uint16_t *p, int64_t n, int hint) {
+    const char *c = (const char *)p, *e = c + n * 2;
+    if (hint) for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
+    else for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
+}
+
+/* A piece: up to TM_ATTN_SUB keys inside one segment, keys jp .. jp + n of the chunk. */
+typedef struct tm_piece {
+    const uint16_t *k; /* key 0, dim 0 of the piece in the cache (dim d at k + d * k_dim_stride) */
+    const uint16_t *v; /* (n, head_dim) values in the cache */
+    int jp, n;         /* first key in the chunk, keys (n == 0: no piece) */
+} tm_piece;
+
+/* Walks the pieces of the first nv_max keys of a chunk, in key order. */
+typedef struct tm_pieces {
+    const tm_attn_chunk *a; /* chunk */
+    int nv_max;             /* keys to cover */
+    int seg, j0, s0;        /* next piece starts at key s0 of segment seg (key j0 + s0) */
+} tm_pieces;
+
+/* The next piece into *p, or 0 when there is none (then *p is empty: n = 0, k and v NULL). */
+static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
+    const tm_attn_chunk *a = it->a;
+    while (it->seg < a->n_seg && it->s0 >= a->seg_len[it->seg]) {
+        it->j0 += a->seg_len[it->seg++];
+        it->s0 = 0;
+    }
+    *p = (tm_piece){.k = NULL, .v = NULL, .jp = it->nv_max, .n = 0};
+    if (it->seg >= a->n_seg || it->j0 + it->s0 >= it->nv_max) return 0;
+    p->k = a->k[it->seg] + it->s0;
+    p->v = a->v[it->seg] + (int64_t)it->s0 * a->head_dim;
+    p->jp = it->j0 + it->s0;
+    p->n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[it->seg] - it->s0), it->nv_max - p->jp);
+    it->s0 += TM_ATTN_SUB;
+    return 1;
+}
+
+/* Scores of the nt <= 4 queries i0.. against two pieces held in kt (hd rows of 32 lanes,
+ * piece h in lanes 16h..16h+15; pc[1] may be empty), one key per lane:
+ * s[j] = scale * sum_d q[d] kt[d][j], so no horizontal sums; each broadcast q[d] feeds two
+ * FMAs and 2 * nt FMA chains are in flight. Every lane sums d = 0, 1, .. in order, as the
+ * scalar reference does, whatever the tile is, so a row's bits do not depend on the rows
+ * it shares a call with. Inlined with nt constant; the loops over r outside the d loop are
+ * unrolled by pragma, else GCC 12 keeps acc on the stack and stores it on every d. */
+static inline __attribute__((always_inline)) void
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt) {
+    const int hd = a->head_dim;
+    const float *q[4];
+    __m512 acc[4][2]; /* query, piece */
+#pragma GCC unroll 4
+    for (int r = 0; r < nt; r++) {
+        const int i = i0 + r;
+        q[r] = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    }
+    for (int d = 0; d < hd; d++) {
+        const __m512 k0 = _mm512_loadu_ps(kt + 32 * d), k1 = _mm512_loadu_ps(kt + 32 * d + 16);
+        for (int r = 0; r < nt; r++) {
+            const __m512 qd = _mm512_set1_ps(q[r][d]);
+            acc[r][0] = _mm512_fmadd_ps(qd, k0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(qd, k1, acc[r][1]);
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(a->scale);
+#pragma GCC unroll 4
+    for (int r = 0; r < nt; r++) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int nk = TM_MIN(pc[h].n, a->n_vis[i0 + r] - pc[h].jp);
+            if (nk <= 0) continue;
+            _mm512_mask_storeu_ps(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + pc[h].jp,
+                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(acc[r][h], scale));
+        }
+    }
+}
+
+/* Scores of every query that sees a key of the pieces pc[0..2), K converted once into kt. */
+static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc) {
+    for (int h = 0; h < 2; h++) /* an empty piece gives zero lanes */
+        tm_kt_f16_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim);
+    for (int i0 = 0; i0 < a->nq; i0 += 4) {
+        const int nt = TM_MIN(4, a->nq - i0);
+        int sees = 0;
+        for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
+        if (!sees) continue; /* later causal rows of a prefill chunk */
+        switch (nt) {
+        case 4: tm_scores_tile(a, kt, pc, i0, 4); break;
+        case 3: tm_scores_tile(a, kt, pc, i0, 3); break;
+        case 2: tm_scores_tile(a, kt, pc, i0, 2); break;
+        default: tm_scores_tile(a, kt, pc, i0, 1); break;
+        }
+    }
+}
+
 /* acc (nk keys) o[0..w) += p_j * vf_j[0..w) for one query; w = 16 * NR dims from d0. */
 #define TM_PV_TILE(NR)                                                                     \
     do {                                                                                   \
@@ -160,80 +260,33 @@ static float tm_softmax_avx512(float *s, int nv, float *l) {
         for (int r = 0; r < NR; r++) _mm512_storeu_ps(o + d0 + 16 * r, acc[r]);            \
     } while (0)
 
-/* Converts n rows of f16 (n, hd) to f32. */
-static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, tm_load_f16x16(src + i));
-}
-
-/* Prefetches n keys' rows (n, hd) f16 starting at p. */
-static inline void tm_prefetch_rows(const uint16_t *p, int64_t n, int hd, int hint) {
-    const char *c = (const char *)p, *e = c + n * hd * 2;
-    if (hint) for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
-    else for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
-}
-
-/* The piece of keys after (seg, s0): its segment, offset and length, or 0 if none. */
-static inline int tm_next_piece(const tm_attn_chunk *a, int seg, int s0, int j0, int nv_max,
-                                int *nseg, int *ns0) {
-    s0 += TM_ATTN_SUB;
-    if (s0 >= a->seg_len[seg]) {
-        j0 += a->seg_len[seg++];
-        s0 = 0;
-        if (seg >= a->n_seg) return 0;
-    }
-    *nseg = seg;
-    *ns0 = s0;
-    return TM_MAX(0, TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0));
-}
-
-/* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
- * every query of the group (n_group * rows of them). */
+/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
+ * once and reused by every query of the group (n_group * rows of them); the scores take
+ * the pieces two at a time. */
 static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
+    const int64_t ks = a->k_dim_stride;
     if (hd % 16 != 0) {
         tm_cpu_kernels_avx2()->attn_chunk(a);
         return;
     }
-    float *kf = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
+    float *kt = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
 
-    /* 1. scores */
-    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
-        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
-            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            { /* the cache blocks are scattered: fetch the next piece's K and this piece's V early */
-                int ps, po, pn = tm_next_piece(a, seg, s0, j0, nv_max, &ps, &po);
-                if (pn > 0) tm_prefetch_rows(a->k[ps] + (int64_t)po * hd, pn, hd, 1);
-                tm_prefetch_rows(a->v[seg] + (int64_t)s0 * hd, n, hd, 0);
-            }
-            tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
-            for (int i = 0; i < nq; i++) {
-                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
-                if (nk <= 0) continue;
-                const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
-                float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
-                int j = 0;
-                for (; j + 4 <= nk; j += 4) { /* four keys share one horizontal reduction */
-                    const float *k0 = kf + (int64_t)j * hd;
-                    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                    for (int d = 0; d < hd; d += 16) {
-                        __m512 qv = _mm512_loadu_ps(qi + d);
-                        a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
-                        a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + hd + d), a1);
-                        a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * hd + d), a2);
-                        a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * hd + d), a3);
-                    }
-                    _mm_storeu_ps(s + j, _mm_mul_ps(tm_hsum16x4(a0, a1, a2, a3), _mm_set1_ps(a->scale)));
-                }
-                for (; j < nk; j++) {
-                    __m512 acc = _mm512_setzero_ps();
-                    for (int d = 0; d < hd; d += 16)
-                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qi + d), _mm512_loadu_ps(kf + (int64_t)j * hd + d), acc);
-                    s[j] = a->scale * _mm512_reduce_add_ps(acc);
-                }
-            }
+    /* 1. scores, two pieces at a time (kt, hd rows of 32 lanes, holds both) */
+    tm_pieces it = {.a = a, .nv_max = nv_max};
+    tm_piece pc[2];
+    while (tm_pieces_next(&it, &pc[0])) {
+        tm_pieces_next(&it, &pc[1]);
+        { /* the cache blocks are scattered: fetch the next pair's K and these pieces' V early */
+            tm_pieces ahead = it;
+            tm_piece nx;
+            for (int h = 0; h < 2 && tm_pieces_next(&ahead, &nx); h++)
+                tm_prefetch_f16(nx.k, (hd - 1) * ks + nx.n, 1);
+            for (int h = 0; h < 2; h++) tm_prefetch_f16(pc[h].v, (int64_t)pc[h].n * hd, 0);
         }
+        tm_scores_pieces(a, kt, pc);
     }
     /* 2. softmax per query */
     for (int i = 0; i < nq; i++) {
@@ -246,24 +299,20 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
         for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(a->o + (int64_t)i * hd + d, _mm512_setzero_ps());
     }
     /* 3. o += p V, in f32 */
-    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
-        for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
-            const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            {
-                int ps, po, pn = tm_next_piece(a, seg, s0, j0, nv_max, &ps, &po);
-                if (pn > 0) tm_prefetch_rows(a->v[ps] + (int64_t)po * hd, pn, hd, 1);
-            }
-            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
-            for (int i = 0; i < nq; i++) {
-                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
-                if (nk <= 0) continue;
-                const float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
-                float *o = a->o + (int64_t)i * hd;
-                int d0 = 0;
-                for (; d0 + 128 <= hd; d0 += 128) TM_PV_TILE(8);
-                for (; d0 + 64 <= hd; d0 += 64) TM_PV_TILE(4);
-                for (; d0 < hd; d0 += 16) TM_PV_TILE(1);
-            }
+    it = (tm_pieces){.a = a, .nv_max = nv_max};
+    while (tm_pieces_next(&it, &pc[0])) {
+        tm_pieces ahead = it;
+        if (tm_pieces_next(&ahead, &pc[1])) tm_prefetch_f16(pc[1].v, (int64_t)pc[1].n * hd, 1);
+        tm_rows_f16_to_f32(vf, pc[0].v, (int64_t)pc[0].n * hd);
+        for (int i = 0; i < nq; i++) {
+            const int nk = TM_MIN(pc[0].n, a->n_vis[i] - pc[0].jp);
+            if (nk <= 0) continue;
+            const float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK + pc[0].jp;
+            float *o = a->o + (int64_t)i * hd;
+            int d0 = 0;
+            for (; d0 + 128 <= hd; d0 += 128) TM_PV_TILE(8);
+            for (; d0 + 64 <= hd; d0 += 64) TM_PV_TILE(4);
+            for (; d0 < hd; d0 += 16) TM_PV_TILE(1);
         }
     }
 }

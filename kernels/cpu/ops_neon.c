@@ -5,6 +5,7 @@
  * nearest even under the default FPCR), so no fp16 arithmetic is needed. */
 #include <arm_neon.h>
 #include <math.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
@@ -156,8 +157,70 @@ static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
         for (int r = 0; r < NR; r++) vst1q_f32(o + d0 + 4 * r, acc[r]);                    \
     } while (0)
 
-/* Keys are processed in sub-tiles of TM_ATTN_SUB, converted to f32 once and reused by
- * every query of the group (n_group * rows of them), as in ops_avx2.c. */
+/* kt (hd, 16) f32 = a piece of n <= 16 keys of dim-major K, dim d at k + d * k_dim_stride,
+ * keys in lanes; lanes past n are 0. A short piece goes through a zeroed copy of each row
+ * so that nothing past it is read. */
+static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
+    uint16_t row[16] = {0};
+    for (int d = 0; d < hd; d++) {
+        const uint16_t *src = k + d * k_dim_stride;
+        if (n < 16) {
+            memcpy(row, src, (size_t)n * sizeof row[0]);
+            src = row;
+        }
+        for (int h = 0; h < 16; h += 4) vst1q_f32(kt + 16 * d + h, tm_load_f16x4(src + h));
+    }
+}
+
+/* Scores of the nt <= 4 queries i0.. against the n keys of kt (hd, 16) f32, which are
+ * keys jp.. of the chunk: s[j] = scale * sum_d q[d] kt[d][j], one key per lane in four
+ * quads, so no pairwise reductions and 4 * nt FMA chains. Each lane sums its dims in
+ * order, whatever nt is. Inlined with nt constant. */
+static inline __attribute__((always_inline)) void
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, int i0, int nt, int jp, int n) {
+    const int hd = a->head_dim;
+    const float *q[4];
+    float32x4_t acc[4][4]; /* query, quad of keys */
+    for (int r = 0; r < nt; r++) {
+        const int i = i0 + r;
+        q[r] = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        for (int h = 0; h < 4; h++) acc[r][h] = vdupq_n_f32(0.0f);
+    }
+    for (int d = 0; d < hd; d++) {
+        float32x4_t kd[4];
+        for (int h = 0; h < 4; h++) kd[h] = vld1q_f32(kt + 16 * d + 4 * h);
+        for (int r = 0; r < nt; r++) {
+            const float qd = q[r][d];
+            for (int h = 0; h < 4; h++) acc[r][h] = vfmaq_n_f32(acc[r][h], kd[h], qd);
+        }
+    }
+    for (int r = 0; r < nt; r++) {
+        const int nk = TM_MIN(n, a->n_vis[i0 + r] - jp);
+        if (nk <= 0) continue;
+        float s[16];
+        for (int h = 0; h < 4; h++) vst1q_f32(s + 4 * h, vmulq_n_f32(acc[r][h], a->scale));
+        memcpy(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + jp, s, (size_t)nk * sizeof s[0]);
+    }
+}
+
+/* Scores of every query that sees any of the n keys jp.. held in kt. */
+static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int n) {
+    for (int i0 = 0; i0 < a->nq; i0 += 4) {
+        const int nt = TM_MIN(4, a->nq - i0);
+        int sees = 0;
+        for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > jp;
+        if (!sees) continue; /* later causal rows of a prefill chunk */
+        switch (nt) {
+        case 4: tm_scores_tile(a, kt, i0, 4, jp, n); break;
+        case 3: tm_scores_tile(a, kt, i0, 3, jp, n); break;
+        case 2: tm_scores_tile(a, kt, i0, 2, jp, n); break;
+        default: tm_scores_tile(a, kt, i0, 1, jp, n); break;
+        }
+    }
+}
+
+/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
+ * once and reused by every query of the group (n_group * rows of them), as in ops_avx2.c. */
 static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
     if (hd % 4 != 0) {
@@ -172,33 +235,8 @@ static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_rows_f16_to_f32(kf, a->k[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
-            for (int i = 0; i < nq; i++) {
-                const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
-                if (nk <= 0) continue;
-                const float *qi = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
-                float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK + j0 + s0;
-                int j = 0;
-                for (; j + 4 <= nk; j += 4) { /* four keys share one pairwise reduction */
-                    const float *k0 = kf + (int64_t)j * hd;
-                    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
-                    for (int d = 0; d < hd; d += 4) {
-                        const float32x4_t qv = vld1q_f32(qi + d);
-                        a0 = vfmaq_f32(a0, qv, vld1q_f32(k0 + d));
-                        a1 = vfmaq_f32(a1, qv, vld1q_f32(k0 + hd + d));
-                        a2 = vfmaq_f32(a2, qv, vld1q_f32(k0 + 2 * hd + d));
-                        a3 = vfmaq_f32(a3, qv, vld1q_f32(k0 + 3 * hd + d));
-                    }
-                    const float32x4_t dots = vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
-                    vst1q_f32(s + j, vmulq_n_f32(dots, a->scale));
-                }
-                for (; j < nk; j++) {
-                    float32x4_t acc = vdupq_n_f32(0.0f);
-                    for (int d = 0; d < hd; d += 4)
-                        acc = vfmaq_f32(acc, vld1q_f32(qi + d), vld1q_f32(kf + (int64_t)j * hd + d));
-                    s[j] = a->scale * vaddvq_f32(acc);
-                }
-            }
+            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd);
+            tm_scores_piece(a, kf, j0 + s0, n);
         }
     }
     /* 2. softmax per query */

@@ -318,17 +318,20 @@ TEST(CpuOps, KvStoreLayout) {
         ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
         float *pk = B.up(k), *pv = B.up(v);
         B.be->kv_store(B.be, kv, layer, pk, pv, slots.data(), n);
-        // The documented layout: (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16.
-        std::vector<uint16_t> want_k((size_t)shape.n_layers * shape.n_blocks * nkv * shape.block_size * hd, 0);
+        // The documented layout (ops.h), f16: K dim-major in the page,
+        // (n_layers, n_blocks, n_kv_heads, head_dim, block_size), so key `off`, dim d of a
+        // page is at d * block_size + off; V key-major, (..., block_size, head_dim).
+        const int bs = shape.block_size;
+        std::vector<uint16_t> want_k((size_t)shape.n_layers * shape.n_blocks * nkv * bs * hd, 0);
         std::vector<uint16_t> want_v(want_k.size(), 0);
         for (int t = 0; t < n; t++) {
             if (slots[t] < 0) continue;
-            int blk = slots[t] / shape.block_size, off = slots[t] % shape.block_size;
+            int blk = slots[t] / bs, off = slots[t] % bs;
             for (int h = 0; h < nkv; h++)
                 for (int d = 0; d < hd; d++) {
-                    size_t dst = ((((size_t)layer * shape.n_blocks + blk) * nkv + h) * shape.block_size + off) * hd + d;
-                    want_k[dst] = tm_f32_to_f16(k[((size_t)t * nkv + h) * hd + d]);
-                    want_v[dst] = tm_f32_to_f16(v[((size_t)t * nkv + h) * hd + d]);
+                    size_t tile = (((size_t)layer * shape.n_blocks + blk) * nkv + h) * bs * hd;
+                    want_k[tile + (size_t)d * bs + off] = tm_f32_to_f16(k[((size_t)t * nkv + h) * hd + d]);
+                    want_v[tile + (size_t)off * hd + d] = tm_f32_to_f16(v[((size_t)t * nkv + h) * hd + d]);
                 }
         }
         EXPECT_EQ(0, std::memcmp(kv->k, want_k.data(), want_k.size() * 2)) << "level " << l;
@@ -569,6 +572,24 @@ INSTANTIATE_TEST_SUITE_P(GqaHeadDim, Attention,
                              return "g" + std::to_string(std::get<0>(info.param)) + "_d" +
                                     std::to_string(std::get<1>(info.param));
                          });
+
+TEST(AttentionShapes, PiecesShorterThanPage) {
+    // Pages of 20 keys split into pieces of 16 + 4 (the second starting mid-page), and
+    // chunks of 128 that end mid-page; pages of 32 hold two full pieces. Shuffled pages.
+    for (int bs : {20, 32}) {
+        SCOPED_TRACE("block_size " + std::to_string(bs));
+        check_attention({3, 3, 64, bs, {{203, 1}, {21, 1}, {140, 30}, {4, 1}}, (uint32_t)(bs * 31)});
+        check_attention({2, 4, 128, bs, {{300, 1}, {129, 1}}, (uint32_t)(bs * 37)});
+    }
+}
+
+TEST(AttentionShapes, DecodeBatch) {
+    // The decode-heavy engine step: 16 sequences of one new token each, ~200 keys, SmolLM2's
+    // heads (9 q / 3 kv, head_dim 64), pages scattered over the pool.
+    std::vector<Seq> seqs;
+    for (int s = 0; s < 16; s++) seqs.push_back({190 + 7 * s, 1});
+    check_attention({3, 3, 64, 16, seqs, 2024});
+}
 
 TEST(AttentionShapes, OddBlockSizeAndHeadDim) {
     // block_size not dividing the chunk, head_dim not a multiple of the vector width
