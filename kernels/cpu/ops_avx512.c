@@ -190,16 +190,22 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
     return 1;
 }
 
-/* Scores of the nt <= 4 queries i0.. against two pieces held in kt (hd rows of 32 lanes,
- * piece h in lanes 16h..16h+15; pc[1] may be empty), one key per lane:
- * s[j] = scale * sum_d q[d] kt[d][j], so no horizontal sums; each broadcast q[d] feeds two
- * FMAs and 2 * nt FMA chains are in flight. Every lane sums d = 0, 1, .. in order, as the
- * scalar reference does, whatever the tile is, so a row's bits do not depend on the rows
- * it shares a call with. Inlined with nt constant; the loops over r outside the d loop are
- * unrolled by pragma, else GCC 12 keeps acc on the stack and stores it on every d. */
+/* Scores of the nt <= 4 queries i0.. against two pieces (pc[1] may be empty), one key per
+ * lane: s[j] = scale * sum_d q[d] K[d][j], so no horizontal sums; each broadcast q[d]
+ * feeds two FMAs and 2 * nt FMA chains are in flight. K rows come from kt (hd rows of 32
+ * lanes, piece h in lanes 16h..16h+15), or, with from_f16, straight from the cache (when
+ * one tile covers every query, converting in registers saves a store and a load per row).
+ * Every lane sums d = 0, 1, .. in order, as the scalar reference does, whatever the tile
+ * is, so a row's bits do not depend on the rows it shares a call with. Inlined with nt and
+ * from_f16 constant; the loops over r outside the d loop are unrolled by pragma, else
+ * GCC 12 keeps acc on the stack and stores it on every d. */
 static inline __attribute__((always_inline)) void
-tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt) {
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt,
+               int from_f16) {
     const int hd = a->head_dim;
+    const int64_t ks = a->k_dim_stride;
+    const __mmask16 km[2] = {(__mmask16)((1u << pc[0].n) - 1), (__mmask16)((1u << pc[1].n) - 1)};
+    const uint16_t *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
     const float *q[4];
     __m512 acc[4][2]; /* query, piece */
 #pragma GCC unroll 4
@@ -209,11 +215,13 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     }
     for (int d = 0; d < hd; d++) {
-        const __m512 k0 = _mm512_loadu_ps(kt + 32 * d), k1 = _mm512_loadu_ps(kt + 32 * d + 16);
+        __m512 kd[2];
+        for (int h = 0; h < 2; h++)
+            kd[h] = from_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km[h], kh[h] + d * ks))
+                             : _mm512_loadu_ps(kt + 32 * d + 16 * h);
         for (int r = 0; r < nt; r++) {
             const __m512 qd = _mm512_set1_ps(q[r][d]);
-            acc[r][0] = _mm512_fmadd_ps(qd, k0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(qd, k1, acc[r][1]);
+            for (int h = 0; h < 2; h++) acc[r][h] = _mm512_fmadd_ps(qd, kd[h], acc[r][h]);
         }
     }
     const __m512 scale = _mm512_set1_ps(a->scale);
@@ -229,8 +237,15 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
     }
 }
 
-/* Scores of every query that sees a key of the pieces pc[0..2), K converted once into kt. */
+/* Scores of every query that sees a key of the pieces pc[0..2): one tile reading the cache
+ * when there are at most 4 queries (a decode), else K converted once into kt and tiles of 4. */
 static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc) {
+    switch (a->nq) {
+    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1); return;
+    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1); return;
+    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1); return;
+    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1); return;
+    }
     for (int h = 0; h < 2; h++) /* an empty piece gives zero lanes */
         tm_kt_f16_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim);
     for (int i0 = 0; i0 < a->nq; i0 += 4) {
@@ -239,30 +254,93 @@ static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt) {
-        case 4: tm_scores_tile(a, kt, pc, i0, 4); break;
-        case 3: tm_scores_tile(a, kt, pc, i0, 3); break;
-        case 2: tm_scores_tile(a, kt, pc, i0, 2); break;
-        default: tm_scores_tile(a, kt, pc, i0, 1); break;
+        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0); break;
+        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0); break;
+        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0); break;
+        default: tm_scores_tile(a, kt, pc, i0, 1, 0); break;
         }
     }
 }
 
-/* acc (nk keys) o[0..w) += p_j * vf_j[0..w) for one query; w = 16 * NR dims from d0. */
-#define TM_PV_TILE(NR)                                                                     \
-    do {                                                                                   \
-        __m512 acc[NR];                                                                    \
-        for (int r = 0; r < NR; r++) acc[r] = _mm512_loadu_ps(o + d0 + 16 * r);            \
-        for (int j = 0; j < nk; j++) {                                                     \
-            __m512 pj = _mm512_set1_ps(p[j]);                                              \
-            const float *vj = vf + (int64_t)j * hd + d0;                                   \
-            for (int r = 0; r < NR; r++) acc[r] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(vj + 16 * r), acc[r]); \
-        }                                                                                  \
-        for (int r = 0; r < NR; r++) _mm512_storeu_ps(o + d0 + 16 * r, acc[r]);            \
-    } while (0)
+/* o[d0 .. d0 + 16 nr) += sum_j p_j V_j[d0 ..] over the first nk keys of a piece, for the
+ * nt <= 4 queries i0.., which all see those nk keys: each V row is loaded once for the
+ * tile, from vf (n, hd) f32 or, with from_f16, from the cache (vh). Per query the sum runs
+ * over j in order as if it were alone. Inlined with nt, nr and from_f16 constant. */
+static inline __attribute__((always_inline)) void
+tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, int nt, int d0,
+           int nr, int jp, int nk, int from_f16) {
+    const int hd = a->head_dim;
+    const float *p[4];
+    float *o[4];
+    __m512 acc[4][4]; /* query, 16 dims */
+    for (int r = 0; r < nt; r++) {
+        p[r] = a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + jp;
+        o[r] = a->o + (int64_t)(i0 + r) * hd + d0;
+        for (int c = 0; c < nr; c++) acc[r][c] = _mm512_loadu_ps(o[r] + 16 * c);
+    }
+    for (int j = 0; j < nk; j++) {
+        __m512 vj[4];
+        for (int c = 0; c < nr; c++)
+            vj[c] = from_f16 ? tm_load_f16x16(vh + (int64_t)j * hd + d0 + 16 * c)
+                             : _mm512_loadu_ps(vf + (int64_t)j * hd + d0 + 16 * c);
+        for (int r = 0; r < nt; r++) {
+            const __m512 pj = _mm512_set1_ps(p[r][j]);
+            for (int c = 0; c < nr; c++) acc[r][c] = _mm512_fmadd_ps(pj, vj[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < nt; r++)
+        for (int c = 0; c < nr; c++) _mm512_storeu_ps(o[r] + 16 * c, acc[r][c]);
+}
 
-/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
- * once and reused by every query of the group (n_group * rows of them); the scores take
- * the pieces two at a time. */
+/* o += p V over the dims of one tile of queries (see tm_pv_tile). */
+static void tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0,
+                            int nt, int jp, int nk, int from_f16) {
+    /* nt and from_f16 as constants, 64 dims at a time, then 16 */
+#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, i0, NT, d0, NR, jp, nk, F16)
+#define TM_PV_DIMS(NT, F16)                                                                \
+    do {                                                                                   \
+        int d0 = 0;                                                                        \
+        for (; d0 + 64 <= a->head_dim; d0 += 64) TM_PV_CALL(NT, 4, F16);                   \
+        for (; d0 < a->head_dim; d0 += 16) TM_PV_CALL(NT, 1, F16);                         \
+    } while (0)
+    switch (nt * 2 + from_f16) {
+    case 9: TM_PV_DIMS(4, 1); break;
+    case 8: TM_PV_DIMS(4, 0); break;
+    case 7: TM_PV_DIMS(3, 1); break;
+    case 6: TM_PV_DIMS(3, 0); break;
+    case 5: TM_PV_DIMS(2, 1); break;
+    case 4: TM_PV_DIMS(2, 0); break;
+    case 3: TM_PV_DIMS(1, 1); break;
+    default: TM_PV_DIMS(1, 0); break;
+    }
+#undef TM_PV_DIMS
+#undef TM_PV_CALL
+}
+
+/* o += p V over one piece, for every query, in tiles of up to 4 consecutive queries that
+ * see the same keys of it (a row's n_group heads, or rows that see the whole piece). A
+ * single tile reads the cache directly; several share V converted once into vf. */
+static void tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc) {
+    int converted = 0;
+    for (int i0 = 0, nt; i0 < a->nq; i0 += nt) {
+        const int nk = TM_MIN(pc->n, a->n_vis[i0] - pc->jp);
+        for (nt = 1; nt < 4 && i0 + nt < a->nq && TM_MIN(pc->n, a->n_vis[i0 + nt] - pc->jp) == nk;) nt++;
+        if (nk <= 0) continue;
+        if (i0 == 0 && nt == a->nq) {
+            tm_pv_tile_dims(a, NULL, pc->v, 0, nt, pc->jp, nk, 1);
+            return;
+        }
+        if (!converted) {
+            tm_rows_f16_to_f32(vf, pc->v, (int64_t)pc->n * a->head_dim);
+            converted = 1;
+        }
+        tm_pv_tile_dims(a, vf, NULL, i0, nt, pc->jp, nk, 0);
+    }
+}
+
+/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page; the scores take
+ * them two at a time. With more than one tile of queries (prefill) each piece is
+ * converted to f32 once and reused by every query of the group (n_group * rows). */
 static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
     const int64_t ks = a->k_dim_stride;
@@ -303,20 +381,9 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     while (tm_pieces_next(&it, &pc[0])) {
         tm_pieces ahead = it;
         if (tm_pieces_next(&ahead, &pc[1])) tm_prefetch_f16(pc[1].v, (int64_t)pc[1].n * hd, 1);
-        tm_rows_f16_to_f32(vf, pc[0].v, (int64_t)pc[0].n * hd);
-        for (int i = 0; i < nq; i++) {
-            const int nk = TM_MIN(pc[0].n, a->n_vis[i] - pc[0].jp);
-            if (nk <= 0) continue;
-            const float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK + pc[0].jp;
-            float *o = a->o + (int64_t)i * hd;
-            int d0 = 0;
-            for (; d0 + 128 <= hd; d0 += 128) TM_PV_TILE(8);
-            for (; d0 + 64 <= hd; d0 += 64) TM_PV_TILE(4);
-            for (; d0 < hd; d0 += 16) TM_PV_TILE(1);
-        }
+        tm_pv_piece(a, vf, &pc[0]);
     }
 }
-#undef TM_PV_TILE
 
 static const tm_cpu_kernels tm_kernels_avx512 = {
     .level = TM_SIMD_AVX512VNNI,
