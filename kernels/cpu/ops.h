@@ -46,7 +46,8 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
  * order whether or not the chunks ran on different threads, so a row's result is
  * bitwise the same alone, in any batch, and at any thread count. */
 enum { TM_ATTN_CHUNK = 128 };
-/* Keys a SIMD kernel converts to f32 at once, then reuses for every query of the group. */
+/* Keys per piece: the keys inside one page that a SIMD kernel converts to f32 at once (one
+ * zmm of lanes) and shares among every query of the group. */
 enum { TM_ATTN_SUB = 16 };
 
 /* One attention chunk: nq query vectors of one kv head (query i is row i / n_group, head
