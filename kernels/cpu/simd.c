@@ -3,15 +3,18 @@
  * x86: a feature is usable only if the CPU has it (cpuid) and the OS saves its register
  * state on context switches (OSXSAVE + XCR0 via xgetbv): ymm needs XCR0 bits 1-2, zmm
  * additionally bits 5-7 (opmask, upper zmm0-15, zmm16-31), AMX tiles bits 17-18 (and a
- * permission request; TM_NO_AMX=1 in the environment skips AMX). arm64: getauxval(AT_HWCAP).
+ * permission request). AMX is only chosen automatically with TM_AMX=1 in the
+ * environment; tests and benchmarks can always ask for it. arm64: getauxval(AT_HWCAP).
  * A level is also only usable if this build compiled its kernels (the per-file flags in
  * CMakeLists.txt exist only on the matching architecture). */
 #include "kernels/cpu/simd.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -40,7 +43,7 @@ static int tm_simd_detect_x86(void) {
      * OS must then save it (XCR0 bits 17-18). */
     const int amx_tile = (d >> 24) & 1, amx_int8 = (d >> 25) & 1;
     enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
-    if (amx_tile && amx_int8 && !getenv("TM_NO_AMX") &&
+    if (amx_tile && amx_int8 &&
         syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 &&
         (tm_xgetbv0() & 0x60000) == 0x60000)
         return TM_SIMD_AMX;
@@ -61,7 +64,8 @@ static int tm_simd_detect_x86(void) {
 #endif
 #endif
 
-int tm_simd_detect(void) {
+/* Best level the hardware, the OS and this build allow. */
+static int tm_simd_hardware_best(void) {
     static int cached = -2; /* every thread computes the same value; atomics keep it race-free */
     const int seen = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (seen != -2) return seen;
@@ -77,8 +81,19 @@ int tm_simd_detect(void) {
     return level;
 }
 
+int tm_simd_detect(void) {
+    const int best = tm_simd_hardware_best();
+    /* AMX is opt-in: faster than VNNI in matmul micro-benchmarks, slower in the engine on
+     * the machine it was measured on (bench/RESULTS.md). */
+    if (best == TM_SIMD_AMX) {
+        const char *env = getenv("TM_AMX");
+        if (!env || !*env || !strcmp(env, "0")) return TM_SIMD_AVX512VNNI;
+    }
+    return best;
+}
+
 int tm_simd_supported(int level) {
-    const int best = tm_simd_detect();
+    const int best = tm_simd_hardware_best();
     switch (level) {
     case TM_SIMD_SCALAR:
         return 1;

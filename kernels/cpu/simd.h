@@ -16,9 +16,10 @@ enum {
     TM_SIMD_LAST = TM_SIMD_AMX,
 };
 
-/* Best level this CPU (and this build) supports. */
+/* Default level: the best this CPU and build support, except that AMX (TM_SIMD_AMX)
+ * is used only with TM_AMX=1 in the environment. */
 int tm_simd_detect(void);
-/* Is level usable here? */
+/* Is level usable here (AMX: whether or not TM_AMX is set)? */
 int tm_simd_supported(int level);
 /* "scalar", "avx2", "avx512vnni", "neon", "amx". */
 const char *tm_simd_name(int level);
