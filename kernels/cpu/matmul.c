@@ -335,7 +335,8 @@ typedef struct {
     const tm_mm_args *a; /* (n_w) one per weight; all share dtype, n_cols, x and act */
     int n_w;
     int simd;            /* level whose kernel runs */
-    int use_tiles;       /* 1: packed tiles on a SIMD level; 0: scalar rows */
+    int use_tiles;       /* 1: packed tiles on a SIMD level; 0: rows on the GGUF blocks */
+    int level;           /* the matmul's level: picks the K-quant row kernel (use_tiles = 0) */
 } tm_mm_job;
 
 static int tm_mm_is_dense(tm_dtype t) {
@@ -413,6 +414,19 @@ static int64_t tm_mm_units(const tm_mm_job *job, const tm_mm_args *a) {
     return job->use_tiles ? a->w->n_tiles : a->n_rows;
 }
 
+/* Rows [r0, r1) on the GGUF blocks: the level's K-quant kernel if it has one, else the
+ * scalar reference (K-quants on other levels, unpacked weights from another level). */
+static void tm_mm_rows(int level, const tm_mm_args *a, int64_t r0, int64_t r1) {
+#if TM_MM_X86
+    if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
+        if (level == TM_SIMD_AVX512VNNI || level == TM_SIMD_AMX) { tm_mm_rows_kquant_avx512(a, r0, r1); return; }
+        if (level == TM_SIMD_AVX2) { tm_mm_rows_kquant_avx2(a, r0, r1); return; }
+    }
+#endif
+    (void)level;
+    tm_mm_rows_scalar(a, r0, r1);
+}
+
 static void tm_mm_compute_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t total = 0;
@@ -427,7 +441,7 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
         base += units;
         if (u0 >= u1) continue;
         if (!job->use_tiles) {
-            tm_mm_rows_scalar(a, u0, u1);
+            tm_mm_rows(job->level, a, u0, u1);
             continue;
         }
 #if TM_MM_X86
@@ -504,7 +518,8 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             .w = ws[k]->aux, .x = x, .act = &act, .bias = biases ? biases[k] : NULL, .out = outs[k],
             .n = n, .max_nt = max_nt,
         };
-    tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles};
+    tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles,
+                     .level = mm->simd};
     /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
     const int prepare = !tm_mm_is_dense(w0->dtype) || (use_tiles && n >= 2);
     if (prepare) {

@@ -8,7 +8,8 @@
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
- * Q4_K and Q6_K have no kernel here (tm_mm_avx2_supports says 0): they run scalar. */
+ * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
+ * this file reads their GGUF blocks in place, row by row. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -272,4 +273,119 @@ void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1) {
         default: tm_dense_tile(a, ti); break;
         }
     }
+}
+
+/* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
+ *
+ * Per 256-value superblock and token: the same integer sums as tm_mm_dot_row_scalar,
+ * then its float formula. Weights are unpacked to u8 (Q4_K nibbles, Q6_K 6-bit values
+ * 0..63), multiplied with the s8 activations by maddubs (no int16 saturation: |pair| <=
+ * 2 * 63 * 128) and weighted by their sub-block scales with madd. Q6_K's -32 offset is
+ * -32 * sum(scale * bsum). One unpacked superblock serves up to TM_KQ_NT tokens. */
+
+enum { TM_KQ_NT = 8 };
+
+TM_AI int32_t tm_hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
+static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q4_k *blk =
+        (const tm_block_q4_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q4_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q4_k *b = blk + i;
+        const uint8_t *s = b->scales;
+        int16_t sc[8], mp[16]; /* mp[g]: min of sub-block g / 2 (bsums g covers 16 values) */
+        for (int j = 0; j < 4; j++) {
+            sc[j] = s[j] & 63;
+            sc[j + 4] = (int16_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+            mp[2 * j] = mp[2 * j + 1] = s[j + 4] & 63;
+            mp[2 * j + 8] = mp[2 * j + 9] = (int16_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+        }
+        const __m256i mpv = _mm256_loadu_si256((const __m256i *)mp);
+        __m256i w[8], scv[8]; /* w[j]: sub-block j (values 32j..32j+31) */
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+            w[2 * c] = _mm256_and_si256(q, m4);
+            w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+        for (int j = 0; j < 8; j++) scv[j] = _mm256_set1_epi16(sc[j]);
+        const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            __m256i sv = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
+            }
+            const int32_t sumi = tm_hsum256_epi32(sv);
+            const int32_t summ = tm_hsum256_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mpv));
+            acc[k] += y->d * (d * (float)sumi - dmin * (float)summ);
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q6_K weight. */
+static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q6_k *blk =
+        (const tm_block_q6_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q6_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    /* after broadcasting the dword of scales (2j, 2j+1): words 0-7 = scale 2j, 8-15 = 2j+1 */
+    const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                         2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q6_k *b = blk + i;
+        __m256i w[8], scv[8]; /* w[j]: values 32j..32j+31 as u8 0..63 (scales 2j, 2j+1) */
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            /* bits 2i..2i+1 of qh are the high bits of quarter i: moved to bits 4-5 */
+            w[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            w[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            w[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+            w[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        }
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        for (int j = 0; j < 8; j++)
+            scv[j] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), pat);
+        const float d = _cvtsh_ss(b->d);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+            __m256i sv = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+            for (int j = 0; j < 8; j++) {
+                const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
+            }
+            const int32_t sumi = tm_hsum256_epi32(sv);
+            acc[k] += y->d * d * (float)sumi;
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+void tm_mm_rows_kquant_avx2(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
+            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
+            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
+            else tm_q6k_row(a, r, t0, nt);
+        }
 }

@@ -9,7 +9,8 @@
  *              FMA with m_w * s_a).
  *   dense      F16/BF16 are widened to an f32 panel of 256 columns (16 KiB, stays in L1)
  *              that all tokens reuse; n = 1 reads the tile directly, 8 FMA chains deep.
- * Q4_K and Q6_K have no kernel here (tm_mm_avx512_supports says 0): they run scalar. */
+ * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
+ * this file reads their GGUF blocks in place, row by row. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -269,4 +270,122 @@ void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
         default: tm_dense_tile(a, ti); break;
         }
     }
+}
+
+/* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
+ *
+ * Per 256-value superblock and token: the same integer sums as tm_mm_dot_row_scalar,
+ * then its float formula. Weights are unpacked to u8 (Q4_K nibbles, Q6_K 6-bit values
+ * 0..63), multiplied with the s8 activations by maddubs (no int16 saturation: |pair| <=
+ * 2 * 63 * 128) and weighted by their sub-block scales with vpdpwssd. Q6_K's -32 offset
+ * is -32 * sum(scale * bsum). One unpacked superblock serves up to TM_KQ_NT tokens. */
+
+enum { TM_KQ_NT = 8 };
+
+TM_AI int32_t tm_hsum256_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
+static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q4_k *blk =
+        (const tm_block_q4_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q4_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    /* idx[c]: words 0-15 = scale 2c, 16-31 = scale 2c+1 (low / high nibbles of chunk c) */
+    __m512i idx[4];
+    for (int c = 0; c < 4; c++)
+        idx[c] = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
+    /* bsums g (16 values) belong to sub-block g / 2 */
+    const __m256i idxm = _mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q4_k *b = blk + i;
+        const uint8_t *s = b->scales;
+        uint8_t sc[8], mn[8];
+        for (int j = 0; j < 4; j++) {
+            sc[j] = s[j] & 63, mn[j] = s[j + 4] & 63;
+            sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+            mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+        }
+        const __m128i sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc));
+        const __m128i mn16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+        const __m256i mp = _mm256_permutexvar_epi16(idxm, _mm256_castsi128_si256(mn16));
+        __m512i w[4], scv[4]; /* w[c]: values 64c..64c+63 */
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+            w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+            scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi128_si512(sc16));
+        }
+        const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            __m512i sv = _mm512_setzero_si512();
+            for (int c = 0; c < 4; c++)
+                sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
+            const int32_t sumi = _mm512_reduce_add_epi32(sv);
+            const int32_t summ = tm_hsum256_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mp));
+            acc[k] += y->d * (d * (float)sumi - dmin * (float)summ);
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q6_K weight. */
+static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q6_k *blk =
+        (const tm_block_q6_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q6_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    /* idx[k]: word w of zmm k covers values 64k + 2w, 2w + 1, so scale 4k + w / 8 */
+    __m512i idx[4];
+    for (int k = 0; k < 4; k++) {
+        const __m256i lo = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        const __m256i base = _mm256_add_epi16(lo, _mm256_set1_epi16((short)(4 * k)));
+        idx[k] = _mm512_inserti64x4(_mm512_castsi256_si512(base), _mm256_add_epi16(base, _mm256_set1_epi16(2)), 1);
+    }
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q6_k *b = blk + i;
+        __m512i w[4], scv[4]; /* w[k]: values 64k..64k+63 as u8 0..63 */
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            /* bytes 0-31: qh, 32-63: qh >> 2; bits 4-5 of each byte are then the high
+             * bits of the low-nibble values, bits 0-1 (shifted up) of the high-nibble ones */
+            const __m512i qhz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(qhz, 4), m30));
+            w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(qhz, m30));
+        }
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        for (int k = 0; k < 4; k++) scv[k] = _mm512_permutexvar_epi16(idx[k], _mm512_castsi256_si512(sc16));
+        const float d = _cvtsh_ss(b->d);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
+            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
+            __m512i sv = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5)));
+            for (int c = 0; c < 4; c++)
+                sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
+            const int32_t sumi = _mm512_reduce_add_epi32(sv);
+            acc[k] += y->d * d * (float)sumi;
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+void tm_mm_rows_kquant_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
+            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
+            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
+            else tm_q6k_row(a, r, t0, nt);
+        }
 }

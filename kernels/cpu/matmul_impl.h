@@ -17,7 +17,7 @@
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
  * Each scale section is padded to a multiple of 64 B. Q4_K and Q6_K are not packed: every
- * level runs them with the scalar kernel on the GGUF blocks.
+ * level reads their GGUF blocks in place (scalar rows, or the AVX2 / AVX-512 row kernels).
  *
  * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
  * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
@@ -114,6 +114,10 @@ void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, i
                                float *d, int32_t *sum, float *s);
 /* One token group [t0, t0 + nt) x tile ti of a Q4_0 / Q4_1 / Q8_0 weight. */
 void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt);
+/* Rows [r0, r1) of a Q4_K / Q6_K weight (GGUF blocks in w->src) for all tokens, against
+ * act->q8k: the integer sums of tm_mm_rows_scalar, so the same results to f32 rounding. */
+void tm_mm_rows_kquant_avx2(const tm_mm_args *a, int64_t r0, int64_t r1);
+void tm_mm_rows_kquant_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);
 /* AMX: same packing, activations and results as AVX-512 (matmul_amx.c). */
 int tm_mm_amx_supports(tm_dtype t);
 void tm_mm_tiles_amx(const tm_mm_args *a, int64_t t0, int64_t t1);
