@@ -292,6 +292,19 @@ TM_AI int32_t tm_hsum256_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* Q4_K's 12 packed scale bytes (read as 16; the 4 past them are the block's own qs) ->
+ * bytes 0-7 the sub-block scales, 8-15 the mins: KERNELS.md's bit layout, with four
+ * sub-blocks per 32-bit lane. */
+TM_AI __m128i tm_q4k_scales_mins(const uint8_t *s) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)s);
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* s0-3 s8-11 s4-7 s8-11 */
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* s0-3 s0-3 s4-7 s4-7 */
+    const __m128i lo6 = _mm_and_si128(a, _mm_set1_epi8(0x3f)); /* scales 0-3, mins 0-3 */
+    const __m128i nib = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(0x0f));
+    const __m128i top = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)); /* bits 6-7 -> 4-5 */
+    return _mm_blend_epi32(lo6, _mm_or_si128(nib, top), 0xa);         /* scales 4-7, mins 4-7 */
+}
+
 /* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
 static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
     const int64_t nsb = a->n_cols / TM_QK_K;
@@ -302,22 +315,18 @@ static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
     float acc[TM_KQ_NT] = {0};
     for (int64_t i = 0; i < nsb; i++) {
         const tm_block_q4_k *b = blk + i;
-        const uint8_t *s = b->scales;
-        int16_t sc[8], mp[16]; /* mp[g]: min of sub-block g / 2 (bsums g covers 16 values) */
-        for (int j = 0; j < 4; j++) {
-            sc[j] = s[j] & 63;
-            sc[j + 4] = (int16_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
-            mp[2 * j] = mp[2 * j + 1] = s[j + 4] & 63;
-            mp[2 * j + 8] = mp[2 * j + 9] = (int16_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-        }
-        const __m256i mpv = _mm256_loadu_si256((const __m256i *)mp);
+        const __m128i sm = tm_q4k_scales_mins(b->scales);
+        /* word g: min of sub-block g / 2 (bsums g covers 16 values) */
+        const __m256i mpv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, twice */
         __m256i w[8], scv[8]; /* w[j]: sub-block j (values 32j..32j+31) */
         for (int c = 0; c < 4; c++) {
             const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
             w[2 * c] = _mm256_and_si256(q, m4);
             w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         }
-        for (int j = 0; j < 8; j++) scv[j] = _mm256_set1_epi16(sc[j]);
+        for (int j = 0; j < 8; j++) /* broadcast word j: bytes 2j, 2j + 1 */
+            scv[j] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
         const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
         for (int k = 0; k < nt; k++) {
             const tm_block_q8_k *y = y0 + k * nsb + i;

@@ -274,118 +274,154 @@ void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
 
 /* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
  *
- * Per 256-value superblock and token: the same integer sums as tm_mm_dot_row_scalar,
+ * Per 256-value superblock, row and token: the same integer sums as tm_mm_dot_row_scalar,
  * then its float formula. Weights are unpacked to u8 (Q4_K nibbles, Q6_K 6-bit values
  * 0..63), multiplied with the s8 activations by maddubs (no int16 saturation: |pair| <=
  * 2 * 63 * 128) and weighted by their sub-block scales with vpdpwssd. Q6_K's -32 offset
- * is -32 * sum(scale * bsum). One unpacked superblock serves up to TM_KQ_NT tokens. */
+ * is -32 * sum(scale * bsum). A pass covers 4 rows x up to 4 tokens: the horizontal sums
+ * of the 4 rows share one hadd tree and the float formula runs on 4 rows at once (the
+ * same operations per lane whatever the lane, so results do not depend on how rows are
+ * grouped or split over threads). */
 
-enum { TM_KQ_NT = 8 };
+enum { TM_KQ_ROWS = 4, TM_KQ_NT = 4 };
 
-TM_AI int32_t tm_hsum256_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
+/* Q4_K's 12 packed scale bytes (read as 16; the 4 past them are the block's own qs) ->
+ * bytes 0-7 the sub-block scales, 8-15 the mins: KERNELS.md's bit layout, with four
+ * sub-blocks per 32-bit lane. */
+TM_AI __m128i tm_q4k_scales_mins(const uint8_t *s) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)s);
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* s0-3 s8-11 s4-7 s8-11 */
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* s0-3 s0-3 s4-7 s4-7 */
+    const __m128i lo6 = _mm_and_si128(a, _mm_set1_epi8(0x3f)); /* scales 0-3, mins 0-3 */
+    const __m128i nib = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi8(0x0f));
+    const __m128i top = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi8(0x30)); /* bits 6-7 -> 4-5 */
+    return _mm_blend_epi32(lo6, _mm_or_si128(nib, top), 0xa);         /* scales 4-7, mins 4-7 */
 }
 
-/* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
-static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
-    const int64_t nsb = a->n_cols / TM_QK_K;
-    const tm_block_q4_k *blk =
-        (const tm_block_q4_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q4_K, a->n_cols));
-    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    /* idx[c]: words 0-15 = scale 2c, 16-31 = scale 2c+1 (low / high nibbles of chunk c) */
-    __m512i idx[4];
-    for (int c = 0; c < 4; c++)
-        idx[c] = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
-    /* bsums g (16 values) belong to sub-block g / 2 */
-    const __m256i idxm = _mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    float acc[TM_KQ_NT] = {0};
-    for (int64_t i = 0; i < nsb; i++) {
-        const tm_block_q4_k *b = blk + i;
-        const uint8_t *s = b->scales;
-        uint8_t sc[8], mn[8];
-        for (int j = 0; j < 4; j++) {
-            sc[j] = s[j] & 63, mn[j] = s[j + 4] & 63;
-            sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
-            mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-        }
-        const __m128i sc16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc));
-        const __m128i mn16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
-        const __m256i mp = _mm256_permutexvar_epi16(idxm, _mm256_castsi128_si256(mn16));
-        __m512i w[4], scv[4]; /* w[c]: values 64c..64c+63 */
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-            w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-            scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi128_si512(sc16));
-        }
-        const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
-        for (int k = 0; k < nt; k++) {
-            const tm_block_q8_k *y = y0 + k * nsb + i;
-            __m512i sv = _mm512_setzero_si512();
-            for (int c = 0; c < 4; c++)
-                sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
-            const int32_t sumi = _mm512_reduce_add_epi32(sv);
-            const int32_t summ = tm_hsum256_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mp));
-            acc[k] += y->d * (d * (float)sumi - dmin * (float)summ);
-        }
-    }
-    const float bias = a->bias ? a->bias[r] : 0.0f;
-    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+/* Lane i of the result = sum of the 8 lanes of v[i] (pairs v[2j], v[2j+1] may be given
+ * as one hadd of their halves, see tm_kq_pass). */
+TM_AI __m128i tm_hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-/* Row r x tokens [t0, t0 + nt) of a Q6_K weight. */
-static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+TM_AI __m256i tm_fold512(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+enum { TM_KQ4, TM_KQ6 };
+
+/* Rows r + i (i < 4; rows past r_last repeat r_last and are not stored) x tokens
+ * [t0, t0 + NT) of a Q4_K / Q6_K weight; NT and kind are constants after inlining. */
+TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, const int NT, const int kind) {
     const int64_t nsb = a->n_cols / TM_QK_K;
-    const tm_block_q6_k *blk =
-        (const tm_block_q6_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q6_K, a->n_cols));
+    const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
+    const uint8_t *rows[TM_KQ_ROWS];
+    for (int i = 0; i < TM_KQ_ROWS; i++)
+        rows[i] = (const uint8_t *)a->w->src + (r + i < r_last ? r + i : r_last) * row_bytes;
     const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    /* idx[k]: word w of zmm k covers values 64k + 2w, 2w + 1, so scale 4k + w / 8 */
+    /* Q4_K: zmm c holds sub-blocks 2c (words 0-15) and 2c+1 (16-31); bsums g belongs to
+     * sub-block g / 2, whose min is word 8 + g / 2 of the scales/mins vector.
+     * Q6_K: word w of zmm k covers values 64k + 2w, 2w + 1, so scale 4k + w / 8. */
     __m512i idx[4];
-    for (int k = 0; k < 4; k++) {
-        const __m256i lo = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-        const __m256i base = _mm256_add_epi16(lo, _mm256_set1_epi16((short)(4 * k)));
-        idx[k] = _mm512_inserti64x4(_mm512_castsi256_si512(base), _mm256_add_epi16(base, _mm256_set1_epi16(2)), 1);
+    for (int c = 0; c < 4; c++) {
+        if (kind == TM_KQ4) {
+            idx[c] = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
+        } else {
+            const __m256i base = _mm256_add_epi16(_mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                                  _mm256_set1_epi16((short)(4 * c)));
+            idx[c] = _mm512_inserti64x4(_mm512_castsi256_si512(base), _mm256_add_epi16(base, _mm256_set1_epi16(2)), 1);
+        }
     }
-    float acc[TM_KQ_NT] = {0};
+    const __m256i idxm = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    __m128 acc[TM_KQ_NT];
+    for (int k = 0; k < NT; k++) acc[k] = _mm_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        const tm_block_q6_k *b = blk + i;
-        __m512i w[4], scv[4]; /* w[k]: values 64k..64k+63 as u8 0..63 */
-        for (int h = 0; h < 2; h++) {
-            const __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-            /* bytes 0-31: qh, 32-63: qh >> 2; bits 4-5 of each byte are then the high
-             * bits of the low-nibble values, bits 0-1 (shifted up) of the high-nibble ones */
-            const __m512i qhz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(qhz, 4), m30));
-            w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(qhz, m30));
+        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (Q4_K: sumi and summ, hadd'ed) */
+        float dr[TM_KQ_ROWS], dminr[TM_KQ_ROWS];
+        for (int rr = 0; rr < TM_KQ_ROWS; rr++) {
+            __m512i w[4], scv[4]; /* w[c]: values 64c..64c+63 as u8 */
+            __m256i mp = _mm256_setzero_si256(), sc16 = _mm256_setzero_si256();
+            if (kind == TM_KQ4) {
+                const tm_block_q4_k *b = (const tm_block_q4_k *)rows[rr] + i;
+                const __m256i sm16 = _mm256_cvtepu8_epi16(tm_q4k_scales_mins(b->scales)); /* 8 scales, 8 mins */
+                mp = _mm256_permutexvar_epi16(idxm, sm16);
+                for (int c = 0; c < 4; c++) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+                    w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+                    scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi256_si512(sm16));
+                }
+                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = _cvtsh_ss(b->dmin);
+            } else {
+                const tm_block_q6_k *b = (const tm_block_q6_k *)rows[rr] + i;
+                for (int h = 0; h < 2; h++) {
+                    const __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+                    /* bytes 0-31: qh, 32-63: qh >> 2; bits 4-5 of each byte are then the high
+                     * bits of the low-nibble values, bits 0-1 (shifted up) of the high-nibble ones */
+                    const __m512i qhz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                    w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(qhz, 4), m30));
+                    w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(qhz, m30));
+                }
+                sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+                for (int c = 0; c < 4; c++) scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi256_si512(sc16));
+                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = 0.0f;
+            }
+            for (int k = 0; k < NT; k++) {
+                const tm_block_q8_k *y = y0 + k * nsb + i;
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+                __m512i sv = _mm512_setzero_si512();
+                if (kind == TM_KQ6) /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
+                    sv = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5)));
+                for (int c = 0; c < 4; c++)
+                    sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
+                /* Q4_K: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
+                part[k][rr] = kind == TM_KQ4 ? _mm256_hadd_epi32(tm_fold512(sv), _mm256_madd_epi16(bs, mp)) : tm_fold512(sv);
+            }
         }
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-        for (int k = 0; k < 4; k++) scv[k] = _mm512_permutexvar_epi16(idx[k], _mm512_castsi256_si512(sc16));
-        const float d = _cvtsh_ss(b->d);
-        for (int k = 0; k < nt; k++) {
-            const tm_block_q8_k *y = y0 + k * nsb + i;
-            /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
-            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
-            __m512i sv = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5)));
-            for (int c = 0; c < 4; c++)
-                sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
-            const int32_t sumi = _mm512_reduce_add_epi32(sv);
-            acc[k] += y->d * d * (float)sumi;
+        const __m128 d4 = _mm_setr_ps(dr[0], dr[1], dr[2], dr[3]);
+        for (int k = 0; k < NT; k++) {
+            const __m128 yd = _mm_set1_ps(y0[k * nsb + i].d);
+            if (kind == TM_KQ4) {
+                /* rows 0,1: [sumi0 summ0 sumi1 summ1], rows 2,3 likewise */
+                const __m256i h01 = _mm256_hadd_epi32(part[k][0], part[k][1]);
+                const __m256i h23 = _mm256_hadd_epi32(part[k][2], part[k][3]);
+                const __m128 s01 = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h01), _mm256_extracti128_si256(h01, 1)));
+                const __m128 s23 = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h23), _mm256_extracti128_si256(h23, 1)));
+                const __m128 sumi = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
+                const __m128 summ = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
+                const __m128 dmin4 = _mm_setr_ps(dminr[0], dminr[1], dminr[2], dminr[3]);
+                /* y.d * (d * sumi - dmin * summ), as tm_mm_dot_row_scalar */
+                acc[k] = _mm_fmadd_ps(yd, _mm_fmsub_ps(d4, sumi, _mm_mul_ps(dmin4, summ)), acc[k]);
+            } else {
+                const __m128 sumi = _mm_cvtepi32_ps(tm_hsum4x8(part[k][0], part[k][1], part[k][2], part[k][3]));
+                acc[k] = _mm_fmadd_ps(_mm_mul_ps(yd, d4), sumi, acc[k]); /* y.d * d * sumi */
+            }
         }
     }
-    const float bias = a->bias ? a->bias[r] : 0.0f;
-    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+    const int n_store = r_last - r + 1 < TM_KQ_ROWS ? (int)(r_last - r + 1) : TM_KQ_ROWS;
+    const __mmask8 mask = (__mmask8)((1u << n_store) - 1);
+    const __m128 bias = a->bias ? _mm_maskz_loadu_ps(mask, a->bias + r) : _mm_setzero_ps();
+    for (int k = 0; k < NT; k++) _mm_mask_storeu_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
+#define TM_KQ_INST(kind_, name_)                                                          \
+    static void name_(const tm_mm_args *a, int64_t r, int64_t r_last) {                   \
+        for (int t = 0; t < a->n; t += TM_KQ_NT) {                                        \
+            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;                     \
+            if (nt == 4) tm_kq_pass(a, r, r_last, t, 4, kind_);                           \
+            else if (nt == 3) tm_kq_pass(a, r, r_last, t, 3, kind_);                      \
+            else if (nt == 2) tm_kq_pass(a, r, r_last, t, 2, kind_);                      \
+            else tm_kq_pass(a, r, r_last, t, 1, kind_);                                   \
+        }                                                                                 \
+    }
+TM_KQ_INST(TM_KQ4, tm_q4k_rows4)
+TM_KQ_INST(TM_KQ6, tm_q6k_rows4)
+
 void tm_mm_rows_kquant_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
-            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
-            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
-            else tm_q6k_row(a, r, t0, nt);
-        }
+    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS) {
+        if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_rows4(a, r, r1 - 1);
+        else tm_q6k_rows4(a, r, r1 - 1);
+    }
 }
