@@ -277,20 +277,15 @@ void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1) {
 
 /* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
  *
- * Per 256-value superblock and token: the same integer sums as tm_mm_dot_row_scalar,
- * then its float formula. Weights are unpacked to u8 (Q4_K nibbles, Q6_K 6-bit values
- * 0..63), multiplied with the s8 activations by maddubs (no int16 saturation: |pair| <=
- * 2 * 63 * 128) and weighted by their sub-block scales with madd. Q6_K's -32 offset is
- * -32 * sum(scale * bsum). One unpacked superblock serves up to TM_KQ_NT tokens. */
+ * As in matmul_avx512.c, with ymm: per 256-value superblock, row and token the integer
+ * sums of tm_mm_dot_row_scalar (u8-unpacked weights x s8 activations by maddubs, no
+ * int16 saturation as |pair| <= 2 * 63 * 128; sub-block scales by madd; Q6_K's -32 as
+ * -32 * sum(scale * bsum)), then its float formula. A pass covers 4 rows x up to 4
+ * tokens: one hadd tree for the 4 rows' sums, the float formula on 4 rows in one xmm
+ * with the same operations in every lane, so results do not depend on row grouping. */
 
-enum { TM_KQ_NT = 8 };
-
-TM_AI int32_t tm_hsum256_epi32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
+enum { TM_KQ_ROWS = 4, TM_KQ_NT = 4 };
+enum { TM_KQ4, TM_KQ6 };
 
 /* Q4_K's 12 packed scale bytes (read as 16; the 4 past them are the block's own qs) ->
  * bytes 0-7 the sub-block scales, 8-15 the mins: KERNELS.md's bit layout, with four
@@ -305,96 +300,118 @@ TM_AI __m128i tm_q4k_scales_mins(const uint8_t *s) {
     return _mm_blend_epi32(lo6, _mm_or_si128(nib, top), 0xa);         /* scales 4-7, mins 4-7 */
 }
 
-/* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
-static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+/* Rows r + i (i < 4; rows past r_last repeat r_last and are not stored) x tokens
+ * [t0, t0 + NT) of a Q4_K / Q6_K weight; NT and kind are constants after inlining. */
+TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, const int NT, const int kind) {
     const int64_t nsb = a->n_cols / TM_QK_K;
-    const tm_block_q4_k *blk =
-        (const tm_block_q4_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q4_K, a->n_cols));
-    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    float acc[TM_KQ_NT] = {0};
-    for (int64_t i = 0; i < nsb; i++) {
-        const tm_block_q4_k *b = blk + i;
-        const __m128i sm = tm_q4k_scales_mins(b->scales);
-        /* word g: min of sub-block g / 2 (bsums g covers 16 values) */
-        const __m256i mpv = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
-        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, twice */
-        __m256i w[8], scv[8]; /* w[j]: sub-block j (values 32j..32j+31) */
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-            w[2 * c] = _mm256_and_si256(q, m4);
-            w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        }
-        for (int j = 0; j < 8; j++) /* broadcast word j: bytes 2j, 2j + 1 */
-            scv[j] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
-        const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
-        for (int k = 0; k < nt; k++) {
-            const tm_block_q8_k *y = y0 + k * nsb + i;
-            __m256i sv = _mm256_setzero_si256();
-            for (int j = 0; j < 8; j++) {
-                const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
-            }
-            const int32_t sumi = tm_hsum256_epi32(sv);
-            const int32_t summ = tm_hsum256_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mpv));
-            acc[k] += y->d * (d * (float)sumi - dmin * (float)summ);
-        }
-    }
-    const float bias = a->bias ? a->bias[r] : 0.0f;
-    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
-}
-
-/* Row r x tokens [t0, t0 + nt) of a Q6_K weight. */
-static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
-    const int64_t nsb = a->n_cols / TM_QK_K;
-    const tm_block_q6_k *blk =
-        (const tm_block_q6_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q6_K, a->n_cols));
+    const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
+    const uint8_t *rows[TM_KQ_ROWS];
+    for (int i = 0; i < TM_KQ_ROWS; i++)
+        rows[i] = (const uint8_t *)a->w->src + (r + i < r_last ? r + i : r_last) * row_bytes;
     const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    /* after broadcasting the dword of scales (2j, 2j+1): words 0-7 = scale 2j, 8-15 = 2j+1 */
+    /* Q6_K: after broadcasting the dword of scales (2j, 2j+1): words 0-7 = scale 2j, 8-15 = 2j+1 */
     const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
                                          2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    float acc[TM_KQ_NT] = {0};
+    /* Q4_K: word g = min of sub-block g / 2 (bsums g covers 16 values) */
+    const __m128i mins_pat = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    __m128 acc[TM_KQ_NT];
+    for (int k = 0; k < NT; k++) acc[k] = _mm_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        const tm_block_q6_k *b = blk + i;
-        __m256i w[8], scv[8]; /* w[j]: values 32j..32j+31 as u8 0..63 (scales 2j, 2j+1) */
-        for (int h = 0; h < 2; h++) {
-            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-            /* bits 2i..2i+1 of qh are the high bits of quarter i: moved to bits 4-5 */
-            w[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-            w[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-            w[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
-            w[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-        }
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-        for (int j = 0; j < 8; j++)
-            scv[j] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), pat);
-        const float d = _cvtsh_ss(b->d);
-        for (int k = 0; k < nt; k++) {
-            const tm_block_q8_k *y = y0 + k * nsb + i;
-            /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
-            const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), sc16);
-            __m256i sv = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-            for (int j = 0; j < 8; j++) {
-                const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
+        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (Q4_K: sumi and summ, hadd'ed) */
+        float dr[TM_KQ_ROWS], dminr[TM_KQ_ROWS];
+        for (int rr = 0; rr < TM_KQ_ROWS; rr++) {
+            __m256i w[8], scv[8]; /* w[j]: values 32j..32j+31 as u8 */
+            __m256i mp = _mm256_setzero_si256(), sc16 = _mm256_setzero_si256();
+            if (kind == TM_KQ4) {
+                const tm_block_q4_k *b = (const tm_block_q4_k *)rows[rr] + i;
+                const __m128i sm = tm_q4k_scales_mins(b->scales);
+                mp = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, mins_pat));
+                const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, twice */
+                for (int c = 0; c < 4; c++) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+                    w[2 * c] = _mm256_and_si256(q, m4);
+                    w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                }
+                for (int j = 0; j < 8; j++) /* broadcast word j: bytes 2j, 2j + 1 */
+                    scv[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = _cvtsh_ss(b->dmin);
+            } else {
+                const tm_block_q6_k *b = (const tm_block_q6_k *)rows[rr] + i;
+                for (int h = 0; h < 2; h++) {
+                    const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+                    const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+                    /* bits 2q..2q+1 of qh are the high bits of quarter q: moved to bits 4-5 */
+                    w[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+                    w[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+                    w[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+                    w[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+                }
+                sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+                for (int j = 0; j < 8; j++)
+                    scv[j] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), pat);
+                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = 0.0f;
             }
-            const int32_t sumi = tm_hsum256_epi32(sv);
-            acc[k] += y->d * d * (float)sumi;
+            for (int k = 0; k < NT; k++) {
+                const tm_block_q8_k *y = y0 + k * nsb + i;
+                const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
+                __m256i sv = _mm256_setzero_si256();
+                if (kind == TM_KQ6) /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
+                    sv = _mm256_sub_epi32(sv, _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5));
+                for (int j = 0; j < 8; j++) {
+                    const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
+                }
+                /* Q4_K: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
+                part[k][rr] = kind == TM_KQ4 ? _mm256_hadd_epi32(sv, _mm256_madd_epi16(bs, mp)) : sv;
+            }
+        }
+        const __m128 d4 = _mm_setr_ps(dr[0], dr[1], dr[2], dr[3]);
+        for (int k = 0; k < NT; k++) {
+            const __m128 yd = _mm_set1_ps(y0[k * nsb + i].d);
+            if (kind == TM_KQ4) {
+                /* rows 0,1: [sumi0 summ0 sumi1 summ1], rows 2,3 likewise */
+                const __m256i h01 = _mm256_hadd_epi32(part[k][0], part[k][1]);
+                const __m256i h23 = _mm256_hadd_epi32(part[k][2], part[k][3]);
+                const __m128 s01 = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h01), _mm256_extracti128_si256(h01, 1)));
+                const __m128 s23 = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h23), _mm256_extracti128_si256(h23, 1)));
+                const __m128 sumi = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
+                const __m128 summ = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
+                const __m128 dmin4 = _mm_setr_ps(dminr[0], dminr[1], dminr[2], dminr[3]);
+                /* y.d * (d * sumi - dmin * summ), as tm_mm_dot_row_scalar */
+                acc[k] = _mm_fmadd_ps(yd, _mm_fmsub_ps(d4, sumi, _mm_mul_ps(dmin4, summ)), acc[k]);
+            } else {
+                const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(part[k][0], part[k][1]),
+                                                    _mm256_hadd_epi32(part[k][2], part[k][3]));
+                const __m128 sumi = _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+                acc[k] = _mm_fmadd_ps(_mm_mul_ps(yd, d4), sumi, acc[k]); /* y.d * d * sumi */
+            }
         }
     }
-    const float bias = a->bias ? a->bias[r] : 0.0f;
-    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+    const int n_store = r_last - r + 1 < TM_KQ_ROWS ? (int)(r_last - r + 1) : TM_KQ_ROWS;
+    const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(n_store), _mm_setr_epi32(0, 1, 2, 3));
+    const __m128 bias = a->bias ? _mm_maskload_ps(a->bias + r, mask) : _mm_setzero_ps();
+    for (int k = 0; k < NT; k++) _mm_maskstore_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
+#define TM_KQ_INST(kind_, name_)                                                          \
+    static void name_(const tm_mm_args *a, int64_t r, int64_t r_last) {                   \
+        for (int t = 0; t < a->n; t += TM_KQ_NT) {                                        \
+            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;                     \
+            if (nt == 4) tm_kq_pass(a, r, r_last, t, 4, kind_);                           \
+            else if (nt == 3) tm_kq_pass(a, r, r_last, t, 3, kind_);                      \
+            else if (nt == 2) tm_kq_pass(a, r, r_last, t, 2, kind_);                      \
+            else tm_kq_pass(a, r, r_last, t, 1, kind_);                                   \
+        }                                                                                 \
+    }
+TM_KQ_INST(TM_KQ4, tm_q4k_rows4)
+TM_KQ_INST(TM_KQ6, tm_q6k_rows4)
+
 void tm_mm_rows_kquant_avx2(const tm_mm_args *a, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
-            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
-            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
-            else tm_q6k_row(a, r, t0, nt);
-        }
+    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS) {
+        if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_rows4(a, r, r1 - 1);
+        else tm_q6k_rows4(a, r, r1 - 1);
+    }
 }
