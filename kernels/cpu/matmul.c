@@ -423,6 +423,12 @@ static void tm_mm_rows(int level, const tm_mm_args *a, int64_t r0, int64_t r1) {
         if (level == TM_SIMD_AVX2) { tm_mm_rows_kquant_avx2(a, r0, r1); return; }
     }
 #endif
+#if defined(__aarch64__)
+    if ((a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) && level == TM_SIMD_NEON) {
+        tm_mm_rows_kquant_neon(a, r0, r1);
+        return;
+    }
+#endif
     (void)level;
     tm_mm_rows_scalar(a, r0, r1);
 }

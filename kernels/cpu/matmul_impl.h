@@ -17,7 +17,8 @@
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
  * Each scale section is padded to a multiple of 64 B. Q4_K and Q6_K are not packed: every
- * level reads their GGUF blocks in place (scalar rows, or the AVX2 / AVX-512 row kernels).
+ * level reads their GGUF blocks in place (scalar rows, or the AVX2 / AVX-512 / NEON row
+ * kernels).
  *
  * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
  * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
@@ -127,6 +128,7 @@ int tm_mm_neon_supports(tm_dtype t);
 void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                              float *d, int32_t *sum, float *s);
+void tm_mm_rows_kquant_neon(const tm_mm_args *a, int64_t r0, int64_t r1);
 enum { TM_MM_NT_NEON = 8 }; /* max token group: must equal TM_NT_MAX in matmul_neon.c */
 #endif
 

@@ -16,7 +16,8 @@
  *   dense      f32 FMA over a (KC, 16) f32 panel (f16/bf16 widened once per panel) that
  *              all tokens reuse; n = 1 streams the tile directly.
  * Token groups (matmul_impl.h) are up to TM_NT_MAX = 8 tokens; dense groups are worked
- * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K run scalar. */
+ * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K are not packed:
+ * tm_mm_rows_kquant_neon at the end of this file reads their GGUF blocks in place. */
 #include <arm_neon.h>
 #include <string.h>
 
@@ -301,4 +302,116 @@ void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1) {
         default: tm_dense_tile(a, ti); break;
         }
     }
+}
+
+/* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
+ *
+ * Per 256-value superblock, row and token: the integer sums of tm_mm_dot_row_scalar, then
+ * its float formula. sdot is signed x signed, so Q4_K nibbles (0..15) and Q6_K values
+ * minus 32 (-32..31) are used as int8 directly; each sdot result (4 lanes) is weighted
+ * by its sub-block scale with one vmla, and the lanes are added once per superblock.
+ * One unpacked superblock serves up to TM_KQ_NT tokens. */
+
+enum { TM_KQ_NT = 4 };
+
+TM_AI float tm_kq_f16(const uint16_t *p) {
+    __fp16 h;
+    memcpy(&h, p, 2);
+    return (float)h;
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q4_K weight. */
+static void tm_q4k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q4_k *blk =
+        (const tm_block_q4_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q4_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q4_k *b = blk + i;
+        const uint8_t *s = b->scales;
+        int32_t sc[8];
+        int16_t mn[8];
+        for (int j = 0; j < 4; j++) {
+            sc[j] = s[j] & 63;
+            sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 6) << 4);
+            mn[j] = (int16_t)(s[j + 4] & 63);
+            mn[j + 4] = (int16_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+        }
+        const int16x8_t mv = vld1q_s16(mn);
+        int8x16_t w[8][2]; /* w[j]: sub-block j (values 32j..32j+31) */
+        for (int c = 0; c < 4; c++)
+            for (int hlf = 0; hlf < 2; hlf++) {
+                const uint8x16_t q = vld1q_u8(b->qs + 32 * c + 16 * hlf);
+                w[2 * c][hlf] = vreinterpretq_s8_u8(vandq_u8(q, m4));
+                w[2 * c + 1][hlf] = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+            }
+        const float d = tm_kq_f16(&b->d), dmin = tm_kq_f16(&b->dmin);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            int32x4_t sv = vdupq_n_s32(0);
+            for (int j = 0; j < 8; j++) {
+                int32x4_t dj = vdotq_s32(vdupq_n_s32(0), w[j][0], vld1q_s8(y->qs + 32 * j));
+                dj = vdotq_s32(dj, w[j][1], vld1q_s8(y->qs + 32 * j + 16));
+                sv = vmlaq_n_s32(sv, dj, sc[j]);
+            }
+            const int32_t sumi = vaddvq_s32(sv);
+            /* bsums per sub-block (2 x 16 values), times its min */
+            const int16x8_t bs = vpaddq_s16(vld1q_s16(y->bsums), vld1q_s16(y->bsums + 8));
+            const int32_t summ = vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mv)), bs, mv));
+            acc[k] += y->d * (d * (float)sumi - dmin * (float)summ);
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+/* Row r x tokens [t0, t0 + nt) of a Q6_K weight. */
+static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const tm_block_q6_k *blk =
+        (const tm_block_q6_k *)((const uint8_t *)a->w->src + r * tm_dtype_row_bytes(TM_DTYPE_Q6_K, a->n_cols));
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(3);
+    const int8x16_t m32 = vdupq_n_s8(32);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const tm_block_q6_k *b = blk + i;
+        int8x16_t w[16]; /* w[g]: values 16g..16g+15 minus 32 (scale g) */
+        for (int h = 0; h < 2; h++)
+            for (int p = 0; p < 2; p++) { /* values 128h + 16p + {0, 32, 64, 96} + 0..15 */
+                const uint8x16_t ql0 = vld1q_u8(b->ql + 64 * h + 16 * p);
+                const uint8x16_t ql1 = vld1q_u8(b->ql + 64 * h + 32 + 16 * p);
+                const uint8x16_t qh = vld1q_u8(b->qh + 32 * h + 16 * p);
+                const uint8x16_t v0 = vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8(vandq_u8(qh, m3), 4));
+                const uint8x16_t v1 = vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), m3), 4));
+                const uint8x16_t v2 = vorrq_u8(vshrq_n_u8(ql0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), m3), 4));
+                const uint8x16_t v3 = vorrq_u8(vshrq_n_u8(ql1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4));
+                w[8 * h + p] = vsubq_s8(vreinterpretq_s8_u8(v0), m32);
+                w[8 * h + 2 + p] = vsubq_s8(vreinterpretq_s8_u8(v1), m32);
+                w[8 * h + 4 + p] = vsubq_s8(vreinterpretq_s8_u8(v2), m32);
+                w[8 * h + 6 + p] = vsubq_s8(vreinterpretq_s8_u8(v3), m32);
+            }
+        const float d = tm_kq_f16(&b->d);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            int32x4_t sv = vdupq_n_s32(0);
+            for (int g = 0; g < 16; g++)
+                sv = vmlaq_n_s32(sv, vdotq_s32(vdupq_n_s32(0), w[g], vld1q_s8(y->qs + 16 * g)), b->scales[g]);
+            const int32_t sumi = vaddvq_s32(sv);
+            acc[k] += y->d * d * (float)sumi;
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+void tm_mm_rows_kquant_neon(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
+            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
+            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
+            else tm_q6k_row(a, r, t0, nt);
+        }
 }
