@@ -216,7 +216,7 @@ TEST(Matmul, SimdMatchesScalar) {
 // Work split over threads must not change a single bit of any output.
 TEST(Matmul, ThreadsDoNotChangeResults) {
     const int level = tm_simd_detect();
-    for (tm_dtype t : {TM_DTYPE_Q4_1, TM_DTYPE_F16, TM_DTYPE_Q6_K}) {
+    for (tm_dtype t : {TM_DTYPE_Q4_1, TM_DTYPE_F16, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K}) {
         const int64_t rows = 83, cols = is_kquant(t) ? 256 : 128;
         const Weight wt = make_weight(t, rows, cols, 77);
         for (int n : {1, 9}) {
