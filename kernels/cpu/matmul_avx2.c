@@ -183,28 +183,29 @@ TM_AI void tm_store2(const tm_mm_args *a, float *dst, int64_t r0, __m256 lo, __m
     _mm256_maskstore_ps(dst + 8, m1, hi);
 }
 
-/* n = 1: 4 k-steps x 2 halves = 8 independent accumulators. */
-TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
-    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+/* n = 1, tiles [ti, ti + nt), nt <= TM_GEMV_TILES. Each row is one FMA chain over k with
+ * the operations of a batch (tm_dense_group: a panel's sum is stored and continued), so
+ * a token gets the same bits alone as in a batch; tiles and halves run side by side. */
+enum { TM_GEMV_TILES = 4 };
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, int nt, const tm_dtype t) {
     const float *x = a->x;
-    __m256 acc[8];
-    for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 4 <= a->n_cols; k += 4)
-        for (int j = 0; j < 4; j++) {
-            const __m256 xv = _mm256_set1_ps(x[k + j]);
-            acc[2 * j] = _mm256_fmadd_ps(tm_dense_load(tile, k + j, 0, t), xv, acc[2 * j]);
-            acc[2 * j + 1] = _mm256_fmadd_ps(tm_dense_load(tile, k + j, 1, t), xv, acc[2 * j + 1]);
-        }
-    for (; k < a->n_cols; k++) {
-        const __m256 xv = _mm256_set1_ps(x[k]);
-        acc[0] = _mm256_fmadd_ps(tm_dense_load(tile, k, 0, t), xv, acc[0]);
-        acc[1] = _mm256_fmadd_ps(tm_dense_load(tile, k, 1, t), xv, acc[1]);
+    const uint8_t *tile[TM_GEMV_TILES];
+    __m256 lo[TM_GEMV_TILES], hi[TM_GEMV_TILES];
+    for (int j = 0; j < TM_GEMV_TILES; j++) {
+        tile[j] = a->w->packed + (size_t)(ti + (j < nt ? j : 0)) * a->w->tile_bytes;
+        lo[j] = hi[j] = _mm256_setzero_ps();
     }
-    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[4], acc[6]));
-    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[3]), _mm256_add_ps(acc[5], acc[7]));
-    const int64_t r0 = ti * TM_MM_TILE;
-    tm_store2(a, a->out + r0, r0, lo, hi, 1);
+    for (int64_t k = 0; k < a->n_cols; k++) {
+        const __m256 xv = _mm256_set1_ps(x[k]);
+        for (int j = 0; j < TM_GEMV_TILES; j++) {
+            lo[j] = _mm256_fmadd_ps(tm_dense_load(tile[j], k, 0, t), xv, lo[j]);
+            hi[j] = _mm256_fmadd_ps(tm_dense_load(tile[j], k, 1, t), xv, hi[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) {
+        const int64_t r0 = (ti + j) * TM_MM_TILE;
+        tm_store2(a, a->out + r0, r0, lo[j], hi[j], 1);
+    }
 }
 
 /* Tokens [t0, t0 + NT) x columns [k0, k0 + kc) from an f32 panel (kc, 16). */
@@ -232,12 +233,6 @@ TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, i
 
 static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
     const tm_dtype t = a->dtype;
-    if (a->n == 1) {
-        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
-        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
-        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
-        return;
-    }
     const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
     const int64_t r0 = ti * TM_MM_TILE;
     _Alignas(32) float panel[TM_KC * TM_MM_TILE];
@@ -265,6 +260,16 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
 }
 
 void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1 && (t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) {
+        for (int64_t ti = t0; ti < t1; ti += TM_GEMV_TILES) {
+            const int nt = t1 - ti < TM_GEMV_TILES ? (int)(t1 - ti) : TM_GEMV_TILES;
+            if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
+            else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
+            else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
+        }
+        return;
+    }
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
         case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;

@@ -8,7 +8,7 @@
  *              the activation block sum), then one FMA with d_w * d_a (and for Q4_1 one
  *              FMA with m_w * s_a).
  *   dense      F16/BF16 are widened to an f32 panel of 256 columns (16 KiB, stays in L1)
- *              that all tokens reuse; n = 1 reads the tile directly, 8 FMA chains deep.
+ *              that all tokens reuse; n = 1 reads the tiles directly, 4 tiles side by side.
  * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
  * this file reads their GGUF blocks in place, row by row. */
 #include <immintrin.h>
@@ -179,24 +179,35 @@ TM_AI __mmask16 tm_tile_mask(const tm_mm_args *a, int64_t r0) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-/* n = 1: one pass over the tile, 8 independent accumulators to hide FMA latency. */
-TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
-    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+/* n = 1, tiles [ti, ti + nt), nt <= TM_GEMV_TILES. Each row is one FMA chain over k with
+ * the operations of a batch (tm_dense_group: a panel's sum is stored plus 0, then
+ * continued), so a token gets the same bits alone as in a batch; the tiles run side by
+ * side to hide the FMA latency. */
+enum { TM_GEMV_TILES = 4 };
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, int nt, const tm_dtype t) {
     const float *x = a->x;
-    __m512 acc[8];
-    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= a->n_cols; k += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] = _mm512_fmadd_ps(tm_dense_load(tile, k + j, t), _mm512_set1_ps(x[k + j]), acc[j]);
-    for (; k < a->n_cols; k++)
-        acc[0] = _mm512_fmadd_ps(tm_dense_load(tile, k, t), _mm512_set1_ps(x[k]), acc[0]);
-    const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
-                                   _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])));
-    const int64_t r0 = ti * TM_MM_TILE;
-    const __mmask16 mask = tm_tile_mask(a, r0);
-    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
-    _mm512_mask_storeu_ps(a->out + r0, mask, _mm512_add_ps(s, bias));
+    const __m512 zero = _mm512_setzero_ps();
+    const uint8_t *tile[TM_GEMV_TILES];
+    __m512 acc[TM_GEMV_TILES];
+    for (int j = 0; j < TM_GEMV_TILES; j++) {
+        tile[j] = a->w->packed + (size_t)(ti + (j < nt ? j : 0)) * a->w->tile_bytes;
+        acc[j] = zero;
+    }
+    for (int64_t k0 = 0; k0 < a->n_cols; k0 += TM_KC) {
+        const int64_t k1 = a->n_cols - k0 < TM_KC ? a->n_cols : k0 + TM_KC;
+        if (k0 > 0)
+            for (int j = 0; j < TM_GEMV_TILES; j++) acc[j] = _mm512_add_ps(acc[j], zero);
+        for (int64_t k = k0; k < k1; k++) {
+            const __m512 xv = _mm512_set1_ps(x[k]);
+            for (int j = 0; j < TM_GEMV_TILES; j++) acc[j] = _mm512_fmadd_ps(tm_dense_load(tile[j], k, t), xv, acc[j]);
+        }
+    }
+    for (int j = 0; j < nt; j++) {
+        const int64_t r0 = (ti + j) * TM_MM_TILE;
+        const __mmask16 mask = tm_tile_mask(a, r0);
+        const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : zero;
+        _mm512_mask_storeu_ps(a->out + r0, mask, _mm512_add_ps(acc[j], bias));
+    }
 }
 
 /* Tokens [t0, t0 + NT) x columns [k0, k0 + kc) of one tile, from an f32 panel (kc, 16).
@@ -221,12 +232,6 @@ TM_AI void tm_dense_group(const tm_mm_args *a, const float *panel, int64_t r0, i
 
 static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
     const tm_dtype t = a->dtype;
-    if (a->n == 1) {
-        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
-        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
-        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
-        return;
-    }
     const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
     const int64_t r0 = ti * TM_MM_TILE;
     _Alignas(64) float panel[TM_KC * TM_MM_TILE];
@@ -256,6 +261,16 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
 }
 
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1 && (t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) {
+        for (int64_t ti = t0; ti < t1; ti += TM_GEMV_TILES) {
+            const int nt = t1 - ti < TM_GEMV_TILES ? (int)(t1 - ti) : TM_GEMV_TILES;
+            if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
+            else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
+            else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
+        }
+        return;
+    }
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
         case TM_DTYPE_Q4_0:

@@ -204,28 +204,27 @@ TM_AI void tm_store_tile_row(const tm_mm_args *a, float *dst, int64_t r0, float3
     }
 }
 
-/* n = 1: 2 k-steps x 4 quarters = 8 independent accumulators. */
-TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, const tm_dtype t) {
-    const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
+/* n = 1, tiles [ti, ti + nt), nt <= TM_GEMV_TILES. Each row is one FMA chain over k with
+ * the operations of a batch (tm_dense_sub: a panel's sum is stored and continued), so a
+ * token gets the same bits alone as in a batch; tiles and quarters run side by side. */
+enum { TM_GEMV_TILES = 2 };
+TM_AI void tm_dense_gemv(const tm_mm_args *a, int64_t ti, int nt, const tm_dtype t) {
     const float *x = a->x;
-    float32x4_t acc0[4], acc1[4], w0[4], w1[4];
-    for (int q = 0; q < 4; q++) acc0[q] = acc1[q] = vdupq_n_f32(0.0f);
-    int64_t k = 0;
-    for (; k + 2 <= a->n_cols; k += 2) {
-        tm_dense_load(tile, k, t, w0);
-        tm_dense_load(tile, k + 1, t, w1);
-        for (int q = 0; q < 4; q++) {
-            acc0[q] = vfmaq_n_f32(acc0[q], w0[q], x[k]);
-            acc1[q] = vfmaq_n_f32(acc1[q], w1[q], x[k + 1]);
+    const uint8_t *tile[TM_GEMV_TILES];
+    float32x4_t acc[TM_GEMV_TILES][4], w[4];
+    for (int j = 0; j < TM_GEMV_TILES; j++) {
+        tile[j] = a->w->packed + (size_t)(ti + (j < nt ? j : 0)) * a->w->tile_bytes;
+        for (int q = 0; q < 4; q++) acc[j][q] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t k = 0; k < a->n_cols; k++)
+        for (int j = 0; j < TM_GEMV_TILES; j++) {
+            tm_dense_load(tile[j], k, t, w);
+            for (int q = 0; q < 4; q++) acc[j][q] = vfmaq_n_f32(acc[j][q], w[q], x[k]);
         }
+    for (int j = 0; j < nt; j++) {
+        const int64_t r0 = (ti + j) * TM_MM_TILE;
+        tm_store_tile_row(a, a->out + r0, r0, acc[j], 1);
     }
-    for (; k < a->n_cols; k++) {
-        tm_dense_load(tile, k, t, w0);
-        for (int q = 0; q < 4; q++) acc0[q] = vfmaq_n_f32(acc0[q], w0[q], x[k]);
-    }
-    for (int q = 0; q < 4; q++) acc0[q] = vaddq_f32(acc0[q], acc1[q]);
-    const int64_t r0 = ti * TM_MM_TILE;
-    tm_store_tile_row(a, a->out + r0, r0, acc0, 1);
 }
 
 /* Tokens t0+i0 .. t0+i0+NS-1 of the group at t0 (NT tokens) x columns [k0, k0 + kc),
@@ -259,12 +258,6 @@ TM_AI void tm_dense_sub(const tm_mm_args *a, const float *panel, int64_t r0, int
 
 static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
     const tm_dtype t = a->dtype;
-    if (a->n == 1) {
-        if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, TM_DTYPE_F16);
-        else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, TM_DTYPE_BF16);
-        else tm_dense_gemv(a, ti, TM_DTYPE_F32);
-        return;
-    }
     const uint8_t *tile = a->w->packed + (size_t)ti * a->w->tile_bytes;
     const int64_t r0 = ti * TM_MM_TILE;
     _Alignas(64) float panel[TM_KC * TM_MM_TILE];
@@ -294,6 +287,16 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
 }
 
 void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    const tm_dtype t = a->dtype;
+    if (a->n == 1 && (t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) {
+        for (int64_t ti = t0; ti < t1; ti += TM_GEMV_TILES) {
+            const int nt = t1 - ti < TM_GEMV_TILES ? (int)(t1 - ti) : TM_GEMV_TILES;
+            if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
+            else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
+            else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
+        }
+        return;
+    }
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
         case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
