@@ -351,8 +351,8 @@ static int64_t tm_mm_prep_unit(tm_dtype t) {
 }
 
 /* Prepares units [u0, u1) of token t0 + i of the group [t0, t0 + nt) (see matmul_impl.h). */
-static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, int i, int64_t u0,
-                                int64_t u1) {
+static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0, int nt, int i,
+                                int64_t u0, int64_t u1) {
     const int64_t nb = a->n_cols / TM_QK, cols = a->n_cols;
     const int t = t0 + i;
     const float *x = a->x + (int64_t)t * cols;
@@ -363,6 +363,13 @@ static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, i
     }
     if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
         tm_block_q8_k *y = (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K);
+        (void)level;
+#if TM_MM_X86
+        if (level == TM_SIMD_AVX512VNNI || level == TM_SIMD_AMX) {
+            tm_mm_quantize_q8k_avx512(x + u0 * TM_QK_K, y + u0, u1 - u0);
+            return;
+        }
+#endif
         tm_quantize_row(TM_DTYPE_Q8_K, x + u0 * TM_QK_K, y + u0, (u1 - u0) * TM_QK_K);
         return;
     }
@@ -385,11 +392,11 @@ static void tm_mm_prepare_token(int simd, const tm_mm_args *a, int t0, int nt, i
 /* Units [u0, u1) of every token. Threads split the columns, not the tokens: a group's
  * per-block scales of all its tokens share cache lines, which two threads writing
  * different tokens would pass back and forth. */
-static void tm_mm_prepare(int simd, const tm_mm_args *a, int64_t u0, int64_t u1) {
+static void tm_mm_prepare(int simd, int level, const tm_mm_args *a, int64_t u0, int64_t u1) {
     if (u0 >= u1) return;
     for (int t0 = 0; t0 < a->n;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        for (int i = 0; i < nt; i++) tm_mm_prepare_token(simd, a, t0, nt, i, u0, u1);
+        for (int i = 0; i < nt; i++) tm_mm_prepare_token(simd, level, a, t0, nt, i, u0, u1);
         t0 += nt;
     }
 }
@@ -404,7 +411,7 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     int64_t lo, hi;
     const tm_mm_args *a = &job->a[0];
     tm_mm_split(a->n_cols / tm_mm_prep_unit(a->dtype), ith, nth, &lo, &hi);
-    tm_mm_prepare(job->simd, a, lo, hi);
+    tm_mm_prepare(job->simd, job->level, a, lo, hi);
 }
 
 /* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each
@@ -537,7 +544,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             return;
         }
         /* One token is cheaper to quantize here than to hand to the pool. */
-        if (n < 4) tm_mm_prepare(job.simd, &a[0], 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
+        if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
         else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
     }
     tm_mm_parallel(mm, tm_mm_compute_job, &job);

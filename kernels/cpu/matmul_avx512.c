@@ -46,6 +46,39 @@ void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, i
     }
 }
 
+/* Q8_K for the K-quant rows, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K): the
+ * signed max is the first value of largest magnitude, and the same f32 products are
+ * rounded half-even (lrintf there, the MXCSR default here). */
+void tm_mm_quantize_q8k_avx512(const float *x, tm_block_q8_k *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += TM_QK_K) {
+        __m512 vmax = _mm512_setzero_ps();
+        for (int c = 0; c < TM_QK_K / 16; c++) /* (|x|, vmax): a NaN |x| is skipped, as there */
+            vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)), vmax);
+        const float amax = _mm512_reduce_max_ps(vmax);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof(y[i]));
+            continue;
+        }
+        float max = 0.0f;
+        for (int c = 0; c < TM_QK_K / 16; c++) {
+            const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * c)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (m) {
+                max = x[16 * c + __builtin_ctz(m)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 vs = _mm512_set1_ps(iscale);
+        for (int c = 0; c < TM_QK_K / 16; c++) {
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * c)));
+            v = _mm512_min_epi32(v, _mm512_set1_epi32(127));
+            _mm_storeu_si128((__m128i *)(y[i].qs + 16 * c), _mm512_cvtsepi32_epi8(v));
+            y[i].bsums[c] = (int16_t)_mm512_reduce_add_epi32(v);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
 /* ---- quantized tiles ------------------------------------------------------------- */
 
 TM_AI __m512i tm_bcast4(const int8_t *p) {

@@ -113,6 +113,8 @@ int tm_mm_avx512_supports(tm_dtype t);
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                                float *d, int32_t *sum, float *s);
+/* nb Q8_K blocks of x, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K). */
+void tm_mm_quantize_q8k_avx512(const float *x, tm_block_q8_k *y, int64_t nb);
 /* One token group [t0, t0 + nt) x tile ti of a Q4_0 / Q4_1 / Q8_0 weight. */
 void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt);
 /* Rows [r0, r1) of a Q4_K / Q6_K weight (GGUF blocks in w->src) for all tokens, against

@@ -10,6 +10,9 @@
 
 #include "common/common.h"
 #include "kernels/cpu/matmul.h"
+extern "C" {
+#include "kernels/cpu/matmul_impl.h" // private kernel entry points, C linkage
+}
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/dtype.h"
@@ -166,6 +169,30 @@ TEST(Matmul, ScalarQuantizesActivations) {
         const double want = 127.0 * wt.deq[r * 32] + 0.0 * wt.deq[r * 32 + 1] + 2.0 * wt.deq[r * 32 + 2];
         EXPECT_NEAR(out[r], want, 1e-4 * std::fabs(want) + 1e-6) << r;
     }
+}
+
+// The AVX-512 Q8_K quantizer (K-quant activations) must equal the reference bit for bit:
+// the K-quant row kernels are only compared with a tolerance.
+TEST(Matmul, Avx512Q8kQuantizerEqualsReference) {
+#if defined(__x86_64__)
+    if (!tm_simd_supported(TM_SIMD_AVX512VNNI)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+    const int nb = 6;
+    std::vector<float> x = make_x(1, nb * TM_QK_K, 77);
+    for (int j = 0; j < TM_QK_K; j++) x[TM_QK_K + j] = 0.0f;                 // block 1: all zero
+    x[2 * TM_QK_K + 5] = 9.0f, x[2 * TM_QK_K + 200] = -9.0f;                  // block 2: |max| tie, + first
+    x[3 * TM_QK_K + 7] = -9.0f, x[3 * TM_QK_K + 100] = 9.0f;                  // block 3: |max| tie, - first
+    for (int j = 0; j < TM_QK_K; j++) x[4 * TM_QK_K + j] = 0.5f * (float)(j % 7) - 1.5f; // halves
+    x[4 * TM_QK_K + 3] = -127.0f;                                               // d = 1: .5 ties round to even
+    std::vector<tm_block_q8_k> want(nb), got(nb);
+    std::memset(want.data(), 0x5a, nb * sizeof(tm_block_q8_k));
+    std::memset(got.data(), 0x5a, nb * sizeof(tm_block_q8_k));
+    ASSERT_EQ(tm_quantize_row(TM_DTYPE_Q8_K, x.data(), want.data(), nb * TM_QK_K), 0);
+    tm_mm_quantize_q8k_avx512(x.data(), got.data(), nb);
+    for (int b = 0; b < nb; b++)
+        EXPECT_EQ(std::memcmp(&want[b], &got[b], sizeof(tm_block_q8_k)), 0) << "block " << b;
+#else
+    GTEST_SKIP() << "x86 only";
+#endif
 }
 
 TEST(Matmul, SimdMatchesScalar) {
