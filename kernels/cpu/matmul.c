@@ -369,6 +369,10 @@ static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0
             tm_mm_quantize_q8k_avx512(x + u0 * TM_QK_K, y + u0, u1 - u0);
             return;
         }
+        if (level == TM_SIMD_AVX2) {
+            tm_mm_quantize_q8k_avx2(x + u0 * TM_QK_K, y + u0, u1 - u0);
+            return;
+        }
 #endif
         tm_quantize_row(TM_DTYPE_Q8_K, x + u0 * TM_QK_K, y + u0, (u1 - u0) * TM_QK_K);
         return;

@@ -41,6 +41,54 @@ TM_AI int32_t tm_hsum8i(__m256i v) {
 
 /* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
 
+static inline int32_t tm_hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Q8_K for the K-quant rows, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K): see
+ * tm_mm_quantize_q8k_avx512. */
+void tm_mm_quantize_q8k_avx2(const float *x, tm_block_q8_k *y, int64_t nb) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < nb; i++, x += TM_QK_K) {
+        __m256 vmax = _mm256_setzero_ps();
+        for (int c = 0; c < TM_QK_K / 8; c++) /* (|x|, vmax): a NaN |x| is skipped, as there */
+            vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 8 * c), abs_mask), vmax);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof(y[i]));
+            continue;
+        }
+        float max = 0.0f;
+        for (int c = 0; c < TM_QK_K / 8; c++) {
+            const __m256 ax = _mm256_and_ps(_mm256_loadu_ps(x + 8 * c), abs_mask);
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (m) {
+                max = x[8 * c + __builtin_ctz((unsigned)m)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i lim = _mm256_set1_epi32(127);
+        for (int g = 0; g < TM_QK_K / 16; g++) {
+            const __m256i v0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 16 * g))), lim);
+            const __m256i v1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 16 * g + 8))), lim);
+            /* packs interleaves 128-bit lanes; the permute puts v0's 8 before v1's 8 */
+            const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xd8);
+            const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+            _mm_storeu_si128((__m128i *)(y[i].qs + 16 * g), p8);
+            y[i].bsums[g] = (int16_t)tm_hsum_epi32(_mm256_add_epi32(v0, v1));
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
 void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                              float *d, int32_t *sum, float *s) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));

@@ -109,6 +109,7 @@ int tm_mm_avx2_supports(tm_dtype t);
 void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                              float *d, int32_t *sum, float *s);
+void tm_mm_quantize_q8k_avx2(const float *x, tm_block_q8_k *y, int64_t nb);
 int tm_mm_avx512_supports(tm_dtype t);
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,

@@ -171,11 +171,11 @@ TEST(Matmul, ScalarQuantizesActivations) {
     }
 }
 
-// The AVX-512 Q8_K quantizer (K-quant activations) must equal the reference bit for bit:
+// The SIMD Q8_K quantizers (K-quant activations) must equal the reference bit for bit:
 // the K-quant row kernels are only compared with a tolerance.
-TEST(Matmul, Avx512Q8kQuantizerEqualsReference) {
+TEST(Matmul, SimdQ8kQuantizersEqualReference) {
 #if defined(__x86_64__)
-    if (!tm_simd_supported(TM_SIMD_AVX512VNNI)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+    if (!tm_simd_supported(TM_SIMD_AVX2)) GTEST_SKIP() << "no AVX2 on this CPU";
     const int nb = 6;
     std::vector<float> x = make_x(1, nb * TM_QK_K, 77);
     for (int j = 0; j < TM_QK_K; j++) x[TM_QK_K + j] = 0.0f;                 // block 1: all zero
@@ -183,13 +183,18 @@ TEST(Matmul, Avx512Q8kQuantizerEqualsReference) {
     x[3 * TM_QK_K + 7] = -9.0f, x[3 * TM_QK_K + 100] = 9.0f;                  // block 3: |max| tie, - first
     for (int j = 0; j < TM_QK_K; j++) x[4 * TM_QK_K + j] = 0.5f * (float)(j % 7) - 1.5f; // halves
     x[4 * TM_QK_K + 3] = -127.0f;                                               // d = 1: .5 ties round to even
-    std::vector<tm_block_q8_k> want(nb), got(nb);
+    std::vector<tm_block_q8_k> want(nb);
     std::memset(want.data(), 0x5a, nb * sizeof(tm_block_q8_k));
-    std::memset(got.data(), 0x5a, nb * sizeof(tm_block_q8_k));
     ASSERT_EQ(tm_quantize_row(TM_DTYPE_Q8_K, x.data(), want.data(), nb * TM_QK_K), 0);
-    tm_mm_quantize_q8k_avx512(x.data(), got.data(), nb);
-    for (int b = 0; b < nb; b++)
-        EXPECT_EQ(std::memcmp(&want[b], &got[b], sizeof(tm_block_q8_k)), 0) << "block " << b;
+    for (int level : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI}) {
+        if (!tm_simd_supported(level)) continue;
+        std::vector<tm_block_q8_k> got(nb);
+        std::memset(got.data(), 0x5a, nb * sizeof(tm_block_q8_k));
+        if (level == TM_SIMD_AVX2) tm_mm_quantize_q8k_avx2(x.data(), got.data(), nb);
+        else tm_mm_quantize_q8k_avx512(x.data(), got.data(), nb);
+        for (int b = 0; b < nb; b++)
+            EXPECT_EQ(std::memcmp(&want[b], &got[b], sizeof(tm_block_q8_k)), 0) << tm_simd_name(level) << " block " << b;
+    }
 #else
     GTEST_SKIP() << "x86 only";
 #endif
