@@ -7,16 +7,14 @@
  *   A (16 rows x 32 B, s8) the 16 tokens' quantized block: the grouped activation layout
  *   C (16 x 16 int32)      one TDPBSUD: token t, weight row r
  * C holds the exact integer sums the VNNI kernel forms with 128 vpdpbusd, and the float
- * epilogue below is that kernel's, op for op, so results are bit-identical to it: a
+ * epilogue is that kernel's (matmul_avx512_q.h), so results are bit-identical to it: a
  * token gets the same bits in a group of 16 (here) as in a smaller group (AVX-512).
  * Groups of fewer than 16 tokens and the other dtypes run the AVX-512 kernels. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels/cpu/matmul_impl.h"
-
-#define TM_AI static inline __attribute__((always_inline))
+#include "kernels/cpu/matmul_avx512_q.h"
 
 enum { TM_AMX_NT = 16 }; /* tokens per AMX group = rows of the A and C tiles */
 /* Tiles (the _tile_* macros need literal numbers): 0-3 are C of blocks b % 4, 4/6 A and
@@ -52,8 +50,6 @@ static void tm_amx_configure(void) {
     tm_amx_configured = 1;
 }
 
-enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
-
 /* Q4 block b of a tile as its B operand: low nibbles of the 4 chunks, then high. */
 TM_AI void tm_amx_unpack(const int kind, const uint8_t *tile, int64_t b, uint8_t *out, __m512i m4) {
     if (kind == TM_KIND_Q8_0) return; /* stored as B already */
@@ -69,8 +65,6 @@ TM_AI void tm_amx_unpack(const int kind, const uint8_t *tile, int64_t b, uint8_t
 TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind) {
     const tm_mm_weight *pw = a->w;
     const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
-    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off);
-    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off);
     const int64_t nb = a->nb, cols = a->n_cols;
     const int8_t *aq = a->act->q + (int64_t)t0 * cols;
     const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
@@ -111,10 +105,8 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
             tm_amx_unpack(kind, tile, b + TM_AMX_UNPACK_AHEAD + 2, bq[(b + TM_AMX_UNPACK_AHEAD + 2) % TM_AMX_BQ_RING], m4);
 
         /* per token, blocks in order: the same float sequence as the VNNI kernel */
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(dsec + b * TM_MM_TILE)));
-        __m512 mw = _mm512_setzero_ps();
-        if (kind == TM_KIND_Q4_1)
-            mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+        __m512 dw, mw;
+        tm_q_block_scales(pw, tile, b, kind, &dw, &mw);
         const int32_t *cb = c[b % TM_AMX_RING];
         const int64_t ib = b * TM_AMX_NT;
 #pragma GCC unroll 16
@@ -123,20 +115,14 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
             /* the zero-point correction the VNNI kernel seeds its accumulator with */
             if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * asum[ib + i]));
             if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * asum[ib + i]));
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ci), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib + i])), acc[i]);
-            if (kind == TM_KIND_Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib + i]), acc[i]);
+            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, ad[ib + i], as[ib + i], kind);
         }
     }
 #undef TM_AMX_PRODUCT
 #undef TM_AMX_ISSUE
 #undef TM_AMX_B
 
-    const int64_t r0 = ti * TM_MM_TILE;
-    const int64_t left = a->n_rows - r0;
-    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
-    for (int i = 0; i < TM_AMX_NT; i++)
-        _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
+    tm_q_store(a, ti, t0, TM_AMX_NT, acc);
 }
 
 static void tm_amx_tile(const tm_mm_args *a, int64_t ti) {

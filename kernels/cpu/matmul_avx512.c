@@ -14,11 +14,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/cpu/matmul_impl.h"
-
-#define TM_AI static inline __attribute__((always_inline))
-
-enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+#include "kernels/cpu/matmul_avx512_q.h"
 enum { TM_NT_MAX = TM_MM_NT_AVX512, TM_KC = 256 };
 
 int tm_mm_avx512_supports(tm_dtype t) {
@@ -98,8 +94,6 @@ TM_AI __m512i tm_dpbusd_bc(__m512i c, __m512i w, const int8_t *p) {
 TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, const int kind) {
     const tm_mm_weight *pw = a->w;
     const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
-    const uint16_t *dsec = (const uint16_t *)(tile + pw->d_off);
-    const uint16_t *msec = (const uint16_t *)(tile + pw->m_off);
     const int64_t nb = a->nb, cols = a->n_cols;
     const int8_t *aq = a->act->q + (int64_t)t0 * cols;
     const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
@@ -122,10 +116,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4); /* values 16+4k.. */
             }
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(dsec + b * TM_MM_TILE)));
-        __m512 mw = _mm512_setzero_ps();
-        if (kind == TM_KIND_Q4_1)
-            mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(msec + b * TM_MM_TILE)));
+        __m512 dw, mw;
+        tm_q_block_scales(pw, tile, b, kind, &dw, &mw);
         if (NT >= 4) {
             /* Four tokens at a time, interleaved so four independent dpbusd chains are
              * in flight (one chain per token is latency-bound). */
@@ -147,10 +139,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                         e[u] = tm_dpbusd_bc(e[u], w[j + 1], qa + u * 32 + 4 * j + 4);
                     }
                 for (int u = 0; u < 4; u++) c[u] = _mm512_add_epi32(c[u], e[u]);
-                for (int u = 0; u < 4; u++) {
-                    acc[i0 + u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[u]), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib + u])), acc[i0 + u]);
-                    if (kind == TM_KIND_Q4_1) acc[i0 + u] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib + u]), acc[i0 + u]);
-                }
+                for (int u = 0; u < 4; u++)
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, ad[ib + u], as[ib + u], kind);
             }
             continue;
         }
@@ -168,17 +158,11 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 else c0 = _mm512_dpbusd_epi32(c0, w[j], tm_bcast4(qa + 4 * j));
             }
             if (NT < 4) c0 = _mm512_add_epi32(c0, c1);
-            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), _mm512_mul_ps(dw, _mm512_set1_ps(ad[ib])), acc[i]);
-            if (kind == TM_KIND_Q4_1) acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[ib]), acc[i]);
+            acc[i] = tm_q_block_acc(acc[i], c0, dw, mw, ad[ib], as[ib], kind);
         }
     }
 
-    const int64_t r0 = ti * TM_MM_TILE;
-    const int64_t left = a->n_rows - r0;
-    const __mmask16 mask = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-    const __m512 bias = a->bias ? _mm512_maskz_loadu_ps(mask, a->bias + r0) : _mm512_setzero_ps();
-    for (int i = 0; i < NT; i++)
-        _mm512_mask_storeu_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm512_add_ps(acc[i], bias));
+    tm_q_store(a, ti, t0, NT, acc);
 }
 
 void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt) {
@@ -293,17 +277,14 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
     }
 }
 
+static void tm_dense_gemv_run(const tm_mm_args *a, int64_t ti, int nt) {
+    if (a->dtype == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
+    else if (a->dtype == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
+    else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
+}
+
 void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
-    const tm_dtype t = a->dtype;
-    if (a->n == 1 && (t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) {
-        for (int64_t ti = t0; ti < t1; ti += TM_GEMV_TILES) {
-            const int nt = t1 - ti < TM_GEMV_TILES ? (int)(t1 - ti) : TM_GEMV_TILES;
-            if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
-            else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
-            else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
-        }
-        return;
-    }
+    if (tm_mm_dense_gemv_runs(a, t0, t1, TM_GEMV_TILES, tm_dense_gemv_run)) return;
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
         case TM_DTYPE_Q4_0:

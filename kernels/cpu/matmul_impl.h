@@ -95,6 +95,17 @@ static inline void tm_mm_prefetch_next_tile(const tm_mm_weight *pw, const uint8_
     for (size_t o = 0; o < step; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
+/* Dense weights and one token: runs tiles [t0, t1) in runs of up to `per` tiles (a
+ * level's gemv keeps one FMA chain per row and hides the latency with several tiles in
+ * flight) and returns 1; returns 0 for any other call. */
+static inline int tm_mm_dense_gemv_runs(const tm_mm_args *a, int64_t t0, int64_t t1, int per,
+                                        void (*run)(const tm_mm_args *a, int64_t ti, int nt)) {
+    const tm_dtype t = a->dtype;
+    if (a->n != 1 || !(t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) return 0;
+    for (int64_t ti = t0; ti < t1; ti += per) run(a, ti, t1 - ti < per ? (int)(t1 - ti) : per);
+    return 1;
+}
+
 /* Scalar (reference) kernels. */
 /* One token: block b goes to q + b*stride*32 and d/sum/s[b*stride] (stride = its group's NT). */
 void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,

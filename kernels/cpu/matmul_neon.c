@@ -286,17 +286,14 @@ static void tm_dense_tile(const tm_mm_args *a, int64_t ti) {
     }
 }
 
+static void tm_dense_gemv_run(const tm_mm_args *a, int64_t ti, int nt) {
+    if (a->dtype == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
+    else if (a->dtype == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
+    else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
+}
+
 void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1) {
-    const tm_dtype t = a->dtype;
-    if (a->n == 1 && (t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32)) {
-        for (int64_t ti = t0; ti < t1; ti += TM_GEMV_TILES) {
-            const int nt = t1 - ti < TM_GEMV_TILES ? (int)(t1 - ti) : TM_GEMV_TILES;
-            if (t == TM_DTYPE_F16) tm_dense_gemv(a, ti, nt, TM_DTYPE_F16);
-            else if (t == TM_DTYPE_BF16) tm_dense_gemv(a, ti, nt, TM_DTYPE_BF16);
-            else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
-        }
-        return;
-    }
+    if (tm_mm_dense_gemv_runs(a, t0, t1, TM_GEMV_TILES, tm_dense_gemv_run)) return;
     for (int64_t ti = t0; ti < t1; ti++) {
         switch (a->dtype) {
         case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
