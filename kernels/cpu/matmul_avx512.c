@@ -120,7 +120,9 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         tm_q_block_scales(pw, tile, b, kind, &dw, &mw);
         if (NT >= 4) {
             /* Four tokens at a time, interleaved so four independent dpbusd chains are
-             * in flight (one chain per token is latency-bound). */
+             * in flight, and the out-of-order core overlaps them with the next four
+             * tokens' chains. (Two chains per token cost an add per block and token:
+             * 2-5% slower, bench_matmul -t 1 -n 16.) */
 #pragma GCC unroll 4
             for (int i0 = 0; i0 < NT; i0 += 4) {
                 const int64_t ib = b * NT + i0;
@@ -131,14 +133,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                     else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * asum[ib + u]);
                     else c[u] = _mm512_setzero_si512();
                 }
-                __m512i e[4];
-                for (int u = 0; u < 4; u++) e[u] = _mm512_setzero_si512();
-                for (int j = 0; j < 8; j += 2)
-                    for (int u = 0; u < 4; u++) {
-                        c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
-                        e[u] = tm_dpbusd_bc(e[u], w[j + 1], qa + u * 32 + 4 * j + 4);
-                    }
-                for (int u = 0; u < 4; u++) c[u] = _mm512_add_epi32(c[u], e[u]);
+                for (int j = 0; j < 8; j++)
+                    for (int u = 0; u < 4; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
                 for (int u = 0; u < 4; u++)
                     acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, ad[ib + u], as[ib + u], kind);
             }
