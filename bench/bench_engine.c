@@ -4,8 +4,13 @@
  * prompts, 128 generated, greedy, ignore_eos) and the time to first token of a
  * 1,000-token prompt with a cold and a warm prefix cache.
  *
+ * With --reps N the list of levels runs N times in rounds (the machine's speed drifts
+ * between runs, so each level gets runs spread over the whole time) and the table shows
+ * per level the median with its range, and the ratio to the first level: of the
+ * medians, and its range over the rounds (each round's levels run back to back).
+ *
  * usage: bench_engine [--model PATH] [--threads N] [--prompt N] [--gen N]
- *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] */
+ *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +111,25 @@ static double run_decode(tm_engine *e, bench_waiter *w, int *seen, int n_seqs, i
     return t_end > t0 ? (double)after / (t_end - t0) : 0.0;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts a copy); n <= TM_BENCH_MAX_REPS. */
+enum { TM_BENCH_MAX_REPS = 64 };
+static double median(const double *v, int n) {
+    double c[TM_BENCH_MAX_REPS];
+    memcpy(c, v, (size_t)n * sizeof *c);
+    qsort(c, (size_t)n, sizeof *c, cmp_double);
+    return n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+}
+
+static void min_max(const double *v, int n, double *lo, double *hi) {
+    *lo = *hi = v[0];
+    for (int i = 1; i < n; i++) *lo = TM_MIN(*lo, v[i]), *hi = TM_MAX(*hi, v[i]);
+}
+
 /* Time from submit to the first token of one request. */
 static double run_ttft(tm_engine *e, bench_waiter *w, int *seen, const int32_t *prompt, int n,
                        int *cached) {
@@ -138,7 +162,7 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
              home ? home : "");
     const char *model_path = path;
-    int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000;
+    int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000, reps = 1;
     int seqs[16] = {1, 4, 8, 16, 32}, n_levels = 5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model_path = argv[++i];
@@ -146,16 +170,27 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ttft-prompt") && i + 1 < argc) ttft_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seqs") && i + 1 < argc) {
             n_levels = 0;
             for (char *s = strtok(argv[++i], ","); s && n_levels < 16; s = strtok(NULL, ","))
                 seqs[n_levels++] = atoi(s);
         } else {
             fprintf(stderr, "usage: %s [--model PATH] [--threads N] [--prompt N] [--gen N] "
-                            "[--seqs 1,4,8,16,32] [--ttft-prompt N]\n", argv[0]);
+                            "[--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N]\n", argv[0]);
             return 2;
         }
     }
+    if (reps < 1 || reps > TM_BENCH_MAX_REPS || n_levels < 1 || n_prompt < 1 || n_gen < 2 || ttft_prompt < 1) {
+        fprintf(stderr, "bench_engine: --reps must be 1..%d; --seqs, --prompt and --ttft-prompt at "
+                        "least 1, --gen at least 2\n", TM_BENCH_MAX_REPS);
+        return 2;
+    }
+    for (int i = 0; i < n_levels; i++)
+        if (seqs[i] < 1) {
+            fprintf(stderr, "bench_engine: --seqs takes positive counts\n");
+            return 2;
+        }
     char err[512] = "";
     tm_backend *be = tm_backend_cpu_create(threads, TM_SIMD_AUTO, err, sizeof err);
     if (!be) {
@@ -193,12 +228,32 @@ int main(int argc, char **argv) {
     printf("model %s, backend %s (simd %s), %d threads on %d CPUs, prompt %d, generate %d\n",
            tm_model_get_config(model)->name, be->name, tm_simd_name(tm_simd_detect()), threads,
            tm_n_cpus(), n_prompt, n_gen);
-    printf("%6s %14s %9s\n", "seqs", "decode tok/s", "vs 1 seq");
-    double base = 0;
-    for (int i = 0; i < n_levels; i++) {
-        double r = run_decode(e, &w, &seen, seqs[i], n_prompt, n_gen, 1000u * (uint32_t)(i + 1), n_vocab);
-        if (i == 0) base = r;
-        printf("%6d %14.1f %8.2fx\n", seqs[i], r, base > 0 ? r / base : 0.0);
+    if (reps == 1) {
+        printf("%6s %14s %9s\n", "seqs", "decode tok/s", "vs 1 seq");
+        double base = 0;
+        for (int i = 0; i < n_levels; i++) {
+            double r = run_decode(e, &w, &seen, seqs[i], n_prompt, n_gen, 1000u * (uint32_t)(i + 1), n_vocab);
+            if (i == 0) base = r;
+            printf("%6d %14.1f %8.2fx\n", seqs[i], r, base > 0 ? r / base : 0.0);
+            fflush(stdout);
+        }
+    } else {
+        static double rate[16][TM_BENCH_MAX_REPS], ratio[16][TM_BENCH_MAX_REPS];
+        for (int r = 0; r < reps; r++)
+            for (int i = 0; i < n_levels; i++) {
+                rate[i][r] = run_decode(e, &w, &seen, seqs[i], n_prompt, n_gen, 1000u * (uint32_t)(i + 1), n_vocab);
+                ratio[i][r] = rate[0][r] > 0 ? rate[i][r] / rate[0][r] : 0.0;
+            }
+        printf("%6s %14s %17s %14s %17s   (%d rounds)\n", "seqs", "median tok/s", "range", "vs first",
+               "range per round", reps);
+        const double base = median(rate[0], reps);
+        for (int i = 0; i < n_levels; i++) {
+            double lo, hi, rlo, rhi;
+            min_max(rate[i], reps, &lo, &hi);
+            min_max(ratio[i], reps, &rlo, &rhi);
+            printf("%6d %14.1f %8.1f-%-8.1f %13.2fx %8.2f-%-8.2f\n", seqs[i], median(rate[i], reps), lo, hi,
+                   base > 0 ? median(rate[i], reps) / base : 0.0, rlo, rhi);
+        }
         fflush(stdout);
     }
 
