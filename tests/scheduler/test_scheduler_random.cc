@@ -1,0 +1,866 @@
+// Randomized stress of the scheduler + block manager (fake model runner) and of the
+// engine (real default model, skipped when absent). Fixed seeds: every run is the same.
+//
+// Scheduler part. The fake runner keeps a fake KV pool: computing token t at position j
+// of a sequence with cache-salt key s writes cell(j, t, s) into the page slot its block
+// table gives, and the next token is a hash over what its pages hold for positions
+// 0..n-1. A wrong prefix hit (other tokens or another tenant's salt), a page reused while
+// still referenced or a lost preemption changes the output; the reference output is the
+// same hash over the true token list, i.e. the request's solo run.
+//
+// Each scenario draws a config (page size, a pool barely larger than the largest request,
+// seq cap, token budget down to the cap, cache on/off) and a stream of requests (shared
+// prefixes, salts, duplicate prompts, priorities, stop tokens, sizes up to exactly the
+// pool) arriving at random steps, with aborts at random steps of requests in any state
+// (waiting, preempted, prefilling, decoding, finished; twice). Invariants are checked
+// after every step; at the end every request finished once with the right reason and
+// output, and every page is free again.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../test_env.h"
+
+extern "C" {
+#include "common/common.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/simd.h"
+#include "models/model.h"
+#include "scheduler/engine.h"
+#include "scheduler/scheduler.h"
+}
+
+namespace {
+
+const int kVocab = 64; // small, so random stop tokens are hit now and then
+
+uint64_t cell(uint64_t pos, uint64_t tok, uint64_t salt) {
+    uint64_t x = pos * 0x9E3779B97F4A7C15ull ^ (tok + 0x632BE59BD9B4E019ull) ^ salt;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return x ^ (x >> 29);
+}
+
+int32_t next_from(const std::vector<uint64_t> &cells) {
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t c : cells) h = (h ^ c) * 1099511628211ull;
+    return (int32_t)(h % kVocab);
+}
+
+enum class Fin { NONE, STOP, LENGTH, ABORT };
+
+const char *fin_name(Fin f) {
+    switch (f) {
+    case Fin::NONE: return "none";
+    case Fin::STOP: return "stop";
+    case Fin::LENGTH: return "length";
+    case Fin::ABORT: return "abort";
+    }
+    return "?";
+}
+
+struct Req {
+    std::vector<int32_t> prompt;
+    int max_tokens = 1;
+    int priority = 0;
+    std::string salt;              // "" = none
+    std::vector<int32_t> stop_ids; // generation ends (STOP) after emitting one of these
+};
+
+bool is_stop(const Req &r, int32_t t) {
+    return std::find(r.stop_ids.begin(), r.stop_ids.end(), t) != r.stop_ids.end();
+}
+
+// The solo run: generated tokens and finish reason from the true token list.
+std::vector<int32_t> solo_output(const Req &r, Fin *fin) {
+    uint64_t salt = tm_bm_salt_key(r.salt.c_str()).lo;
+    std::vector<int32_t> t = r.prompt;
+    std::vector<uint64_t> cells;
+    for (size_t j = 0; j < t.size(); j++) cells.push_back(cell(j, t[j], salt));
+    *fin = Fin::LENGTH;
+    for (int i = 0; i < r.max_tokens; i++) {
+        int32_t next = next_from(cells);
+        cells.push_back(cell(t.size(), next, salt));
+        t.push_back(next);
+        if (is_stop(r, next)) {
+            *fin = Fin::STOP;
+            break;
+        }
+    }
+    return std::vector<int32_t>(t.begin() + r.prompt.size(), t.end());
+}
+
+// What state a request was in when it was aborted (for coverage counts).
+enum AbortKind { AB_WAITING, AB_PREEMPTED, AB_PREFILL, AB_DECODE, AB_FINISHED, AB_TWICE, AB_N };
+const char *kAbortNames[AB_N] = {"waiting", "preempted", "prefilling", "decoding", "finished",
+                                 "twice"};
+
+struct Item {                    // one request and the tm_seq the test owns for it
+    Req req;
+    tm_seq seq{};
+    std::vector<int32_t> tokens, table;
+    std::vector<tm_hash128> hashes;
+    int arrive = 0;              // step at which it is submitted
+    bool added = false;          // handed to the scheduler
+    Fin fin = Fin::NONE;         // set exactly once
+    int n_finish = 0;            // times a finish reason was set (must end at 1)
+    int abort_at = -1;           // step before which it is aborted, -1 never
+    bool abort_twice = false;    // abort it again right after
+
+    void init(uint64_t id, int bs) {
+        tokens.assign(req.prompt.size() + req.max_tokens, 0);
+        std::copy(req.prompt.begin(), req.prompt.end(), tokens.begin());
+        int cap_blocks = ((int)tokens.size() + bs - 1) / bs;
+        table.assign(cap_blocks, -1);
+        hashes.assign(cap_blocks, tm_hash128{0, 0});
+        seq.id = id;
+        seq.priority = req.priority;
+        seq.tokens = tokens.data();
+        seq.n_prompt = (int)req.prompt.size();
+        seq.n_tokens = seq.n_prompt;
+        seq.cap_tokens = (int)tokens.size();
+        seq.max_tokens = req.max_tokens;
+        seq.block_table = table.data();
+        seq.cap_blocks = cap_blocks;
+        seq.hashes = hashes.data();
+        seq.salt = tm_bm_salt_key(req.salt.c_str());
+    }
+};
+
+struct Scenario {
+    int bs = 4, n_blocks = 8, max_seqs = 2, budget = 8, cache = 1;
+    std::vector<Req> reqs;
+    std::vector<int> arrive, abort_at;
+    std::vector<bool> abort_twice;
+};
+
+struct Sim {
+    const Scenario &sc0;
+    tm_block_manager *bm = nullptr;
+    tm_scheduler *sched = nullptr;
+    int bs, n_blocks;
+    tm_sched_config cfg{};
+    std::vector<uint64_t> kv;    // fake KV pool, one cell per slot
+    std::vector<std::unique_ptr<Item>> items;
+    int n_live = 0;              // added and not finished
+    int steps = 0;
+    int abort_counts[AB_N] = {};
+    uint64_t n_preempted_seen = 0;
+
+    explicit Sim(const Scenario &s) : sc0(s), bs(s.bs), n_blocks(s.n_blocks) {
+        cfg.max_num_seqs = s.max_seqs;
+        cfg.max_num_batched_tokens = s.budget;
+        EXPECT_EQ(tm_bm_create(n_blocks, bs, s.cache, &bm), TM_OK);
+        EXPECT_EQ(tm_sched_create(&cfg, bm, &sched), TM_OK);
+        kv.assign((size_t)n_blocks * bs, 0);
+        for (size_t i = 0; i < s.reqs.size(); i++) {
+            auto it = std::make_unique<Item>();
+            it->req = s.reqs[i];
+            it->arrive = s.arrive[i];
+            it->abort_at = s.abort_at[i];
+            it->abort_twice = s.abort_twice[i];
+            it->init(i + 1, bs);
+            items.push_back(std::move(it));
+        }
+    }
+    ~Sim() {
+        tm_sched_destroy(sched);
+        tm_bm_destroy(bm);
+    }
+
+    void set_fin(Item &it, Fin f) {
+        it.n_finish++;
+        if (it.fin == Fin::NONE) it.fin = f;
+    }
+
+    // Aborts it in whatever state it is in (the engine calls tm_sched_finish for this).
+    void abort(Item &it) {
+        tm_seq &s = it.seq;
+        AbortKind k;
+        if (it.fin != Fin::NONE) k = AB_FINISHED;
+        else if (s.status == TM_SEQ_WAITING) k = s.admitted_once ? AB_PREEMPTED : AB_WAITING;
+        else k = s.n_computed < s.n_prompt ? AB_PREFILL : AB_DECODE;
+        abort_counts[k]++;
+        tm_sched_finish(sched, &s);
+        ASSERT_EQ(s.status, TM_SEQ_FINISHED);
+        ASSERT_EQ(s.n_blocks, 0);
+        if (it.fin == Fin::NONE) {
+            set_fin(it, Fin::ABORT);
+            n_live--;
+        }
+    }
+
+    // Invariants of the step just formed, before the model runs.
+    void check(const tm_schedule &sc) {
+        char err[256] = "";
+        ASSERT_EQ(tm_bm_check(bm, err, sizeof err), TM_OK) << err;
+        ASSERT_LE(sc.n_tokens, cfg.max_num_batched_tokens);
+        ASSERT_LE(sc.n_seqs, cfg.max_num_seqs);
+        ASSERT_LE(tm_sched_n_running(sched), cfg.max_num_seqs);
+        ASSERT_LE(sc.n_decodes, sc.n_seqs);
+        ASSERT_EQ(tm_sched_n_running(sched) + tm_sched_n_waiting(sched), n_live);
+        if (n_live > 0) {
+            ASSERT_GT(sc.n_seqs, 0) << "nothing scheduled with " << n_live << " requests live";
+        }
+        int sum = 0;
+        for (int i = 0; i < sc.n_seqs; i++) {
+            tm_seq *s = sc.seqs[i];
+            sum += sc.n_new[i];
+            ASSERT_GE(sc.n_new[i], 1);
+            if (i < sc.n_decodes) {
+                ASSERT_EQ(sc.n_new[i], 1);
+            }
+            ASSERT_EQ(s->status, TM_SEQ_RUNNING);
+            ASSERT_EQ(items[s->id - 1]->fin, Fin::NONE) << "finished request scheduled";
+            ASSERT_EQ(sc.start[i], s->n_computed);
+            ASSERT_LE(sc.start[i] + sc.n_new[i], s->n_tokens);
+            ASSERT_GE(s->n_blocks * bs, sc.start[i] + sc.n_new[i]);
+            ASSERT_EQ(sc.sample[i] != 0, sc.start[i] + sc.n_new[i] == s->n_tokens);
+            for (int j = i + 1; j < sc.n_seqs; j++) ASSERT_NE(sc.seqs[j], s);
+            // Pages written this step belong to this sequence alone and are not in the
+            // prefix cache (a keyed page is immutable: others may hit it any time).
+            for (int b = sc.start[i] / bs; b <= (sc.start[i] + sc.n_new[i] - 1) / bs; b++) {
+                int32_t p = s->block_table[b];
+                ASSERT_EQ(tm_bm_refcount(bm, p), 1) << "writing shared page " << p;
+                ASSERT_FALSE(tm_bm_is_cached(bm, p)) << "writing keyed page " << p;
+            }
+        }
+        ASSERT_EQ(sum, sc.n_tokens);
+        // Decodes first: every running sequence one token short is in the step.
+        for (int r = 0; r < tm_sched_n_running(sched); r++) {
+            tm_seq *s = tm_sched_running(sched, r);
+            if (s->n_tokens - s->n_computed != 1) continue;
+            bool in = false;
+            for (int i = 0; i < sc.n_seqs; i++) in |= sc.seqs[i] == s;
+            ASSERT_TRUE(in) << "decode of request " << s->id << " skipped";
+        }
+        // Waiting list: priority order, no pages.
+        int prio = 0, n_wait = 0;
+        for (tm_seq *q = tm_sched_waiting_head(sched); q; q = q->next, n_wait++) {
+            ASSERT_LE(n_wait, n_live);
+            ASSERT_EQ(q->status, TM_SEQ_WAITING);
+            ASSERT_GE(q->priority, prio) << "waiting list out of priority order";
+            prio = q->priority;
+        }
+        ASSERT_EQ(n_wait, tm_sched_n_waiting(sched));
+        // Reference counts equal the block tables that hold each page.
+        std::vector<int> refs(n_blocks, 0);
+        for (auto &it : items) {
+            tm_seq &s = it->seq;
+            if (s.status != TM_SEQ_RUNNING) {
+                ASSERT_EQ(s.n_blocks, 0) << "request " << s.id << " holds pages while not running";
+                continue;
+            }
+            ASSERT_LE(s.n_computed, s.n_blocks * bs);
+            ASSERT_LE(s.n_hashed, s.n_blocks);
+            ASSERT_LE(s.n_blocks, s.cap_blocks);
+            for (int b = 0; b < s.n_blocks; b++) {
+                ASSERT_GE(s.block_table[b], 0);
+                ASSERT_LT(s.block_table[b], n_blocks);
+                refs[s.block_table[b]]++;
+            }
+        }
+        int used = 0;
+        for (int p = 0; p < n_blocks; p++) {
+            ASSERT_EQ(tm_bm_refcount(bm, p), refs[p]) << "page " << p;
+            used += refs[p] > 0;
+        }
+        ASSERT_EQ(tm_bm_n_used(bm), used);
+        ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), n_blocks);
+        ASSERT_LE(tm_bm_n_cached(bm), tm_bm_n_free(bm));
+    }
+
+    // The fake model: store the scheduled tokens, then read every sampled sequence back
+    // through its block table.
+    void run(const tm_schedule &sc, std::vector<int32_t> &sampled) {
+        sampled.assign(sc.n_seqs, -1);
+        for (int i = 0; i < sc.n_seqs; i++) {
+            tm_seq *s = sc.seqs[i];
+            for (int j = sc.start[i]; j < sc.start[i] + sc.n_new[i]; j++) {
+                size_t slot = (size_t)s->block_table[j / bs] * bs + j % bs;
+                kv[slot] = cell(j, s->tokens[j], s->salt.lo);
+            }
+            if (!sc.sample[i]) continue;
+            int n = sc.start[i] + sc.n_new[i];
+            std::vector<uint64_t> cells(n);
+            for (int j = 0; j < n; j++) cells[j] = kv[(size_t)s->block_table[j / bs] * bs + j % bs];
+            sampled[i] = next_from(cells);
+        }
+    }
+
+    void step() {
+        // Arrivals and aborts happen between steps, as in the engine.
+        for (auto &it : items) {
+            if (!it->added && it->arrive <= steps) {
+                it->added = true;
+                n_live++;
+                tm_sched_add(sched, &it->seq);
+            }
+        }
+        for (auto &it : items) {
+            if (!it->added || it->abort_at != steps) continue;
+            abort(*it);
+            if (it->abort_twice) {
+                abort_counts[AB_TWICE]++;
+                abort(*it);
+            }
+            if (::testing::Test::HasFatalFailure()) return;
+        }
+        tm_schedule sc;
+        tm_sched_schedule(sched, &sc);
+        n_preempted_seen += (uint64_t)sc.n_preempted;
+        check(sc);
+        if (::testing::Test::HasFatalFailure()) return;
+        steps++;
+        std::vector<int32_t> sampled;
+        run(sc, sampled);
+        tm_sched_update(sched, &sc);
+        for (int i = 0; i < sc.n_seqs; i++) {
+            if (!sc.sample[i]) continue;
+            tm_seq *s = sc.seqs[i];
+            Item &it = *items[s->id - 1];
+            ASSERT_LT(s->n_tokens, s->cap_tokens);
+            s->tokens[s->n_tokens++] = sampled[i];
+            Fin f = is_stop(it.req, sampled[i]) ? Fin::STOP
+                    : s->n_tokens - s->n_prompt >= s->max_tokens ? Fin::LENGTH
+                                                                 : Fin::NONE;
+            if (f == Fin::NONE) continue;
+            tm_sched_finish(sched, s);
+            set_fin(it, f);
+            n_live--;
+        }
+    }
+
+    bool all_arrived() const {
+        for (auto &it : items)
+            if (!it->added) return false;
+        return true;
+    }
+
+    void drain(int max_steps) {
+        while (steps < max_steps && (n_live > 0 || !all_arrived())) {
+            step();
+            if (::testing::Test::HasFatalFailure()) return;
+        }
+        ASSERT_EQ(n_live, 0) << "not finished after " << steps << " steps (starved or stuck)";
+        tm_schedule sc;
+        ASSERT_EQ(tm_sched_schedule(sched, &sc), 0);
+        char err[256] = "";
+        ASSERT_EQ(tm_bm_check(bm, err, sizeof err), TM_OK) << err;
+        ASSERT_EQ(tm_bm_n_used(bm), 0) << "pages left after the last request";
+        ASSERT_EQ(tm_bm_n_free(bm), n_blocks);
+        ASSERT_EQ(tm_sched_n_running(sched), 0);
+        ASSERT_EQ(tm_sched_n_waiting(sched), 0);
+        // Aborts after the end change nothing.
+        for (auto &it : items) tm_sched_finish(sched, &it->seq);
+        ASSERT_EQ(tm_bm_n_free(bm), n_blocks);
+        ASSERT_EQ(tm_sched_n_waiting(sched), 0);
+    }
+
+    // Every request finished once, with its solo run's reason and tokens (a prefix of
+    // them when aborted).
+    void check_results() {
+        for (auto &itp : items) {
+            Item &it = *itp;
+            tm_seq &s = it.seq;
+            SCOPED_TRACE("request " + std::to_string(s.id));
+            ASSERT_EQ(it.n_finish, 1);
+            ASSERT_EQ(s.status, TM_SEQ_FINISHED);
+            Fin want_fin;
+            std::vector<int32_t> want = solo_output(it.req, &want_fin);
+            std::vector<int32_t> got(s.tokens + s.n_prompt, s.tokens + s.n_tokens);
+            if (it.fin == Fin::ABORT) {
+                ASSERT_LE(got.size(), want.size());
+                ASSERT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "aborted output diverged";
+            } else {
+                ASSERT_EQ(fin_name(it.fin), std::string(fin_name(want_fin)));
+                ASSERT_EQ(got, want);
+            }
+            if (s.admitted_once) {
+                ASSERT_EQ(s.n_cached % bs, 0);
+                ASSERT_LT(s.n_cached, s.n_prompt);
+                if (!sc0.cache) {
+                    ASSERT_EQ(s.n_cached, 0);
+                }
+            }
+        }
+    }
+};
+
+std::vector<int32_t> random_tokens(std::mt19937 &rng, int n) {
+    std::vector<int32_t> t(n);
+    for (auto &x : t) x = (int32_t)(rng() % kVocab);
+    return t;
+}
+
+// One random scenario. Requests fit the pool alone (some exactly); the pool holds only
+// a few of them at once, so preemption is routine.
+Scenario make_scenario(uint32_t seed) {
+    std::mt19937 rng(seed);
+    Scenario s;
+    const int sizes[] = {1, 2, 3, 4, 8, 16};
+    s.bs = sizes[rng() % 6];
+    s.max_seqs = 1 + (int)(rng() % 6);
+    s.budget = s.max_seqs + (rng() % 4 == 0 ? 0 : (int)(rng() % 40));
+    s.cache = rng() % 5 != 0;
+    int max_req = 8 + (int)(rng() % 56); // prompt + max_tokens, tokens
+    int req_pages = (max_req + s.bs - 1) / s.bs;
+    s.n_blocks = req_pages + (int)(rng() % (req_pages + 2));
+    int pool_tokens = s.n_blocks * s.bs;
+    // Shared system prompts, so the prefix cache hits; some a whole number of pages.
+    std::vector<std::vector<int32_t>> prefixes;
+    for (int i = 0; i < 3; i++) {
+        int len = i == 0 ? s.bs * (1 + (int)(rng() % 3)) : 1 + (int)(rng() % (max_req / 2));
+        prefixes.push_back(random_tokens(rng, std::min(len, max_req - 2)));
+    }
+    const char *salts[] = {"", "", "tenant-a", "tenant-b"};
+    int n = 6 + (int)(rng() % 30);
+    for (int i = 0; i < n; i++) {
+        Req r;
+        int kind = (int)(rng() % 10);
+        if (kind < 2 && !s.reqs.empty()) {
+            r = s.reqs[rng() % s.reqs.size()]; // a duplicate (maybe another salt)
+            if (rng() % 2) r.salt = salts[rng() % 4];
+        } else {
+            if (kind < 6) r.prompt = prefixes[rng() % prefixes.size()];
+            int tail = (int)(rng() % max_req);
+            for (int32_t t : random_tokens(rng, tail)) r.prompt.push_back(t);
+            if (r.prompt.empty()) r.prompt.push_back((int32_t)(rng() % kVocab));
+            if ((int)r.prompt.size() > max_req - 1) r.prompt.resize(max_req - 1);
+            int room = max_req - (int)r.prompt.size();
+            // Some take every page the pool has: the largest request that fits.
+            if (rng() % 8 == 0) room = pool_tokens - (int)r.prompt.size();
+            r.max_tokens = 1 + (int)(rng() % room);
+            r.salt = salts[rng() % 4];
+            r.priority = rng() % 3 == 0 ? 1 : 0;
+            if (rng() % 3 == 0) r.stop_ids = {(int32_t)(rng() % kVocab), (int32_t)(rng() % kVocab)};
+        }
+        s.reqs.push_back(r);
+        s.arrive.push_back(rng() % 4 == 0 ? 0 : (int)(rng() % 150));
+        bool ab = rng() % 4 == 0;
+        s.abort_at.push_back(ab ? s.arrive.back() + (int)(rng() % 60) : -1);
+        s.abort_twice.push_back(ab && rng() % 3 == 0);
+    }
+    return s;
+}
+
+std::string describe(const Scenario &s, uint32_t seed) {
+    return "seed " + std::to_string(seed) + ": bs " + std::to_string(s.bs) + ", pages " +
+           std::to_string(s.n_blocks) + ", seqs " + std::to_string(s.max_seqs) + ", budget " +
+           std::to_string(s.budget) + ", cache " + std::to_string(s.cache) + ", requests " +
+           std::to_string(s.reqs.size());
+}
+
+TEST(SchedulerRandom, InvariantsAndSoloOutputsUnderRandomTraffic) {
+    // TM_RANDOM_SEEDS widens the campaign by hand (the default keeps it fast).
+    const char *env = getenv("TM_RANDOM_SEEDS");
+    const uint32_t kSeeds = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 400;
+    int totals[AB_N] = {};
+    uint64_t preemptions = 0, hits = 0;
+    int n_requests = 0, n_stop = 0, n_length = 0;
+    for (uint32_t seed = 1; seed <= kSeeds; seed++) {
+        Scenario sc = make_scenario(seed);
+        SCOPED_TRACE(describe(sc, seed));
+        Sim sim(sc);
+        sim.drain(20000);
+        if (HasFatalFailure()) return;
+        sim.check_results();
+        if (HasFatalFailure()) return;
+        tm_sched_counters c;
+        tm_sched_get_counters(sim.sched, &c);
+        ASSERT_EQ(c.n_preemptions, sim.n_preempted_seen);
+        preemptions += c.n_preemptions;
+        hits += c.prefix_hits;
+        for (int k = 0; k < AB_N; k++) totals[k] += sim.abort_counts[k];
+        for (auto &it : sim.items) {
+            n_requests++;
+            n_stop += it->fin == Fin::STOP;
+            n_length += it->fin == Fin::LENGTH;
+        }
+    }
+    // The campaign must reach every state it claims to test.
+    for (int k = 0; k < AB_N; k++) EXPECT_GT(totals[k], 0) << "no abort while " << kAbortNames[k];
+    EXPECT_GT(preemptions, 100u);
+    EXPECT_GT(hits, 1000u);
+    EXPECT_GT(n_stop, 50);
+    EXPECT_GT(n_length, 500);
+    printf("[ stats    ] %d requests, %llu preemptions, %llu prefix-hit tokens, %d stop, %d length;"
+           " aborts:", n_requests, (unsigned long long)preemptions, (unsigned long long)hits,
+           n_stop, n_length);
+    for (int k = 0; k < AB_N; k++) printf(" %s %d", kAbortNames[k], totals[k]);
+    printf("\n");
+}
+
+
+// ---- engine: the real default model, with requests and aborts from another thread ----
+
+std::string model_path() {
+    const char *home = getenv("HOME");
+    return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+struct Waiter {                  // on_event target: wakes the test thread
+    std::mutex mu;
+    std::condition_variable cv;
+};
+
+void on_event(void *arg) {
+    Waiter *w = (Waiter *)arg;
+    std::lock_guard<std::mutex> lk(w->mu);
+    w->cv.notify_all();
+}
+
+struct ERes {                    // what one request produced
+    std::vector<int32_t> tokens;
+    tm_finish finish = TM_FINISH_NONE;
+    int n_finish = 0;            // final events seen (must be 1)
+    int n_after_finish = 0;      // events after the final one (must be 0)
+    int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+};
+
+struct EReq {
+    std::vector<int32_t> prompt;
+    int max_tokens = 1;
+    std::string salt;
+    int priority = 0;
+    float temperature = 0;
+    uint64_t seed = 0;
+    std::vector<int32_t> stop_ids;
+};
+
+tm_request to_request(const EReq &q) {
+    tm_request r;
+    memset(&r, 0, sizeof r);
+    r.prompt = q.prompt.data();
+    r.n_prompt = (int)q.prompt.size();
+    r.max_tokens = q.max_tokens;
+    tm_sampling_params_default(&r.sampling);
+    r.sampling.temperature = q.temperature;
+    r.sampling.seed = q.seed;
+    r.ignore_eos = 1; // lengths fixed by max_tokens and stop_ids only
+    r.stop_ids = q.stop_ids.empty() ? nullptr : q.stop_ids.data();
+    r.n_stop_ids = (int)q.stop_ids.size();
+    r.cache_salt = q.salt.empty() ? nullptr : q.salt.c_str();
+    r.priority = q.priority;
+    return r;
+}
+
+// ASan/UBSan build (scripts/test-all also says so through TM_SANITIZED).
+bool sanitized_build() {
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return true;
+#endif
+#endif
+    return tm_test_sanitized();
+}
+
+class EngineRandom : public ::testing::Test {
+  protected:
+    static tm_backend *be;
+    static tm_model *model;
+    static std::string skip_reason;
+
+    static void SetUpTestSuite() {
+        std::string path = model_path();
+        if (FILE *f = fopen(path.c_str(), "rb")) {
+            fclose(f);
+        } else {
+            skip_reason = "default model not found at " + path + " (run scripts/fetch-model)";
+            return;
+        }
+        char err[256] = "";
+        be = tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
+        if (!be) {
+            skip_reason = std::string("no CPU backend: ") + err;
+            return;
+        }
+        if (tm_model_load(path.c_str(), be, &model, err, sizeof err) != TM_OK) {
+            skip_reason = std::string("model load failed: ") + err;
+            model = nullptr;
+        }
+    }
+    static void TearDownTestSuite() {
+        tm_model_destroy(model);
+        model = nullptr;
+        if (be) be->destroy(be);
+        be = nullptr;
+    }
+    void SetUp() override {
+        if (!model) GTEST_SKIP() << skip_reason;
+    }
+
+    static tm_engine_config config(int block_size, int n_pages, int max_seqs, int budget, int cache,
+                                   Waiter *w) {
+        tm_engine_config c;
+        tm_engine_config_default(&c);
+        c.block_size = block_size;
+        c.kv_cache_bytes = tm_model_kv_bytes_per_block(model, block_size) * (size_t)n_pages;
+        c.max_num_seqs = max_seqs;
+        c.max_num_batched_tokens = budget;
+        c.enable_prefix_cache = cache;
+        c.on_event = on_event;
+        c.on_event_arg = w;
+        return c;
+    }
+
+    // Drains events into res (by id) until every id in want has finished or time is up.
+    static void collect(tm_engine *e, Waiter &w, std::map<uint64_t, ERes> &res, size_t n_want,
+                        size_t *n_done, std::chrono::steady_clock::time_point deadline) {
+        tm_event evs[32];
+        while (*n_done < n_want && std::chrono::steady_clock::now() < deadline) {
+            int n = tm_engine_poll(e, evs, 32);
+            if (n == 0) {
+                std::unique_lock<std::mutex> lk(w.mu);
+                w.cv.wait_for(lk, std::chrono::milliseconds(20));
+                continue;
+            }
+            for (int i = 0; i < n; i++) absorb(res, evs[i], n_done);
+        }
+    }
+
+    static void absorb(std::map<uint64_t, ERes> &res, tm_event &ev, size_t *n_done) {
+        ERes &r = res[ev.id];
+        if (r.n_finish > 0) r.n_after_finish++;
+        if (ev.token >= 0) r.tokens.push_back(ev.token);
+        if (ev.finish != TM_FINISH_NONE) {
+            if (r.n_finish++ == 0) (*n_done)++;
+            r.finish = ev.finish;
+            r.prompt_tokens = ev.prompt_tokens;
+            r.completion_tokens = ev.completion_tokens;
+            r.cached_tokens = ev.cached_tokens;
+        }
+        tm_event_free(&ev);
+    }
+
+    // Solo runs: one engine, one sequence at a time, no prefix cache.
+    static std::vector<ERes> solo(int block_size, const std::vector<EReq> &reqs) {
+        Waiter w;
+        tm_engine_config c = config(block_size, 64, 1, 64, 0, &w);
+        tm_engine *e = nullptr;
+        char err[256] = "";
+        EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+        if (!e) return {};
+        std::vector<uint64_t> ids;
+        for (const EReq &q : reqs) {
+            tm_request r = to_request(q);
+            uint64_t id = 0;
+            EXPECT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_OK) << err;
+            ids.push_back(id);
+        }
+        std::map<uint64_t, ERes> res;
+        size_t n_done = 0;
+        collect(e, w, res, reqs.size(), &n_done,
+                std::chrono::steady_clock::now() + std::chrono::minutes(3));
+        tm_engine_destroy(e);
+        std::vector<ERes> out;
+        for (uint64_t id : ids) out.push_back(res[id]);
+        return out;
+    }
+
+    std::vector<int32_t> prompt_of(std::mt19937 &rng, int len) {
+        int n_vocab = tm_model_get_config(model)->n_vocab;
+        std::vector<int32_t> p(len);
+        for (auto &t : p) t = 100 + (int32_t)(rng() % (uint32_t)(n_vocab - 200));
+        return p;
+    }
+};
+
+tm_backend *EngineRandom::be = nullptr;
+tm_model *EngineRandom::model = nullptr;
+std::string EngineRandom::skip_reason;
+
+// Random traffic into a pool of a few pages, with aborts in every state from the test
+// thread: each request ends exactly once, outputs equal the solo runs (prefixes of them
+// when aborted), usage adds up, and every page comes back. Requests that can never run
+// are refused at submit.
+TEST_F(EngineRandom, RandomTrafficAbortsAndRefusals) {
+    // Fewer rounds under sanitizers (same checks); TM_RANDOM_ROUNDS widens it by hand.
+    const char *env = getenv("TM_RANDOM_ROUNDS");
+    const int kBs = 4, kPages = 12;
+    const int kRounds = env && atoi(env) > 0 ? atoi(env) : sanitized_build() ? 2 : 4;
+    const int n_ctx = tm_model_get_config(model)->n_ctx_train;
+    for (int round = 0; round < kRounds; round++) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        std::mt19937 rng(1000 + round);
+        std::vector<std::vector<int32_t>> prefixes = {prompt_of(rng, 2 * kBs), prompt_of(rng, 11)};
+        const char *salts[] = {"", "", "tenant-a"};
+        std::vector<EReq> reqs;
+        for (int i = 0; i < 12; i++) {
+            EReq q;
+            if (i > 0 && rng() % 5 == 0) {
+                q = reqs[rng() % reqs.size()]; // a duplicate prompt
+            } else {
+                if (rng() % 2) q.prompt = prefixes[rng() % 2];
+                for (int32_t t : prompt_of(rng, 1 + (int)(rng() % 24))) q.prompt.push_back(t);
+                q.max_tokens = 1 + (int)(rng() % 6);
+            }
+            q.salt = salts[rng() % 3];
+            q.priority = rng() % 4 == 0;
+            q.temperature = rng() % 2 ? 0.8f : 0.0f; // seeded sampling must survive preemption
+            q.seed = rng();
+            reqs.push_back(q);
+        }
+        // The largest request that fits: every page of the pool.
+        EReq big;
+        big.prompt = prompt_of(rng, kPages * kBs - 5);
+        big.max_tokens = 5;
+        reqs.push_back(big);
+        std::vector<ERes> alone = solo(kBs, reqs);
+        ASSERT_EQ(alone.size(), reqs.size());
+        for (size_t i = 0; i < reqs.size(); i++) {
+            ASSERT_EQ(alone[i].finish, TM_FINISH_LENGTH) << "solo request " << i;
+            ASSERT_EQ((int)alone[i].tokens.size(), reqs[i].max_tokens);
+        }
+        // A stop token taken from the solo output ends some requests early.
+        std::vector<std::vector<int32_t>> want(reqs.size());
+        std::vector<tm_finish> want_fin(reqs.size(), TM_FINISH_LENGTH);
+        for (size_t i = 0; i < reqs.size(); i++) {
+            want[i] = alone[i].tokens;
+            if (rng() % 3 != 0) continue;
+            int32_t stop = want[i][rng() % want[i].size()];
+            reqs[i].stop_ids = {stop};
+            want[i].resize(std::find(want[i].begin(), want[i].end(), stop) - want[i].begin() + 1);
+            want_fin[i] = TM_FINISH_STOP;
+        }
+
+        // The stress engine: a pool of kPages pages, small cap and budget (chunked
+        // prefill, preemption), prefix cache on.
+        Waiter w;
+        int max_seqs = 2 + round % 3, budget = max_seqs + 4 + (int)(rng() % 12);
+        tm_engine_config c = config(kBs, kPages, max_seqs, budget, 1, &w);
+        tm_engine *e = nullptr;
+        char err[256] = "";
+        ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+        tm_engine_stats st;
+        tm_engine_get_stats(e, &st);
+        ASSERT_EQ(st.n_blocks_total, kPages);
+
+        // Refused at submit, with a reason: no id, no events.
+        std::vector<int32_t> p_over = prompt_of(rng, kPages * kBs - 3);
+        EReq over;
+        over.prompt = p_over;
+        over.max_tokens = 4; // one token more than the pool holds
+        tm_request r_over = to_request(over);
+        uint64_t id_bad = 0;
+        EXPECT_EQ(tm_engine_submit(e, &r_over, &id_bad, err, sizeof err), TM_ERANGE);
+        EXPECT_NE(std::string(err).find("pages"), std::string::npos) << err;
+        r_over.max_tokens = n_ctx;
+        EXPECT_EQ(tm_engine_submit(e, &r_over, &id_bad, err, sizeof err), TM_ERANGE);
+        r_over.n_prompt = 0;
+        EXPECT_EQ(tm_engine_submit(e, &r_over, &id_bad, err, sizeof err), TM_EINVAL);
+        EXPECT_EQ(id_bad, 0u);
+
+        // Submit in random order over time; abort some at random moments: right after
+        // submit (waiting), after some tokens (decoding / maybe preempted), after the end
+        // (finished), twice, and ids that never existed.
+        std::vector<size_t> order(reqs.size());
+        for (size_t i = 0; i < order.size(); i++) order[i] = i;
+        std::shuffle(order.begin(), order.end(), rng);
+        std::map<uint64_t, size_t> index;
+        std::map<uint64_t, ERes> res;
+        std::map<uint64_t, int> abort_after; // id -> abort once this many tokens arrived
+        size_t n_done = 0;
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(4);
+        for (size_t k = 0; k < order.size(); k++) {
+            tm_request r = to_request(reqs[order[k]]);
+            uint64_t id = 0;
+            ASSERT_EQ(tm_engine_submit(e, &r, &id, err, sizeof err), TM_OK) << err;
+            index[id] = order[k];
+            int pick = (int)((k + round) % 4);
+            if (pick == 0) tm_engine_abort(e, id);                     // likely still waiting
+            if (pick == 1) abort_after[id] = 1 + (int)(rng() % 3);     // mid-generation
+            if (pick == 2) abort_after[id] = 1000;                     // after it finished
+            if (rng() % 3 == 0) tm_engine_abort(e, 1000000 + rng() % 1000); // unknown
+            // Drain what is there already, without waiting.
+            tm_event evs[8];
+            int n = tm_engine_poll(e, evs, 8);
+            for (int i = 0; i < n; i++) absorb(res, evs[i], &n_done);
+            for (auto &a : abort_after) {
+                ERes &x = res[a.first];
+                if ((int)x.tokens.size() >= a.second || (a.second == 1000 && x.n_finish)) {
+                    tm_engine_abort(e, a.first);
+                    if (rng() % 2) tm_engine_abort(e, a.first); // twice
+                    a.second = 1 << 30;
+                }
+            }
+        }
+        while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
+            collect(e, w, res, std::min(reqs.size(), n_done + 1), &n_done, deadline);
+            for (auto &a : abort_after) {
+                ERes &x = res[a.first];
+                if ((int)x.tokens.size() >= a.second || (a.second == 1000 && x.n_finish)) {
+                    tm_engine_abort(e, a.first);
+                    tm_engine_abort(e, a.first);
+                    a.second = 1 << 30;
+                }
+            }
+        }
+        ASSERT_EQ(n_done, reqs.size()) << "requests did not finish in time";
+
+        // Pages come back once the last request ended (stats follow each round).
+        for (int i = 0; i < 200; i++) {
+            tm_engine_get_stats(e, &st);
+            if (st.n_blocks_used == 0 && st.n_running + st.n_waiting == 0) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        EXPECT_EQ(st.n_blocks_used, 0);
+        EXPECT_EQ(st.n_running + st.n_waiting, 0);
+        EXPECT_LE(st.n_blocks_cached, kPages);
+        // Late aborts of finished requests change nothing and produce no events.
+        for (auto &x : index) tm_engine_abort(e, x.first);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        tm_event ev;
+        EXPECT_EQ(tm_engine_poll(e, &ev, 1), 0) << "event after the last finish";
+
+        EXPECT_EQ(res.size(), index.size()) << "events for ids that were never handed out";
+        int n_aborted = 0;
+        for (auto &x : index) {
+            size_t i = x.second;
+            ERes &r = res[x.first];
+            SCOPED_TRACE("request " + std::to_string(i) + " id " + std::to_string(x.first));
+            EXPECT_EQ(r.n_finish, 1);
+            EXPECT_EQ(r.n_after_finish, 0);
+            EXPECT_EQ(r.prompt_tokens, (int)reqs[i].prompt.size());
+            EXPECT_EQ(r.completion_tokens, (int)r.tokens.size());
+            EXPECT_EQ(r.cached_tokens % kBs, 0);
+            EXPECT_LT(r.cached_tokens, (int)reqs[i].prompt.size());
+            if (r.finish == TM_FINISH_ABORT) {
+                n_aborted++;
+                EXPECT_LE(r.tokens.size(), want[i].size());
+                EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), want[i].begin()))
+                    << "aborted output diverged from the solo run";
+            } else {
+                EXPECT_EQ(r.finish, want_fin[i]);
+                EXPECT_EQ(r.tokens, want[i]) << "output differs from the solo run";
+            }
+        }
+        EXPECT_GT(n_aborted, 0);
+        tm_engine_get_stats(e, &st);
+        printf("[ stats    ] round %d: seqs %d budget %d, %d aborted, %llu preemptions, %llu "
+               "prefix-hit tokens\n", round, max_seqs, budget, n_aborted,
+               (unsigned long long)st.n_preemptions, (unsigned long long)st.prefix_hits);
+
+        // Shutdown with work in flight: everything ends (ASan checks nothing leaks).
+        for (int i = 0; i < 3; i++) {
+            tm_request r = to_request(reqs[i]);
+            EXPECT_EQ(tm_engine_submit(e, &r, nullptr, err, sizeof err), TM_OK) << err;
+        }
+        tm_engine_destroy(e);
+        if (HasFailure()) return;
+    }
+}
+} // namespace
