@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,6 +141,7 @@ struct Item {                    // one request and the tm_seq the test owns for
 
 struct Scenario {
     int bs = 4, n_blocks = 8, max_seqs = 2, budget = 8, cache = 1;
+    bool roomy = false;          // pool holds every request at once: no eviction
     std::vector<Req> reqs;
     std::vector<int> arrive, abort_at;
     std::vector<bool> abort_twice;
@@ -157,6 +159,10 @@ struct Sim {
     int steps = 0;
     int abort_counts[AB_N] = {};
     uint64_t n_preempted_seen = 0;
+    // Every (salt, token prefix ending at a page boundary) whose page was computed: what
+    // the prefix cache may serve. Without eviction it must serve all of it.
+    std::set<std::pair<std::string, std::vector<int32_t>>> computed;
+    int n_exact_cached = 0;      // first admissions whose hit was checked for equality
 
     explicit Sim(const Scenario &s) : sc0(s), bs(s.bs), n_blocks(s.n_blocks) {
         cfg.max_num_seqs = s.max_seqs;
@@ -245,13 +251,18 @@ struct Sim {
             for (int i = 0; i < sc.n_seqs; i++) in |= sc.seqs[i] == s;
             ASSERT_TRUE(in) << "decode of request " << s->id << " skipped";
         }
-        // Waiting list: priority order, no pages.
-        int prio = 0, n_wait = 0;
+        // Waiting list: priority order, preempted ones first within a priority.
+        int prio = 0, n_wait = 0, seen_new = 0;
         for (tm_seq *q = tm_sched_waiting_head(sched); q; q = q->next, n_wait++) {
             ASSERT_LE(n_wait, n_live);
             ASSERT_EQ(q->status, TM_SEQ_WAITING);
             ASSERT_GE(q->priority, prio) << "waiting list out of priority order";
+            if (q->priority != prio) seen_new = 0;
             prio = q->priority;
+            if (q->admitted_once) {
+                ASSERT_FALSE(seen_new) << "preempted request " << q->id << " queued behind a new one";
+            }
+            seen_new |= !q->admitted_once;
         }
         ASSERT_EQ(n_wait, tm_sched_n_waiting(sched));
         // Reference counts equal the block tables that hold each page.
@@ -279,6 +290,23 @@ struct Sim {
         ASSERT_EQ(tm_bm_n_used(bm), used);
         ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), n_blocks);
         ASSERT_LE(tm_bm_n_cached(bm), tm_bm_n_free(bm));
+    }
+
+    // At first admission the cache served whole pages that were computed before under
+    // the same salt, never more than the prompt minus its last token; all of them when
+    // nothing can have been evicted.
+    void check_first_hit(const Item &it) {
+        const tm_seq &s = it.seq;
+        int max_pages = sc0.cache ? (s.n_prompt - 1) / bs : 0, n = 0;
+        while (n < max_pages &&
+               computed.count({it.req.salt, std::vector<int32_t>(s.tokens, s.tokens + (n + 1) * bs)}))
+            n++;
+        ASSERT_EQ(s.n_cached % bs, 0);
+        ASSERT_LE(s.n_cached, n * bs) << "request " << s.id << " hit pages never computed";
+        if (sc0.roomy) {
+            ASSERT_EQ(s.n_cached, n * bs) << "request " << s.id << " missed cached pages";
+            n_exact_cached += n > 0;
+        }
     }
 
     // The fake model: store the scheduled tokens, then read every sampled sequence back
@@ -317,15 +345,26 @@ struct Sim {
             }
             if (::testing::Test::HasFatalFailure()) return;
         }
+        std::vector<int> was_admitted(items.size());
+        for (size_t i = 0; i < items.size(); i++) was_admitted[i] = items[i]->seq.admitted_once;
         tm_schedule sc;
         tm_sched_schedule(sched, &sc);
         n_preempted_seen += (uint64_t)sc.n_preempted;
         check(sc);
         if (::testing::Test::HasFatalFailure()) return;
+        for (size_t i = 0; i < items.size(); i++)
+            if (!was_admitted[i] && items[i]->seq.admitted_once) check_first_hit(*items[i]);
+        if (::testing::Test::HasFatalFailure()) return;
         steps++;
         std::vector<int32_t> sampled;
         run(sc, sampled);
         tm_sched_update(sched, &sc);
+        for (int i = 0; i < sc.n_seqs; i++) {
+            tm_seq *s = sc.seqs[i];
+            for (int k = sc.start[i] / bs; (k + 1) * bs <= s->n_computed; k++)
+                computed.insert({items[s->id - 1]->req.salt,
+                                 std::vector<int32_t>(s->tokens, s->tokens + (k + 1) * bs)});
+        }
         for (int i = 0; i < sc.n_seqs; i++) {
             if (!sc.sample[i]) continue;
             tm_seq *s = sc.seqs[i];
@@ -452,13 +491,21 @@ Scenario make_scenario(uint32_t seed) {
         s.abort_at.push_back(ab ? s.arrive.back() + (int)(rng() % 60) : -1);
         s.abort_twice.push_back(ab && rng() % 3 == 0);
     }
+    // A quarter of the scenarios get a pool for all requests at once (no eviction, no
+    // preemption), where the prefix cache must serve every computed page.
+    if (rng() % 4 == 0) {
+        s.roomy = true;
+        s.n_blocks = 1;
+        for (const Req &r : s.reqs) s.n_blocks += ((int)r.prompt.size() + r.max_tokens + s.bs - 1) / s.bs;
+    }
     return s;
 }
 
 std::string describe(const Scenario &s, uint32_t seed) {
     return "seed " + std::to_string(seed) + ": bs " + std::to_string(s.bs) + ", pages " +
            std::to_string(s.n_blocks) + ", seqs " + std::to_string(s.max_seqs) + ", budget " +
-           std::to_string(s.budget) + ", cache " + std::to_string(s.cache) + ", requests " +
+           std::to_string(s.budget) + ", cache " + std::to_string(s.cache) + ", roomy " +
+           std::to_string(s.roomy) + ", requests " +
            std::to_string(s.reqs.size());
 }
 
@@ -468,7 +515,7 @@ TEST(SchedulerRandom, InvariantsAndSoloOutputsUnderRandomTraffic) {
     const uint32_t kSeeds = env && atoi(env) > 0 ? (uint32_t)atoi(env) : 400;
     int totals[AB_N] = {};
     uint64_t preemptions = 0, hits = 0;
-    int n_requests = 0, n_stop = 0, n_length = 0;
+    int n_requests = 0, n_stop = 0, n_length = 0, n_exact = 0;
     for (uint32_t seed = 1; seed <= kSeeds; seed++) {
         Scenario sc = make_scenario(seed);
         SCOPED_TRACE(describe(sc, seed));
@@ -481,6 +528,10 @@ TEST(SchedulerRandom, InvariantsAndSoloOutputsUnderRandomTraffic) {
         tm_sched_get_counters(sim.sched, &c);
         ASSERT_EQ(c.n_preemptions, sim.n_preempted_seen);
         preemptions += c.n_preemptions;
+        n_exact += sim.n_exact_cached;
+        if (sc.roomy) {
+            EXPECT_EQ(c.n_preemptions, 0u);
+        }
         hits += c.prefix_hits;
         for (int k = 0; k < AB_N; k++) totals[k] += sim.abort_counts[k];
         for (auto &it : sim.items) {
@@ -494,10 +545,11 @@ TEST(SchedulerRandom, InvariantsAndSoloOutputsUnderRandomTraffic) {
     EXPECT_GT(preemptions, 100u);
     EXPECT_GT(hits, 1000u);
     EXPECT_GT(n_stop, 50);
+    EXPECT_GT(n_exact, 50) << "too few exact prefix-cache checks";
     EXPECT_GT(n_length, 500);
-    printf("[ stats    ] %d requests, %llu preemptions, %llu prefix-hit tokens, %d stop, %d length;"
-           " aborts:", n_requests, (unsigned long long)preemptions, (unsigned long long)hits,
-           n_stop, n_length);
+    printf("[ stats    ] %d requests, %llu preemptions, %llu prefix-hit tokens (%d exact checks), "
+           "%d stop, %d length; aborts:", n_requests, (unsigned long long)preemptions,
+           (unsigned long long)hits, n_exact, n_stop, n_length);
     for (int k = 0; k < AB_N; k++) printf(" %s %d", kAbortNames[k], totals[k]);
     printf("\n");
 }
@@ -649,7 +701,7 @@ class EngineRandom : public ::testing::Test {
     // Solo runs: one engine, one sequence at a time, no prefix cache.
     static std::vector<ERes> solo(int block_size, const std::vector<EReq> &reqs) {
         Waiter w;
-        tm_engine_config c = config(block_size, 64, 1, 64, 0, &w);
+        tm_engine_config c = config(block_size, 256 / block_size, 1, 64, 0, &w);
         tm_engine *e = nullptr;
         char err[256] = "";
         EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
@@ -690,13 +742,16 @@ std::string EngineRandom::skip_reason;
 TEST_F(EngineRandom, RandomTrafficAbortsAndRefusals) {
     // Fewer rounds under sanitizers (same checks); TM_RANDOM_ROUNDS widens it by hand.
     const char *env = getenv("TM_RANDOM_ROUNDS");
-    const int kBs = 4, kPages = 12;
     const int kRounds = env && atoi(env) > 0 ? atoi(env) : sanitized_build() ? 2 : 4;
     const int n_ctx = tm_model_get_config(model)->n_ctx_train;
     for (int round = 0; round < kRounds; round++) {
         SCOPED_TRACE("round " + std::to_string(round));
+        // A pool of 48 tokens in pages of 4, 1, 16 or 8 tokens.
+        const int bss[] = {4, 1, 16, 8};
+        const int kBs = bss[round % 4], kPages = 48 / kBs;
         std::mt19937 rng(1000 + round);
-        std::vector<std::vector<int32_t>> prefixes = {prompt_of(rng, 2 * kBs), prompt_of(rng, 11)};
+        std::vector<std::vector<int32_t>> prefixes = {prompt_of(rng, std::min(2 * kBs, 16)),
+                                                      prompt_of(rng, 11)};
         const char *salts[] = {"", "", "tenant-a"};
         std::vector<EReq> reqs;
         for (int i = 0; i < 12; i++) {
@@ -740,7 +795,8 @@ TEST_F(EngineRandom, RandomTrafficAbortsAndRefusals) {
         // The stress engine: a pool of kPages pages, small cap and budget (chunked
         // prefill, preemption), prefix cache on.
         Waiter w;
-        int max_seqs = 2 + round % 3, budget = max_seqs + 4 + (int)(rng() % 12);
+        int max_seqs = 2 + round % 3;
+        int budget = round % 2 ? max_seqs : max_seqs + 4 + (int)(rng() % 12);
         tm_engine_config c = config(kBs, kPages, max_seqs, budget, 1, &w);
         tm_engine *e = nullptr;
         char err[256] = "";
