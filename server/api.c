@@ -23,43 +23,6 @@ void tm_api_access_log(const tm_access *e) {
              e->total, e->finish ? " finish=" : "", e->finish ? e->finish : "");
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0], cp;
-    size_t len;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return 0;
-    if (len > n) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[k] & 0x3F);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
-    return len;
-}
-
-json_t *tm_json_text(const char *s, size_t n) {
-    json_t *j = json_stringn(s, n);
-    if (j) return j;
-    char *buf = malloc(n * 3 + 1), *w = buf; /* each bad byte becomes U+FFFD (3 bytes) */
-    if (!buf) return json_string("");
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
-        if (len) {
-            memcpy(w, s + i, len), w += len, i += len;
-        } else {
-            memcpy(w, "\xEF\xBF\xBD", 3), w += 3, i += 1;
-        }
-    }
-    j = json_stringn(buf, (size_t)(w - buf));
-    free(buf);
-    return j ? j : json_string("");
-}
-
 /* Every response sent while routing goes through here. It logs before sending: sending
  * may dispatch the next pipelined request on c, which reuses the request's buffers and
  * a->cur_*. Outside on_request (a job's response) the job logs itself. */
@@ -157,7 +120,8 @@ static void handle_metrics(tm_api *a, tm_http_conn *c) {
 
 static json_t *load_object(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     json_error_t je;
-    json_t *root = req->body_len ? json_loadb(req->body, req->body_len, 0, &je) : NULL;
+    json_t *root = req->body_len ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
+                                : NULL;
     if (!json_is_object(root)) {
         char msg[256];
         snprintf(msg, sizeof msg, "the body must be a JSON object%s%s", root ? "" : ": ",
@@ -173,6 +137,7 @@ static void handle_tokenize(tm_api *a, tm_http_conn *c, const tm_http_request *r
     json_t *root = load_object(a, c, req);
     if (!root) return;
     json_t *prompt = json_object_get(root, "prompt"), *ads = json_object_get(root, "add_special_tokens");
+    if (json_is_null(ads)) ads = NULL; /* null means absent, as in generation requests */
     if (!json_is_string(prompt) || (ads && !json_is_boolean(ads))) {
         json_decref(root);
         tm_api_send_error(a, c, 400, "'prompt' must be a string (and 'add_special_tokens' a "
@@ -301,10 +266,12 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
     }
     int max_tokens = p.max_tokens > 0 ? p.max_tokens
                      : kind == TM_API_COMPLETION ? TM_MIN(16, a->n_ctx - n_ids) : a->n_ctx - n_ids;
-    if (n_ids + (max_tokens > 0 ? max_tokens : 1) > a->n_ctx) {
+    /* 64-bit: max_tokens may be up to INT32_MAX, and the sum must not overflow */
+    long long n_total = (long long)n_ids + TM_MAX(max_tokens, 1);
+    if (n_total > a->n_ctx) {
         snprintf(err, sizeof err, "This model's maximum context length is %d tokens. However, you "
-                 "requested %d tokens (%d in the %s, %d for the completion). Please reduce the "
-                 "length of the %s or the completion.", a->n_ctx, n_ids + TM_MAX(max_tokens, 1),
+                 "requested %lld tokens (%d in the %s, %d for the completion). Please reduce the "
+                 "length of the %s or the completion.", a->n_ctx, n_total,
                  n_ids, kind == TM_API_CHAT ? "messages" : "prompt", TM_MAX(max_tokens, 1),
                  kind == TM_API_CHAT ? "messages" : "prompt");
         tm_api_send_error(a, c, 400, err, kind == TM_API_CHAT ? "messages" : "prompt",
@@ -369,7 +336,8 @@ static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
 
 static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     const char *path = req->path, *m = req->method;
-    int is_get = !strcmp(m, "GET"), is_post = !strcmp(m, "POST");
+    /* HEAD is GET without the body (the HTTP layer leaves the body out) */
+    int is_get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), is_post = !strcmp(m, "POST");
     enum { R_NONE, R_GET, R_POST } want = R_NONE;
     int auth = 1;
     if (!strcmp(path, "/health") || !strcmp(path, "/metrics")) want = R_GET, auth = 0;

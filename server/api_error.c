@@ -1,7 +1,9 @@
-/* api_error.c - OpenAI error objects from HTTP statuses and TM_E* codes. */
+/* api_error.c - OpenAI error objects from HTTP statuses and TM_E* codes, and JSON text
+ * from bytes that may not be valid UTF-8. */
 #include "server/api_error.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -21,6 +23,44 @@ const char *tm_api_error_type(int status) {
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0], cp;
+    size_t len;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return 0;
+    if (len > n) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[k] & 0x3F);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+    return len;
+}
+
+json_t *tm_json_text(const char *s, size_t n) {
+    json_t *j = json_stringn(s, n);
+    if (j) return j;
+    char *buf = malloc(n * 3 + 1), *w = buf; /* each bad byte becomes U+FFFD (3 bytes) */
+    if (!buf) return json_string("");
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (len) {
+            memcpy(w, s + i, len), w += len, i += len;
+        } else {
+            memcpy(w, "\xEF\xBF\xBD", 3), w += 3, i += 1;
+        }
+    }
+    j = json_stringn(buf, (size_t)(w - buf));
+    free(buf);
+    return j ? j : json_string("");
+}
+
+
 /* A default code when the caller gives none, so clients can branch on it. */
 static const char *default_code(int status) {
     switch (status) {
@@ -38,10 +78,9 @@ static const char *default_code(int status) {
 
 char *tm_api_error_json(int status, const char *message, const char *param, const char *code) {
     if (!code) code = default_code(status);
-    /* message may hold client bytes (e.g. a bad field name): jansson refuses invalid
-     * UTF-8, so fall back to a fixed text rather than lose the whole error */
-    json_t *msg = json_string(message ? message : "");
-    if (!msg) msg = json_string("invalid request");
+    /* message may hold client bytes cut short by a %.Ns (a model name or a path cut
+     * inside a UTF-8 sequence): keep the message, with U+FFFD for the broken bytes */
+    json_t *msg = message ? tm_json_text(message, strlen(message)) : json_string("");
     json_t *par = param ? json_string(param) : json_null();
     if (!par) par = json_null();
     json_t *err = json_pack("{s:o, s:s, s:o, s:o}", "message", msg, "type",

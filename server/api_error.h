@@ -5,6 +5,10 @@
 #ifndef TM_API_ERROR_H
 #define TM_API_ERROR_H
 
+#include <stddef.h>
+
+#include <jansson.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -17,6 +21,10 @@ const char *tm_api_error_type(int status);
 /* malloc'd JSON error body; param and code may be NULL (JSON null). Never returns NULL
  * unless memory is exhausted. */
 char *tm_api_error_json(int status, const char *message, const char *param, const char *code);
+/* A JSON string from n bytes that may not be valid UTF-8 (client bytes, token pieces, a
+ * message cut inside a sequence): each invalid byte becomes U+FFFD. Returns a new
+ * reference; "" (or NULL) only when memory is exhausted. */
+json_t *tm_json_text(const char *s, size_t n);
 
 #ifdef __cplusplus
 }

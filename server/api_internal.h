@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "server/api.h"
+#include "server/api_error.h"
 #include "server/api_parse.h"
 #include "server/metrics.h"
 
@@ -88,7 +89,5 @@ void tm_api_access_log(const tm_access *e);
  * the request on_request is routing). */
 void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
                        const char *param, const char *code);
-/* A JSON string from bytes that may not be valid UTF-8 (invalid bytes become U+FFFD). */
-json_t *tm_json_text(const char *s, size_t n);
 
 #endif

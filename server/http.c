@@ -52,6 +52,8 @@ struct tm_http_conn {
                                 shut down writing, drain input, close */
     int lingering;           /* in that drain phase */
     uv_shutdown_t shutdown_req; /* for the lingering close */
+    size_t unsent_at_arm;    /* response bytes not yet handed to the kernel when the timer
+                                was armed (a drop by the timeout is the client reading) */
     void *user;              /* the handler's pointer while busy */
 };
 
@@ -203,7 +205,10 @@ static int conn_write3(tm_http_conn *c, const char *a, size_t na, const char *b,
                        const char *d, size_t nd) {
     if (c->closing) return TM_EBUSY;
     size_t len = na + nb + nd;
-    if (c->write_queued + len > c->srv->cfg.max_write_queue) {
+    /* The limit bounds a backlog of unread bytes; one response larger than the limit on
+     * its own (a /tokenize answer for a large prompt) still goes out when nothing waits
+     * before it, else a valid request would be answered by a closed connection. */
+    if (c->write_queued > 0 && c->write_queued + len > c->srv->cfg.max_write_queue) {
         TM_WARNF("http: client not reading (%zu bytes queued); closing", c->write_queued);
         conn_close(c);
         return TM_EBUSY;
@@ -263,7 +268,10 @@ void tm_http_respond(tm_http_conn *c, int status, const char *ctype, const char 
                      const char *body, size_t len) {
     char head[1024];
     int n = format_head(c, head, sizeof head, status, ctype, extra, (long long)len);
-    if (conn_write3(c, head, (size_t)n, body, len, NULL, 0) == 0) end_request(c);
+    /* A HEAD response has the GET response's headers and never a body (RFC 9110 9.3.2):
+     * the client reads none, and sent bytes would corrupt the next response. */
+    size_t n_body = strcmp(buf_str(&c->method), "HEAD") ? len : 0;
+    if (conn_write3(c, head, (size_t)n, body, n_body, NULL, 0) == 0) end_request(c);
 }
 
 void tm_http_stream_begin(tm_http_conn *c, int status, const char *ctype) {
@@ -353,8 +361,21 @@ static int on_header_value_complete(llhttp_t *p) {
 }
 static int on_headers_complete(llhttp_t *p) {
     tm_http_conn *c = conn_of(p);
+    /* Upgrades (h2c, websocket) and CONNECT tunnels are declined: the request is served
+     * as plain HTTP/1.1 and the connection stays HTTP. Left set, llhttp would treat every
+     * later byte as the other protocol and fail the next request on the connection. */
+    p->upgrade = 0;
     c->has_len = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg.max_body_bytes) {
+        c->err_status = 413;
+        return HPE_USER;
+    }
+    return 0;
+}
+/* A chunk announced larger than the body limit is refused before its bytes arrive. */
+static int on_chunk_header(llhttp_t *p) {
+    tm_http_conn *c = conn_of(p);
+    if (p->content_length > c->srv->cfg.max_body_bytes - c->body.n) {
         c->err_status = 413;
         return HPE_USER;
     }
@@ -417,6 +438,8 @@ static void conn_parse(tm_http_conn *c) {
             char msg[160];
             if (status == 413)
                 snprintf(msg, sizeof msg, "request headers or body too large");
+            else if (e == HPE_PAUSED_H2_UPGRADE)
+                snprintf(msg, sizeof msg, "HTTP/2 is not supported; use HTTP/1.1");
             else
                 snprintf(msg, sizeof msg, "malformed HTTP request: %s",
                          c->parser.reason ? c->parser.reason : llhttp_errno_name(e));
@@ -469,6 +492,12 @@ static void conn_read_start(tm_http_conn *c) {
 static void on_timeout(uv_timer_t *t) {
     tm_http_conn *c = t->data;
     if (c->busy || c->closing || c->linger) return; /* linger: already answered */
+    /* A large response still going out to a client that reads it is not idleness: wait
+     * on while it makes progress; one that read nothing for a whole timeout is dropped. */
+    if (c->n_writes > 0 && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < c->unsent_at_arm) {
+        timer_arm(c);
+        return;
+    }
     if (c->in_request || c->in.n > c->in_off)
         respond_error(c, 408, "request not received in time");
     else
@@ -476,8 +505,12 @@ static void on_timeout(uv_timer_t *t) {
 }
 
 static void timer_arm(tm_http_conn *c) {
-    if (!uv_is_active((uv_handle_t *)&c->timer))
-        uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg.timeout_ms, 0);
+    if (uv_is_active((uv_handle_t *)&c->timer)) return;
+    /* The loop's clock is cached at the start of its iteration; a handler that ran long
+     * on this thread (tokenizing a large prompt) would leave the timer already expired. */
+    uv_update_time(c->srv->loop);
+    c->unsent_at_arm = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    uv_timer_start(&c->timer, on_timeout, (uint64_t)c->srv->cfg.timeout_ms, 0);
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -538,6 +571,7 @@ int tm_http_create(uv_loop_t *loop, const char *host, int port, const tm_http_co
     s->settings.on_header_value = on_header_value;
     s->settings.on_header_value_complete = on_header_value_complete;
     s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_chunk_header = on_chunk_header;
     s->settings.on_body = on_body;
     s->settings.on_message_complete = on_message_complete;
     uv_tcp_init(loop, &s->listener);

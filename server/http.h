@@ -57,7 +57,8 @@ typedef struct tm_http_config {
     size_t max_body_bytes;   /* body of one request */
     int timeout_ms;          /* idle / slow-request timeout */
     int max_connections;     /* open connections at most */
-    size_t max_write_queue;  /* unsent response bytes before a slow reader is dropped */
+    size_t max_write_queue;  /* unsent bytes before a slow reader is dropped (one response
+                                alone may exceed it) */
 } tm_http_config;
 
 /* 16 KiB headers, 8 MiB body, 30 s timeout, 1024 connections, 16 MiB write queue. */
