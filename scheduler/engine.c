@@ -260,6 +260,9 @@ static void *engine_main(void *arg) {
             pthread_cond_wait(&e->cv, &e->mu); /* idle: sleep, no spin */
         tm_seq *in = e->inbox_head;
         e->inbox_head = e->inbox_tail = NULL;
+        /* They wait in the scheduler now; count them there at once, or submits during
+         * this step would see neither them nor the next snapshot and overfill the queue. */
+        e->stats.n_waiting += e->n_inbox;
         e->n_inbox = 0;
         /* Swap the abort arrays so callers keep appending while we apply these. */
         uint64_t *ids = e->aborts;

@@ -919,4 +919,62 @@ TEST_F(EngineRandom, RandomTrafficAbortsAndRefusals) {
         if (HasFailure()) return;
     }
 }
+// The waiting-queue cap holds while the engine is inside a step: submits that arrive
+// during a forward pass must count the requests the engine has just taken from the inbox.
+// One long request runs (cap 1 sequence); others are submitted in a tight loop across
+// many steps; at no time may more than max_queue requests wait.
+TEST_F(EngineRandom, QueueCapHoldsWhileEngineIsBusy) {
+    const int kMaxQueue = 2;
+    Waiter w;
+    tm_engine_config c = config(16, 128, 1, 64, 1, &w);
+    c.max_queue = kMaxQueue;
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    std::mt19937 rng(5);
+    std::vector<int32_t> p = prompt_of(rng, 32);
+    EReq longq;
+    longq.prompt = p;
+    longq.max_tokens = 1000; // outlasts the test; aborted at the end
+    tm_request rl = to_request(longq);
+    uint64_t id_long = 0;
+    ASSERT_EQ(tm_engine_submit(e, &rl, &id_long, err, sizeof err), TM_OK) << err;
+    tm_engine_stats st;
+    for (int i = 0; i < 1000; i++) { // until it runs
+        tm_engine_get_stats(e, &st);
+        if (st.n_running == 1) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ASSERT_EQ(st.n_running, 1);
+    EReq shortq;
+    shortq.prompt = std::vector<int32_t>(p.begin(), p.begin() + 4);
+    shortq.max_tokens = 1;
+    tm_request rs = to_request(shortq);
+    int accepted = 0, max_waiting = 0;
+    std::vector<uint64_t> ids = {id_long};
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    while (std::chrono::steady_clock::now() < until) {
+        uint64_t id = 0;
+        int rc = tm_engine_submit(e, &rs, &id, err, sizeof err);
+        ASSERT_TRUE(rc == TM_OK || rc == TM_EBUSY) << tm_strerror(rc);
+        if (rc == TM_OK) {
+            accepted++;
+            ids.push_back(id);
+        }
+        tm_engine_get_stats(e, &st);
+        max_waiting = std::max(max_waiting, st.n_waiting);
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    tm_engine_get_stats(e, &st);
+    EXPECT_EQ(st.n_running, 1) << "the long request should still be running";
+    EXPECT_LE(max_waiting, kMaxQueue);
+    EXPECT_EQ(accepted, kMaxQueue) << "the queue should take exactly max_queue while one request runs";
+    for (uint64_t id : ids) tm_engine_abort(e, id);
+    std::map<uint64_t, ERes> res;
+    size_t n_done = 0;
+    collect(e, w, res, ids.size(), &n_done, std::chrono::steady_clock::now() + std::chrono::minutes(1));
+    EXPECT_EQ(n_done, ids.size());
+    tm_engine_destroy(e);
+}
+
 } // namespace
