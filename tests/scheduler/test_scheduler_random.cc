@@ -114,6 +114,7 @@ struct Item {                    // one request and the tm_seq the test owns for
     std::vector<tm_hash128> hashes;
     int arrive = 0;              // step at which it is submitted
     bool added = false;          // handed to the scheduler
+    int add_order = 0;           // position in the order of tm_sched_add calls
     Fin fin = Fin::NONE;         // set exactly once
     int n_finish = 0;            // times a finish reason was set (must end at 1)
     int abort_at = -1;           // step before which it is aborted, -1 never
@@ -140,11 +141,16 @@ struct Item {                    // one request and the tm_seq the test owns for
 };
 
 struct Scenario {
-    int bs = 4, n_blocks = 8, max_seqs = 2, budget = 8, cache = 1;
+    int bs = 4;                  // tokens per page
+    int n_blocks = 8;            // pages in the pool
+    int max_seqs = 2;            // scheduler's seq cap
+    int budget = 8;              // scheduler's token budget
+    int cache = 1;               // prefix cache on
     bool roomy = false;          // pool holds every request at once: no eviction
-    std::vector<Req> reqs;
-    std::vector<int> arrive, abort_at;
-    std::vector<bool> abort_twice;
+    std::vector<Req> reqs;       // the requests, id = index + 1
+    std::vector<int> arrive;     // (reqs) step at which each is submitted
+    std::vector<int> abort_at;   // (reqs) step before which each is aborted, -1 never
+    std::vector<bool> abort_twice; // (reqs) aborted a second time right after
 };
 
 struct Sim {
@@ -156,6 +162,7 @@ struct Sim {
     std::vector<uint64_t> kv;    // fake KV pool, one cell per slot
     std::vector<std::unique_ptr<Item>> items;
     int n_live = 0;              // added and not finished
+    int n_added = 0;             // tm_sched_add calls so far
     int steps = 0;
     int abort_counts[AB_N] = {};
     uint64_t n_preempted_seen = 0;
@@ -251,16 +258,20 @@ struct Sim {
             for (int i = 0; i < sc.n_seqs; i++) in |= sc.seqs[i] == s;
             ASSERT_TRUE(in) << "decode of request " << s->id << " skipped";
         }
-        // Waiting list: priority order, preempted ones first within a priority.
-        int prio = 0, n_wait = 0, seen_new = 0;
+        // Waiting list: priority order; within a priority preempted ones first, then new
+        // ones first come, first served.
+        int prio = 0, n_wait = 0, seen_new = 0, last_new = -1;
         for (tm_seq *q = tm_sched_waiting_head(sched); q; q = q->next, n_wait++) {
             ASSERT_LE(n_wait, n_live);
             ASSERT_EQ(q->status, TM_SEQ_WAITING);
             ASSERT_GE(q->priority, prio) << "waiting list out of priority order";
-            if (q->priority != prio) seen_new = 0;
+            if (q->priority != prio) seen_new = 0, last_new = -1;
             prio = q->priority;
             if (q->admitted_once) {
                 ASSERT_FALSE(seen_new) << "preempted request " << q->id << " queued behind a new one";
+            } else {
+                ASSERT_GT(items[q->id - 1]->add_order, last_new) << "new requests out of FCFS order";
+                last_new = items[q->id - 1]->add_order;
             }
             seen_new |= !q->admitted_once;
         }
@@ -332,6 +343,7 @@ struct Sim {
         for (auto &it : items) {
             if (!it->added && it->arrive <= steps) {
                 it->added = true;
+                it->add_order = n_added++;
                 n_live++;
                 tm_sched_add(sched, &it->seq);
             }
