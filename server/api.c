@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/common.h"
@@ -71,7 +72,7 @@ static char *error_body_cb(void *arg, int status, const char *msg) {
 /* Constant-time comparison of the Authorization header with "Bearer <key>". */
 static int auth_ok(const tm_api *a, const char *header) {
     if (!a->api_key) return 1;
-    if (!header || strncmp(header, "Bearer ", 7) != 0) return 0;
+    if (!header || strncasecmp(header, "Bearer ", 7) != 0) return 0; /* schemes ignore case */
     const char *got = header + 7;
     size_t ng = strlen(got), nk = strlen(a->api_key);
     unsigned diff = (unsigned)(ng ^ nk);

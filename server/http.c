@@ -352,8 +352,11 @@ static int on_header_value_complete(llhttp_t *p) {
     tm_buf *dst = !strcasecmp(f, "authorization") ? &c->auth
                   : !strcasecmp(f, "content-type") ? &c->ctype : NULL;
     if (dst) {
+        /* a field value excludes trailing whitespace (RFC 9110 5.5; llhttp keeps it) */
+        size_t n = c->value.n;
+        while (n > 0 && (c->value.p[n - 1] == ' ' || c->value.p[n - 1] == '\t')) n--;
         buf_clear(dst);
-        if (buf_add(dst, buf_str(&c->value), c->value.n)) return HPE_USER;
+        if (buf_add(dst, buf_str(&c->value), n)) return HPE_USER;
     }
     buf_clear(&c->field);
     buf_clear(&c->value);

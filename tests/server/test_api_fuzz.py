@@ -517,3 +517,20 @@ def test_concurrent_abuse_leaves_nothing_behind(server):
     while not idle():
         assert time.monotonic() < deadline, "requests or KV pages left after the clients went"
         time.sleep(0.1)
+
+
+def test_api_key_header_variants(make_server):
+    """The auth scheme is case-insensitive and a header value's trailing whitespace is not
+    part of it (RFC 9110); anything else that is not exactly the key is a 401."""
+    srv = make_server("--api-key", "k3y")
+
+    def status(auth):
+        extra = b"" if auth is None else b"Authorization: " + auth + b"\r\n"
+        return raw_exchange(srv, get(b"/v1/models", extra))[0][0]
+    for auth in [b"Bearer k3y", b"bearer k3y", b"BEARER k3y", b"Bearer k3y \t"]:
+        assert status(auth) == 200, auth
+    for auth in [None, b"", b"Bearer", b"Bearer ", b"Bearer  k3y", b"Bearer k3", b"Bearer k3yy",
+                 b"Basic azN5", b"k3y", b"Bearer " + b"k" * 10000]:
+        assert status(auth) == 401, auth
+    assert status(b"Bearer k3y\r\nAuthorization: Bearer nope") == 401  # the last one counts
+    assert raw_exchange(srv, get(b"/health"))[0][0] == 200  # no key needed
