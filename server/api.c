@@ -121,8 +121,9 @@ static void handle_metrics(tm_api *a, tm_http_conn *c) {
 
 static json_t *load_object(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     json_error_t je;
-    json_t *root = req->body_len ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
-                                : NULL;
+    json_t *root = req->body_len
+                       ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
+                       : NULL;
     if (!json_is_object(root)) {
         char msg[256];
         snprintf(msg, sizeof msg, "the body must be a JSON object%s%s", root ? "" : ": ",

@@ -60,7 +60,6 @@ json_t *tm_json_text(const char *s, size_t n) {
     return j ? j : json_string("");
 }
 
-
 /* A default code when the caller gives none, so clients can branch on it. */
 static const char *default_code(int status) {
     switch (status) {

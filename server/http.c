@@ -53,7 +53,7 @@ struct tm_http_conn {
     int lingering;           /* in that drain phase */
     uv_shutdown_t shutdown_req; /* for the lingering close */
     size_t unsent_at_arm;    /* response bytes not yet handed to the kernel when the timer
-                                was armed (a drop by the timeout is the client reading) */
+                                was armed (fewer when it fires: the client is reading) */
     void *user;              /* the handler's pointer while busy */
 };
 
@@ -497,7 +497,8 @@ static void on_timeout(uv_timer_t *t) {
     if (c->busy || c->closing || c->linger) return; /* linger: already answered */
     /* A large response still going out to a client that reads it is not idleness: wait
      * on while it makes progress; one that read nothing for a whole timeout is dropped. */
-    if (c->n_writes > 0 && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < c->unsent_at_arm) {
+    size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (c->n_writes > 0 && unsent < c->unsent_at_arm) {
         timer_arm(c);
         return;
     }

@@ -81,7 +81,7 @@ void tm_http_destroy(tm_http_server *s);
 void tm_http_conn_set_user(tm_http_conn *c, void *user);
 
 /* Sends a complete response and ends the request. extra_headers: "" or lines each ending
- * in "\r\n". Copies body. */
+ * in "\r\n". Copies body; leaves it out (Content-Length stays) for a HEAD request. */
 void tm_http_respond(tm_http_conn *c, int status, const char *content_type,
                      const char *extra_headers, const char *body, size_t len);
 /* Starts a chunked response (e.g. text/event-stream); then write chunks and end. */
