@@ -766,7 +766,7 @@ TEST_F(EngineRandom, RandomTrafficAbortsAndRefusals) {
                                                       prompt_of(rng, 11)};
         const char *salts[] = {"", "", "tenant-a"};
         std::vector<EReq> reqs;
-        for (int i = 0; i < 12; i++) {
+        for (int i = 0; i < (sanitized_build() ? 8 : 12); i++) {
             EReq q;
             if (i > 0 && rng() % 5 == 0) {
                 q = reqs[rng() % reqs.size()]; // a duplicate prompt
