@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 
 #include <llhttp.h>
 
@@ -256,6 +257,7 @@ static void end_request(tm_http_conn *c) {
     if (!c->keep_alive || !c->srv->listening) {
         c->close_after_write = 1;
         if (c->n_writes == 0) conn_finish(c);
+        else timer_arm(c); /* a client that stops reading must not hold it forever */
         return;
     }
     if (!c->reading) conn_read_start(c);
@@ -492,9 +494,23 @@ static void conn_read_start(tm_http_conn *c) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
 }
 
+/* Bytes the client sent that wait unread in the kernel (0 when unknown). */
+static int conn_unread_bytes(tm_http_conn *c) {
+    uv_os_fd_t fd;
+    int n = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || ioctl(fd, FIONREAD, &n) != 0) return 0;
+    return n;
+}
+
 static void on_timeout(uv_timer_t *t) {
     tm_http_conn *c = t->data;
     if (c->busy || c->closing || c->linger) return; /* linger: already answered */
+    /* libuv runs timers before it polls: after a handler kept this thread busy longer
+     * than the timeout, the client's bytes may be waiting unread. The delay was ours. */
+    if (c->reading && conn_unread_bytes(c) > 0) {
+        timer_arm(c);
+        return;
+    }
     /* A large response still going out to a client that reads it is not idleness: wait
      * on while it makes progress; one that read nothing for a whole timeout is dropped. */
     size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);

@@ -329,7 +329,8 @@ def test_response_larger_than_write_queue_and_slow_handler(make_server):
     connection closed, no response); and after a handler that ran longer than
     --http-timeout on the loop thread, the stale loop clock fired the idle timer at once
     and cut the response. A client that reads slowly gets all of it; one that reads
-    nothing is dropped after the timeout."""
+    nothing is dropped after the timeout. A request uploaded while the loop thread was
+    busy with another is not timed out (its bytes waited unread: the delay was ours)."""
     srv = make_server("--max-body-mib", "8", "--http-timeout", "1")
     n = 6_000_000  # digits tokenize one per token: ~18 MB of JSON back
     r = requests.post(srv.url + "/tokenize", json={"prompt": "1" * n}, timeout=TIMEOUT)
@@ -348,17 +349,22 @@ def test_response_larger_than_write_queue_and_slow_handler(make_server):
         data += chunk
         time.sleep(0.01)  # 6 MB in 32 KiB reads: > 1.8 s, more than the timeout
     slow.close()
-    stalled = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    stalled.sendall(request(n))  # 18 MB: more than the kernel buffers can hold
-    time.sleep(6)  # reads nothing for longer than the tokenization and the timeout
-    got = 0
-    try:
-        while chunk := stalled.recv(1 << 20):
-            got += len(chunk)
-    except ConnectionResetError:
-        pass
-    assert got < 3 * n, "a client that never read kept its connection"
+    stalled = []
+    for close in (b"", b"Connection: close\r\n"):  # kept alive, or closed after the answer
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(request(4_000_000).replace(b"Host: t\r\n", b"Host: t\r\n" + close))
+        stalled.append(s)  # 12 MB answers: more than the kernel buffers hold
+    time.sleep(7)  # read nothing for longer than both tokenizations and the timeout
+    for s in stalled:
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert got < 12_000_000, "a client that never read kept its connection"
+        s.close()
     assert requests.get(srv.url + "/health", timeout=TIMEOUT).status_code == 200
 
 
