@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "../test_env.h"
+#include "scheduler_test_util.h"
 
 #include <dirent.h>
 
@@ -31,11 +32,6 @@ extern "C" {
 
 namespace {
 
-std::string model_path() {
-    const char *home = getenv("HOME");
-    return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 struct Result {              // everything one request produced
     std::vector<int32_t> tokens;
     std::string text;
@@ -56,41 +52,8 @@ void on_event(void *arg) {
     w->cv.notify_all();
 }
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public DefaultModelTest {
   protected:
-    static tm_backend *be;
-    static tm_model *model;
-    static std::string skip_reason;
-
-    static void SetUpTestSuite() {
-        std::string path = model_path();
-        if (FILE *f = fopen(path.c_str(), "rb")) {
-            fclose(f);
-        } else {
-            skip_reason = "default model not found at " + path + " (run scripts/fetch-model)";
-            return;
-        }
-        char err[256] = "";
-        be = tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
-        if (!be) {
-            skip_reason = std::string("no CPU backend: ") + err;
-            return;
-        }
-        if (tm_model_load(path.c_str(), be, &model, err, sizeof err) != TM_OK) {
-            skip_reason = std::string("model load failed: ") + err;
-            model = nullptr;
-        }
-    }
-    static void TearDownTestSuite() {
-        tm_model_destroy(model);
-        model = nullptr;
-        if (be) be->destroy(be);
-        be = nullptr;
-    }
-    void SetUp() override {
-        if (!model) GTEST_SKIP() << skip_reason;
-    }
-
     static tm_engine_config config(size_t kv_bytes, int cache, Waiter *w) {
         tm_engine_config c;
         tm_engine_config_default(&c);
@@ -182,10 +145,6 @@ class EngineTest : public ::testing::Test {
         return p;
     }
 };
-
-tm_backend *EngineTest::be = nullptr;
-tm_model *EngineTest::model = nullptr;
-std::string EngineTest::skip_reason;
 
 TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
     std::vector<int> lens = {5, 8, 13, 21, 34, 40, 55, 70, 89, 144, 233, 377, 610, 987, 1200, 1500};

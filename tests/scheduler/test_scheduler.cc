@@ -13,6 +13,8 @@
 #include <random>
 #include <vector>
 
+#include "scheduler_test_util.h"
+
 extern "C" {
 #include "common/common.h"
 #include "scheduler/scheduler.h"
@@ -48,27 +50,8 @@ struct Req {
     int priority = 0;
 };
 
-struct SeqHolder {                       // owns one tm_seq's arrays
-    tm_seq seq{};
-    std::vector<int32_t> tokens, table;
-    std::vector<tm_hash128> hashes;
-    SeqHolder(uint64_t id, const Req &r, int bs) {
-        tokens.assign(r.prompt.size() + r.max_tokens, 0);
-        std::copy(r.prompt.begin(), r.prompt.end(), tokens.begin());
-        int cap_blocks = ((int)tokens.size() + bs - 1) / bs;
-        table.assign(cap_blocks, -1);
-        hashes.assign(cap_blocks, tm_hash128{0, 0});
-        seq.id = id;
-        seq.priority = r.priority;
-        seq.tokens = tokens.data();
-        seq.n_prompt = (int)r.prompt.size();
-        seq.n_tokens = seq.n_prompt;
-        seq.cap_tokens = (int)tokens.size();
-        seq.max_tokens = r.max_tokens;
-        seq.block_table = table.data();
-        seq.cap_blocks = cap_blocks;
-        seq.hashes = hashes.data();
-    }
+struct SeqHolder : SeqBuffers {         // owns one tm_seq's arrays
+    SeqHolder(uint64_t id, const Req &r, int bs) { init(id, r.prompt, r.max_tokens, r.priority, bs); }
 };
 
 struct Sim {

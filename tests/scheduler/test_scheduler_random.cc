@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../test_env.h"
+#include "scheduler_test_util.h"
 
 extern "C" {
 #include "common/common.h"
@@ -107,11 +108,8 @@ enum AbortKind { AB_WAITING, AB_PREEMPTED, AB_PREFILL, AB_DECODE, AB_FINISHED, A
 const char *kAbortNames[AB_N] = {"waiting", "preempted", "prefilling", "decoding", "finished",
                                  "twice"};
 
-struct Item {                    // one request and the tm_seq the test owns for it
+struct Item : SeqBuffers {       // one request and the tm_seq the test owns for it
     Req req;
-    tm_seq seq{};
-    std::vector<int32_t> tokens, table;
-    std::vector<tm_hash128> hashes;
     int arrive = 0;              // step at which it is submitted
     bool added = false;          // handed to the scheduler
     int add_order = 0;           // position in the order of tm_sched_add calls
@@ -121,21 +119,7 @@ struct Item {                    // one request and the tm_seq the test owns for
     bool abort_twice = false;    // abort it again right after
 
     void init(uint64_t id, int bs) {
-        tokens.assign(req.prompt.size() + req.max_tokens, 0);
-        std::copy(req.prompt.begin(), req.prompt.end(), tokens.begin());
-        int cap_blocks = ((int)tokens.size() + bs - 1) / bs;
-        table.assign(cap_blocks, -1);
-        hashes.assign(cap_blocks, tm_hash128{0, 0});
-        seq.id = id;
-        seq.priority = req.priority;
-        seq.tokens = tokens.data();
-        seq.n_prompt = (int)req.prompt.size();
-        seq.n_tokens = seq.n_prompt;
-        seq.cap_tokens = (int)tokens.size();
-        seq.max_tokens = req.max_tokens;
-        seq.block_table = table.data();
-        seq.cap_blocks = cap_blocks;
-        seq.hashes = hashes.data();
+        SeqBuffers::init(id, req.prompt, req.max_tokens, req.priority, bs);
         seq.salt = tm_bm_salt_key(req.salt.c_str());
     }
 };
@@ -569,11 +553,6 @@ TEST(SchedulerRandom, InvariantsAndSoloOutputsUnderRandomTraffic) {
 
 // ---- engine: the real default model, with requests and aborts from another thread ----
 
-std::string model_path() {
-    const char *home = getenv("HOME");
-    return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 struct Waiter {                  // on_event target: wakes the test thread
     std::mutex mu;
     std::condition_variable cv;
@@ -632,41 +611,8 @@ bool sanitized_build() {
     return tm_test_sanitized();
 }
 
-class EngineRandom : public ::testing::Test {
+class EngineRandom : public DefaultModelTest {
   protected:
-    static tm_backend *be;
-    static tm_model *model;
-    static std::string skip_reason;
-
-    static void SetUpTestSuite() {
-        std::string path = model_path();
-        if (FILE *f = fopen(path.c_str(), "rb")) {
-            fclose(f);
-        } else {
-            skip_reason = "default model not found at " + path + " (run scripts/fetch-model)";
-            return;
-        }
-        char err[256] = "";
-        be = tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
-        if (!be) {
-            skip_reason = std::string("no CPU backend: ") + err;
-            return;
-        }
-        if (tm_model_load(path.c_str(), be, &model, err, sizeof err) != TM_OK) {
-            skip_reason = std::string("model load failed: ") + err;
-            model = nullptr;
-        }
-    }
-    static void TearDownTestSuite() {
-        tm_model_destroy(model);
-        model = nullptr;
-        if (be) be->destroy(be);
-        be = nullptr;
-    }
-    void SetUp() override {
-        if (!model) GTEST_SKIP() << skip_reason;
-    }
-
     static tm_engine_config config(int block_size, int n_pages, int max_seqs, int budget, int cache,
                                    Waiter *w) {
         tm_engine_config c;
@@ -742,10 +688,6 @@ class EngineRandom : public ::testing::Test {
         return p;
     }
 };
-
-tm_backend *EngineRandom::be = nullptr;
-tm_model *EngineRandom::model = nullptr;
-std::string EngineRandom::skip_reason;
 
 // Random traffic into a pool of a few pages, with aborts in every state from the test
 // thread: each request ends exactly once, outputs equal the solo runs (prefixes of them
