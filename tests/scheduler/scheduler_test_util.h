@@ -43,6 +43,53 @@ struct SeqBuffers {
     }
 };
 
+// The fake model runners' arithmetic: a KV cell is a hash of (position, token, salt) and
+// the next token a hash of the cells a sequence attends to, in order, so a wrong page,
+// a wrong order or another tenant's page changes the output.
+inline uint64_t fake_kv_cell(uint64_t pos, uint64_t tok, uint64_t salt) {
+    uint64_t x = pos * 0x9E3779B97F4A7C15ull ^ (tok + 0x632BE59BD9B4E019ull) ^ salt;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return x ^ (x >> 29);
+}
+
+inline int32_t fake_next_token(const std::vector<uint64_t> &cells, int vocab) {
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t c : cells) h = (h ^ c) * 1099511628211ull;
+    return (int32_t)(h % (uint64_t)vocab);
+}
+
+// The fake model: stores a cell for every scheduled token through the block table, then
+// gives every sequence the schedule samples its next token from the cells read back.
+inline void fake_model_run(const tm_schedule &sc, std::vector<uint64_t> &kv, int bs, int vocab,
+                           std::vector<int32_t> &sampled) {
+    sampled.assign(sc.n_seqs, -1);
+    for (int i = 0; i < sc.n_seqs; i++) {
+        tm_seq *s = sc.seqs[i];
+        for (int j = sc.start[i]; j < sc.start[i] + sc.n_new[i]; j++) {
+            size_t slot = (size_t)s->block_table[j / bs] * bs + j % bs;
+            kv[slot] = fake_kv_cell(j, s->tokens[j], s->salt.lo);
+        }
+        if (!sc.sample[i]) continue;
+        int n = sc.start[i] + sc.n_new[i];
+        std::vector<uint64_t> cells(n);
+        for (int j = 0; j < n; j++) cells[j] = kv[(size_t)s->block_table[j / bs] * bs + j % bs];
+        sampled[i] = fake_next_token(cells, vocab);
+    }
+}
+
+// Every page's refcount equals refs[page] (the block tables holding it), the used count
+// is the pages with refs, and used + free is the whole pool.
+inline void check_page_refs(tm_block_manager *bm, const std::vector<int> &refs) {
+    int used = 0;
+    for (int p = 0; p < (int)refs.size(); p++) {
+        ASSERT_EQ(tm_bm_refcount(bm, p), refs[p]) << "page " << p;
+        used += refs[p] > 0;
+    }
+    ASSERT_EQ(tm_bm_n_used(bm), used);
+    ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), (int)refs.size());
+}
+
 inline std::string default_model_path() {
     const char *home = getenv("HOME");
     return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -24,18 +24,9 @@ namespace {
 
 const int kVocab = 1000;
 
-uint64_t mix(uint64_t pos, uint64_t tok) {
-    uint64_t x = pos * 0x9E3779B97F4A7C15ull ^ (tok + 0x632BE59BD9B4E019ull);
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return x ^ (x >> 29);
-}
+uint64_t mix(uint64_t pos, uint64_t tok) { return fake_kv_cell(pos, tok, 0); }
 
-int32_t next_from(const std::vector<uint64_t> &cells) {
-    uint64_t h = 1469598103934665603ull;
-    for (uint64_t c : cells) h = (h ^ c) * 1099511628211ull;
-    return (int32_t)(h % kVocab);
-}
+int32_t next_from(const std::vector<uint64_t> &cells) { return fake_next_token(cells, kVocab); }
 
 // Reference: the sequence's next token from its true token list.
 int32_t reference_next(const int32_t *tokens, int n) {
@@ -122,32 +113,10 @@ struct Sim {
             }
             for (int b = 0; b < s.n_blocks; b++) refs[s.block_table[b]]++;
         }
-        int used = 0;
-        for (int p = 0; p < n_blocks; p++) {
-            ASSERT_EQ(tm_bm_refcount(bm, p), refs[p]) << "page " << p;
-            used += refs[p] > 0;
-        }
-        ASSERT_EQ(tm_bm_n_used(bm), used);
-        ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), n_blocks);
+        check_page_refs(bm, refs);
     }
 
-    // The fake model: store the scheduled tokens, then produce the next token of every
-    // sequence whose step reaches its end, reading back through its block table.
-    void run(const tm_schedule &sc, std::vector<int32_t> &sampled) {
-        sampled.assign(sc.n_seqs, -1);
-        for (int i = 0; i < sc.n_seqs; i++) {
-            tm_seq *s = sc.seqs[i];
-            for (int j = sc.start[i]; j < sc.start[i] + sc.n_new[i]; j++) {
-                size_t slot = (size_t)s->block_table[j / bs] * bs + j % bs;
-                kv[slot] = mix(j, s->tokens[j]);
-            }
-            if (!sc.sample[i]) continue;
-            int n = sc.start[i] + sc.n_new[i];
-            std::vector<uint64_t> cells(n);
-            for (int j = 0; j < n; j++) cells[j] = kv[(size_t)s->block_table[j / bs] * bs + j % bs];
-            sampled[i] = next_from(cells);
-        }
-    }
+    void run(const tm_schedule &sc, std::vector<int32_t> &sampled) { fake_model_run(sc, kv, bs, kVocab, sampled); }
 
     // One engine step; returns false when nothing was scheduled.
     bool step() {

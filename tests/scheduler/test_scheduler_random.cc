@@ -47,18 +47,9 @@ namespace {
 
 const int kVocab = 64; // small, so random stop tokens are hit now and then
 
-uint64_t cell(uint64_t pos, uint64_t tok, uint64_t salt) {
-    uint64_t x = pos * 0x9E3779B97F4A7C15ull ^ (tok + 0x632BE59BD9B4E019ull) ^ salt;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return x ^ (x >> 29);
-}
+uint64_t cell(uint64_t pos, uint64_t tok, uint64_t salt) { return fake_kv_cell(pos, tok, salt); }
 
-int32_t next_from(const std::vector<uint64_t> &cells) {
-    uint64_t h = 1469598103934665603ull;
-    for (uint64_t c : cells) h = (h ^ c) * 1099511628211ull;
-    return (int32_t)(h % kVocab);
-}
+int32_t next_from(const std::vector<uint64_t> &cells) { return fake_next_token(cells, kVocab); }
 
 enum class Fin { NONE, STOP, LENGTH, ABORT };
 
@@ -277,13 +268,7 @@ struct Sim {
                 refs[s.block_table[b]]++;
             }
         }
-        int used = 0;
-        for (int p = 0; p < n_blocks; p++) {
-            ASSERT_EQ(tm_bm_refcount(bm, p), refs[p]) << "page " << p;
-            used += refs[p] > 0;
-        }
-        ASSERT_EQ(tm_bm_n_used(bm), used);
-        ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), n_blocks);
+        check_page_refs(bm, refs);
         ASSERT_LE(tm_bm_n_cached(bm), tm_bm_n_free(bm));
     }
 
@@ -304,23 +289,7 @@ struct Sim {
         }
     }
 
-    // The fake model: store the scheduled tokens, then read every sampled sequence back
-    // through its block table.
-    void run(const tm_schedule &sc, std::vector<int32_t> &sampled) {
-        sampled.assign(sc.n_seqs, -1);
-        for (int i = 0; i < sc.n_seqs; i++) {
-            tm_seq *s = sc.seqs[i];
-            for (int j = sc.start[i]; j < sc.start[i] + sc.n_new[i]; j++) {
-                size_t slot = (size_t)s->block_table[j / bs] * bs + j % bs;
-                kv[slot] = cell(j, s->tokens[j], s->salt.lo);
-            }
-            if (!sc.sample[i]) continue;
-            int n = sc.start[i] + sc.n_new[i];
-            std::vector<uint64_t> cells(n);
-            for (int j = 0; j < n; j++) cells[j] = kv[(size_t)s->block_table[j / bs] * bs + j % bs];
-            sampled[i] = next_from(cells);
-        }
-    }
+    void run(const tm_schedule &sc, std::vector<int32_t> &sampled) { fake_model_run(sc, kv, bs, kVocab, sampled); }
 
     void step() {
         // Arrivals and aborts happen between steps, as in the engine.
