@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,11 +19,20 @@
 #define TM_MM_X86 0
 #endif
 
+/* One thread's slice of a job's units, claimed a chunk at a time: by its owner first,
+ * then by threads that finished their own slice. On its own cache line, since the owner
+ * claims from it while the others may too. */
+typedef struct tm_mm_slice {
+    _Alignas(64) atomic_llong next; /* first unclaimed unit */
+    int64_t end;                    /* one past the slice's last unit */
+} tm_mm_slice;
+
 struct tm_cpu_matmul {
     tm_threadpool *pool; /* borrowed; NULL = run everything on the caller */
     int simd;            /* concrete level */
     void *scratch;       /* quantized activations, 64-B aligned, grown on demand */
     size_t scratch_bytes;
+    tm_mm_slice *slices; /* (pool size) reset by every job */
 };
 
 static void *tm_mm_aligned_alloc(size_t n_bytes) {
@@ -35,11 +45,18 @@ tm_cpu_matmul *tm_cpu_matmul_create(tm_threadpool *pool, int simd) {
     if (!mm) return NULL;
     mm->pool = pool;
     mm->simd = simd;
+    const int nth = pool ? tm_threadpool_size(pool) : 1;
+    mm->slices = aligned_alloc(64, (size_t)nth * sizeof *mm->slices);
+    if (!mm->slices) {
+        free(mm);
+        return NULL;
+    }
     return mm;
 }
 
 void tm_cpu_matmul_destroy(tm_cpu_matmul *mm) {
     if (!mm) return;
+    free(mm->slices);
     free(mm->scratch);
     free(mm);
 }
@@ -329,7 +346,8 @@ void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
 
 /* ---- driver ---------------------------------------------------------------------- */
 
-enum { TM_MM_MAX_FUSED = 4 }; /* weights one job can share */
+enum { TM_MM_MAX_FUSED = 4 };        /* weights one job can share */
+enum { TM_MM_CHUNKS_PER_SLICE = 4 }; /* claims a thread's slice is cut into */
 
 typedef struct {
     const tm_mm_args *a; /* (n_w) one per weight; all share dtype, n_cols, x and act */
@@ -337,6 +355,8 @@ typedef struct {
     int simd;            /* level whose kernel runs */
     int use_tiles;       /* 1: packed tiles on a SIMD level; 0: rows on the GGUF blocks */
     int level;           /* the matmul's level: picks the K-quant row kernel (use_tiles = 0) */
+    tm_mm_slice *slices; /* (nth) each thread's slice of the units */
+    int64_t chunk;       /* units per claim */
 } tm_mm_job;
 
 static int tm_mm_is_dense(tm_dtype t) {
@@ -444,12 +464,8 @@ static void tm_mm_rows(int level, const tm_mm_args *a, int64_t r0, int64_t r1) {
     tm_mm_rows_scalar(a, r0, r1);
 }
 
-static void tm_mm_compute_job(void *ctx, int ith, int nth) {
-    const tm_mm_job *job = ctx;
-    int64_t total = 0;
-    for (int k = 0; k < job->n_w; k++) total += tm_mm_units(job, &job->a[k]);
-    int64_t lo, hi;
-    tm_mm_split(total, ith, nth, &lo, &hi);
+/* Units [lo, hi) of the job's unit sequence. */
+static void tm_mm_compute_units(const tm_mm_job *job, int64_t lo, int64_t hi) {
     int64_t base = 0;
     for (int k = 0; k < job->n_w && lo < hi; k++) {
         const tm_mm_args *a = &job->a[k];
@@ -469,6 +485,22 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
 #if defined(__aarch64__)
         if (job->simd == TM_SIMD_NEON) tm_mm_tiles_neon(a, u0, u1);
 #endif
+    }
+}
+
+/* Each thread works through its own slice in order (one stream of weights, the same
+ * tiles on the same core every call), then takes the unclaimed chunks of the others'
+ * slices: a thread the machine slows down (other processes, a late wake-up) no longer
+ * holds the rest up. Which thread computes a unit never changes its result. */
+static void tm_mm_compute_job(void *ctx, int ith, int nth) {
+    const tm_mm_job *job = ctx;
+    for (int k = 0; k < nth; k++) {
+        tm_mm_slice *sl = &job->slices[(ith + k) % nth];
+        for (;;) {
+            const int64_t lo = atomic_fetch_add_explicit(&sl->next, job->chunk, memory_order_relaxed);
+            if (lo >= sl->end) break;
+            tm_mm_compute_units(job, lo, TM_MIN(lo + job->chunk, sl->end));
+        }
     }
 }
 
@@ -536,7 +568,19 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             .n = n, .max_nt = max_nt,
         };
     tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles,
-                     .level = mm->simd};
+                     .level = mm->simd, .slices = mm->slices};
+    {
+        int64_t total = 0;
+        for (int k = 0; k < n_w; k++) total += tm_mm_units(&job, &a[k]);
+        const int nth = mm->pool ? tm_threadpool_size(mm->pool) : 1;
+        job.chunk = TM_MAX(1, total / (TM_MM_CHUNKS_PER_SLICE * nth));
+        for (int i = 0; i < nth; i++) {
+            int64_t lo, hi;
+            tm_mm_split(total, i, nth, &lo, &hi);
+            atomic_store_explicit(&mm->slices[i].next, lo, memory_order_relaxed);
+            mm->slices[i].end = hi;
+        }
+    }
     /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
     const int prepare = !tm_mm_is_dense(w0->dtype) || (use_tiles && n >= 2);
     if (prepare) {
