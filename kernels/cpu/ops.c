@@ -15,6 +15,7 @@
 enum {
     TM_PAR_MIN = 16384,   /* below this many elements an op runs on the caller alone */
     TM_ATTN_ROWS = 16,    /* query rows per attention work item (at most) */
+    TM_ATTN_CLAIMS_PER_THREAD = 4, /* claims each thread gets at least, when items go by kv heads */
     TM_ROPE_MAX_DIMS = 1024,
     TM_KV_STORE_RUN = 256, /* dims of one key converted to f16 at once by kv_store */
     TM_ALIGN = 64,
@@ -509,10 +510,16 @@ static void tm_attn_fn(void *ctx, int ith, int nth) {
     tm_attn_tmem tm;
     tm_attn_tmem_layout(TM_ATTN_ROWS * j->n_group, j->kv->shape.head_dim,
                         j->thread_mem + (size_t)ith * j->thread_bytes, &tm);
+    /* With items enough, they are claimed a kv head count at a time: the items of one row
+     * tile, one per kv head, then run on one thread in a row, and their K (and V) tiles
+     * lie side by side in each page, so the reads continue one stream instead of starting
+     * 2 KiB runs on two cores (bench_ops --case decode16: 12-18% faster). */
+    const int per = j->n_items >= TM_ATTN_CLAIMS_PER_THREAD * j->kv->shape.n_kv_heads * nth
+                        ? j->kv->shape.n_kv_heads : 1;
     for (;;) {
-        int i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (i >= j->n_items) break;
-        tm_attn_run_item(j, &j->items[i], &tm);
+        const int i0 = atomic_fetch_add_explicit(&j->next, per, memory_order_relaxed);
+        if (i0 >= j->n_items) break;
+        for (int i = i0; i < TM_MIN(i0 + per, j->n_items); i++) tm_attn_run_item(j, &j->items[i], &tm);
     }
 }
 
