@@ -37,6 +37,7 @@ struct tm_http_conn {
     int in_request;          /* a message has begun */
     int complete;            /* on_message_complete fired; dispatch pending */
     int has_len;             /* Content-Length or chunked */
+    int expect_continue;     /* "Expect: 100-continue": the client waits before its body */
     int err_status;          /* set by a callback that rejected the request (413) */
     double t_start;          /* first byte of this request */
     /* Response side. */
@@ -329,6 +330,7 @@ static int on_message_begin(llhttp_t *p) {
     c->header_bytes = 0;
     c->in_request = 1;
     c->has_len = 0;
+    c->expect_continue = 0;
     c->t_start = tm_time_s();
     return 0;
 }
@@ -353,13 +355,15 @@ static int on_header_value_complete(llhttp_t *p) {
     const char *f = buf_str(&c->field);
     tm_buf *dst = !strcasecmp(f, "authorization") ? &c->auth
                   : !strcasecmp(f, "content-type") ? &c->ctype : NULL;
+    /* a field value excludes trailing whitespace (RFC 9110 5.5; llhttp keeps it) */
+    size_t n = c->value.n;
+    while (n > 0 && (c->value.p[n - 1] == ' ' || c->value.p[n - 1] == '\t')) n--;
     if (dst) {
-        /* a field value excludes trailing whitespace (RFC 9110 5.5; llhttp keeps it) */
-        size_t n = c->value.n;
-        while (n > 0 && (c->value.p[n - 1] == ' ' || c->value.p[n - 1] == '\t')) n--;
         buf_clear(dst);
         if (buf_add(dst, buf_str(&c->value), n)) return HPE_USER;
     }
+    if (!strcasecmp(f, "expect") && n == 12 && !strncasecmp(buf_str(&c->value), "100-continue", 12))
+        c->expect_continue = 1;
     buf_clear(&c->field);
     buf_clear(&c->value);
     return 0;
@@ -374,6 +378,13 @@ static int on_headers_complete(llhttp_t *p) {
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->srv->cfg.max_body_bytes) {
         c->err_status = 413;
         return HPE_USER;
+    }
+    /* The body is welcome: say so now, or the client waits (curl ~1 s) before sending it
+     * (RFC 9110 10.1.1). Parsing runs only while no response is owed, so this interim
+     * response cannot land inside another one. */
+    if (c->expect_continue && c->has_len && p->http_major == 1 && p->http_minor >= 1) {
+        static const char k_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_write3(c, k_continue, sizeof k_continue - 1, NULL, 0, NULL, 0);
     }
     return 0;
 }

@@ -128,6 +128,32 @@ def test_chunked_request_body(server):
     s.close()
 
 
+def test_expect_100_continue_is_answered_before_the_body(server):
+    # curl sends "Expect: 100-continue" for large bodies and waits ~1 s for the interim
+    # answer; without one this server would also 408 the silent client after 2 s.
+    data = json.dumps({"model": server.name, "prompt": "Hi", "max_tokens": 2,
+                       "temperature": 0}).encode()
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+              b"Expect: 100-Continue\r\nContent-Length: %d\r\n\r\n" % len(data))
+    r = Reader(s)
+    assert r._until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue"
+    s.sendall(data)
+    status, _, body = r.response()
+    assert status == 200, body
+    assert json.loads(body)["object"] == "text_completion"
+    s.close()
+
+
+def test_expect_100_continue_with_too_large_body_gets_only_413(server):
+    s = connect(server)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+              b"Content-Length: %d\r\n\r\n" % (2 << 20))
+    status, _, body = Reader(s).response()
+    assert status == 413, body
+    s.close()
+
+
 def test_missing_content_length(server):
     s = connect(server)
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\r\n")
