@@ -51,35 +51,28 @@ static void tm_amx_configure(void) {
 }
 
 /* Q4 block b of a tile as its B operand: low nibbles of the 4 chunks, then high. */
-TM_AI void tm_amx_unpack(const int kind, const uint8_t *tile, int64_t b, uint8_t *out, __m512i m4) {
+TM_AI void tm_amx_unpack(const int kind, const uint8_t *tile, int64_t b, uint8_t *out) {
     if (kind == TM_KIND_Q8_0) return; /* stored as B already */
-    const __m512i *p = (const __m512i *)(tile + b * 256);
-    for (int k = 0; k < 4; k++) {
-        const __m512i v = _mm512_load_si512(p + k);
-        _mm512_store_si512(out + 64 * k, _mm512_and_si512(v, m4));
-        _mm512_store_si512(out + 64 * (k + 4), _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-    }
+    __m512i w[8];
+    tm_q4_unpack(tile, b, w);
+    for (int j = 0; j < 8; j++) _mm512_store_si512(out + 64 * j, w[j]);
 }
 
 /* Tokens [t0, t0 + 16) x tile ti. */
 TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind) {
     const tm_mm_weight *pw = a->w;
-    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
-    const int64_t nb = a->nb, cols = a->n_cols;
-    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
-    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
-    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const int64_t nb = a->nb;
+    const tm_q_group_in g = tm_q_group_in_of(a, ti, t0);
     _Alignas(64) uint8_t bq[TM_AMX_BQ_RING][8 * 64];     /* unpacked Q4 blocks: B tiles */
     _Alignas(64) int32_t c[TM_AMX_RING][TM_AMX_NT * 16]; /* stored C tiles */
     __m512 acc[TM_AMX_NT];
     for (int i = 0; i < TM_AMX_NT; i++) acc[i] = _mm512_setzero_ps();
 
     /* B operand of block b (Q4: unpacked into the ring slot b % RING). */
-#define TM_AMX_B(b_) (kind == TM_KIND_Q8_0 ? tile + (b_) * 512 : bq[(b_) % TM_AMX_BQ_RING])
+#define TM_AMX_B(b_) (kind == TM_KIND_Q8_0 ? g.tile + (b_) * 512 : bq[(b_) % TM_AMX_BQ_RING])
 #define TM_AMX_ISSUE(c_, a_, b_, blk_)                                                    \
     do {                                                                                  \
-        _tile_loadd(a_, aq + (blk_) * TM_AMX_NT * 32, 32);                                \
+        _tile_loadd(a_, g.aq + (blk_) * TM_AMX_NT * 32, 32);                              \
         _tile_loadd(b_, TM_AMX_B(blk_), 64);                                              \
         _tile_zero(c_);                                                                   \
         _tile_dpbsud(c_, a_, b_);                                                         \
@@ -96,26 +89,26 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
 
     /* Software pipeline: while block b's epilogue runs on the vector units, block b+2's
      * tile product runs on the AMX unit and a later block's nibbles are unpacked. */
-    for (int64_t b = 0; b < nb && b < TM_AMX_UNPACK_AHEAD + 2; b++) tm_amx_unpack(kind, tile, b, bq[b % TM_AMX_BQ_RING], m4);
+    for (int64_t b = 0; b < nb && b < TM_AMX_UNPACK_AHEAD + 2; b++) tm_amx_unpack(kind, g.tile, b, bq[b % TM_AMX_BQ_RING]);
     for (int64_t b = 0; b < nb && b < 2; b++) TM_AMX_PRODUCT(b)
     for (int64_t b = 0; b < nb; b++) {
-        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb);
         if (b + 2 < nb) TM_AMX_PRODUCT(b + 2)
         if (b + TM_AMX_UNPACK_AHEAD + 2 < nb)
-            tm_amx_unpack(kind, tile, b + TM_AMX_UNPACK_AHEAD + 2, bq[(b + TM_AMX_UNPACK_AHEAD + 2) % TM_AMX_BQ_RING], m4);
+            tm_amx_unpack(kind, g.tile, b + TM_AMX_UNPACK_AHEAD + 2, bq[(b + TM_AMX_UNPACK_AHEAD + 2) % TM_AMX_BQ_RING]);
 
         /* per token, blocks in order: the same float sequence as the VNNI kernel */
         __m512 dw, mw;
-        tm_q_block_scales(pw, tile, b, kind, &dw, &mw);
+        tm_q_block_scales(pw, g.tile, b, kind, &dw, &mw);
         const int32_t *cb = c[b % TM_AMX_RING];
         const int64_t ib = b * TM_AMX_NT;
 #pragma GCC unroll 16
         for (int i = 0; i < TM_AMX_NT; i++) {
             __m512i ci = _mm512_load_si512(cb + 16 * i);
             /* the zero-point correction the VNNI kernel seeds its accumulator with */
-            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * asum[ib + i]));
-            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * asum[ib + i]));
-            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, ad[ib + i], as[ib + i], kind);
+            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.asum[ib + i]));
+            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.asum[ib + i]));
+            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.ad[ib + i], g.as[ib + i], kind);
         }
     }
 #undef TM_AMX_PRODUCT

@@ -93,31 +93,22 @@ TM_AI __m512i tm_dpbusd_bc(__m512i c, __m512i w, const int8_t *p) {
 /* Tokens [t0, t0 + NT) x tile ti; kind and NT are compile-time constants after inlining. */
 TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, const int kind) {
     const tm_mm_weight *pw = a->w;
-    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
-    const int64_t nb = a->nb, cols = a->n_cols;
-    const int8_t *aq = a->act->q + (int64_t)t0 * cols;
-    const float *ad = a->act->d + (int64_t)t0 * nb, *as = a->act->s + (int64_t)t0 * nb;
-    const int32_t *asum = a->act->sum + (int64_t)t0 * nb;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const int64_t nb = a->nb;
+    const tm_q_group_in g = tm_q_group_in_of(a, ti, t0);
     __m512 acc[TM_NT_MAX];
     for (int i = 0; i < NT; i++) acc[i] = _mm512_setzero_ps();
 
     for (int64_t b = 0; b < nb; b++) {
-        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb);
         __m512i w[8]; /* w[j]: values 4j..4j+3 of each row (j = 0..7) */
         if (kind == TM_KIND_Q8_0) {
-            const __m512i *p = (const __m512i *)(tile + b * 512);
+            const __m512i *p = (const __m512i *)(g.tile + b * 512);
             for (int j = 0; j < 8; j++) w[j] = _mm512_load_si512(p + j);
         } else {
-            const __m512i *p = (const __m512i *)(tile + b * 256);
-            for (int k = 0; k < 4; k++) {
-                const __m512i v = _mm512_load_si512(p + k);
-                w[k] = _mm512_and_si512(v, m4);                         /* values 4k.. */
-                w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4); /* values 16+4k.. */
-            }
+            tm_q4_unpack(g.tile, b, w);
         }
         __m512 dw, mw;
-        tm_q_block_scales(pw, tile, b, kind, &dw, &mw);
+        tm_q_block_scales(pw, g.tile, b, kind, &dw, &mw);
         if (NT >= 4) {
             /* Four tokens at a time, interleaved so four independent dpbusd chains are
              * in flight, and the out-of-order core overlaps them with the next four
@@ -126,27 +117,27 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
 #pragma GCC unroll 4
             for (int i0 = 0; i0 < NT; i0 += 4) {
                 const int64_t ib = b * NT + i0;
-                const int8_t *qa = aq + ib * 32;
+                const int8_t *qa = g.aq + ib * 32;
                 __m512i c[4];
                 for (int u = 0; u < 4; u++) {
-                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * asum[ib + u]);
-                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * asum[ib + u]);
+                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.asum[ib + u]);
+                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.asum[ib + u]);
                     else c[u] = _mm512_setzero_si512();
                 }
                 for (int j = 0; j < 8; j++)
                     for (int u = 0; u < 4; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
                 for (int u = 0; u < 4; u++)
-                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, ad[ib + u], as[ib + u], kind);
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.ad[ib + u], g.as[ib + u], kind);
             }
             continue;
         }
 #pragma GCC unroll 16
         for (int i = 0; i < NT; i++) {
-            const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
+            const int8_t *qa = g.aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
             const int64_t ib = b * NT + i;
             __m512i c0, c1 = _mm512_setzero_si512();
-            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * asum[ib]);
-            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * asum[ib]);
+            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * g.asum[ib]);
+            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * g.asum[ib]);
             else c0 = _mm512_setzero_si512();
             /* Two chains when few tokens, so one block's 8 dpbusd do not serialize. */
             for (int j = 0; j < 8; j++) {
@@ -154,7 +145,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 else c0 = _mm512_dpbusd_epi32(c0, w[j], tm_bcast4(qa + 4 * j));
             }
             if (NT < 4) c0 = _mm512_add_epi32(c0, c1);
-            acc[i] = tm_q_block_acc(acc[i], c0, dw, mw, ad[ib], as[ib], kind);
+            acc[i] = tm_q_block_acc(acc[i], c0, dw, mw, g.ad[ib], g.as[ib], kind);
         }
     }
 

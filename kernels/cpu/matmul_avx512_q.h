@@ -13,6 +13,38 @@
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
 
+/* What a kernel reads for tokens [t0, ..) of tile ti: the tile and the group's
+ * quantized activations (grouped layout, matmul_impl.h). */
+typedef struct tm_q_group_in {
+    const uint8_t *tile;
+    const int8_t *aq;          /* quants */
+    const float *ad, *as;      /* block scales, scaled sums */
+    const int32_t *asum;       /* block sums */
+} tm_q_group_in;
+
+TM_AI tm_q_group_in tm_q_group_in_of(const tm_mm_args *a, int64_t ti, int t0) {
+    const int64_t nb = a->nb;
+    return (tm_q_group_in){
+        .tile = a->w->packed + (size_t)ti * a->w->tile_bytes,
+        .aq = a->act->q + (int64_t)t0 * a->n_cols,
+        .ad = a->act->d + (int64_t)t0 * nb,
+        .as = a->act->s + (int64_t)t0 * nb,
+        .asum = a->act->sum + (int64_t)t0 * nb,
+    };
+}
+
+/* Q4 block b of a tile as 8 value groups: w[k] the low nibbles of chunk k (values
+ * 4k..4k+3 of each row), w[k + 4] the high ones (values 16 + 4k..). */
+TM_AI void tm_q4_unpack(const uint8_t *tile, int64_t b, __m512i w[8]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i *p = (const __m512i *)(tile + b * 256);
+    for (int k = 0; k < 4; k++) {
+        const __m512i v = _mm512_load_si512(p + k);
+        w[k] = _mm512_and_si512(v, m4);
+        w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    }
+}
+
 /* Block b's scales of the 16 rows: d, and m (Q4_1; else 0). */
 TM_AI void tm_q_block_scales(const tm_mm_weight *pw, const uint8_t *tile, int64_t b, const int kind,
                              __m512 *dw, __m512 *mw) {
