@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 const char *tm_strerror(int code) {
     switch (code) {
@@ -130,4 +133,14 @@ uint16_t tm_f32_to_bf16(float f) {
 int tm_n_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
+}
+
+void *tm_alloc_huge(size_t n_bytes) {
+    const size_t huge = (size_t)2 << 20;
+    size_t n = (n_bytes + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, n ? n : huge);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p) (void)madvise(p, n ? n : huge, MADV_HUGEPAGE); /* advice only: 4 KiB pages still work */
+#endif
+    return p;
 }

@@ -56,6 +56,11 @@ static inline float tm_bf16_to_f32(uint16_t h) {
 }
 uint16_t tm_f32_to_bf16(float f);
 
+/* Large buffers read in scattered runs (the KV cache): n_bytes rounded up to
+ * 2 MiB, 2 MiB aligned, and on Linux advised to use transparent huge pages, so a step's
+ * reads do not miss the TLB once per 4 KiB. Free with free(). NULL when out of memory. */
+void *tm_alloc_huge(size_t n_bytes);
+
 /* Number of online CPUs (>= 1). */
 int tm_n_cpus(void);
 

@@ -141,8 +141,8 @@ int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *s) {
         return TM_EINVAL;
     size_t n = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * s->block_size * s->head_dim;
     kv->shape = *s;
-    kv->k = tm_aligned_alloc(n * sizeof(uint16_t));
-    kv->v = tm_aligned_alloc(n * sizeof(uint16_t));
+    kv->k = tm_alloc_huge(n * sizeof(uint16_t));
+    kv->v = tm_alloc_huge(n * sizeof(uint16_t));
     if (!kv->k || !kv->v) {
         tm_cpu_kv_deinit(kv);
         return TM_ENOMEM;
