@@ -9,11 +9,14 @@ For each prompt it records what llama.cpp computes on the same GGUF file tokenmi
   - per generated step the chosen token's raw logit and its gap to the second-best logit, so
     the test can check every step and tell a near-tie flip (numerics) from a real error.
 
-Usage: golden_generate.py MODEL.gguf [MORE.gguf ...]
+Usage: golden_generate.py [--flash-attn --out DIR] MODEL.gguf [MORE.gguf ...]
   The first model writes tests/golden/generate-smollm2.json. Every further model (and, when
   only one is given, the Q8_0 / F16 siblings named <stem>.Q8_0.gguf / <stem>.F16.gguf that
   `tokenmill quantize` writes next to it) writes generate-smollm2-<type>.json; missing files
   are skipped with a note.
+
+--flash-attn --out DIR: the same with llama.cpp's flash attention on, written to DIR (not
+  tests/golden): llama.cpp against itself, for scripts/golden_compare.py.
 
 Determinism: one thread, n_batch = n_ubatch = n_ctx so a prompt is a single ubatch, no flash
 attention, CPU only. Runs take about a minute on one core.
@@ -156,12 +159,15 @@ def run_prompt(llm, name, text):
     }
 
 
+FLASH_ATTN = False  # --flash-attn
+
+
 def generate(path, out_name):
     t0 = time.time()
     # logits_all keeps every position's raw logits in llm.scores (needed for the prompt's
     # last row); n_batch = n_ubatch = n_ctx makes a prompt one ubatch.
     llm = Llama(model_path=path, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX, n_threads=N_THREADS,
-                n_threads_batch=N_THREADS, logits_all=True, flash_attn=False, n_gpu_layers=0,
+                n_threads_batch=N_THREADS, logits_all=True, flash_attn=FLASH_ATTN, n_gpu_layers=0,
                 seed=0, verbose=False)
     records = [run_prompt(llm, name, text) for name, text in prompts(llm)]
     doc = {
@@ -174,7 +180,7 @@ def generate(path, out_name):
         "n_vocab": llm.n_vocab(),
         "add_bos": bool(llm._model.add_bos_token()) if hasattr(llm._model, "add_bos_token") else None,
         "settings": {"n_ctx": N_CTX, "n_batch": N_CTX, "n_ubatch": N_CTX, "n_threads": N_THREADS,
-                     "flash_attn": False, "use_extra_bufts": False, "sampling": "greedy argmax of raw logits, no EOS stop"},
+                     "flash_attn": FLASH_ATTN, "use_extra_bufts": False, "sampling": "greedy argmax of raw logits, no EOS stop"},
         "n_gen": N_GEN,
         "prompts": records,
     }
@@ -190,6 +196,10 @@ def generate(path, out_name):
 
 
 def main(argv):
+    global FLASH_ATTN, OUT_DIR
+    if len(argv) >= 4 and argv[1] == "--flash-attn" and argv[2] == "--out":
+        FLASH_ATTN, OUT_DIR = True, argv[3]
+        argv = argv[:1] + argv[4:]
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2

@@ -197,7 +197,7 @@ static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request 
 /* ---- generation ---- */
 
 /* Prompt ids of a validated request: the token list, the encoded prompt text, or the
- * rendered chat. */
+ * rendered chat. TM_ERANGE: the text cannot fit the context. */
 static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n, char *err,
                         size_t err_len) {
     if (p->prompt_ids) {
@@ -217,7 +217,19 @@ static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n
         int rc = tm_chat_template_render(&a->chat, p->messages, p->n_messages, &text, err, err_len);
         if (rc) return rc;
     }
-    int rc = tm_tokenizer_encode(a->tok, text, strlen(text), 1, 1, ids, n);
+    /* No token stands for more than max_token_bytes of text, so a text longer than the
+     * context at that rate is refused untokenized: megabytes would hold the loop thread,
+     * and every stream on it, for seconds. */
+    const size_t len = strlen(text);
+    if (len > (size_t)a->n_ctx * a->max_token_bytes) {
+        if (text != p->prompt) free(text);
+        const char *what = p->kind == TM_API_CHAT ? "messages" : "prompt";
+        return tm_fail(err, err_len, TM_ERANGE, "This model's maximum context length is %d tokens. "
+                       "However, your %s is %zu bytes long, which is at least %zu tokens. Please "
+                       "reduce the length of the %s.", a->n_ctx, what, len,
+                       (len + a->max_token_bytes - 1) / a->max_token_bytes, what);
+    }
+    int rc = tm_tokenizer_encode(a->tok, text, len, 1, 1, ids, n);
     if (text != p->prompt) free(text);
     if (rc) return tm_fail(err, err_len, rc, "tokenization failed");
     if (*n == 0) return tm_fail(err, err_len, TM_EINVAL, "the prompt encodes to no tokens");
@@ -263,7 +275,8 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
         goto done;
     }
     if ((rc = build_prompt(a, &p, &ids, &n_ids, err, sizeof err))) {
-        tm_api_send_error(a, c, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt", NULL);
+        tm_api_send_error(a, c, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt",
+                          rc == TM_ERANGE ? "context_length_exceeded" : NULL);
         goto done;
     }
     int max_tokens = p.max_tokens > 0 ? p.max_tokens
@@ -400,6 +413,12 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->model = tm_engine_model(engine);
     a->tok = tm_model_tokenizer(a->model);
     a->n_ctx = tm_model_get_config(a->model)->n_ctx_train;
+    a->max_token_bytes = 4; /* an unknown character (<unk>) is up to 4 bytes */
+    for (int32_t id = 0; id < tm_tokenizer_n_vocab(a->tok); id++) {
+        size_t len;
+        tm_tokenizer_piece(a->tok, id, &len);
+        if (len > a->max_token_bytes) a->max_token_bytes = len;
+    }
     a->model_name = strdup(cfg->served_model_name);
     a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
     a->chat = cfg->chat;

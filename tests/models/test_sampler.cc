@@ -175,6 +175,20 @@ TEST(Sampler, PenaltiesChangeTheGreedyChoice) {
     EXPECT_EQ(pr2.sample(p, logits, {0}, {}), 0);
 }
 
+// The API accepts any repetition_penalty in (0, 2]. 3 / 1e-38 overflows a float: the
+// penalized logit must stay finite, or the softmax turns into NaN.
+TEST(Sampler, TinyRepetitionPenaltyStaysFinite) {
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        auto p = params();
+        p.temperature = 1.0f;
+        p.seed = seed;
+        p.repetition_penalty = 1e-38f;
+        std::vector<float> logits = {3.0f, 2.0f, -1.0f, 0.5f};
+        Sampler s(4);
+        EXPECT_EQ(s.sample(p, logits, {0, 2}, {}), 0) << "seed " << seed;
+    }
+}
+
 TEST(Sampler, LogprobsMatchLogSoftmax) {
     auto logits = random_logits(300, 5);
     double mx = *std::max_element(logits.begin(), logits.end()), z = 0;

@@ -3,6 +3,7 @@
 Run: TM_BIN=build/tokenmill .venv/bin/python -m pytest tests/server -q
 """
 import json
+import re
 import signal
 import socket
 import threading
@@ -293,6 +294,23 @@ def test_400_over_context(server):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model=server.name, messages=chat(long_prompt), max_tokens=5)
     assert e.value.code == "context_length_exceeded"
+    assert re.search(r"\(\d+ in the messages, 5 for the completion\)", str(e.value))  # tokenized
+
+
+def test_400_prompt_far_over_context_is_not_tokenized(server):
+    # No SmolLM2 token stands for more than 81 bytes (its longest piece), so 900 kB cannot
+    # fit 8192 tokens: refused by its length, before the loop thread spends its time
+    # tokenizing (a body of 8 MiB, the default limit, took ~1.5 s)
+    huge = "word " * 180_000
+    c = client(server)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model=server.name, prompt=huge, max_tokens=5)
+    assert e.value.code == "context_length_exceeded"
+    assert re.search(r"900000 bytes long, which is at least \d+ tokens", str(e.value))
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=server.name, messages=chat(huge), max_tokens=5)
+    assert e.value.code == "context_length_exceeded" and e.value.param == "messages"
+    assert c.completions.create(model=server.name, prompt="Hi", max_tokens=2).choices[0].text is not None
 
 
 def test_404_unknown_route_and_model(server):
