@@ -75,6 +75,8 @@ typedef struct tm_backend tm_backend;
 struct tm_backend {
     const char *name; /* "cpu", "cuda" */
     void *impl;       /* private state */
+    int host_memory;  /* 1: its buffers are host memory, so an op may write a caller's
+                         host buffer directly instead of a copy through download */
 
     void (*destroy)(tm_backend *be);
 

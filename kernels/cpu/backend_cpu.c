@@ -166,6 +166,7 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
     c->be = (tm_backend){
         .name = "cpu",
         .impl = c,
+        .host_memory = 1,
         .destroy = tm_cpu_destroy,
         .alloc = tm_cpu_alloc,
         .free = tm_cpu_free,
