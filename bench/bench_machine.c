@@ -8,7 +8,9 @@
  *            tokens a page), 1 thread and N
  *   amx      ns per 16 x 16 x 32 int8 tile product, the shape of one 32-value block of
  *            16 weight rows against 16 tokens: the product alone, with its two operand
- *            loads, and with the store of its result
+ *            loads, and with the store of its result; and the core clock (a chain of
+ *            dependent imuls) before and right after a burst of tile products or of zmm
+ *            FMAs, since a core may slow down while it runs wide instructions
  *
  * usage: bench_machine [-t threads] [--mib buffer_MiB] */
 #include <pthread.h>
@@ -51,6 +53,31 @@ TM_TGT_VNNI static void *spin_fma(void *out) {
         __asm__ volatile(FM(0) FM(1) FM(2) FM(3) FM(4) FM(5) FM(6) FM(7) FM(10) FM(11) ::: CLOBBER);
     *(double *)out = 10.0 * COMPUTE_ITERS / (now_s() - t0) * 1e-9;
     return NULL;
+}
+
+/* GHz of this core now: a chain of dependent imul (3 cycles each on x86 cores since
+ * Nehalem; dependent adds with an immediate can be folded at rename) for `seconds`. */
+static double clock_ghz(double seconds) {
+    uint64_t x = 3;
+    long n = 0;
+    double t;
+    const double t0 = now_s();
+    do {
+        for (int i = 0; i < 10000; i++)
+            __asm__ volatile("imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\t"
+                             "imul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0\n\timul %0, %0"
+                             : "+r"(x));
+        n += 10000;
+    } while ((t = now_s() - t0) < seconds);
+    return 3.0 * 10.0 * (double)n / t * 1e-9;
+}
+
+/* Keeps the zmm FMA ports busy for `seconds`. */
+TM_TGT_VNNI static void fma_burst(double seconds) {
+    const double t0 = now_s();
+    while (now_s() - t0 < seconds)
+        for (int i = 0; i < 10000; i++)
+            __asm__ volatile(FM(0) FM(1) FM(2) FM(3) FM(4) FM(5) FM(6) FM(7) FM(10) FM(11) ::: CLOBBER);
 }
 
 /* Runs fn on n threads at once; prints each thread's rate. */
@@ -178,9 +205,22 @@ TM_TGT_AMX static void bench_amx(void) {
         _tile_stored(1, c[1], 64);
     }
     const double stored = (now_s() - t0) / (2.0 * AMX_REPS) * 1e9;
+    /* the clock: idle-ish, right after 0.2 s of tile products, right after 0.2 s of FMAs */
+    const double ghz_before = clock_ghz(0.001);
+    t0 = now_s();
+    while (now_s() - t0 < 0.2)
+        for (int i = 0; i < 1000; i++) {
+            _tile_dpbsud(0, 4, 5);
+            _tile_dpbsud(1, 6, 7);
+        }
+    const double ghz_amx = clock_ghz(0.001);
+    fma_burst(0.2);
+    const double ghz_fma = clock_ghz(0.001);
     _tile_release();
     printf("  16x16x32 tile product: %.1f ns alone, %.1f with its operand loads, %.1f with the result stored"
            " (%d int32 checks %d)\n", alone, loads, stored, c[0][0], c[1][255]);
+    printf("  core clock (dependent imuls, 1 ms): %.2f GHz before, %.2f right after 0.2 s of tile products,"
+           " %.2f right after 0.2 s of zmm FMAs\n", ghz_before, ghz_amx, ghz_fma);
 }
 #endif
 
