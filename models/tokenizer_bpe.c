@@ -256,7 +256,7 @@ typedef struct bpe_work {
     int n_chunks, chunk_cap;
     uint32_t *chunks2;         /* (chunk_cap2) next regex's output */
     int n_chunks2, chunk_cap2;
-    char *text;                /* (text_cap) sanitized text or mapped word */
+    char *text;                /* (text_cap) a word mapped to GPT-2 characters */
     size_t text_cap;
 } bpe_work;
 
@@ -411,28 +411,33 @@ static int utf8_valid(const uint8_t *s, size_t n) {
 }
 
 /* llama.cpp's view of invalid input: each byte it cannot decode becomes U+FFFD, and
- * what it decodes (overlong forms included) is re-encoded. */
-static int sanitize(bpe_work *w, const char *text, size_t len, const char **out, size_t *out_len) {
-    if (utf8_valid((const uint8_t *)text, len)) {
-        *out = text;
-        *out_len = len;
-        return 0;
-    }
-    if (w->text_cap < len * 3) {
-        char *p = realloc(w->text, len * 3);
-        if (!p) return TM_ENOMEM;
-        w->text = p;
-        w->text_cap = len * 3;
-    }
+ * what it decodes (overlong forms, surrogates) is re-encoded. *out is malloc'd, with
+ * *split a copy for the regexes (same length) unless it is *out: PCRE2 cannot match a
+ * surrogate, so there it reads U+E000, which like a surrogate for llama.cpp is neither
+ * letter, number, space nor punctuation. *out stays NULL for valid text. */
+static int sanitize(const char *text, size_t len, char **out, char **split, size_t *out_len) {
+    *out = *split = NULL;
+    if (utf8_valid((const uint8_t *)text, len)) return 0;
+    char *s = malloc(len * 3), *r = NULL;
+    if (!s) return TM_ENOMEM;
     size_t n = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t k = utf8_get((const uint8_t *)text + i, len - i, &cp);
         if (k == 0 || cp > 0x10FFFF) k = k ? k : 1, cp = 0xFFFD;
-        n += utf8_put(cp, w->text + n);
+        if (cp >= 0xD800 && cp <= 0xDFFF && !r) {
+            if (!(r = malloc(len * 3))) {
+                free(s);
+                return TM_ENOMEM;
+            }
+            memcpy(r, s, n);
+        }
+        if (r) utf8_put(cp >= 0xD800 && cp <= 0xDFFF ? 0xE000 : cp, r + n);
+        n += utf8_put(cp, s + n);
         i += k;
     }
-    *out = w->text;
+    *out = s;
+    *split = r ? r : s;
     *out_len = n;
     return 0;
 }
@@ -492,22 +497,14 @@ int tm_bpe_encode(const tm_tokenizer *t, const char *text, size_t len, tm_ids *o
     int rc = TM_ENOMEM;
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md) return TM_ENOMEM;
-    const char *s;
-    size_t n;
-    if ((rc = sanitize(&w, text, len, &s, &n))) goto done;
-    /* The sanitized copy lives in w.text, which encode_word reuses: keep our own. */
-    char *own = NULL;
-    if (s != text) {
-        if (!(own = malloc(n))) {
-            rc = TM_ENOMEM;
-            goto done;
-        }
-        memcpy(own, s, n);
-        s = own;
-    }
-    rc = pre_split(t, &w, s, n, md);
+    char *own, *split;
+    size_t n = len;
+    if ((rc = sanitize(text, len, &own, &split, &n))) goto done;
+    const char *s = own ? own : text;
+    rc = pre_split(t, &w, split ? split : text, n, md);
     for (int c = 0; rc == 0 && c < w.n_chunks; c++)
         rc = encode_word(t, &w, (const uint8_t *)s + w.chunks[2 * c], (int)w.chunks[2 * c + 1], out);
+    if (split != own) free(split);
     free(own);
 done:
     pcre2_match_data_free(md);

@@ -170,6 +170,10 @@ FIXED = [
 BYTE_CASES = [
     b"\xff", b"abc\x80def", b"\xe4\xbd", b"\xe4\xbd\xa0\xe5", b"caf\xc3", b"\xc0\x80 overlong",
     b"\xf0\x9f\x98", b" \xfe\xfe ok", b"\x80\x80\x80", b"x\xe2\x82y",
+    # Found by differential fuzzing: llama.cpp decodes a UTF-8-encoded surrogate as a code
+    # point that is neither letter, number nor space.
+    b" \xed\xa6\x8c", b"a\xed\xa0\x80b 1\xed\xbf\xbf2 \xed\xb0\x80!",
+    b"it'\xed\xa0\x81s \xed\xa0\x80\xed\xa0\x80",
 ]
 
 WORDS = [
