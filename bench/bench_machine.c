@@ -8,7 +8,8 @@
  *            tokens a page), 1 thread and N
  *   amx      ns per 16 x 16 x 32 int8 tile product, the shape of one 32-value block of
  *            16 weight rows against 16 tokens: the product alone, with its two operand
- *            loads, and with the store of its result; and the core clock (a chain of
+ *            loads, and with the store of its result; whether products overlap with
+ *            zmm FMAs; and the core clock (a chain of
  *            dependent imuls) before and right after a burst of tile products or of zmm
  *            FMAs, since a core may slow down while it runs wide instructions
  *
@@ -205,6 +206,22 @@ TM_TGT_AMX static void bench_amx(void) {
         _tile_stored(1, c[1], 64);
     }
     const double stored = (now_s() - t0) / (2.0 * AMX_REPS) * 1e9;
+    /* Do tile products and zmm FMAs overlap? 4 products (4 independent C tiles) and 120
+     * independent FMAs per iteration, against each alone. */
+    t0 = now_s();
+    for (int i = 0; i < AMX_REPS; i++)
+        __asm__ volatile(FM(0) FM(1) FM(2) FM(3) FM(4) FM(5) FM(6) FM(7) FM(10) FM(11) ::: CLOBBER);
+    const double fma10 = (now_s() - t0) / AMX_REPS * 1e9;
+    t0 = now_s();
+    for (int i = 0; i < AMX_REPS; i++) {
+        _tile_dpbsud(0, 4, 5);
+        _tile_dpbsud(1, 6, 7);
+        _tile_dpbsud(2, 4, 5);
+        _tile_dpbsud(3, 6, 7);
+        for (int k = 0; k < 12; k++)
+            __asm__ volatile(FM(0) FM(1) FM(2) FM(3) FM(4) FM(5) FM(6) FM(7) FM(10) FM(11) ::: CLOBBER);
+    }
+    const double mixed = (now_s() - t0) / AMX_REPS * 1e9;
     /* the clock: idle-ish, right after 0.2 s of tile products, right after 0.2 s of FMAs */
     const double ghz_before = clock_ghz(0.001);
     t0 = now_s();
@@ -219,6 +236,8 @@ TM_TGT_AMX static void bench_amx(void) {
     _tile_release();
     printf("  16x16x32 tile product: %.1f ns alone, %.1f with its operand loads, %.1f with the result stored"
            " (%d int32 checks %d)\n", alone, loads, stored, c[0][0], c[1][255]);
+    printf("  4 tile products + 120 zmm FMAs: %.1f ns, against %.1f + %.1f apart (%.1f if they overlapped)\n",
+           mixed, 4 * alone, 12 * fma10, 4 * alone > 12 * fma10 ? 4 * alone : 12 * fma10);
     printf("  core clock (dependent imuls, 1 ms): %.2f GHz before, %.2f right after 0.2 s of tile products,"
            " %.2f right after 0.2 s of zmm FMAs\n", ghz_before, ghz_amx, ghz_fma);
 }
