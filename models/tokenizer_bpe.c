@@ -21,17 +21,31 @@
  * \s (which adds U+180E) cannot differ. */
 #define WS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
+/* Letters, numbers and punctuation that Unicode 15.0 and 15.1 added (CJK extensions H
+ * and I, Kawi, Nag Mundari, Kaktovik numerals, ...). llama.cpp's tables have them; PCRE2
+ * before 10.43 (Unicode 14) calls them unassigned, so the classes name them too. */
+#define L15 "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}" \
+    "\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}" \
+    "\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+#define N15 "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+#define P15 "\\x{11B00}-\\x{11B09}\\x{11F43}-\\x{11F4F}"
+#define LETTER "\\p{L}" L15 /* class contents: use inside [...] */
+#define NUMBER "\\p{N}" N15
+
 /* GPT-2's split, with \s+ as a final alternative (llama.cpp's implementation of it
  * behaves so; without it a lone space before a non-space would be left unmatched, which
  * the splitter turns into the same piece). */
 static const char k_re_gpt2[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+    "'s|'t|'re|'ve|'m|'ll|'d| ?[" LETTER "]+| ?[" NUMBER "]+| ?[^" WS LETTER NUMBER "]+"
+    "|[" WS "]+(?![^" WS "])|[" WS "]+";
 static const char k_re_llama3[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+    "|[^\\r\\n" LETTER NUMBER "]?[" LETTER "]+|[" NUMBER "]{1,3}"
+    "| ?[^" WS LETTER NUMBER "]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 static const char k_re_qwen2[] =
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+    "|[^\\r\\n" LETTER NUMBER "]?[" LETTER "]+|[" NUMBER "]"
+    "| ?[^" WS LETTER NUMBER "]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 
 typedef struct pre_def {
     const char *names[12];             /* tokenizer.ggml.pre values (llama.cpp's aliases) */
@@ -42,13 +56,13 @@ typedef struct pre_def {
 
 static const pre_def k_pres[] = {
     {{"default", NULL}, TM_PRE_DEFAULT, 0, 0,
-     {"[\\p{P}\\$\\+<=>\\^~\\|]+", k_re_gpt2, "\\p{N}+", "[0-9][0-9][0-9]"}},
+     {"[\\p{P}" P15 "\\$\\+<=>\\^~\\|]+", k_re_gpt2, "[" NUMBER "]+", "[0-9][0-9][0-9]"}},
     {{"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0",
       "mellum", "modern-bert", NULL},
      TM_PRE_GPT2, 0, 0, {k_re_gpt2}},
     {{"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b", "mellum2",
       NULL},
-     TM_PRE_SMOLLM, 0, 0, {"\\p{N}", k_re_gpt2}},
+     TM_PRE_SMOLLM, 0, 0, {"[" NUMBER "]", k_re_gpt2}},
     {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
       "jina-v5-nano", NULL},
      TM_PRE_LLAMA3, 1, 1, {k_re_llama3}},

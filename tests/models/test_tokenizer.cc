@@ -590,4 +590,67 @@ TEST(Tokenizer, MinimalVocabs) {
     tm_tokenizer_destroy(t);
 }
 
+TEST(Tokenizer, Unicode15LettersNumbersPunctuation) {
+    // Every byte character plus three merges that join an ASCII character to the lead byte
+    // (U+00F0) of a 4-byte code point: a merged id shows that the pre-tokenizer kept both in
+    // one piece. The code points are Unicode 15.0/15.1 letters, numbers and punctuation;
+    // the ids are what llama.cpp gives for this vocab.
+    std::vector<std::string> toks;
+    int n_other = 0;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        unsigned cp = printable ? (unsigned)b : 256u + n_other++;
+        std::string u;
+        if (cp < 0x80) u += (char)cp;
+        else u += (char)(0xC0 | (cp >> 6)), u += (char)(0x80 | (cp & 0x3F));
+        toks.push_back(u);
+    }
+    for (const char *m : {"a\xc3\xb0", "1\xc3\xb0", "!\xc3\xb0"}) toks.push_back(m); // ids 256..258
+    std::vector<std::string> merges = {"a \xc3\xb0", "1 \xc3\xb0", "! \xc3\xb0"};
+    std::vector<int32_t> types(toks.size(), 1);
+    std::vector<const char *> tp, mp;
+    for (auto &x : toks) tp.push_back(x.c_str());
+    for (auto &x : merges) mp.push_back(x.c_str());
+    struct Case {
+        const char *pre, *text;
+        std::vector<int32_t> ids;
+    };
+    const Case cases[] = {
+        {"gpt-2", "a\U00031350", {256, 177, 141, 144}},      // CJK extension H: letter
+        {"gpt-2", "a\U0002EBF0", {256, 174, 175, 176}},      // CJK extension I: letter
+        {"gpt-2", "!\U00031350", {33, 240, 177, 141, 144}},  // a letter is no symbol
+        {"gpt-2", "1\U00011F50", {257, 145, 189, 144}},      // Kawi digit
+        {"gpt-2", "1\U0001D2C0", {257, 157, 139, 128}},      // Kaktovik numeral
+        {"llama-bpe", "1\U00011F50", {257, 145, 189, 144}},
+        {"qwen2", "a\U0001E4D0", {256, 158, 147, 144}},      // Nag Mundari letter
+        {"smollm", "!\U00011F50", {33, 240, 145, 189, 144}},
+        {"default", "!\U00011F43", {258, 145, 189, 131}},    // Kawi punctuation
+    };
+    for (const Case &c : cases) {
+        tm_gguf_writer *w = tm_gguf_writer_create(32);
+        tm_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+        tm_gguf_writer_add_str(w, "tokenizer.ggml.pre", c.pre);
+        tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tp.data(), tp.size());
+        tm_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", TM_GGUF_INT32, types.data(),
+                               types.size());
+        tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", mp.data(), mp.size());
+        char path[] = "/tmp/tm_tok_XXXXXX";
+        int fd = mkstemp(path);
+        ASSERT_GE(fd, 0);
+        close(fd);
+        char err[256] = "";
+        ASSERT_EQ(tm_gguf_writer_write(w, path, err, sizeof err), 0) << err;
+        tm_gguf_writer_destroy(w);
+        tm_gguf *f = nullptr;
+        ASSERT_EQ(tm_gguf_open(path, &f, err, sizeof err), 0) << err;
+        unlink(path);
+        tm_tokenizer *t = nullptr;
+        ASSERT_EQ(tm_tokenizer_create(f, &t, err, sizeof err), 0) << err;
+        tm_gguf_close(f);
+        EXPECT_EQ(show_ids(encode(t, c.text, false, false)), show_ids(c.ids))
+            << c.pre << " " << show(c.text);
+        tm_tokenizer_destroy(t);
+    }
+}
+
 } // namespace
