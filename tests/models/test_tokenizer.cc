@@ -541,6 +541,39 @@ TEST(Tokenizer, UnknownPreTokenizerAndModel) {
     tm_gguf_close(f);
 }
 
+// A byte-level BPE tokenizer over a vocab built in the test, through a temporary GGUF
+// file. nullptr (with the failure recorded) if any step fails.
+tm_tokenizer *bpe_tokenizer(const char *pre, const std::vector<std::string> &toks,
+                            const std::vector<int32_t> &types, const std::vector<std::string> &merges) {
+    std::vector<const char *> tp, mp;
+    for (auto &x : toks) tp.push_back(x.c_str());
+    for (auto &x : merges) mp.push_back(x.c_str());
+    tm_gguf_writer *w = tm_gguf_writer_create(32);
+    tm_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    tm_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre);
+    tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tp.data(), tp.size());
+    tm_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", TM_GGUF_INT32, types.data(), types.size());
+    tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", mp.data(), mp.size());
+    char path[] = "/tmp/tm_tok_XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd < 0) {
+        ADD_FAILURE() << "mkstemp failed";
+        tm_gguf_writer_destroy(w);
+        return nullptr;
+    }
+    close(fd);
+    char err[256] = "";
+    tm_gguf *f = nullptr;
+    tm_tokenizer *t = nullptr;
+    if (tm_gguf_writer_write(w, path, err, sizeof err) != 0) ADD_FAILURE() << err;
+    else if (tm_gguf_open(path, &f, err, sizeof err) != 0) ADD_FAILURE() << err;
+    else if (tm_tokenizer_create(f, &t, err, sizeof err) != 0) ADD_FAILURE() << err;
+    tm_gguf_writer_destroy(w);
+    tm_gguf_close(f);
+    unlink(path);
+    return t;
+}
+
 TEST(Tokenizer, MinimalVocabs) {
     // A hand-built byte-level vocab: every byte character plus two merges, so the merge
     // order is checked without a model file.
@@ -554,29 +587,8 @@ TEST(Tokenizer, MinimalVocabs) {
     toks.push_back("abc"), types.push_back(1);
     toks.push_back("bc"), types.push_back(1);
     toks.push_back("<|end|>"), types.push_back(3);
-    std::vector<const char *> tp, mp;
-    for (auto &s : toks) tp.push_back(s.c_str());
-    std::vector<std::string> merges = {"a b", "ab c", "b c"};
-    for (auto &s : merges) mp.push_back(s.c_str());
-    tm_gguf_writer *w = tm_gguf_writer_create(32);
-    tm_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
-    tm_gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt-2");
-    tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tp.data(), tp.size());
-    tm_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", TM_GGUF_INT32, types.data(), types.size());
-    tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", mp.data(), mp.size());
-    char path[] = "/tmp/tm_tok_XXXXXX";
-    int fd = mkstemp(path);
-    ASSERT_GE(fd, 0);
-    close(fd);
-    char err[256] = "";
-    ASSERT_EQ(tm_gguf_writer_write(w, path, err, sizeof err), 0) << err;
-    tm_gguf_writer_destroy(w);
-    tm_gguf *f = nullptr;
-    ASSERT_EQ(tm_gguf_open(path, &f, err, sizeof err), 0) << err;
-    unlink(path);
-    tm_tokenizer *t = nullptr;
-    ASSERT_EQ(tm_tokenizer_create(f, &t, err, sizeof err), 0) << err;
-    tm_gguf_close(f);
+    tm_tokenizer *t = bpe_tokenizer("gpt-2", toks, types, {"a b", "ab c", "b c"});
+    ASSERT_NE(t, nullptr);
     int32_t ab = tm_tokenizer_find(t, "ab"), abc = tm_tokenizer_find(t, "abc");
     int32_t c = tm_tokenizer_find(t, "c"), sp = tm_tokenizer_find(t, "\xc4\xa0");
     // "a b" has rank 0, so "abc" goes a+b first, then ab+c (never b+c).
@@ -608,9 +620,6 @@ TEST(Tokenizer, Unicode15LettersNumbersPunctuation) {
     for (const char *m : {"a\xc3\xb0", "1\xc3\xb0", "!\xc3\xb0"}) toks.push_back(m); // ids 256..258
     std::vector<std::string> merges = {"a \xc3\xb0", "1 \xc3\xb0", "! \xc3\xb0"};
     std::vector<int32_t> types(toks.size(), 1);
-    std::vector<const char *> tp, mp;
-    for (auto &x : toks) tp.push_back(x.c_str());
-    for (auto &x : merges) mp.push_back(x.c_str());
     struct Case {
         const char *pre, *text;
         std::vector<int32_t> ids;
@@ -627,26 +636,8 @@ TEST(Tokenizer, Unicode15LettersNumbersPunctuation) {
         {"default", "!\U00011F43", {258, 145, 189, 131}},    // Kawi punctuation
     };
     for (const Case &c : cases) {
-        tm_gguf_writer *w = tm_gguf_writer_create(32);
-        tm_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
-        tm_gguf_writer_add_str(w, "tokenizer.ggml.pre", c.pre);
-        tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", tp.data(), tp.size());
-        tm_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", TM_GGUF_INT32, types.data(),
-                               types.size());
-        tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", mp.data(), mp.size());
-        char path[] = "/tmp/tm_tok_XXXXXX";
-        int fd = mkstemp(path);
-        ASSERT_GE(fd, 0);
-        close(fd);
-        char err[256] = "";
-        ASSERT_EQ(tm_gguf_writer_write(w, path, err, sizeof err), 0) << err;
-        tm_gguf_writer_destroy(w);
-        tm_gguf *f = nullptr;
-        ASSERT_EQ(tm_gguf_open(path, &f, err, sizeof err), 0) << err;
-        unlink(path);
-        tm_tokenizer *t = nullptr;
-        ASSERT_EQ(tm_tokenizer_create(f, &t, err, sizeof err), 0) << err;
-        tm_gguf_close(f);
+        tm_tokenizer *t = bpe_tokenizer(c.pre, toks, types, merges);
+        ASSERT_NE(t, nullptr) << c.pre;
         EXPECT_EQ(show_ids(encode(t, c.text, false, false)), show_ids(c.ids))
             << c.pre << " " << show(c.text);
         tm_tokenizer_destroy(t);
