@@ -90,6 +90,17 @@ inline void check_page_refs(tm_block_manager *bm, const std::vector<int> &refs) 
     ASSERT_EQ(tm_bm_n_used(bm) + tm_bm_n_free(bm), (int)refs.size());
 }
 
+// What every formed step must respect: a consistent page pool, the token budget and the
+// sequence cap (on the step and on the running set).
+inline void check_step_limits(tm_block_manager *bm, tm_scheduler *sched, const tm_sched_config &cfg,
+                              const tm_schedule &sc) {
+    char err[256] = "";
+    ASSERT_EQ(tm_bm_check(bm, err, sizeof err), TM_OK) << err;
+    ASSERT_LE(sc.n_tokens, cfg.max_num_batched_tokens);
+    ASSERT_LE(sc.n_seqs, cfg.max_num_seqs);
+    ASSERT_LE(tm_sched_n_running(sched), cfg.max_num_seqs);
+}
+
 inline std::string default_model_path() {
     const char *home = getenv("HOME");
     return std::string(home ? home : "") + "/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -86,11 +86,8 @@ struct Sim {
 
     // Invariants after every step: pages, refcounts, budget, cap, ordering.
     void check(const tm_schedule &sc) {
-        char err[256] = "";
-        ASSERT_EQ(tm_bm_check(bm, err, sizeof err), TM_OK) << err;
-        ASSERT_LE(sc.n_tokens, cfg.max_num_batched_tokens);
-        ASSERT_LE(sc.n_seqs, cfg.max_num_seqs);
-        ASSERT_LE(tm_sched_n_running(sched), cfg.max_num_seqs);
+        check_step_limits(bm, sched, cfg, sc);
+        if (::testing::Test::HasFatalFailure()) return;
         int sum = 0;
         for (int i = 0; i < sc.n_seqs; i++) {
             sum += sc.n_new[i];

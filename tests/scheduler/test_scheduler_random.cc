@@ -191,11 +191,8 @@ struct Sim {
 
     // Invariants of the step just formed, before the model runs.
     void check(const tm_schedule &sc) {
-        char err[256] = "";
-        ASSERT_EQ(tm_bm_check(bm, err, sizeof err), TM_OK) << err;
-        ASSERT_LE(sc.n_tokens, cfg.max_num_batched_tokens);
-        ASSERT_LE(sc.n_seqs, cfg.max_num_seqs);
-        ASSERT_LE(tm_sched_n_running(sched), cfg.max_num_seqs);
+        check_step_limits(bm, sched, cfg, sc);
+        if (::testing::Test::HasFatalFailure()) return;
         ASSERT_LE(sc.n_decodes, sc.n_seqs);
         ASSERT_EQ(tm_sched_n_running(sched) + tm_sched_n_waiting(sched), n_live);
         if (n_live > 0) {
