@@ -135,6 +135,33 @@ int tm_n_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
+int tm_utf8_need(uint8_t c, uint8_t *lo, uint8_t *hi) {
+    *lo = 0x80, *hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0) *lo = 0xA0;
+        if (c == 0xED) *hi = 0x9F;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0) *lo = 0x90;
+        if (c == 0xF4) *hi = 0x8F;
+        return 4;
+    }
+    return 0;
+}
+
+size_t tm_utf8_char_len(const uint8_t *s, size_t n) {
+    uint8_t lo, hi;
+    const int need = n ? tm_utf8_need(s[0], &lo, &hi) : 0;
+    if (need == 0 || (size_t)need > n) return 0;
+    if (need > 1 && (s[1] < lo || s[1] > hi)) return 0;
+    for (int k = 2; k < need; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return (size_t)need;
+}
+
 void *tm_alloc_huge(size_t n_bytes) {
     const size_t huge = (size_t)2 << 20;
     size_t n = (n_bytes + huge - 1) / huge * huge;

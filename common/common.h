@@ -61,6 +61,13 @@ uint16_t tm_f32_to_bf16(float f);
  * reads do not miss the TLB once per 4 KiB. Free with free(). NULL when out of memory. */
 void *tm_alloc_huge(size_t n_bytes);
 
+/* Strict UTF-8. tm_utf8_need: bytes the character led by c has in all (0: c leads no
+ * valid character), and the range its second byte must be in, which rules out overlong
+ * forms, surrogates and code points past U+10FFFF. tm_utf8_char_len: length of the valid
+ * character at s (n bytes left), 0 if there is none. */
+int tm_utf8_need(uint8_t c, uint8_t *lo, uint8_t *hi);
+size_t tm_utf8_char_len(const uint8_t *s, size_t n);
+
 /* Number of online CPUs (>= 1). */
 int tm_n_cpus(void);
 

@@ -404,23 +404,8 @@ static int encode_word(const tm_tokenizer *t, bpe_work *w, const uint8_t *s, int
 
 /* Strictly valid UTF-8? (Then llama.cpp's decode/re-encode leaves it unchanged.) */
 static int utf8_valid(const uint8_t *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint8_t lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) need = 2;
-        else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        else return 0;
-        if (i + need > n || s[i + 1] < lo || s[i + 1] > hi) return 0;
-        for (size_t k = 2; k < need; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-        i += need;
-    }
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = tm_utf8_char_len(s + i, n - i))) return 0;
     return 1;
 }
 

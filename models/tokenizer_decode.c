@@ -48,24 +48,6 @@ int tm_tokenizer_decode(const tm_tokenizer *t, const int32_t *ids, int n_ids, ch
 
 void tm_detok_init(tm_detok *d) { memset(d, 0, sizeof(*d)); }
 
-/* Bytes a lead byte needs in total (0: not a valid lead), and the range allowed for the
- * second byte (rules out overlongs, surrogates and code points past U+10FFFF). */
-static int utf8_need(uint8_t c, uint8_t *lo, uint8_t *hi) {
-    *lo = 0x80, *hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) return 2;
-    if (c >= 0xE0 && c <= 0xEF) {
-        if (c == 0xE0) *lo = 0xA0;
-        if (c == 0xED) *hi = 0x9F;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        if (c == 0xF0) *lo = 0x90;
-        if (c == 0xF4) *hi = 0x8F;
-        return 4;
-    }
-    return 0;
-}
-
 typedef struct outbuf {
     char *p;
     size_t cap, n;
@@ -87,7 +69,7 @@ static void detok_byte(tm_detok *d, uint8_t c, outbuf *o) {
             uint8_t lo, hi;
             if (c < 0x80) {
                 put(o, &c, 1);
-            } else if (utf8_need(c, &lo, &hi)) {
+            } else if (tm_utf8_need(c, &lo, &hi)) {
                 d->pending[d->n_pending++] = c;
             } else {
                 put_replacements(o, 1);
@@ -95,7 +77,7 @@ static void detok_byte(tm_detok *d, uint8_t c, outbuf *o) {
             return;
         }
         uint8_t lo, hi;
-        int need = utf8_need(d->pending[0], &lo, &hi);
+        int need = tm_utf8_need(d->pending[0], &lo, &hi);
         if (d->n_pending > 1) lo = 0x80, hi = 0xBF;
         if (c >= lo && c <= hi) {
             d->pending[d->n_pending++] = c;

@@ -23,32 +23,13 @@ const char *tm_api_error_type(int status) {
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if it is not one. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0], cp;
-    size_t len;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return 0;
-    if (len > n) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[k] & 0x3F);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
-    return len;
-}
-
 json_t *tm_json_text(const char *s, size_t n) {
     json_t *j = json_stringn(s, n);
     if (j) return j;
     char *buf = malloc(n * 3 + 1), *w = buf; /* each bad byte becomes U+FFFD (3 bytes) */
     if (!buf) return json_string("");
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+        size_t len = tm_utf8_char_len((const uint8_t *)s + i, n - i);
         if (len) {
             memcpy(w, s + i, len), w += len, i += len;
         } else {
