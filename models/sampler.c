@@ -116,7 +116,9 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
     int32_t *id = counts + n_vocab;                /* (n_vocab) candidate ids */
 
     apply_penalties(p, logits, n_vocab, prompt, n_prompt, output, n_output, counts);
-    if (p->temperature <= 0.0f || p->top_k == 1) return argmax(logits, n_vocab);
+    /* As vLLM does, a temperature this small is greedy: 1/temperature overflows a float
+     * near its smallest values, and inf logits give NaN probabilities. */
+    if (p->temperature < 1e-5f || p->top_k == 1) return argmax(logits, n_vocab);
 
     /* Temperature, then keep the candidates within the cut of the best. */
     float inv_t = 1.0f / p->temperature;

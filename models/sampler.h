@@ -12,7 +12,7 @@ extern "C" {
 #endif
 
 typedef struct tm_sampling_params {
-    float temperature;        /* <= 0: greedy */
+    float temperature;        /* below 1e-5: greedy */
     int top_k;                /* <= 0: off */
     float top_p;              /* >= 1: off */
     float min_p;              /* <= 0: off */

@@ -240,10 +240,6 @@ static int parse_fields(pctx *x, tm_api_params *p) {
     p->max_tokens = mct > 0 ? mct : max_tokens;
     tm_sampling_params *s = &p->sampling;
     if (get_float(x, "temperature", 0, 2, &s->temperature)) return TM_EINVAL;
-    /* As vLLM does: a temperature this small is greedy. The sampler scales logits by
-     * 1/temperature in float, which overflows to inf (and NaN probabilities, a token
-     * picked at random) for temperatures near float's smallest. */
-    if (s->temperature < 1e-5f) s->temperature = 0;
     if (get_float(x, "top_p", 0, 1, &s->top_p)) return TM_EINVAL;
     if (get(x, "top_p") && s->top_p <= 0) return FAIL(x, "top_p", "'top_p' must be > 0");
     if (get_int(x, "top_k", -1, INT32_MAX, &s->top_k)) return TM_EINVAL;
