@@ -152,11 +152,54 @@ static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride,
         _mm512_storeu_ps(kt + 32 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + d * k_dim_stride)));
 }
 
-/* Prefetches n f16 values from p. */
-static inline void tm_prefetch_f16(const uint16_t *p, int64_t n, int hint) {
-    const char *c = (const char *)p, *e = c + n * 2;
-    if (hint) for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T0);
-    else for (; c < e; c += 64) _mm_prefetch(c, _MM_HINT_T1);
+/* The cache lines of a chunk's first nv_max keys in the order the kernel reads them: the
+ * K tiles of its segments, then their V rows. The inner loops take a line or two from it
+ * per step, so the fills overlap the arithmetic. Issued as one burst per piece instead,
+ * they took every fill buffer and stalled the core: a third of the kernel's time sat on
+ * the prefetch instructions. */
+typedef struct tm_pf_stream {
+    const tm_attn_chunk *a;
+    int nv_max;          /* keys covered */
+    int phase, seg, j0;  /* current region: phase 0 K, 1 V, of segment seg (first key j0) */
+    const char *p, *end; /* next line to fetch, end of the current region */
+} tm_pf_stream;
+
+/* Moves to the next region; 0 when there is none. */
+static int tm_pf_region(tm_pf_stream *s) {
+    const tm_attn_chunk *a = s->a;
+    for (;;) {
+        if (s->seg >= 0) s->j0 += a->seg_len[s->seg];
+        s->seg++;
+        if (s->seg >= a->n_seg || s->j0 >= s->nv_max) {
+            if (s->phase == 1) return 0;
+            s->phase = 1, s->seg = 0, s->j0 = 0;
+        }
+        if (s->j0 >= s->nv_max) return 0;
+        const int64_t n = TM_MIN(a->seg_len[s->seg], s->nv_max - s->j0);
+        const char *b = s->phase == 0 ? (const char *)a->k[s->seg] : (const char *)a->v[s->seg];
+        const int64_t bytes = 2 * (s->phase == 0 ? (int64_t)(a->head_dim - 1) * a->k_dim_stride + n
+                                                 : n * a->head_dim);
+        s->p = (const char *)((uintptr_t)b & ~(uintptr_t)63);
+        s->end = b + bytes;
+        if (n > 0) return 1;
+    }
+}
+
+static void tm_pf_init(tm_pf_stream *s, const tm_attn_chunk *a, int nv_max) {
+    *s = (tm_pf_stream){.a = a, .nv_max = nv_max, .seg = -1};
+    if (nv_max <= 0 || !tm_pf_region(s)) s->p = s->end = NULL;
+}
+
+/* Prefetches the next n lines of the stream into L1. */
+static inline __attribute__((always_inline)) void tm_pf_step(tm_pf_stream *s, int n) {
+    for (; n > 0; n--) {
+        if (s->p >= s->end && (!s->end || !tm_pf_region(s))) {
+            s->p = s->end = NULL;
+            return;
+        }
+        _mm_prefetch(s->p, _MM_HINT_T0);
+        s->p += 64;
+    }
 }
 
 /* A piece: up to TM_ATTN_SUB keys inside one segment, keys jp .. jp + n of the chunk. */
@@ -201,7 +244,7 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
  * GCC 12 keeps acc on the stack and stores it on every d. */
 static inline __attribute__((always_inline)) void
 tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt,
-               int from_f16) {
+               int from_f16, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const int64_t ks = a->k_dim_stride;
     const __mmask16 km[2] = {(__mmask16)((1u << pc[0].n) - 1), (__mmask16)((1u << pc[1].n) - 1)};
@@ -215,6 +258,7 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     }
     for (int d = 0; d < hd; d++) {
+        if (from_f16) tm_pf_step(pf, 1);
         __m512 kd[2];
         for (int h = 0; h < 2; h++)
             kd[h] = from_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km[h], kh[h] + d * ks))
@@ -239,13 +283,14 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
 
 /* Scores of every query that sees a key of the pieces pc[0..2): one tile reading the cache
  * when there are at most 4 queries (a decode), else K converted once into kt and tiles of 4. */
-static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc) {
+static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc, tm_pf_stream *pf) {
     switch (a->nq) {
-    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1); return;
-    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1); return;
-    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1); return;
-    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1); return;
+    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1, pf); return;
+    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1, pf); return;
+    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1, pf); return;
+    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1, pf); return;
     }
+    tm_pf_step(pf, a->head_dim); /* the next pair's K: the tiles below have work enough to cover it */
     for (int h = 0; h < 2; h++) /* an empty piece gives zero lanes */
         tm_kt_f16_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim);
     for (int i0 = 0; i0 < a->nq; i0 += 4) {
@@ -254,10 +299,10 @@ static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt) {
-        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0); break;
-        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0); break;
-        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0); break;
-        default: tm_scores_tile(a, kt, pc, i0, 1, 0); break;
+        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0, NULL); break;
+        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0, NULL); break;
+        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0, NULL); break;
+        default: tm_scores_tile(a, kt, pc, i0, 1, 0, NULL); break;
         }
     }
 }
@@ -268,7 +313,7 @@ static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *
  * over j in order as if it were alone. Inlined with nt, nr and from_f16 constant. */
 static inline __attribute__((always_inline)) void
 tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, int nt, int d0,
-           int nr, int jp, int nk, int from_f16) {
+           int nr, int jp, int nk, int from_f16, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const float *p[4];
     float *o[4];
@@ -279,6 +324,7 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, 
         for (int c = 0; c < nr; c++) acc[r][c] = _mm512_loadu_ps(o[r] + 16 * c);
     }
     for (int j = 0; j < nk; j++) {
+        if (from_f16) tm_pf_step(pf, (nr + 1) / 2); /* a V row of 16 nr dims: nr / 2 lines */
         __m512 vj[4];
         for (int c = 0; c < nr; c++)
             vj[c] = from_f16 ? tm_load_f16x16(vh + (int64_t)j * hd + d0 + 16 * c)
@@ -294,9 +340,9 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, 
 
 /* o += p V over the dims of one tile of queries (see tm_pv_tile). */
 static void tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0,
-                            int nt, int jp, int nk, int from_f16) {
+                            int nt, int jp, int nk, int from_f16, tm_pf_stream *pf) {
     /* nt and from_f16 as constants, 64 dims at a time, then 16 */
-#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, i0, NT, d0, NR, jp, nk, F16)
+#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, i0, NT, d0, NR, jp, nk, F16, pf)
 #define TM_PV_DIMS(NT, F16)                                                                \
     do {                                                                                   \
         int d0 = 0;                                                                        \
@@ -320,21 +366,22 @@ static void tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const uint1
 /* o += p V over one piece, for every query, in tiles of up to 4 consecutive queries that
  * see the same keys of it (a row's n_group heads, or rows that see the whole piece). A
  * single tile reads the cache directly; several share V converted once into vf. */
-static void tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc) {
+static void tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, tm_pf_stream *pf) {
     int converted = 0;
     for (int i0 = 0, nt; i0 < a->nq; i0 += nt) {
         const int nk = TM_MIN(pc->n, a->n_vis[i0] - pc->jp);
         for (nt = 1; nt < 4 && i0 + nt < a->nq && TM_MIN(pc->n, a->n_vis[i0 + nt] - pc->jp) == nk;) nt++;
         if (nk <= 0) continue;
         if (i0 == 0 && nt == a->nq) {
-            tm_pv_tile_dims(a, NULL, pc->v, 0, nt, pc->jp, nk, 1);
+            tm_pv_tile_dims(a, NULL, pc->v, 0, nt, pc->jp, nk, 1, pf);
             return;
         }
         if (!converted) {
+            tm_pf_step(pf, pc->n * a->head_dim / 32); /* the next piece's V */
             tm_rows_f16_to_f32(vf, pc->v, (int64_t)pc->n * a->head_dim);
             converted = 1;
         }
-        tm_pv_tile_dims(a, vf, NULL, i0, nt, pc->jp, nk, 0);
+        tm_pv_tile_dims(a, vf, NULL, i0, nt, pc->jp, nk, 0, pf);
     }
 }
 
@@ -352,19 +399,16 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
 
-    /* 1. scores, two pieces at a time (kt, hd rows of 32 lanes, holds both) */
+    /* 1. scores, two pieces at a time (kt, hd rows of 32 lanes, holds both); the first
+     * pair's K is fetched at once, then each pair fetches the next (one line per dim) */
+    tm_pf_stream pf;
+    tm_pf_init(&pf, a, nv_max);
+    tm_pf_step(&pf, (int)(((hd - 1) * ks + TM_ATTN_SUB) * 2 * 2 / 64));
     tm_pieces it = {.a = a, .nv_max = nv_max};
     tm_piece pc[2];
     while (tm_pieces_next(&it, &pc[0])) {
         tm_pieces_next(&it, &pc[1]);
-        { /* the cache blocks are scattered: fetch the next pair's K and these pieces' V early */
-            tm_pieces ahead = it;
-            tm_piece nx;
-            for (int h = 0; h < 2 && tm_pieces_next(&ahead, &nx); h++)
-                tm_prefetch_f16(nx.k, (hd - 1) * ks + nx.n, 1);
-            for (int h = 0; h < 2; h++) tm_prefetch_f16(pc[h].v, (int64_t)pc[h].n * hd, 0);
-        }
-        tm_scores_pieces(a, kt, pc);
+        tm_scores_pieces(a, kt, pc, &pf);
     }
     /* 2. softmax per query */
     for (int i = 0; i < nq; i++) {
@@ -378,11 +422,7 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     }
     /* 3. o += p V, in f32 */
     it = (tm_pieces){.a = a, .nv_max = nv_max};
-    while (tm_pieces_next(&it, &pc[0])) {
-        tm_pieces ahead = it;
-        if (tm_pieces_next(&ahead, &pc[1])) tm_prefetch_f16(pc[1].v, (int64_t)pc[1].n * hd, 1);
-        tm_pv_piece(a, vf, &pc[0]);
-    }
+    while (tm_pieces_next(&it, &pc[0])) tm_pv_piece(a, vf, &pc[0], &pf);
 }
 
 static const tm_cpu_kernels tm_kernels_avx512 = {
