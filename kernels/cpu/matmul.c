@@ -357,6 +357,8 @@ typedef struct {
     int level;           /* the matmul's level: picks the K-quant row kernel (use_tiles = 0) */
     tm_mm_slice *slices; /* (nth) each thread's slice of the units */
     int64_t chunk;       /* units per claim */
+    int prepare;         /* 1: the threads first quantize their share of the activations */
+    tm_pool_barrier *prepared; /* ... and meet here before computing */
 } tm_mm_job;
 
 static int tm_mm_is_dense(tm_dtype t) {
@@ -494,6 +496,10 @@ static void tm_mm_compute_units(const tm_mm_job *job, int64_t lo, int64_t hi) {
  * holds the rest up. Which thread computes a unit never changes its result. */
 static void tm_mm_compute_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
+    if (job->prepare) {
+        tm_mm_quantize_job(ctx, ith, nth);
+        tm_pool_barrier_wait(job->prepared, nth);
+    }
     for (int k = 0; k < nth; k++) {
         tm_mm_slice *sl = &job->slices[(ith + k) % nth];
         for (;;) {
@@ -591,10 +597,13 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             TM_ERRORF("cpu matmul: out of memory for %d activation rows", n);
             return;
         }
-        /* One token is cheaper to quantize here than to hand to the pool. */
+        /* A few tokens are cheaper to quantize here than to split; more are split over
+         * the threads at the start of the compute run. */
         if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
-        else tm_mm_parallel(mm, tm_mm_quantize_job, &job);
+        else job.prepare = 1;
     }
+    tm_pool_barrier prepared = {0};
+    job.prepared = &prepared;
     tm_mm_parallel(mm, tm_mm_compute_job, &job);
 }
 

@@ -188,3 +188,12 @@ void tm_threadpool_run(tm_threadpool *p, tm_pool_fn fn, void *ctx) {
     atomic_store(&p->caller_sleeping, 0);
     pthread_mutex_unlock(&p->mu);
 }
+
+void tm_pool_barrier_wait(tm_pool_barrier *b, int nth) {
+    /* acq_rel / acquire: what each thread wrote before arriving is seen after the wait */
+    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == nth) return;
+    for (unsigned i = 0; __atomic_load_n(&b->arrived, __ATOMIC_ACQUIRE) < nth; i++) {
+        TM_PAUSE();
+        if ((i & 63) == 63) sched_yield(); /* oversubscribed: let the late thread run */
+    }
+}

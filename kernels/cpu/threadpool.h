@@ -22,6 +22,15 @@ int tm_threadpool_size(const tm_threadpool *p);
 /* Runs fn on every thread and returns when all have finished. Caller: one thread at a time. */
 void tm_threadpool_run(tm_threadpool *p, tm_pool_fn fn, void *ctx);
 
+/* A barrier inside one run: every thread of the run calls fn, so all nth arrive. It
+ * costs one counter instead of a second run (a publish and a wake-up) when a job has
+ * two phases. Zero it before the run. */
+typedef struct tm_pool_barrier {
+    int arrived;
+} tm_pool_barrier;
+/* Returns once nth threads have called it; spins (yielding now and then). */
+void tm_pool_barrier_wait(tm_pool_barrier *b, int nth);
+
 #ifdef __cplusplus
 }
 #endif

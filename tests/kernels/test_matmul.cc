@@ -200,6 +200,51 @@ TEST(Matmul, SimdQ8kQuantizersEqualReference) {
 #endif
 }
 
+// The SIMD activation quantizers (Q4/Q8 weights) must equal the reference bit for bit:
+// quants, scale, sum and scaled sum of every block, at the strides of token groups, for
+// block counts on both sides of the AVX-512 kernel's groups of 16.
+TEST(Matmul, SimdActivationQuantizersEqualReference) {
+#if defined(__x86_64__) || defined(__aarch64__)
+    bool any = false;
+    for (int nb : {1, 15, 16, 17, 18, 33, 48}) {
+        std::vector<float> x = make_x(1, nb * TM_QK, 91 + nb);
+        for (int j = 0; j < TM_QK && nb > 2; j++) x[TM_QK + j] = 0.0f;        // block 1: all zero
+        if (nb > 3) {
+            for (int j = 0; j < TM_QK; j++) x[2 * TM_QK + j] = 0.5f * (float)(j % 7) - 1.5f;
+            x[2 * TM_QK + 3] = -127.0f;                                          // d = 1: .5 ties to even
+        }
+        for (int stride : {1, 4, 16}) {
+            SCOPED_TRACE("nb " + std::to_string(nb) + " stride " + std::to_string(stride));
+            const size_t nq = (size_t)nb * TM_QK * stride, ns = (size_t)nb * stride;
+            std::vector<int8_t> wq(nq, 0x5a);
+            std::vector<float> wd(ns, -1.0f), ws(ns, -1.0f);
+            std::vector<int32_t> wsum(ns, -1);
+            tm_mm_quantize_act_scalar(x.data(), nb * TM_QK, stride, wq.data(), wd.data(), wsum.data(), ws.data());
+            for (int level : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON}) {
+                if (!tm_simd_supported(level)) continue;
+                any = true;
+                std::vector<int8_t> q(nq, 0x5a);
+                std::vector<float> d(ns, -1.0f), s(ns, -1.0f);
+                std::vector<int32_t> sum(ns, -1);
+#if defined(__x86_64__)
+                if (level == TM_SIMD_AVX2) tm_mm_quantize_act_avx2(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
+                if (level == TM_SIMD_AVX512VNNI) tm_mm_quantize_act_avx512(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
+#else
+                tm_mm_quantize_act_neon(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
+#endif
+                EXPECT_EQ(q, wq) << tm_simd_name(level);
+                EXPECT_EQ(std::memcmp(d.data(), wd.data(), ns * sizeof(float)), 0) << tm_simd_name(level);
+                EXPECT_EQ(sum, wsum) << tm_simd_name(level);
+                EXPECT_EQ(std::memcmp(s.data(), ws.data(), ns * sizeof(float)), 0) << tm_simd_name(level);
+            }
+        }
+    }
+    if (!any) GTEST_SKIP() << "no SIMD level on this CPU";
+#else
+    GTEST_SKIP() << "x86 and arm64 only";
+#endif
+}
+
 TEST(Matmul, SimdMatchesScalar) {
     std::vector<int> levels;
     for (int l : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_AMX, TM_SIMD_NEON})

@@ -86,6 +86,43 @@ TEST(ThreadPool, RunsAreOrdered) {
     }
 }
 
+// A barrier inside a run: every thread writes its slot, meets the others, then must see
+// every slot of this round (plain writes, ordered by the barrier alone). One thread is
+// late in some rounds, so the others really wait.
+struct Phases {
+    std::vector<long> slot;      // (nth) written by ith only, before the barrier
+    std::vector<int> seen_all;   // (nth) written by ith only, after it
+    long round = 0;
+    tm_pool_barrier barrier = {0};
+};
+
+void phases_fn(void *ctx, int ith, int nth) {
+    auto *c = static_cast<Phases *>(ctx);
+    if (ith == nth - 1 && c->round % 50 == 0) std::this_thread::sleep_for(std::chrono::microseconds(300));
+    c->slot[ith] = c->round;
+    tm_pool_barrier_wait(&c->barrier, nth);
+    int ok = 1;
+    for (int i = 0; i < nth; i++) ok &= c->slot[i] == c->round;
+    c->seen_all[ith] = ok;
+}
+
+TEST(ThreadPool, BarrierInsideARun) {
+    for (int n = 1; n <= 4; n++) {
+        tm_threadpool *p = tm_threadpool_create(n);
+        ASSERT_NE(p, nullptr);
+        Phases c;
+        c.slot.assign(n, -1);
+        c.seen_all.assign(n, 0);
+        for (int r = 0; r < 1000; r++) {
+            c.round = r;
+            c.barrier = {0};
+            tm_threadpool_run(p, phases_fn, &c);
+            for (int i = 0; i < n; i++) ASSERT_EQ(c.seen_all[i], 1) << "n=" << n << " ith=" << i << " round " << r;
+        }
+        tm_threadpool_destroy(p);
+    }
+}
+
 // Jobs longer than the spin window make the caller sleep; pauses between runs make the
 // workers sleep. Both paths must still count every ith once.
 void slow_fn(void *ctx, int ith, int nth) { // sleeps past the caller's spin window
