@@ -92,7 +92,7 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
     for (int64_t b = 0; b < nb && b < TM_AMX_UNPACK_AHEAD + 2; b++) tm_amx_unpack(kind, g.tile, b, bq[b % TM_AMX_BQ_RING]);
     for (int64_t b = 0; b < nb && b < 2; b++) TM_AMX_PRODUCT(b)
     for (int64_t b = 0; b < nb; b++) {
-        if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb);
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb, 0, 1);
         if (b + 2 < nb) TM_AMX_PRODUCT(b + 2)
         if (b + TM_AMX_UNPACK_AHEAD + 2 < nb)
             tm_amx_unpack(kind, g.tile, b + TM_AMX_UNPACK_AHEAD + 2, bq[(b + TM_AMX_UNPACK_AHEAD + 2) % TM_AMX_BQ_RING]);

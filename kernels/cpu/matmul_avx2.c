@@ -147,7 +147,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
     for (int i = 0; i < NT; i++) acc[i] = _mm256_setzero_ps();
 
     for (int64_t b = 0; b < nb; b++) {
-        if (h == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
+        if (h == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb, 0, 1);
         __m256i w[8], wabs[8]; /* w[j]: values 4j..4j+3 of each row */
         if (kind == TM_KIND_Q8_0) {
             const uint8_t *p = tile + b * 512 + 32 * h;

@@ -83,16 +83,17 @@ static inline int tm_mm_group_size(int max_nt, int left) {
     return nt;
 }
 
-/* Prefetches the part of the tile after `tile` that goes with block b of nb: the tiles
- * of a thread's range are one sequential stream, and a tile's compute per block is long
- * enough (many tokens, or the half-tile passes of AVX2) for the hardware prefetcher to
- * fall behind. Spreading the next tile's bytes evenly over this tile's blocks keeps a
- * steady number of lines in flight. Kernels call it on their first pass over a tile. */
+/* Prefetches share `part` of n_parts of the part of the tile after `tile` that goes with
+ * block b of nb: the tiles of a thread's range are one sequential stream, and a tile's
+ * compute per block is long enough (many tokens, or the half-tile passes of AVX2) for the
+ * hardware prefetcher to fall behind. Spreading the next tile's bytes evenly over this
+ * tile's blocks, and a block's lines over its token groups, keeps a steady number of
+ * lines in flight. Kernels call it on their first pass over a tile. */
 static inline void tm_mm_prefetch_next_tile(const tm_mm_weight *pw, const uint8_t *tile, int64_t b,
-                                            int64_t nb) {
+                                            int64_t nb, int part, int n_parts) {
     const size_t step = (pw->tile_bytes / (size_t)nb + 63) & ~(size_t)63;
     const uint8_t *p = tile + pw->tile_bytes + (size_t)b * step;
-    for (size_t o = 0; o < step; o += 64) __builtin_prefetch(p + o, 0, 3);
+    for (size_t o = (size_t)part * 64; o < step; o += 64 * (size_t)n_parts) __builtin_prefetch(p + o, 0, 3);
 }
 
 /* Dense weights and one token: runs tiles [t0, t1) in runs of up to `per` tiles (a

@@ -108,7 +108,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int 
     for (int i = 0; i < NT; i++) acc[i] = vdupq_n_f32(0.0f);
 
     for (int64_t b = 0; b < nb; b++) {
-        if (g == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb);
+        if (g == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, b, nb, 0, 1);
         int8x16_t w[8]; /* w[j]: 4 values of each of the 4 rows, j < 4: 4j.., j >= 4: 16+4(j-4).. */
         if (kind == TM_KIND_Q8_0) {
             const uint8_t *p = tile + b * 512 + 16 * g;
