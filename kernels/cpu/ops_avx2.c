@@ -7,6 +7,7 @@
 
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/attn_prefetch.h"
 #include "kernels/cpu/simd.h"
 
 /* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: Cephes' polynomial on
@@ -170,23 +171,30 @@ static float tm_softmax_avx2(float *s, int nv, float *l) {
         for (int r = 0; r < NR; r++) _mm256_storeu_ps(o + d0 + 8 * r, acc[r]);            \
     } while (0)
 
-/* Converts n rows of f16 (n, hd) to f32. */
-static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, tm_load_f16x8(src + i));
+/* Converts n rows of f16 (n, hd) to f32, prefetching as many lines from pf as it reads
+ * (one per 32 values). */
+static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n, tm_pf_stream *pf) {
+    for (int64_t i = 0; i < n; i += 8) {
+        if ((i & 31) == 0) tm_pf_step(pf, 1);
+        _mm256_storeu_ps(dst + i, tm_load_f16x8(src + i));
+    }
 }
 
 /* kt (hd, 16) f32 = a piece of n <= 16 keys of dim-major K, dim d at k + d * k_dim_stride,
  * keys in lanes; lanes past n are 0. A short piece goes through a zeroed copy of each row
  * so that nothing past it is read. */
-static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
+static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd,
+                             tm_pf_stream *pf, int pf_lines) {
     if (n == 16) {
         for (int d = 0; d < hd; d++) {
+            tm_pf_step(pf, (d + 1) * pf_lines / hd - d * pf_lines / hd); /* pf_lines over the hd rows */
             _mm256_storeu_ps(kt + 16 * d, tm_load_f16x8(k + d * k_dim_stride));
             _mm256_storeu_ps(kt + 16 * d + 8, tm_load_f16x8(k + d * k_dim_stride + 8));
         }
         return;
     }
     uint16_t row[16] = {0};
+    tm_pf_step(pf, pf_lines);
     for (int d = 0; d < hd; d++) {
         memcpy(row, k + d * k_dim_stride, (size_t)n * sizeof row[0]);
         _mm256_storeu_ps(kt + 16 * d, tm_load_f16x8(row));
@@ -256,11 +264,16 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
 
-    /* 1. scores */
+    /* 1. scores; the first piece's K is fetched at once, then each piece's conversion
+     * fetches the next one's lines (attn_prefetch.h) */
+    tm_pf_stream pf;
+    tm_pf_init(&pf, a, nv_max);
+    const int k_lines = tm_pf_k_lines(a, TM_ATTN_SUB);
+    tm_pf_step(&pf, k_lines);
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd);
+            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd, &pf, k_lines);
             tm_scores_piece(a, kf, j0 + s0, n);
         }
     }
@@ -278,7 +291,7 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd, &pf);
             for (int i = 0; i < nq; i++) {
                 const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
                 if (nk <= 0) continue;

@@ -6,6 +6,7 @@
 
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/attn_prefetch.h"
 #include "kernels/cpu/simd.h"
 
 /* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: Cephes' polynomial on
@@ -150,56 +151,6 @@ static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride,
     const __mmask16 m = (__mmask16)((1u << n) - 1);
     for (int d = 0; d < hd; d++)
         _mm512_storeu_ps(kt + 32 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + d * k_dim_stride)));
-}
-
-/* The cache lines of a chunk's first nv_max keys in the order the kernel reads them: the
- * K tiles of its segments, then their V rows. The inner loops take a line or two from it
- * per step, so the fills overlap the arithmetic. Issued as one burst per piece instead,
- * they took every fill buffer and stalled the core: a third of the kernel's time sat on
- * the prefetch instructions. */
-typedef struct tm_pf_stream {
-    const tm_attn_chunk *a;
-    int nv_max;          /* keys covered */
-    int phase, seg, j0;  /* current region: phase 0 K, 1 V, of segment seg (first key j0) */
-    const char *p, *end; /* next line to fetch, end of the current region */
-} tm_pf_stream;
-
-/* Moves to the next region; 0 when there is none. */
-static int tm_pf_region(tm_pf_stream *s) {
-    const tm_attn_chunk *a = s->a;
-    for (;;) {
-        if (s->seg >= 0) s->j0 += a->seg_len[s->seg];
-        s->seg++;
-        if (s->seg >= a->n_seg || s->j0 >= s->nv_max) {
-            if (s->phase == 1) return 0;
-            s->phase = 1, s->seg = 0, s->j0 = 0;
-        }
-        if (s->j0 >= s->nv_max) return 0;
-        const int64_t n = TM_MIN(a->seg_len[s->seg], s->nv_max - s->j0);
-        const char *b = s->phase == 0 ? (const char *)a->k[s->seg] : (const char *)a->v[s->seg];
-        const int64_t bytes = 2 * (s->phase == 0 ? (int64_t)(a->head_dim - 1) * a->k_dim_stride + n
-                                                 : n * a->head_dim);
-        s->p = (const char *)((uintptr_t)b & ~(uintptr_t)63);
-        s->end = b + bytes;
-        if (n > 0) return 1;
-    }
-}
-
-static void tm_pf_init(tm_pf_stream *s, const tm_attn_chunk *a, int nv_max) {
-    *s = (tm_pf_stream){.a = a, .nv_max = nv_max, .seg = -1};
-    if (nv_max <= 0 || !tm_pf_region(s)) s->p = s->end = NULL;
-}
-
-/* Prefetches the next n lines of the stream into L1. */
-static inline __attribute__((always_inline)) void tm_pf_step(tm_pf_stream *s, int n) {
-    for (; n > 0; n--) {
-        if (s->p >= s->end && (!s->end || !tm_pf_region(s))) {
-            s->p = s->end = NULL;
-            return;
-        }
-        _mm_prefetch(s->p, _MM_HINT_T0);
-        s->p += 64;
-    }
 }
 
 /* A piece: up to TM_ATTN_SUB keys inside one segment, keys jp .. jp + n of the chunk. */
@@ -390,7 +341,6 @@ static void tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, t
  * converted to f32 once and reused by every query of the group (n_group * rows). */
 static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
-    const int64_t ks = a->k_dim_stride;
     if (hd % 16 != 0) {
         tm_cpu_kernels_avx2()->attn_chunk(a);
         return;
@@ -403,7 +353,7 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
      * pair's K is fetched at once, then each pair fetches the next (one line per dim) */
     tm_pf_stream pf;
     tm_pf_init(&pf, a, nv_max);
-    tm_pf_step(&pf, (int)(((hd - 1) * ks + TM_ATTN_SUB) * 2 * 2 / 64));
+    tm_pf_step(&pf, 2 * tm_pf_k_lines(a, TM_ATTN_SUB));
     tm_pieces it = {.a = a, .nv_max = nv_max};
     tm_piece pc[2];
     while (tm_pieces_next(&it, &pc[0])) {
