@@ -52,8 +52,8 @@ TM_AI __m512i tm_hreduce16(__m512i *v, const int is_max) {
 }
 
 /* Up to 16 blocks at a time, so the per-block max and sum are vertical ops over a
- * transposed group and the scales one division for all: 3-4x faster than a block at a
- * time (two horizontal reductions and two divisions on each block's critical path). */
+ * transposed group and the scales one division for all, instead of two horizontal
+ * reductions and two divisions per block (16 tokens x 816 columns, hot: 3.9 -> 2.9 us). */
 void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                                float *d, int32_t *sum, float *s) {
     const int64_t nb = n_cols / TM_QK;
