@@ -13,7 +13,7 @@
 #include "kernels/cpu/simd.h"
 
 enum {
-    TM_PAR_MIN = 16384,   /* below this many elements an op runs on the caller alone */
+    TM_PAR_MIN = 8192,    /* below this many elements an op runs on the caller alone */
     TM_ATTN_ROWS = 16,    /* query rows per attention work item (at most) */
     TM_ATTN_CLAIMS_PER_THREAD = 4, /* claims each thread gets at least, when items go by kv heads */
     TM_ROPE_MAX_DIMS = 1024,
