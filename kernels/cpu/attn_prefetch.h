@@ -20,6 +20,11 @@ typedef struct tm_pf_stream {
     const char *p, *end; /* next line to fetch, end of the current region */
 } tm_pf_stream;
 
+/* Bytes of the K tile of n keys of one segment (dim-major: hd rows k_dim_stride apart). */
+static inline int64_t tm_pf_k_bytes(const tm_attn_chunk *a, int64_t n) {
+    return 2 * (((int64_t)a->head_dim - 1) * a->k_dim_stride + n);
+}
+
 /* Moves to the next region; 0 when there is none. */
 static inline int tm_pf_region(tm_pf_stream *s) {
     const tm_attn_chunk *a = s->a;
@@ -33,8 +38,7 @@ static inline int tm_pf_region(tm_pf_stream *s) {
         if (s->j0 >= s->nv_max) return 0;
         const int64_t n = TM_MIN(a->seg_len[s->seg], s->nv_max - s->j0);
         const char *b = s->phase == 0 ? (const char *)a->k[s->seg] : (const char *)a->v[s->seg];
-        const int64_t bytes = 2 * (s->phase == 0 ? (int64_t)(a->head_dim - 1) * a->k_dim_stride + n
-                                                 : n * a->head_dim);
+        const int64_t bytes = s->phase == 0 ? tm_pf_k_bytes(a, n) : 2 * n * a->head_dim;
         s->p = (const char *)((uintptr_t)b & ~(uintptr_t)63);
         s->end = b + bytes;
         if (n > 0) return 1;
@@ -58,9 +62,9 @@ static inline __attribute__((always_inline)) void tm_pf_step(tm_pf_stream *s, in
     }
 }
 
-/* Lines of one piece's K tile (n keys of dim-major K) or V rows. */
+/* Lines of the K tile of a piece of n keys. */
 static inline int tm_pf_k_lines(const tm_attn_chunk *a, int n) {
-    return (int)((((int64_t)a->head_dim - 1) * a->k_dim_stride + n) * 2 / 64 + 1);
+    return (int)(tm_pf_k_bytes(a, n) / 64 + 1);
 }
 
 #endif
