@@ -63,19 +63,27 @@ static double tm_now_us(void) {
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
+/* Step i of a spin-wait: a pause, and every 64 pauses a yield, so that on an
+ * oversubscribed machine the threads still owing work for this run get the core. With t0
+ * (0.0 at the start) it also reads the clock then, and returns 1 once the wait has spun
+ * for TM_POOL_SPIN_US: time to sleep instead. */
+static int tm_spin(unsigned i, double *t0) {
+    TM_PAUSE();
+    if ((i & 63) != 63) return 0;
+    sched_yield();
+    if (!t0) return 0;
+    if (*t0 == 0.0) *t0 = tm_now_us();
+    else if (tm_now_us() - *t0 > TM_POOL_SPIN_US) return 1;
+    return 0;
+}
+
 /* Waits for gen != seen (or stop). Returns the new gen. */
 static unsigned tm_worker_wait(tm_threadpool *p, unsigned seen) {
     double t0 = 0.0;
     for (unsigned i = 0;; i++) {
         unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen) return g;
-        TM_PAUSE();
-        if ((i & 63) != 63) continue;
-        /* Every 64 pauses: read the clock, and yield so that on an oversubscribed machine
-         * the threads still owing work for this run get the core. */
-        sched_yield();
-        if (t0 == 0.0) t0 = tm_now_us();
-        else if (tm_now_us() - t0 > TM_POOL_SPIN_US) break;
+        if (tm_spin(i, &t0)) break;
     }
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->n_sleeping, 1);
@@ -175,11 +183,7 @@ void tm_threadpool_run(tm_threadpool *p, tm_pool_fn fn, void *ctx) {
     double t0 = 0.0;
     for (unsigned i = 0;; i++) {
         if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0) return;
-        TM_PAUSE();
-        if ((i & 63) != 63) continue;
-        sched_yield();
-        if (t0 == 0.0) t0 = tm_now_us();
-        else if (tm_now_us() - t0 > TM_POOL_SPIN_US) break;
+        if (tm_spin(i, &t0)) break;
     }
     /* A long job (a big prefill matmul): stop burning a core the workers may need. */
     pthread_mutex_lock(&p->mu);
@@ -192,8 +196,5 @@ void tm_threadpool_run(tm_threadpool *p, tm_pool_fn fn, void *ctx) {
 void tm_pool_barrier_wait(tm_pool_barrier *b, int nth) {
     /* acq_rel / acquire: what each thread wrote before arriving is seen after the wait */
     if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == nth) return;
-    for (unsigned i = 0; __atomic_load_n(&b->arrived, __ATOMIC_ACQUIRE) < nth; i++) {
-        TM_PAUSE();
-        if ((i & 63) == 63) sched_yield(); /* oversubscribed: let the late thread run */
-    }
+    for (unsigned i = 0; __atomic_load_n(&b->arrived, __ATOMIC_ACQUIRE) < nth; i++) tm_spin(i, NULL);
 }
