@@ -217,7 +217,7 @@ int main(int argc, char **argv) {
     c.max_num_batched_tokens = TM_MAX(2048, max_seqs);
     size_t need = (size_t)max_seqs * (n_prompt + n_gen) + 4 * (size_t)ttft_prompt;
     c.kv_cache_bytes = TM_MAX(c.kv_cache_bytes,
-                              (need / 16 + 64) * tm_model_kv_bytes_per_block(model, 16));
+                              (need / 16 + 64) * tm_model_kv_bytes_per_block(model, 16, TM_KV_F16));
     c.on_event = on_event;
     c.on_event_arg = &w;
     tm_engine *e;

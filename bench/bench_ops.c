@@ -4,10 +4,11 @@
  * head_dim 64, 30 layers, pages scattered over the pool): 16 decodes of ~200 keys, and
  * one 256-token prefill. Per SIMD level and thread count. A few seconds per case.
  *
- * Usage: bench_ops [max_threads] [--case pool,long,decode16,prefill] [--simd LEVEL]
+ * Usage: bench_ops [max_threads] [--case pool,long,decode16,prefill] [--simd LEVEL] [--kv-dtype f16|int8]
  *   max_threads  default: online CPUs; thread counts 1, 2, 4, .. up to it
  *   --case       cases to run (default: all)
- *   --simd       one level only (scalar, avx2, avx512vnni, neon; default: every supported) */
+ *   --simd       one level only (scalar, avx2, avx512vnni, neon; default: every supported)
+ *   --kv-dtype   KV cache element type of the attention cases (default f16) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
+
+static tm_kv_dtype g_kv_dtype = TM_KV_F16; /* --kv-dtype */
 
 static void tm_bench_nop(void *ctx, int ith, int nth) {
     (void)ctx, (void)ith, (void)nth;
@@ -46,7 +49,7 @@ static void tm_bench_attention(int level, int n_threads) {
         return;
     }
     const int n_blocks = max_ctx / bs;
-    tm_kv_shape shape = {1, n_blocks, bs, n_kvh, hd};
+    tm_kv_shape shape = {1, n_blocks, bs, n_kvh, hd, g_kv_dtype};
     tm_kv_cache *kv = NULL;
     if (be->kv_create(be, &shape, &kv) != 0) goto done;
     /* Random-ish values; speed does not depend on them. Fill through kv_store. */
@@ -128,7 +131,7 @@ static void tm_bench_attention_batch(int level, int n_threads, const char *label
         pages[i] = pages[j];
         pages[j] = t;
     }
-    tm_kv_shape shape = {n_layers, n_blocks, bs, n_kvh, hd};
+    tm_kv_shape shape = {n_layers, n_blocks, bs, n_kvh, hd, g_kv_dtype};
     tm_kv_cache *kv = NULL;
     float *k = be->alloc(be, (size_t)max_ctx * n_kvh * hd * sizeof(float));
     float *q = be->alloc(be, (size_t)n_tokens * n_heads * hd * sizeof(float));
@@ -212,6 +215,10 @@ int main(int argc, char **argv) {
             level = -2;
             for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_NEON; l++)
                 if (strcmp(v, tm_simd_name(l)) == 0) level = l;
+        } else if (strcmp(argv[i], "--kv-dtype") == 0 && i + 1 < argc) {
+            const int t = tm_kv_dtype_from_name(argv[++i]);
+            if (t < 0) level = -2;
+            else g_kv_dtype = (tm_kv_dtype)t;
         } else if (argv[i][0] >= '0' && argv[i][0] <= '9') {
             max_threads = atoi(argv[i]);
         } else {
@@ -219,14 +226,15 @@ int main(int argc, char **argv) {
         }
         if (level == -2) {
             fprintf(stderr, "usage: %s [max_threads] [--case pool,long,decode16,prefill] "
-                            "[--simd scalar|avx2|avx512vnni|neon]\n", argv[0]);
+                            "[--simd scalar|avx2|avx512vnni|neon] [--kv-dtype f16|int8]\n", argv[0]);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
     if (max_threads < 1) max_threads = 1;
     if (tm_bench_want(cases, "pool")) tm_bench_pool(max_threads);
     if (tm_bench_want(cases, "long")) {
-        printf("attention decode, 1 sequence, 32 q heads / 8 kv heads, head_dim 128, f16 KV:\n");
+        printf("attention decode, 1 sequence, 32 q heads / 8 kv heads, head_dim 128, %s KV:\n",
+               tm_kv_dtype_name(g_kv_dtype));
         tm_bench_levels(tm_bench_attention, level, max_threads);
     }
     if (tm_bench_want(cases, "decode16")) {

@@ -32,15 +32,43 @@ typedef struct tm_weight {
     void *aux;       /* backend-private extra (scales, repack info); may be NULL */
 } tm_weight;
 
+/* Element type of a KV cache (--kv-cache-dtype). */
+typedef enum tm_kv_dtype {
+    TM_KV_F16 = 0,  /* fp16, the default */
+    TM_KV_INT8 = 1, /* symmetric int8 with one f32 scale per key or value vector (token, kv
+                     * head): about half the bytes, so twice the tokens and less to read per
+                     * step; attention results move by the rounding (a few 1e-3 relative) */
+} tm_kv_dtype;
+
+/* "f16" / "int8"; NULL for an unknown value. */
+const char *tm_kv_dtype_name(tm_kv_dtype t);
+/* TM_KV_* for a name, or -1. */
+int tm_kv_dtype_from_name(const char *name);
+
 /* Shape of a paged KV cache: n_blocks pages, each holding block_size tokens of every
  * layer. Each backend documents its memory layout next to its kv_create. */
 typedef struct tm_kv_shape {
-    int n_layers;    /* transformer layers */
-    int n_blocks;    /* pages in the pool */
-    int block_size;  /* tokens per page */
-    int n_kv_heads;  /* key/value heads */
-    int head_dim;    /* dims per head */
+    int n_layers;      /* transformer layers */
+    int n_blocks;      /* pages in the pool */
+    int block_size;    /* tokens per page */
+    int n_kv_heads;    /* key/value heads */
+    int head_dim;      /* dims per head */
+    tm_kv_dtype dtype; /* element type (zero: f16) */
 } tm_kv_shape;
+
+/* Bytes of one (layer, page, kv head) tile of K or of V. int8: the values, then the
+ * block_size f32 scales at byte tm_kv_tile_scale_offset, each part padded to 64 bytes. */
+static inline size_t tm_kv_tile_scale_offset(const tm_kv_shape *s) {
+    return ((size_t)s->block_size * s->head_dim + 63) / 64 * 64;
+}
+static inline size_t tm_kv_tile_bytes(const tm_kv_shape *s) {
+    if (s->dtype == TM_KV_INT8) return tm_kv_tile_scale_offset(s) + ((size_t)s->block_size * 4 + 63) / 64 * 64;
+    return (size_t)s->block_size * s->head_dim * 2;
+}
+/* Bytes of one page: K and V of every layer and kv head. */
+static inline size_t tm_kv_page_bytes(const tm_kv_shape *s) {
+    return 2 * (size_t)s->n_layers * s->n_kv_heads * tm_kv_tile_bytes(s);
+}
 
 typedef struct tm_kv_cache tm_kv_cache; /* opaque, per backend */
 

@@ -10,6 +10,10 @@
  * Block layouts: shared/KERNELS.md section 1. */
 #include "kernels/dtype.h"
 
+#include <string.h>
+
+#include "kernels/backend.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -333,4 +337,18 @@ int tm_quantize_row(tm_dtype t, const float *src, void *dst, int64_t n) {
     default:
         return TM_EUNSUPPORTED;
     }
+}
+
+/* ---- KV cache element types (kernels/backend.h) ---- */
+
+static const char *const tm_kv_dtype_names[] = {[TM_KV_F16] = "f16", [TM_KV_INT8] = "int8"};
+
+const char *tm_kv_dtype_name(tm_kv_dtype t) {
+    return (unsigned)t < TM_ARRAY_LEN(tm_kv_dtype_names) ? tm_kv_dtype_names[t] : NULL;
+}
+
+int tm_kv_dtype_from_name(const char *name) {
+    for (size_t i = 0; name && i < TM_ARRAY_LEN(tm_kv_dtype_names); i++)
+        if (!strcmp(name, tm_kv_dtype_names[i])) return (int)i;
+    return -1;
 }

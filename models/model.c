@@ -361,21 +361,25 @@ tm_backend *tm_model_backend(const tm_model *m) { return m->be; }
 
 /* --- KV cache and buffers ------------------------------------------------------------ */
 
-size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size) {
-    const tm_model_config *c = &m->config;
-    return (size_t)2 /* K and V */ * 2 /* f16 */ * (size_t)c->n_layers * (size_t)block_size *
-           (size_t)c->n_kv_heads * (size_t)c->head_dim;
-}
-
-int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_cache **out) {
-    if (n_blocks <= 0 || block_size <= 0) return TM_EINVAL;
-    tm_kv_shape shape = {
+static tm_kv_shape tm_model_kv_shape(const tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype) {
+    return (tm_kv_shape){
         .n_layers = m->config.n_layers,
         .n_blocks = n_blocks,
         .block_size = block_size,
         .n_kv_heads = m->config.n_kv_heads,
         .head_dim = m->config.head_dim,
+        .dtype = dtype,
     };
+}
+
+size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size, tm_kv_dtype dtype) {
+    const tm_kv_shape shape = tm_model_kv_shape(m, 1, block_size, dtype);
+    return tm_kv_page_bytes(&shape);
+}
+
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out) {
+    if (n_blocks <= 0 || block_size <= 0 || !tm_kv_dtype_name(dtype)) return TM_EINVAL;
+    const tm_kv_shape shape = tm_model_kv_shape(m, n_blocks, block_size, dtype);
     return m->be->kv_create(m->be, &shape, out);
 }
 

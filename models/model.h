@@ -60,9 +60,10 @@ const tm_tokenizer *tm_model_tokenizer(const tm_model *m);
 const tm_gguf *tm_model_gguf(const tm_model *m);
 tm_backend *tm_model_backend(const tm_model *m);
 
-/* Bytes one KV page of block_size tokens takes for all layers (f16 K and V). */
-size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size);
-int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_cache **out);
+/* Bytes one KV page of block_size tokens takes for all layers (K and V of dtype). */
+size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size, tm_kv_dtype dtype);
+/* TM_EINVAL for a bad size or dtype; the backend's kv_create error otherwise. */
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out);
 void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv);
 
 /* Sizes activation buffers for batches up to max_tokens tokens and max_logits logit

@@ -332,7 +332,9 @@ int tm_engine_create(tm_model *model, const tm_engine_config *config, tm_engine 
                        "engine config: need block_size, max_num_seqs, max_queue >= 1 and "
                        "max_num_batched_tokens (%d) >= max_num_seqs (%d)",
                        c->max_num_batched_tokens, c->max_num_seqs);
-    size_t per_block = tm_model_kv_bytes_per_block(model, c->block_size);
+    if (!tm_kv_dtype_name(c->kv_dtype))
+        return tm_fail(err, err_len, TM_EINVAL, "engine config: unknown KV cache dtype %d", (int)c->kv_dtype);
+    size_t per_block = tm_model_kv_bytes_per_block(model, c->block_size, c->kv_dtype);
     if (per_block == 0 || c->kv_cache_bytes / per_block < 1)
         return tm_fail(err, err_len, TM_EINVAL, "KV cache of %zu bytes holds no page of %zu bytes",
                        c->kv_cache_bytes, per_block);
@@ -353,7 +355,7 @@ int tm_engine_create(tm_model *model, const tm_engine_config *config, tm_engine 
     e->n_blocks = (int)(c->kv_cache_bytes / per_block);
     e->max_blocks = (e->n_ctx + c->block_size - 1) / c->block_size;
 
-    int rc = tm_model_kv_create(model, e->n_blocks, c->block_size, &e->kv);
+    int rc = tm_model_kv_create(model, e->n_blocks, c->block_size, c->kv_dtype, &e->kv);
     if (rc != TM_OK) {
         tm_fail(err, err_len, rc, "KV cache of %d pages: %s", e->n_blocks, tm_strerror(rc));
         goto fail;

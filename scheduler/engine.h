@@ -22,6 +22,7 @@ extern "C" {
 typedef struct tm_engine_config {
     size_t kv_cache_bytes;      /* KV pool size (--kv-cache-mem) */
     int block_size;             /* tokens per KV page (16) */
+    tm_kv_dtype kv_dtype;       /* KV element type (--kv-cache-dtype, f16) */
     int max_num_seqs;           /* cap on running sequences */
     int max_num_batched_tokens; /* token budget per step */
     int max_queue;              /* cap on waiting requests; submit beyond it is TM_EBUSY */

@@ -75,7 +75,7 @@ static int generate(tm_model *m, const char *prompt, int n_predict, const tm_sam
     const int block = 16, chunk = 512;
     int n_blocks = (n_ctx + block - 1) / block;
     char err[512];
-    if (tm_model_kv_create(m, n_blocks, block, &kv)) {
+    if (tm_model_kv_create(m, n_blocks, block, TM_KV_F16, &kv)) {
         fprintf(stderr, "tokenmill: out of memory for the KV cache\n");
         goto done;
     }

@@ -20,9 +20,10 @@ typedef struct tm_pf_stream {
     const char *p, *end; /* next line to fetch, end of the current region */
 } tm_pf_stream;
 
-/* Bytes of the K tile of n keys of one segment (dim-major: hd rows k_dim_stride apart). */
+/* Bytes of the K tile of n keys of one segment (dim-major: hd rows k_dim_stride apart),
+ * without an int8 tile's scales. */
 static inline int64_t tm_pf_k_bytes(const tm_attn_chunk *a, int64_t n) {
-    return 2 * (((int64_t)a->head_dim - 1) * a->k_dim_stride + n);
+    return (a->k8 ? 1 : 2) * (((int64_t)a->head_dim - 1) * a->k_dim_stride + n);
 }
 
 /* Moves to the next region; 0 when there is none. */
@@ -37,10 +38,15 @@ static inline int tm_pf_region(tm_pf_stream *s) {
         }
         if (s->j0 >= s->nv_max) return 0;
         const int64_t n = TM_MIN(a->seg_len[s->seg], s->nv_max - s->j0);
-        const char *b = s->phase == 0 ? (const char *)a->k[s->seg] : (const char *)a->v[s->seg];
-        const int64_t bytes = s->phase == 0 ? tm_pf_k_bytes(a, n) : 2 * n * a->head_dim;
+        const char *b;
+        if (a->k8) { /* the values, then (after the rest of the tile) their scales */
+            b = s->phase == 0 ? (const char *)a->k8[s->seg] : (const char *)a->v8[s->seg];
+            s->end = (const char *)((s->phase == 0 ? a->ks[s->seg] : a->vs[s->seg]) + n);
+        } else {
+            b = s->phase == 0 ? (const char *)a->k[s->seg] : (const char *)a->v[s->seg];
+            s->end = b + (s->phase == 0 ? tm_pf_k_bytes(a, n) : 2 * n * a->head_dim);
+        }
         s->p = (const char *)((uintptr_t)b & ~(uintptr_t)63);
-        s->end = b + bytes;
         if (n > 0) return 1;
     }
 }
@@ -62,9 +68,9 @@ static inline __attribute__((always_inline)) void tm_pf_step(tm_pf_stream *s, in
     }
 }
 
-/* Lines of the K tile of a piece of n keys. */
+/* Lines of the K tile of a piece of n keys (int8: and its scales). */
 static inline int tm_pf_k_lines(const tm_attn_chunk *a, int n) {
-    return (int)(tm_pf_k_bytes(a, n) / 64 + 1);
+    return (int)(tm_pf_k_bytes(a, n) / 64 + 1 + (a->k8 != NULL));
 }
 
 #endif

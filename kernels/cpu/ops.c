@@ -74,9 +74,15 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
         /* scores of the visible keys, segment by segment */
         for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
             for (int j = 0; j < a->seg_len[seg] && j0 + j < nv; j++) {
-                const uint16_t *kj = a->k[seg] + j; /* dim d at kj[d * k_dim_stride] */
                 float dot = 0.0f;
-                for (int d = 0; d < hd; d++) dot += qi[d] * tm_f16_to_f32(kj[(int64_t)d * a->k_dim_stride]);
+                if (a->k8) { /* dim d at kj[d * k_dim_stride] */
+                    const int8_t *kj = a->k8[seg] + j;
+                    for (int d = 0; d < hd; d++) dot += qi[d] * (float)kj[(int64_t)d * a->k_dim_stride];
+                    dot *= a->ks[seg][j];
+                } else {
+                    const uint16_t *kj = a->k[seg] + j;
+                    for (int d = 0; d < hd; d++) dot += qi[d] * tm_f16_to_f32(kj[(int64_t)d * a->k_dim_stride]);
+                }
                 s[j0 + j] = a->scale * dot;
             }
         }
@@ -92,6 +98,12 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
         for (int d = 0; d < hd; d++) o[d] = 0.0f;
         for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
             for (int j = 0; j < a->seg_len[seg] && j0 + j < nv; j++) {
+                if (a->v8) {
+                    const int8_t *vj = a->v8[seg] + (int64_t)j * hd;
+                    const float p = s[j0 + j] * a->vs[seg][j];
+                    for (int d = 0; d < hd; d++) o[d] += p * (float)vj[d];
+                    continue;
+                }
                 const uint16_t *vj = a->v[seg] + (int64_t)j * hd;
                 for (int d = 0; d < hd; d++) o[d] += s[j0 + j] * tm_f16_to_f32(vj[d]);
             }
@@ -137,25 +149,46 @@ static void *tm_aligned_alloc(size_t n_bytes) {
 int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *s) {
     memset(kv, 0, sizeof *kv);
     if (s->n_layers <= 0 || s->n_blocks <= 0 || s->block_size <= 0 || s->n_kv_heads <= 0 ||
-        s->head_dim <= 0)
+        s->head_dim <= 0 || !tm_kv_dtype_name(s->dtype))
         return TM_EINVAL;
-    size_t n = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * s->block_size * s->head_dim;
+    const size_t bytes = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * tm_kv_tile_bytes(s);
     kv->shape = *s;
-    kv->k = tm_alloc_huge(n * sizeof(uint16_t));
-    kv->v = tm_alloc_huge(n * sizeof(uint16_t));
-    if (!kv->k || !kv->v) {
+    void *k = tm_alloc_huge(bytes), *v = tm_alloc_huge(bytes);
+    if (s->dtype == TM_KV_INT8) kv->k8 = k, kv->v8 = v;
+    else kv->k = k, kv->v = v;
+    if (!k || !v) {
         tm_cpu_kv_deinit(kv);
         return TM_ENOMEM;
     }
-    memset(kv->k, 0, n * sizeof(uint16_t));
-    memset(kv->v, 0, n * sizeof(uint16_t));
+    memset(k, 0, bytes);
+    memset(v, 0, bytes);
     return TM_OK;
 }
 
 void tm_cpu_kv_deinit(struct tm_kv_cache *kv) {
     free(kv->k);
     free(kv->v);
+    free(kv->k8);
+    free(kv->v8);
     kv->k = kv->v = NULL;
+    kv->k8 = kv->v8 = NULL;
+}
+
+void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, int64_t q_stride, float *scale) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float ax = fabsf(x[i]);
+        if (!(ax <= amax) && amax == amax) amax = ax; /* a NaN sticks */
+    }
+    const float d = amax / 127.0f;
+    if (!(d < INFINITY)) { /* NaN or inf in x: a NaN scale, so reads are NaN as with f16 */
+        for (int i = 0; i < n; i++) q[(int64_t)i * q_stride] = 0;
+        *scale = NAN;
+        return;
+    }
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) q[(int64_t)i * q_stride] = (int8_t)lrintf(x[i] * id); /* |x * id| <= 127 */
+    *scale = d;
 }
 
 void tm_cpu_scratch_free(tm_cpu_scratch *s) {
@@ -309,6 +342,7 @@ typedef struct tm_kv_store_job {
 static void tm_kv_store_fn(void *ctx, int ith, int nth) {
     tm_kv_store_job *j = ctx;
     const tm_kv_shape *s = &j->kv->shape;
+    const size_t tile_bytes = tm_kv_tile_bytes(s), scale_off = tm_kv_tile_scale_offset(s);
     int64_t lo, hi;
     tm_share(j->n, ith, nth, 1, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
@@ -317,8 +351,18 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
         int block = slot / s->block_size, off = slot % s->block_size;
         assert(block < s->n_blocks);
         for (int h = 0; h < s->n_kv_heads; h++) {
-            size_t tile = tm_cpu_kv_offset(s, j->layer, block, h);
             int64_t src = (t * s->n_kv_heads + h) * s->head_dim;
+            if (s->dtype == TM_KV_INT8) {
+                /* K down column off of its dim-major tile, V along row off; scales after the values */
+                uint8_t *kt = j->kv->k8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
+                uint8_t *vt = j->kv->v8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
+                tm_cpu_kv_quantize(j->kk + src, s->head_dim, (int8_t *)kt + off, s->block_size,
+                                   (float *)(void *)(kt + scale_off) + off);
+                tm_cpu_kv_quantize(j->v + src, s->head_dim, (int8_t *)vt + (size_t)off * s->head_dim, 1,
+                                   (float *)(void *)(vt + scale_off) + off);
+                continue;
+            }
+            size_t tile = tm_cpu_kv_offset(s, j->layer, block, h);
             j->k->f32_to_f16(j->kv->v + tile + (size_t)off * s->head_dim, j->v + src, s->head_dim);
             /* K is dim-major in the page: convert a run of dims, then scatter it down column off */
             uint16_t *kcol = j->kv->k + tile + off;
@@ -410,7 +454,9 @@ typedef struct tm_attn_tmem {
     float *kv_f32;                   /* (2 * TM_ATTN_SUB * hd) kernel scratch */
     float *M, *L, *O;                /* running fold state: (nq), (nq), (nq, hd) */
     int *n_vis, *seg_len;            /* (nq), (CHUNK + 1) */
-    const uint16_t **kseg, **vseg;   /* (CHUNK + 1) */
+    const uint16_t **kseg, **vseg;   /* (CHUNK + 1) f16 segments */
+    const int8_t **k8seg, **v8seg;   /* (CHUNK + 1) int8 segments */
+    const float **kscale, **vscale;  /* (CHUNK + 1) their scales */
 } tm_attn_tmem;
 
 static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
@@ -432,6 +478,10 @@ static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
     TM_CARVE(seg_len, int, TM_ATTN_CHUNK + 1);
     TM_CARVE(kseg, const uint16_t *, TM_ATTN_CHUNK + 1);
     TM_CARVE(vseg, const uint16_t *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(k8seg, const int8_t *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(v8seg, const int8_t *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(kscale, const float *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(vscale, const float *, TM_ATTN_CHUNK + 1);
 #undef TM_CARVE
     return off;
 }
@@ -446,13 +496,24 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     const int kmax = b->pos[it->t1 - 1] + 1; /* positions ascend within a sequence */
     const int n_keys = TM_MIN(TM_ATTN_CHUNK, kmax - k0);
     const int32_t *table = b->block_table + (int64_t)it->seq * b->max_blocks;
+    const int i8 = s->dtype == TM_KV_INT8;
+    const size_t tile_bytes = tm_kv_tile_bytes(s), scale_off = tm_kv_tile_scale_offset(s);
     int n_seg = 0;
     for (int key = k0; key < k0 + n_keys;) {
         int blk = key / bs, off = key % bs, len = TM_MIN(bs - off, k0 + n_keys - key);
         assert(blk < b->max_blocks && table[blk] >= 0 && table[blk] < s->n_blocks);
-        size_t tile = tm_cpu_kv_offset(s, j->layer, table[blk], it->head);
-        tm->kseg[n_seg] = j->kv->k + tile + off;
-        tm->vseg[n_seg] = j->kv->v + tile + (size_t)off * hd;
+        if (i8) {
+            const size_t tile = tm_cpu_kv_tile(s, j->layer, table[blk], it->head) * tile_bytes;
+            const uint8_t *kt = j->kv->k8 + tile, *vt = j->kv->v8 + tile;
+            tm->k8seg[n_seg] = (const int8_t *)kt + off;
+            tm->v8seg[n_seg] = (const int8_t *)vt + (size_t)off * hd;
+            tm->kscale[n_seg] = (const float *)(const void *)(kt + scale_off) + off;
+            tm->vscale[n_seg] = (const float *)(const void *)(vt + scale_off) + off;
+        } else {
+            size_t tile = tm_cpu_kv_offset(s, j->layer, table[blk], it->head);
+            tm->kseg[n_seg] = j->kv->k + tile + off;
+            tm->vseg[n_seg] = j->kv->v + tile + (size_t)off * hd;
+        }
         tm->seg_len[n_seg++] = len;
         key += len;
     }
@@ -463,7 +524,9 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     tm_attn_chunk a = {
         .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
-        .n_keys = n_keys, .n_seg = n_seg, .k = tm->kseg, .k_dim_stride = bs, .v = tm->vseg,
+        .n_keys = n_keys, .n_seg = n_seg, .k = i8 ? NULL : tm->kseg, .k_dim_stride = bs,
+        .v = i8 ? NULL : tm->vseg, .k8 = i8 ? tm->k8seg : NULL, .v8 = i8 ? tm->v8seg : NULL,
+        .ks = i8 ? tm->kscale : NULL, .vs = i8 ? tm->vscale : NULL,
         .seg_len = tm->seg_len, .head_dim = hd, .scale = j->scale, .scores = tm->scores,
         .kv_f32 = tm->kv_f32, .m = tm->m, .l = tm->l, .o = tm->o,
     };

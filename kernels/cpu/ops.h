@@ -19,28 +19,39 @@
 extern "C" {
 #endif
 
-/* The CPU KV cache, f16. K is dim-major inside each page, V key-major:
- *   k: (n_layers, n_blocks, n_kv_heads, head_dim, block_size)
- *   v: (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
+/* The CPU KV cache. K is dim-major inside each page, V key-major:
+ *   f16  k: (n_layers, n_blocks, n_kv_heads, head_dim, block_size)
+ *        v: (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
+ *   int8 the same order of tiles, each tile_bytes (tm_kv_tile_bytes): its int8 values in
+ *        the f16 tile's order, then at tm_kv_tile_scale_offset the block_size f32 scales
+ *        (value = scale * q, one scale per key or value vector).
  * so one (block, kv head) is a contiguous tile of head_dim * block_size values in each.
  * Attention scores a page of keys with keys in SIMD lanes (broadcast q[d] times row d of
  * the K tile, no horizontal sums); P.V broadcasts p[j] over row j of the V tile. Token
  * slot = block * block_size + offset. Zeroed at creation, so unwritten slots hold 0,
  * never NaN. */
 struct tm_kv_cache {
-    tm_kv_shape shape; /* dimensions */
-    uint16_t *k;       /* (n_layers, n_blocks, n_kv_heads, head_dim, block_size) f16 */
-    uint16_t *v;       /* (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16 */
+    tm_kv_shape shape; /* dimensions and element type */
+    uint16_t *k;       /* f16: (n_layers, n_blocks, n_kv_heads, head_dim, block_size) */
+    uint16_t *v;       /* f16: (n_layers, n_blocks, n_kv_heads, block_size, head_dim) */
+    uint8_t *k8, *v8;  /* int8: tiles of tm_kv_tile_bytes, same order */
 };
 
 /* Allocates and zeroes kv (64-byte aligned). TM_EINVAL for a bad shape, TM_ENOMEM. */
 int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *shape);
 void tm_cpu_kv_deinit(struct tm_kv_cache *kv);
-/* Element offset of the (layer, block, head) tile in k or v (its key 0, dim 0). */
-static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block, int head) {
-    return ((((size_t)layer * s->n_blocks + block) * s->n_kv_heads + head) * s->block_size) *
-           s->head_dim;
+/* Index of the (layer, block, head) tile, in tiles. */
+static inline size_t tm_cpu_kv_tile(const tm_kv_shape *s, int layer, int block, int head) {
+    return ((size_t)layer * s->n_blocks + block) * s->n_kv_heads + head;
 }
+/* Element offset of the (layer, block, head) tile in the f16 k or v (its key 0, dim 0). */
+static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block, int head) {
+    return tm_cpu_kv_tile(s, layer, block, head) * s->block_size * s->head_dim;
+}
+
+/* int8 K or V vector of n values (the kv_store rounding, the same on every level):
+ * scale = max|x| / 127, q[i * q_stride] = nearest-even(x[i] / scale) (0 for a zero vector). */
+void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, int64_t q_stride, float *scale);
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
  * order whether or not the chunks ran on different threads, so a row's result is
@@ -66,6 +77,11 @@ typedef struct tm_attn_chunk {
     const uint16_t *const *k;    /* (n_seg) f16 keys, dim-major: segment s's key j, dim d at k[s][d * k_dim_stride + j] */
     int k_dim_stride;            /* elements between dims of one key in k (the block size) */
     const uint16_t *const *v;    /* (n_seg) -> (seg_len[s], head_dim) f16 values, key-major */
+    /* An int8 cache instead (k and v NULL): values as k and v, scaled by ks[s][j] (key j
+     * of segment s) and vs[s][j]: score = scale * (ks * sum_d q[d] k[d]), and p_j * vs_j
+     * weights the value row. Levels without an int8 kernel run the scalar one. */
+    const int8_t *const *k8, *const *v8;
+    const float *const *ks, *const *vs;
     const int *seg_len;          /* (n_seg) keys per segment, sum = n_keys */
     int head_dim;                /* dims per head */
     float scale;                 /* score = scale * q.k */

@@ -256,7 +256,7 @@ static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int
  * once and reused by every query of the group (n_group * rows of them). */
 static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
-    if (hd % 8 != 0) {
+    if (hd % 8 != 0 || a->k8) { /* no int8 kernel at this level */
         tm_cpu_attn_chunk_scalar(a);
         return;
     }

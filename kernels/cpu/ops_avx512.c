@@ -139,25 +139,42 @@ static float tm_softmax_avx512(float *s, int nv, float *l) {
     return mx;
 }
 
-/* Converts n rows of f16 (n, hd) to f32. */
-static void tm_rows_f16_to_f32(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) _mm512_storeu_ps(dst + i, tm_load_f16x16(src + i));
+/* 16 int8 values as f32 (exact). */
+static inline __m512 tm_load_i8x16(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
+
+/* Element kinds of the cache the attention kernel reads (compile-time after inlining). */
+enum { TM_EL_F16, TM_EL_I8 };
+
+/* Converts n values (n a multiple of 16) of the cache to f32. */
+static void tm_rows_to_f32(float *dst, const void *src, int64_t n, const int el) {
+    for (int64_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(dst + i, el == TM_EL_I8 ? tm_load_i8x16((const int8_t *)src + i)
+                                                 : tm_load_f16x16((const uint16_t *)src + i));
+}
+
+/* Row d of a piece of n <= 16 keys of dim-major K (lanes past n are 0, and the masked
+ * load reads nothing past the piece). */
+static inline __attribute__((always_inline)) __m512 tm_k_row(const void *k, int64_t off, __mmask16 m, const int el) {
+    if (el == TM_EL_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, (const int8_t *)k + off)));
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)k + off));
 }
 
 /* Lanes 0..15 of the rows of kt (hd rows, row stride 32) f32 = a piece of n <= 16 keys
  * of dim-major K, dim d at k + d * k_dim_stride; lanes past n are 0. The masked load
  * reads nothing past the piece. */
-static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
+static void tm_kt_to_f32(float *kt, const void *k, int64_t k_dim_stride, int n, int hd, const int el) {
     const __mmask16 m = (__mmask16)((1u << n) - 1);
-    for (int d = 0; d < hd; d++)
-        _mm512_storeu_ps(kt + 32 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + d * k_dim_stride)));
+    for (int d = 0; d < hd; d++) _mm512_storeu_ps(kt + 32 * d, tm_k_row(k, d * k_dim_stride, m, el));
 }
 
 /* A piece: up to TM_ATTN_SUB keys inside one segment, keys jp .. jp + n of the chunk. */
 typedef struct tm_piece {
-    const uint16_t *k; /* key 0, dim 0 of the piece in the cache (dim d at k + d * k_dim_stride) */
-    const uint16_t *v; /* (n, head_dim) values in the cache */
-    int jp, n;         /* first key in the chunk, keys (n == 0: no piece) */
+    const void *k;         /* key 0, dim 0 of the piece in the cache (dim d at k + d * k_dim_stride) */
+    const void *v;         /* (n, head_dim) values in the cache */
+    const float *ks, *vs;  /* int8 cache: the keys' and values' scales */
+    int jp, n;             /* first key in the chunk, keys (n == 0: no piece) */
 } tm_piece;
 
 /* Walks the pieces of the first nv_max keys of a chunk, in key order. */
@@ -176,8 +193,15 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
     }
     *p = (tm_piece){.k = NULL, .v = NULL, .jp = it->nv_max, .n = 0};
     if (it->seg >= a->n_seg || it->j0 + it->s0 >= it->nv_max) return 0;
-    p->k = a->k[it->seg] + it->s0;
-    p->v = a->v[it->seg] + (int64_t)it->s0 * a->head_dim;
+    if (a->k8) {
+        p->k = a->k8[it->seg] + it->s0;
+        p->v = a->v8[it->seg] + (int64_t)it->s0 * a->head_dim;
+        p->ks = a->ks[it->seg] + it->s0;
+        p->vs = a->vs[it->seg] + it->s0;
+    } else {
+        p->k = a->k[it->seg] + it->s0;
+        p->v = a->v[it->seg] + (int64_t)it->s0 * a->head_dim;
+    }
     p->jp = it->j0 + it->s0;
     p->n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[it->seg] - it->s0), it->nv_max - p->jp);
     it->s0 += TM_ATTN_SUB;
@@ -185,9 +209,10 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
 }
 
 /* Scores of the nt <= 4 queries i0.. against two pieces (pc[1] may be empty), one key per
- * lane: s[j] = scale * sum_d q[d] K[d][j], so no horizontal sums; each broadcast q[d]
- * feeds two FMAs and 2 * nt FMA chains are in flight. K rows come from kt (hd rows of 32
- * lanes, piece h in lanes 16h..16h+15), or, with from_f16, straight from the cache (when
+ * lane: s[j] = scale * sum_d q[d] K[d][j] (int8: scale * (ks[j] * sum)), so no horizontal
+ * sums; each broadcast q[d] feeds two FMAs and 2 * nt FMA chains are in flight. K rows
+ * come from kt (hd rows of 32 lanes, piece h in lanes 16h..16h+15, unscaled), or, with
+ * from_f16 (from the cache, of element kind el), straight from the cache (when
  * one tile covers every query, converting in registers saves a store and a load per row).
  * Every lane sums d = 0, 1, .. in order, as the scalar reference does, whatever the tile
  * is, so a row's bits do not depend on the rows it shares a call with. Inlined with nt and
@@ -195,11 +220,11 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
  * GCC 12 keeps acc on the stack and stores it on every d. */
 static inline __attribute__((always_inline)) void
 tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt,
-               int from_f16, tm_pf_stream *pf) {
+               int from_f16, const int el, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const int64_t ks = a->k_dim_stride;
     const __mmask16 km[2] = {(__mmask16)((1u << pc[0].n) - 1), (__mmask16)((1u << pc[1].n) - 1)};
-    const uint16_t *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
+    const void *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
     const float *q[4];
     __m512 acc[4][2]; /* query, piece */
 #pragma GCC unroll 4
@@ -209,11 +234,10 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     }
     for (int d = 0; d < hd; d++) {
-        if (from_f16) tm_pf_step(pf, 1);
+        if (from_f16) tm_pf_step(pf, el == TM_EL_I8 ? d & 1 : 1); /* the K rows of two pieces: 1 or 2 per line */
         __m512 kd[2];
         for (int h = 0; h < 2; h++)
-            kd[h] = from_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km[h], kh[h] + d * ks))
-                             : _mm512_loadu_ps(kt + 32 * d + 16 * h);
+            kd[h] = from_f16 ? tm_k_row(kh[h], d * ks, km[h], el) : _mm512_loadu_ps(kt + 32 * d + 16 * h);
         for (int r = 0; r < nt; r++) {
             const __m512 qd = _mm512_set1_ps(q[r][d]);
             for (int h = 0; h < 2; h++) acc[r][h] = _mm512_fmadd_ps(qd, kd[h], acc[r][h]);
@@ -226,45 +250,49 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         for (int h = 0; h < 2; h++) {
             const int nk = TM_MIN(pc[h].n, a->n_vis[i0 + r] - pc[h].jp);
             if (nk <= 0) continue;
+            __m512 dot = acc[r][h];
+            if (el == TM_EL_I8) dot = _mm512_mul_ps(dot, _mm512_maskz_loadu_ps(km[h], pc[h].ks));
             _mm512_mask_storeu_ps(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + pc[h].jp,
-                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(acc[r][h], scale));
+                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(dot, scale));
         }
     }
 }
 
 /* Scores of every query that sees a key of the pieces pc[0..2): one tile reading the cache
  * when there are at most 4 queries (a decode), else K converted once into kt and tiles of 4. */
-static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc, tm_pf_stream *pf) {
+static inline __attribute__((always_inline)) void
+tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc, const int el, tm_pf_stream *pf) {
     switch (a->nq) {
-    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1, pf); return;
-    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1, pf); return;
-    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1, pf); return;
-    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1, pf); return;
+    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1, el, pf); return;
+    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1, el, pf); return;
+    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1, el, pf); return;
+    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1, el, pf); return;
     }
     tm_pf_step(pf, a->head_dim); /* the next pair's K: the tiles below have work enough to cover it */
     for (int h = 0; h < 2; h++) /* an empty piece gives zero lanes */
-        tm_kt_f16_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim);
+        tm_kt_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim, el);
     for (int i0 = 0; i0 < a->nq; i0 += 4) {
         const int nt = TM_MIN(4, a->nq - i0);
         int sees = 0;
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt) {
-        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0, NULL); break;
-        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0, NULL); break;
-        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0, NULL); break;
-        default: tm_scores_tile(a, kt, pc, i0, 1, 0, NULL); break;
+        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0, el, NULL); break;
+        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0, el, NULL); break;
+        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0, el, NULL); break;
+        default: tm_scores_tile(a, kt, pc, i0, 1, 0, el, NULL); break;
         }
     }
 }
 
 /* o[d0 .. d0 + 16 nr) += sum_j p_j V_j[d0 ..] over the first nk keys of a piece, for the
  * nt <= 4 queries i0.., which all see those nk keys: each V row is loaded once for the
- * tile, from vf (n, hd) f32 or, with from_f16, from the cache (vh). Per query the sum runs
- * over j in order as if it were alone. Inlined with nt, nr and from_f16 constant. */
+ * tile, from vf (n, hd) f32 or, with from_f16, from the cache (vh, element kind el; int8
+ * rows weigh p_j * vs[j]). Per query the sum runs over j in order as if it were alone.
+ * Inlined with nt, nr, from_f16 and el constant. */
 static inline __attribute__((always_inline)) void
-tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, int nt, int d0,
-           int nr, int jp, int nk, int from_f16, tm_pf_stream *pf) {
+tm_pv_tile(const tm_attn_chunk *a, const float *vf, const void *vh, const float *vs, int i0, int nt,
+           int d0, int nr, int jp, int nk, int from_f16, const int el, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const float *p[4];
     float *o[4];
@@ -275,13 +303,16 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, 
         for (int c = 0; c < nr; c++) acc[r][c] = _mm512_loadu_ps(o[r] + 16 * c);
     }
     for (int j = 0; j < nk; j++) {
-        if (from_f16) tm_pf_step(pf, (nr + 1) / 2); /* a V row of 16 nr dims: nr / 2 lines */
+        if (from_f16) tm_pf_step(pf, el == TM_EL_I8 ? (nr + 3) / 4 : (nr + 1) / 2); /* a V row of 16 nr dims */
         __m512 vj[4];
-        for (int c = 0; c < nr; c++)
-            vj[c] = from_f16 ? tm_load_f16x16(vh + (int64_t)j * hd + d0 + 16 * c)
-                             : _mm512_loadu_ps(vf + (int64_t)j * hd + d0 + 16 * c);
+        for (int c = 0; c < nr; c++) {
+            const int64_t off = (int64_t)j * hd + d0 + 16 * c;
+            vj[c] = !from_f16 ? _mm512_loadu_ps(vf + off)
+                    : el == TM_EL_I8 ? tm_load_i8x16((const int8_t *)vh + off)
+                                     : tm_load_f16x16((const uint16_t *)vh + off);
+        }
         for (int r = 0; r < nt; r++) {
-            const __m512 pj = _mm512_set1_ps(p[r][j]);
+            const __m512 pj = _mm512_set1_ps(el == TM_EL_I8 ? p[r][j] * vs[j] : p[r][j]);
             for (int c = 0; c < nr; c++) acc[r][c] = _mm512_fmadd_ps(pj, vj[c], acc[r][c]);
         }
     }
@@ -290,10 +321,11 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0, 
 }
 
 /* o += p V over the dims of one tile of queries (see tm_pv_tile). */
-static void tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const uint16_t *vh, int i0,
-                            int nt, int jp, int nk, int from_f16, tm_pf_stream *pf) {
+static inline __attribute__((always_inline)) void
+tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const void *vh, const float *vs, int i0,
+                int nt, int jp, int nk, int from_f16, const int el, tm_pf_stream *pf) {
     /* nt and from_f16 as constants, 64 dims at a time, then 16 */
-#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, i0, NT, d0, NR, jp, nk, F16, pf)
+#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, vs, i0, NT, d0, NR, jp, nk, F16, el, pf)
 #define TM_PV_DIMS(NT, F16)                                                                \
     do {                                                                                   \
         int d0 = 0;                                                                        \
@@ -317,34 +349,31 @@ static void tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const uint1
 /* o += p V over one piece, for every query, in tiles of up to 4 consecutive queries that
  * see the same keys of it (a row's n_group heads, or rows that see the whole piece). A
  * single tile reads the cache directly; several share V converted once into vf. */
-static void tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, tm_pf_stream *pf) {
+static inline __attribute__((always_inline)) void
+tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, const int el, tm_pf_stream *pf) {
     int converted = 0;
     for (int i0 = 0, nt; i0 < a->nq; i0 += nt) {
         const int nk = TM_MIN(pc->n, a->n_vis[i0] - pc->jp);
         for (nt = 1; nt < 4 && i0 + nt < a->nq && TM_MIN(pc->n, a->n_vis[i0 + nt] - pc->jp) == nk;) nt++;
         if (nk <= 0) continue;
         if (i0 == 0 && nt == a->nq) {
-            tm_pv_tile_dims(a, NULL, pc->v, 0, nt, pc->jp, nk, 1, pf);
+            tm_pv_tile_dims(a, NULL, pc->v, pc->vs, 0, nt, pc->jp, nk, 1, el, pf);
             return;
         }
         if (!converted) {
-            tm_pf_step(pf, pc->n * a->head_dim / 32); /* the next piece's V */
-            tm_rows_f16_to_f32(vf, pc->v, (int64_t)pc->n * a->head_dim);
+            tm_pf_step(pf, pc->n * a->head_dim / (el == TM_EL_I8 ? 64 : 32)); /* the next piece's V */
+            tm_rows_to_f32(vf, pc->v, (int64_t)pc->n * a->head_dim, el);
             converted = 1;
         }
-        tm_pv_tile_dims(a, vf, NULL, i0, nt, pc->jp, nk, 0, pf);
+        tm_pv_tile_dims(a, vf, NULL, pc->vs, i0, nt, pc->jp, nk, 0, el, pf);
     }
 }
 
 /* Keys are processed in pieces of up to TM_ATTN_SUB inside one page; the scores take
  * them two at a time. With more than one tile of queries (prefill) each piece is
  * converted to f32 once and reused by every query of the group (n_group * rows). */
-static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
+static inline __attribute__((always_inline)) void tm_attn_chunk_el(const tm_attn_chunk *a, const int el) {
     const int hd = a->head_dim, nq = a->nq;
-    if (hd % 16 != 0) {
-        tm_cpu_kernels_avx2()->attn_chunk(a);
-        return;
-    }
     float *kt = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
@@ -358,7 +387,7 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     tm_piece pc[2];
     while (tm_pieces_next(&it, &pc[0])) {
         tm_pieces_next(&it, &pc[1]);
-        tm_scores_pieces(a, kt, pc, &pf);
+        tm_scores_pieces(a, kt, pc, el, &pf);
     }
     /* 2. softmax per query */
     for (int i = 0; i < nq; i++) {
@@ -372,7 +401,13 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     }
     /* 3. o += p V, in f32 */
     it = (tm_pieces){.a = a, .nv_max = nv_max};
-    while (tm_pieces_next(&it, &pc[0])) tm_pv_piece(a, vf, &pc[0], &pf);
+    while (tm_pieces_next(&it, &pc[0])) tm_pv_piece(a, vf, &pc[0], el, &pf);
+}
+
+static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
+    if (a->head_dim % 16 != 0) tm_cpu_kernels_avx2()->attn_chunk(a);
+    else if (a->k8) tm_attn_chunk_el(a, TM_EL_I8);
+    else tm_attn_chunk_el(a, TM_EL_F16);
 }
 
 static const tm_cpu_kernels tm_kernels_avx512 = {

@@ -223,7 +223,7 @@ static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int
  * once and reused by every query of the group (n_group * rows of them), as in ops_avx2.c. */
 static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     const int hd = a->head_dim, nq = a->nq;
-    if (hd % 4 != 0) {
+    if (hd % 4 != 0 || a->k8) { /* no int8 kernel at this level */
         tm_cpu_attn_chunk_scalar(a);
         return;
     }

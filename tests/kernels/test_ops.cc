@@ -9,6 +9,8 @@
 //   rope:     scalar vs naive 2e-5; SIMD vs scalar 2e-6 (inputs in [-1, 1])
 //   attention (V in [-1, 1], so outputs too): scalar vs naive 3e-5; SIMD vs scalar 3e-5;
 //             a sequence alone vs inside a batch, and 1 vs 2 vs 3 threads: bitwise.
+//             An int8 cache: the same, the naive reference reading the dequantized values.
+//   int8 kv_store: the quantization rule exactly, the same bytes on every level.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,6 +44,30 @@ std::vector<float> randu(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1
 std::vector<float> f16_round(std::vector<float> v) {
     for (auto &x : v) x = tm_f16_to_f32(tm_f32_to_f16(x));
     return v;
+}
+
+// What an int8 cache holds for each vector of hd values of v: the rule of ops.h
+// (scale = max|x| / 127, q = nearest-even(x * (1 / scale))), written out here, and the
+// values it stands for (scale * q).
+struct Int8Rows {
+    std::vector<int8_t> q;
+    std::vector<float> scale, deq;
+};
+Int8Rows int8_round(const std::vector<float> &v, int hd) {
+    Int8Rows r;
+    r.q.resize(v.size());
+    r.deq.resize(v.size());
+    for (size_t i0 = 0; i0 < v.size(); i0 += hd) {
+        float amax = 0;
+        for (int i = 0; i < hd; i++) amax = std::max(amax, std::fabs(v[i0 + i]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < hd; i++) {
+            r.q[i0 + i] = (int8_t)std::nearbyint(v[i0 + i] * id);
+            r.deq[i0 + i] = d * r.q[i0 + i];
+        }
+        r.scale.push_back(d);
+    }
+    return r;
 }
 
 // got vs want: |got - want| <= abs_tol + rel_tol * |want|, and got is never NaN.
@@ -303,7 +329,7 @@ TEST(CpuOps, Rope) {
 // ------------------------------------------------------------------ kv_store
 
 TEST(CpuOps, KvStoreLayout) {
-    tm_kv_shape shape = {3, 10, 16, 2, 64};
+    tm_kv_shape shape = {3, 10, 16, 2, 64, TM_KV_F16};
     const int n = 40, layer = 1, hd = shape.head_dim, nkv = shape.n_kv_heads;
     auto k = randu((size_t)n * nkv * hd, 3), v = randu((size_t)n * nkv * hd, 4);
     std::vector<int32_t> slots(n);
@@ -341,6 +367,75 @@ TEST(CpuOps, KvStoreLayout) {
     }
 }
 
+TEST(CpuOps, KvStoreInt8Layout) {
+    tm_kv_shape shape = {3, 10, 16, 2, 64, TM_KV_INT8};
+    const int n = 40, layer = 1, hd = shape.head_dim, nkv = shape.n_kv_heads, bs = shape.block_size;
+    auto k = randu((size_t)n * nkv * hd, 13, -3.0f, 3.0f), v = randu((size_t)n * nkv * hd, 14);
+    for (int i = 0; i < hd; i++) k[(size_t)5 * hd + i] = 0.0f; // an all-zero vector: scale 0, q 0
+    std::vector<int32_t> slots(n);
+    std::mt19937 g(15);
+    std::vector<int32_t> all(shape.n_blocks * bs);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), g);
+    for (int t = 0; t < n; t++) slots[t] = t % 7 == 3 ? -1 : all[t];
+    const Int8Rows kq = int8_round(k, hd), vq = int8_round(v, hd);
+    // The documented layout (ops.h, backend.h): tiles of tm_kv_tile_bytes in the f16
+    // order, K dim-major and V key-major inside, the block_size scales after the values.
+    const size_t tile_bytes = tm_kv_tile_bytes(&shape), scale_off = tm_kv_tile_scale_offset(&shape);
+    ASSERT_EQ(tile_bytes, 1088u); // 1024 values + 16 scales, each padded to 64 bytes
+    const size_t total = (size_t)shape.n_layers * shape.n_blocks * nkv * tile_bytes;
+    std::vector<uint8_t> want_k(total, 0), want_v(total, 0);
+    for (int t = 0; t < n; t++) {
+        if (slots[t] < 0) continue;
+        int blk = slots[t] / bs, off = slots[t] % bs;
+        for (int h = 0; h < nkv; h++) {
+            const size_t tile = (((size_t)layer * shape.n_blocks + blk) * nkv + h) * tile_bytes;
+            const size_t src = ((size_t)t * nkv + h) * hd;
+            for (int d = 0; d < hd; d++) {
+                want_k[tile + (size_t)d * bs + off] = (uint8_t)kq.q[src + d];
+                want_v[tile + (size_t)off * hd + d] = (uint8_t)vq.q[src + d];
+            }
+            std::memcpy(&want_k[tile + scale_off + 4 * off], &kq.scale[src / hd], 4);
+            std::memcpy(&want_v[tile + scale_off + 4 * off], &vq.scale[src / hd], 4);
+        }
+    }
+    for (int l : levels()) {
+        Backend B(2, l);
+        tm_kv_cache *kv = nullptr;
+        ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
+        ASSERT_EQ(kv->k, nullptr); // no f16 arrays
+        float *pk = B.up(k), *pv = B.up(v);
+        B.be->kv_store(B.be, kv, layer, pk, pv, slots.data(), n);
+        EXPECT_EQ(0, std::memcmp(kv->k8, want_k.data(), total)) << "level " << l;
+        EXPECT_EQ(0, std::memcmp(kv->v8, want_v.data(), total)) << "level " << l;
+        B.be->kv_destroy(B.be, kv);
+        B.be->free(B.be, pk), B.be->free(B.be, pv);
+    }
+}
+
+TEST(CpuOps, KvInt8QuantizeRoundTrip) {
+    // Within half a step of each value; the largest magnitude maps to +-127 exactly.
+    auto x = randu(64, 21, -50.0f, 50.0f);
+    int8_t q[64];
+    float d = 0;
+    tm_cpu_kv_quantize(x.data(), 64, q, 1, &d);
+    float amax = 0;
+    int qmax = 0;
+    for (int i = 0; i < 64; i++) {
+        amax = std::max(amax, std::fabs(x[i]));
+        qmax = std::max(qmax, std::abs((int)q[i]));
+        EXPECT_LE(std::fabs(d * q[i] - x[i]), 0.5f * d * 1.0001f) << i;
+    }
+    EXPECT_EQ(d, amax / 127.0f);
+    EXPECT_EQ(qmax, 127);
+    // A NaN or an inf in the vector poisons its scale (reads give NaN, as with f16).
+    for (float bad : {kNaN, std::numeric_limits<float>::infinity()}) {
+        x[7] = bad;
+        tm_cpu_kv_quantize(x.data(), 64, q, 1, &d);
+        EXPECT_TRUE(std::isnan(d)) << bad;
+    }
+}
+
 // ------------------------------------------------------------------ attention
 
 struct Seq {
@@ -351,6 +446,7 @@ struct AttnCase {
     int n_kv_heads, group, head_dim, block_size;
     std::vector<Seq> seqs;
     uint32_t seed;
+    tm_kv_dtype dtype = TM_KV_F16;
 };
 
 // Everything one attention call needs, with dense per-sequence K/V for the naive reference.
@@ -359,6 +455,7 @@ struct AttnData {
     int n_heads = 0, n_tokens = 0, n_blocks = 0, max_blocks = 0;
     const int n_layers = 2, layer = 1; // layer 0 is all NaN: a wrong layer offset shows
     std::vector<std::vector<float>> K, V; // per seq (ctx, n_kv_heads, head_dim), f16-exact
+    std::vector<std::vector<float>> Kc, Vc; // what the cache holds: K, V (f16) or dequantized int8
     std::vector<float> q;                 // (n_tokens, n_heads, head_dim)
     std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
     float scale = 0;
@@ -385,6 +482,8 @@ struct AttnData {
             size_t n = (size_t)sq.ctx * c.n_kv_heads * c.head_dim;
             K.push_back(f16_round(randu(n, g())));
             V.push_back(f16_round(randu(n, g())));
+            Kc.push_back(c.dtype == TM_KV_INT8 ? int8_round(K.back(), c.head_dim).deq : K.back());
+            Vc.push_back(c.dtype == TM_KV_INT8 ? int8_round(V.back(), c.head_dim).deq : V.back());
             for (int i = 0; i < sq.q_len; i++) {
                 int p = sq.ctx - sq.q_len + i;
                 pos.push_back(p);
@@ -426,7 +525,7 @@ struct AttnData {
                     std::vector<double> sc(n_keys);
                     double mx = -INFINITY, sum = 0;
                     for (int j = 0; j < n_keys; j++) {
-                        const float *kv = &K[s][((size_t)j * c.n_kv_heads + kh) * hd];
+                        const float *kv = &Kc[s][((size_t)j * c.n_kv_heads + kh) * hd];
                         double d = 0;
                         for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
                         sc[j] = d * scale;
@@ -435,7 +534,7 @@ struct AttnData {
                     for (int j = 0; j < n_keys; j++) sum += (sc[j] = std::exp(sc[j] - mx));
                     for (int i = 0; i < hd; i++) {
                         double o = 0;
-                        for (int j = 0; j < n_keys; j++) o += sc[j] * V[s][((size_t)j * c.n_kv_heads + kh) * hd + i];
+                        for (int j = 0; j < n_keys; j++) o += sc[j] * Vc[s][((size_t)j * c.n_kv_heads + kh) * hd + i];
                         out[((size_t)t * n_heads + h) * hd + i] = (float)(o / sum);
                     }
                 }
@@ -447,7 +546,7 @@ struct AttnData {
 // every other slot of the layer (spare pages, the tail of last pages) and in layer 0.
 tm_kv_cache *fill_cache(Backend &B, const AttnData &d) {
     const AttnCase &c = d.c;
-    tm_kv_shape shape = {d.n_layers, d.n_blocks, c.block_size, c.n_kv_heads, c.head_dim};
+    tm_kv_shape shape = {d.n_layers, d.n_blocks, c.block_size, c.n_kv_heads, c.head_dim, c.dtype};
     tm_kv_cache *kv = nullptr;
     EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
     const size_t row = (size_t)c.n_kv_heads * c.head_dim;
@@ -589,6 +688,24 @@ TEST(AttentionShapes, DecodeBatch) {
     std::vector<Seq> seqs;
     for (int s = 0; s < 16; s++) seqs.push_back({190 + 7 * s, 1});
     check_attention({3, 3, 64, 16, seqs, 2024});
+}
+
+// The int8 cache through the same checks: scalar vs the naive reference on the
+// dequantized values, each level vs scalar, batch and thread-count invariance.
+TEST(AttentionInt8, DecodesPrefillsAndRaggedBatches) {
+    for (int group : {1, 3}) {
+        SCOPED_TRACE("group " + std::to_string(group));
+        for (int ctx : {1, 17, 1000}) check_attention({3, group, 64, 16, {{ctx, 1}}, (uint32_t)(ctx + group), TM_KV_INT8});
+        check_attention({2, group, 64, 16, {{150, 150}}, (uint32_t)(9 + group), TM_KV_INT8});
+        check_attention({2, group, 128, 16, {{1000, 37}}, (uint32_t)(10 + group), TM_KV_INT8});
+        check_attention({2, group, 64, 16, {{1000, 1}, {1, 1}, {17, 1}, {300, 45}, {33, 33}},
+                         (uint32_t)(11 + group), TM_KV_INT8});
+    }
+    std::vector<Seq> seqs;
+    for (int s = 0; s < 16; s++) seqs.push_back({190 + 7 * s, 1});
+    check_attention({3, 3, 64, 16, seqs, 2025, TM_KV_INT8});
+    check_attention({3, 3, 64, 20, {{203, 1}, {21, 1}, {140, 30}, {4, 1}}, 2026, TM_KV_INT8}); // pieces mid-page
+    check_attention({2, 2, 40, 7, {{300, 1}, {50, 20}}, 2027, TM_KV_INT8});                   // odd shapes
 }
 
 TEST(AttentionShapes, OddBlockSizeAndHeadDim) {

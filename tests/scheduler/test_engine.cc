@@ -155,7 +155,7 @@ TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
     std::vector<tm_request> reqs;
     for (int i = 0; i < n; i++) prompts.push_back(prompt_of(lens[i], (uint32_t)i + 1));
     for (int i = 0; i < n; i++) reqs.push_back(greedy(prompts[i], 3 + (i * 5) % 9));
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
 
     // Alone: one request per engine run, no prefix cache.
     std::vector<Result> alone;
@@ -191,7 +191,7 @@ TEST_F(EngineTest, PrefixCacheServesSharedPrefix) {
     std::vector<int32_t> a = prefix, b = prefix;
     for (int32_t t : prompt_of(24, 5)) a.push_back(t);
     for (int32_t t : prompt_of(20, 6)) b.push_back(t);
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
 
     // One engine: a, then b.
     Waiter w;
@@ -234,7 +234,7 @@ TEST_F(EngineTest, PrefixCacheServesSharedPrefix) {
 
 TEST_F(EngineTest, AbortFreesPagesAndEndsWithAbort) {
     Waiter w;
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
     tm_engine_config c = config(per_block * 256, 1, &w);
     tm_engine *e = nullptr;
     char err[256] = "";
@@ -286,7 +286,7 @@ TEST_F(EngineTest, AbortFreesPagesAndEndsWithAbort) {
 
 TEST_F(EngineTest, SubmitRefusesWhatCanNeverRun) {
     Waiter w;
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
     tm_engine_config c = config(per_block * 8, 1, &w); // 8 pages = 128 tokens
     tm_engine *e = nullptr;
     char err[256] = "";
@@ -320,7 +320,7 @@ TEST_F(EngineTest, SubmitRefusesWhatCanNeverRun) {
 TEST_F(EngineTest, StopStringEndsGenerationWithoutLeaking) {
     // Generate freely, pick a stop string from the middle of the output, run again.
     std::vector<int32_t> p = prompt_of(40, 3);
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
     auto free_run = run(config(per_block * 64, 0, nullptr), {greedy(p, 24)});
     std::string text = free_run[0].text;
     ASSERT_GT(text.size(), 12u);
@@ -363,7 +363,7 @@ long engine_thread_ticks() {
 
 TEST_F(EngineTest, IdleEngineSleeps) {
     Waiter w;
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
     tm_engine_config c = config(per_block * 16, 1, &w);
     tm_engine *e = nullptr;
     char err[256] = "";

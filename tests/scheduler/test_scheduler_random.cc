@@ -584,7 +584,7 @@ class EngineRandom : public DefaultModelTest {
         tm_engine_config c;
         tm_engine_config_default(&c);
         c.block_size = block_size;
-        c.kv_cache_bytes = tm_model_kv_bytes_per_block(model, block_size) * (size_t)n_pages;
+        c.kv_cache_bytes = tm_model_kv_bytes_per_block(model, block_size, TM_KV_F16) * (size_t)n_pages;
         c.max_num_seqs = max_seqs;
         c.max_num_batched_tokens = budget;
         c.enable_prefix_cache = cache;
