@@ -10,7 +10,7 @@
  * medians, and its range over the rounds (each round's levels run back to back).
  *
  * usage: bench_engine [--model PATH] [--threads N] [--prompt N] [--gen N]
- *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] */
+ *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] [--kv-cache-dtype f16|int8] */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
              home ? home : "");
     const char *model_path = path;
-    int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000, reps = 1;
+    int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000, reps = 1, kv_dtype = TM_KV_F16;
     int seqs[16] = {1, 4, 8, 16, 32}, n_levels = 5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model_path = argv[++i];
@@ -171,15 +171,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--ttft-prompt") && i + 1 < argc) ttft_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-cache-dtype") && i + 1 < argc) kv_dtype = tm_kv_dtype_from_name(argv[++i]);
         else if (!strcmp(argv[i], "--seqs") && i + 1 < argc) {
             n_levels = 0;
             for (char *s = strtok(argv[++i], ","); s && n_levels < 16; s = strtok(NULL, ","))
                 seqs[n_levels++] = atoi(s);
         } else {
             fprintf(stderr, "usage: %s [--model PATH] [--threads N] [--prompt N] [--gen N] "
-                            "[--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N]\n", argv[0]);
+                            "[--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] [--kv-cache-dtype f16|int8]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    if (kv_dtype < 0) {
+        fprintf(stderr, "bench_engine: --kv-cache-dtype must be f16 or int8\n");
+        return 2;
     }
     if (reps < 1 || reps > TM_BENCH_MAX_REPS || n_levels < 1 || n_prompt < 1 || n_gen < 2 || ttft_prompt < 1) {
         fprintf(stderr, "bench_engine: --reps must be 1..%d; --seqs, --prompt and --ttft-prompt at "
@@ -215,9 +221,10 @@ int main(int argc, char **argv) {
     tm_engine_config_default(&c);
     c.max_num_seqs = max_seqs;
     c.max_num_batched_tokens = TM_MAX(2048, max_seqs);
+    c.kv_dtype = (tm_kv_dtype)kv_dtype;
     size_t need = (size_t)max_seqs * (n_prompt + n_gen) + 4 * (size_t)ttft_prompt;
     c.kv_cache_bytes = TM_MAX(c.kv_cache_bytes,
-                              (need / 16 + 64) * tm_model_kv_bytes_per_block(model, 16, TM_KV_F16));
+                              (need / 16 + 64) * tm_model_kv_bytes_per_block(model, 16, c.kv_dtype));
     c.on_event = on_event;
     c.on_event_arg = &w;
     tm_engine *e;
@@ -225,9 +232,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine: %s\n", err);
         return 1;
     }
-    printf("model %s, backend %s (simd %s), %d threads on %d CPUs, prompt %d, generate %d\n",
+    printf("model %s, backend %s (simd %s), %d threads on %d CPUs, prompt %d, generate %d, %s KV\n",
            tm_model_get_config(model)->name, be->name, tm_simd_name(tm_simd_detect()), threads,
-           tm_n_cpus(), n_prompt, n_gen);
+           tm_n_cpus(), n_prompt, n_gen, tm_kv_dtype_name(c.kv_dtype));
     if (reps == 1) {
         printf("%6s %14s %9s\n", "seqs", "decode tok/s", "vs 1 seq");
         double base = 0;

@@ -54,10 +54,11 @@ void on_event(void *arg) {
 
 class EngineTest : public DefaultModelTest {
   protected:
-    static tm_engine_config config(size_t kv_bytes, int cache, Waiter *w) {
+    static tm_engine_config config(size_t kv_bytes, int cache, Waiter *w, tm_kv_dtype dtype = TM_KV_F16) {
         tm_engine_config c;
         tm_engine_config_default(&c);
         c.kv_cache_bytes = kv_bytes;
+        c.kv_dtype = dtype;
         c.enable_prefix_cache = cache;
         c.max_num_seqs = 16;
         c.max_num_batched_tokens = 512;
@@ -144,23 +145,28 @@ class EngineTest : public DefaultModelTest {
         }
         return p;
     }
+
+    // Requests with prompts of these lengths give the same greedy tokens alone, together,
+    // and together in a pool so small that sequences are preempted.
+    static void check_batch_invariance(const std::vector<int> &lens, tm_kv_dtype dtype);
+    // The second of two requests sharing a 1,000-token prefix reuses its pages and gives
+    // the tokens it gives without the cache.
+    static void check_prefix_cache(tm_kv_dtype dtype);
 };
 
-TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
-    std::vector<int> lens = {5, 8, 13, 21, 34, 40, 55, 70, 89, 144, 233, 377, 610, 987, 1200, 1500};
-    if (tm_test_sanitized()) lens = {5, 13, 34, 89, 144, 233, 377, 610}; // same checks, less compute
+void EngineTest::check_batch_invariance(const std::vector<int> &lens, tm_kv_dtype dtype) {
     const int n = (int)lens.size();
     const int longest = *std::max_element(lens.begin(), lens.end());
     std::vector<std::vector<int32_t>> prompts;
     std::vector<tm_request> reqs;
     for (int i = 0; i < n; i++) prompts.push_back(prompt_of(lens[i], (uint32_t)i + 1));
     for (int i = 0; i < n; i++) reqs.push_back(greedy(prompts[i], 3 + (i * 5) % 9));
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, dtype);
 
     // Alone: one request per engine run, no prefix cache.
     std::vector<Result> alone;
     for (int i = 0; i < n; i++) {
-        auto r = run(config(per_block * 200, 0, nullptr), {reqs[i]});
+        auto r = run(config(per_block * 200, 0, nullptr, dtype), {reqs[i]});
         ASSERT_EQ(r.size(), 1u);
         alone.push_back(r[0]);
         ASSERT_EQ((int)alone[i].tokens.size(), reqs[i].max_tokens);
@@ -169,7 +175,7 @@ TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
     }
     // Together, plenty of pages.
     tm_engine_stats st;
-    auto together = run(config(per_block * 1024, 1, nullptr), reqs, &st);
+    auto together = run(config(per_block * 1024, 1, nullptr, dtype), reqs, &st);
     for (int i = 0; i < n; i++)
         EXPECT_EQ(together[i].tokens, alone[i].tokens) << "request " << i << " (" << lens[i] << " tokens)";
     EXPECT_EQ(st.n_preemptions, 0u);
@@ -177,7 +183,7 @@ TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
     // Together in a pool barely larger than the biggest request: preemption must happen
     // and change nothing.
     int biggest = (longest + 11 + 15) / 16;
-    auto tight = run(config(per_block * (biggest + 8), 1, nullptr), reqs, &st);
+    auto tight = run(config(per_block * (biggest + 8), 1, nullptr, dtype), reqs, &st);
     EXPECT_GT(st.n_preemptions, 0u) << "pool not small enough to preempt: test is too weak";
     for (int i = 0; i < n; i++) {
         EXPECT_EQ(tight[i].tokens, alone[i].tokens) << "request " << i << " under preemption";
@@ -186,16 +192,22 @@ TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
     }
 }
 
-TEST_F(EngineTest, PrefixCacheServesSharedPrefix) {
+TEST_F(EngineTest, BatchInvarianceWithAndWithoutPreemption) {
+    std::vector<int> lens = {5, 8, 13, 21, 34, 40, 55, 70, 89, 144, 233, 377, 610, 987, 1200, 1500};
+    if (tm_test_sanitized()) lens = {5, 13, 34, 89, 144, 233, 377, 610}; // same checks, less compute
+    check_batch_invariance(lens, TM_KV_F16);
+}
+
+void EngineTest::check_prefix_cache(tm_kv_dtype dtype) {
     std::vector<int32_t> prefix = prompt_of(1000, 77);
     std::vector<int32_t> a = prefix, b = prefix;
     for (int32_t t : prompt_of(24, 5)) a.push_back(t);
     for (int32_t t : prompt_of(20, 6)) b.push_back(t);
-    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, dtype);
 
     // One engine: a, then b.
     Waiter w;
-    tm_engine_config c = config(per_block * 256, 1, &w);
+    tm_engine_config c = config(per_block * 256, 1, &w, dtype);
     tm_engine *e = nullptr;
     char err[256] = "";
     ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
@@ -227,9 +239,33 @@ TEST_F(EngineTest, PrefixCacheServesSharedPrefix) {
     EXPECT_GE(st.prefix_hits, 992u);
 
     // b without the cache gives the same tokens.
-    auto ref = run(config(per_block * 256, 0, nullptr), {greedy(b, 6)});
+    auto ref = run(config(per_block * 256, 0, nullptr, dtype), {greedy(b, 6)});
     EXPECT_EQ(ref[0].cached_tokens, 0);
     EXPECT_EQ(res[1].tokens, ref[0].tokens);
+}
+
+TEST_F(EngineTest, PrefixCacheServesSharedPrefix) { check_prefix_cache(TM_KV_F16); }
+
+// --kv-cache-dtype int8: a page takes about half the bytes, and batching, preemption and
+// the prefix cache keep their guarantees (kv_store rounds the same values the same way).
+TEST_F(EngineTest, Int8KvCacheHoldsTwiceThePagesWithTheSameGuarantees) {
+    const size_t f16 = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
+    const size_t i8 = tm_model_kv_bytes_per_block(model, 16, TM_KV_INT8);
+    EXPECT_LT(i8 * 100, f16 * 54); // 1,088 of 2,048 bytes per (layer, kv head, K or V)
+    tm_engine_config c = config(f16 * 100, 1, nullptr, TM_KV_INT8);
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    ASSERT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    tm_engine_stats st;
+    tm_engine_get_stats(e, &st);
+    EXPECT_EQ(st.n_blocks_total, (int)(f16 * 100 / i8));
+    tm_engine_destroy(e);
+    c.kv_dtype = (tm_kv_dtype)7; // not a KV dtype: refused with a message
+    EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_EINVAL);
+    EXPECT_NE(std::string(err).find("unknown KV cache dtype"), std::string::npos) << err;
+
+    check_batch_invariance({5, 34, 144, 377, 700}, TM_KV_INT8);
+    check_prefix_cache(TM_KV_INT8);
 }
 
 TEST_F(EngineTest, AbortFreesPagesAndEndsWithAbort) {

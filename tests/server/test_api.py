@@ -685,3 +685,20 @@ def test_chat_template_override_and_unknown_template(tmp_path, make_server):
     n = [client(s).chat.completions.create(model=s.name, messages=msgs, max_tokens=1)
          .usage.prompt_tokens for s in (default, llama3)]
     assert n[0] != n[1], n
+
+
+def test_kv_cache_dtype_int8_and_unknown_dtype(make_server):
+    r = run_serve("--kv-cache-dtype", "fp8")
+    assert r.returncode == 2 and "--kv-cache-dtype must be f16 or int8" in r.stderr
+    s = make_server("--kv-cache-dtype", "int8", "--kv-cache-mem", "64")
+    assert "KV cache 64 MiB int8" in s.log()
+    c = client(s)
+    out = c.completions.create(model=s.name, prompt="The capital of France is", max_tokens=12,
+                               temperature=0)
+    assert "Paris" in out.choices[0].text, out.choices[0].text
+    # The prefix cache works on int8 pages as on f16 ones.
+    prefix = f"[{uuid.uuid4().hex}] " + " ".join(f"word{i}" for i in range(150))
+    first = c.completions.create(model=s.name, prompt=prefix + " first", max_tokens=2, temperature=0)
+    second = c.completions.create(model=s.name, prompt=prefix + " second", max_tokens=2, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert second.usage.prompt_tokens_details.cached_tokens >= (first.usage.prompt_tokens // 16 - 2) * 16
