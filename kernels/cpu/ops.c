@@ -121,6 +121,7 @@ static const tm_cpu_kernels tm_kernels_scalar = {
     .rope = tm_rope_scalar,
     .f32_to_f16 = tm_f32_to_f16_scalar,
     .attn_chunk = tm_cpu_attn_chunk_scalar,
+    .kv_quantize = tm_cpu_kv_quantize,
 };
 
 const tm_cpu_kernels *tm_cpu_kernels_scalar(void) { return &tm_kernels_scalar; }
@@ -149,7 +150,8 @@ static void *tm_aligned_alloc(size_t n_bytes) {
 int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *s) {
     memset(kv, 0, sizeof *kv);
     if (s->n_layers <= 0 || s->n_blocks <= 0 || s->block_size <= 0 || s->n_kv_heads <= 0 ||
-        s->head_dim <= 0 || !tm_kv_dtype_name(s->dtype))
+        s->head_dim <= 0 || !tm_kv_dtype_name(s->dtype) ||
+        (s->dtype == TM_KV_INT8 && s->head_dim > TM_KV_INT8_MAX_DIM))
         return TM_EINVAL;
     const size_t bytes = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * tm_kv_tile_bytes(s);
     kv->shape = *s;
@@ -174,7 +176,7 @@ void tm_cpu_kv_deinit(struct tm_kv_cache *kv) {
     kv->k8 = kv->v8 = NULL;
 }
 
-void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, int64_t q_stride, float *scale) {
+void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
         const float ax = fabsf(x[i]);
@@ -182,12 +184,12 @@ void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, int64_t q_stride, floa
     }
     const float d = amax / 127.0f;
     if (!(d < INFINITY)) { /* NaN or inf in x: a NaN scale, so reads are NaN as with f16 */
-        for (int i = 0; i < n; i++) q[(int64_t)i * q_stride] = 0;
+        for (int i = 0; i < n; i++) q[i] = 0;
         *scale = NAN;
         return;
     }
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int i = 0; i < n; i++) q[(int64_t)i * q_stride] = (int8_t)lrintf(x[i] * id); /* |x * id| <= 127 */
+    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id); /* |x * id| <= 127 */
     *scale = d;
 }
 
@@ -356,10 +358,11 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
                 /* K down column off of its dim-major tile, V along row off; scales after the values */
                 uint8_t *kt = j->kv->k8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
                 uint8_t *vt = j->kv->v8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
-                tm_cpu_kv_quantize(j->kk + src, s->head_dim, (int8_t *)kt + off, s->block_size,
-                                   (float *)(void *)(kt + scale_off) + off);
-                tm_cpu_kv_quantize(j->v + src, s->head_dim, (int8_t *)vt + (size_t)off * s->head_dim, 1,
-                                   (float *)(void *)(vt + scale_off) + off);
+                int8_t kq[TM_KV_INT8_MAX_DIM];
+                j->k->kv_quantize(j->kk + src, s->head_dim, kq, (float *)(void *)(kt + scale_off) + off);
+                for (int d = 0; d < s->head_dim; d++) kt[(size_t)d * s->block_size + off] = (uint8_t)kq[d];
+                j->k->kv_quantize(j->v + src, s->head_dim, (int8_t *)vt + (size_t)off * s->head_dim,
+                                  (float *)(void *)(vt + scale_off) + off);
                 continue;
             }
             size_t tile = tm_cpu_kv_offset(s, j->layer, block, h);

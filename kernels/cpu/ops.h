@@ -49,9 +49,12 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
     return tm_cpu_kv_tile(s, layer, block, head) * s->block_size * s->head_dim;
 }
 
-/* int8 K or V vector of n values (the kv_store rounding, the same on every level):
- * scale = max|x| / 127, q[i * q_stride] = nearest-even(x[i] / scale) (0 for a zero vector). */
-void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, int64_t q_stride, float *scale);
+/* int8 K or V vector of n values (the kv_store rounding): scale = max|x| / 127, q[i] =
+ * nearest-even(x[i] * (1 / scale)), 0 for a zero vector; a NaN or inf in x gives scale
+ * NaN (reads of the vector are NaN, as with f16). The scalar reference; every level's
+ * kv_quantize writes the same bytes. */
+void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale);
+enum { TM_KV_INT8_MAX_DIM = 1024 }; /* head_dim limit of an int8 cache */
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
  * order whether or not the chunks ran on different threads, so a row's result is
@@ -109,6 +112,8 @@ typedef struct tm_cpu_kernels {
     void (*f32_to_f16)(uint16_t *dst, const float *src, int64_t n);
     /* See tm_attn_chunk. */
     void (*attn_chunk)(const tm_attn_chunk *a);
+    /* See tm_cpu_kv_quantize (same bytes). */
+    void (*kv_quantize)(const float *x, int n, int8_t *q, float *scale);
 } tm_cpu_kernels;
 
 /* Kernel table for a level, or NULL when this build has none for it. */

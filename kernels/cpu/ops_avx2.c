@@ -307,6 +307,36 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
 }
 #undef TM_PV_TILE
 
+/* tm_cpu_kv_quantize, 8 values at a time (same bytes, see the AVX-512 one). */
+static void tm_kv_quantize_avx2(const float *x, int n, int8_t *q, float *scale) {
+    if (n % 8 != 0) {
+        tm_cpu_kv_quantize(x, n, q, scale);
+        return;
+    }
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float d = _mm_cvtss_f32(m4) / 127.0f;
+    if (_mm256_movemask_ps(bad) || !(d < INFINITY)) {
+        tm_cpu_kv_quantize(x, n, q, scale);
+        return;
+    }
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    for (int i = 0; i < n; i += 8) {
+        const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), id));
+        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)(void *)(q + i), _mm_packs_epi16(w, w));
+    }
+    *scale = d;
+}
+
 static const tm_cpu_kernels tm_kernels_avx2 = {
     .level = TM_SIMD_AVX2,
     .rmsnorm = tm_rmsnorm_avx2,
@@ -315,6 +345,7 @@ static const tm_cpu_kernels tm_kernels_avx2 = {
     .rope = tm_rope_avx2,
     .f32_to_f16 = tm_f32_to_f16_avx2,
     .attn_chunk = tm_attn_chunk_avx2,
+    .kv_quantize = tm_kv_quantize_avx2,
 };
 
 const tm_cpu_kernels *tm_cpu_kernels_avx2(void) { return &tm_kernels_avx2; }

@@ -410,6 +410,32 @@ static void tm_attn_chunk_avx512(const tm_attn_chunk *a) {
     else tm_attn_chunk_el(a, TM_EL_F16);
 }
 
+/* tm_cpu_kv_quantize, 16 values at a time: the same max, division, product and
+ * half-even rounding (MXCSR), so the same bytes. */
+static void tm_kv_quantize_avx512(const float *x, int n, int8_t *q, float *scale) {
+    if (n % 16 != 0) {
+        tm_cpu_kv_quantize(x, n, q, scale);
+        return;
+    }
+    __m512 mx = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    for (int i = 0; i < n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+    }
+    const float d = _mm512_reduce_max_ps(mx) / 127.0f;
+    if (bad || !(d < INFINITY)) {
+        tm_cpu_kv_quantize(x, n, q, scale); /* the rare poisoned vector */
+        return;
+    }
+    const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    for (int i = 0; i < n; i += 16)
+        _mm_storeu_si128((__m128i *)(void *)(q + i),
+                         _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), id))));
+    *scale = d;
+}
+
 static const tm_cpu_kernels tm_kernels_avx512 = {
     .level = TM_SIMD_AVX512VNNI,
     .rmsnorm = tm_rmsnorm_avx512,
@@ -418,6 +444,7 @@ static const tm_cpu_kernels tm_kernels_avx512 = {
     .rope = tm_rope_avx512,
     .f32_to_f16 = tm_f32_to_f16_avx512,
     .attn_chunk = tm_attn_chunk_avx512,
+    .kv_quantize = tm_kv_quantize_avx512,
 };
 
 const tm_cpu_kernels *tm_cpu_kernels_avx512(void) { return &tm_kernels_avx512; }

@@ -277,6 +277,7 @@ static const tm_cpu_kernels tm_kernels_neon = {
     .rope = tm_rope_neon,
     .f32_to_f16 = tm_f32_to_f16_neon,
     .attn_chunk = tm_attn_chunk_neon,
+    .kv_quantize = tm_cpu_kv_quantize, /* scalar: no NEON version yet */
 };
 
 const tm_cpu_kernels *tm_cpu_kernels_neon(void) { return &tm_kernels_neon; }

@@ -418,7 +418,7 @@ TEST(CpuOps, KvInt8QuantizeRoundTrip) {
     auto x = randu(64, 21, -50.0f, 50.0f);
     int8_t q[64];
     float d = 0;
-    tm_cpu_kv_quantize(x.data(), 64, q, 1, &d);
+    tm_cpu_kv_quantize(x.data(), 64, q, &d);
     float amax = 0;
     int qmax = 0;
     for (int i = 0; i < 64; i++) {
@@ -430,9 +430,38 @@ TEST(CpuOps, KvInt8QuantizeRoundTrip) {
     EXPECT_EQ(qmax, 127);
     // A NaN or an inf in the vector poisons its scale (reads give NaN, as with f16).
     for (float bad : {kNaN, std::numeric_limits<float>::infinity()}) {
-        x[7] = bad;
-        tm_cpu_kv_quantize(x.data(), 64, q, 1, &d);
+        auto y = x;
+        y[7] = bad;
+        tm_cpu_kv_quantize(y.data(), 64, q, &d);
         EXPECT_TRUE(std::isnan(d)) << bad;
+    }
+}
+
+TEST(CpuOps, KvInt8QuantizeSameBytesOnEveryLevel) {
+    // Lengths with and without a SIMD tail, halfway values (x * (1 / scale) = k + 0.5 after
+    // rounding), zeros, NaN and inf.
+    std::vector<std::vector<float>> cases;
+    for (int n : {8, 16, 24, 40, 64, 128, 7}) cases.push_back(randu((size_t)n, 30 + n, -4.0f, 4.0f));
+    std::vector<float> half(64);
+    for (int i = 0; i < 64; i++) half[i] = (float)(i - 32) + 0.5f; // amax 31.5: id 127 / 31.5
+    half[0] = 127.0f / 4, half[1] = -127.0f / 8;
+    cases.push_back(half);
+    cases.push_back(std::vector<float>(64, 0.0f));
+    auto nan = randu(64, 40), inf = randu(64, 41);
+    nan[63] = kNaN, inf[0] = -std::numeric_limits<float>::infinity();
+    cases.push_back(nan), cases.push_back(inf);
+    for (int l : levels()) {
+        const tm_cpu_kernels *k = tm_cpu_kernels_get(l);
+        ASSERT_NE(k, nullptr);
+        for (size_t c = 0; c < cases.size(); c++) {
+            const int n = (int)cases[c].size();
+            std::vector<int8_t> want(n), got(n, 99);
+            float dw = 0, dg = 1;
+            tm_cpu_kv_quantize(cases[c].data(), n, want.data(), &dw);
+            k->kv_quantize(cases[c].data(), n, got.data(), &dg);
+            EXPECT_EQ(want, got) << "level " << l << " case " << c;
+            EXPECT_EQ(0, std::memcmp(&dw, &dg, 4)) << "level " << l << " case " << c;
+        }
     }
 }
 
