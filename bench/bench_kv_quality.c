@@ -5,7 +5,13 @@
  * position: perplexity of the text under each, how often the top token is the same, the
  * mean and largest KL(f16 || int8), and the largest logit difference.
  *
+ * The floor to read them against: the same f16 run on the kernels of another SIMD level
+ * (--floor-simd, default avx2 when the best level is higher). The matmuls round their
+ * activations to 8 bits, so any change of the float order, however small, re-rolls that
+ * rounding; the figures of two f16 runs that differ only there are what noise looks like.
+ *
  * usage: bench_kv_quality [--model PATH] [--text FILE] [--tokens N] [--chunk N] [--threads N]
+ *                         [--floor-simd LEVEL|none]
  *   defaults: the default model, README.md, 2048 tokens (repeating the text if short), chunks of 256 */
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +33,40 @@ static void log_softmax(const float *x, int n, double *out) {
     for (int i = 0; i < n; i++) sum += exp(x[i] - mx);
     const double lse = mx + log(sum);
     for (int i = 0; i < n; i++) out[i] = x[i] - lse;
+}
+
+/* Next-token statistics of logits b against logits a over positions [0, n - 1). */
+typedef struct kvq_stats {
+    double ppl_a, ppl_b, kl_mean, kl_max, dlogit_max, top1_agree;
+} kvq_stats;
+
+static kvq_stats compare(const float *la, const float *lb, const int32_t *ids, int n, int V, double *pa, double *pb) {
+    double nll_a = 0, nll_b = 0, kl_sum = 0;
+    kvq_stats st = {0};
+    int same_top = 0;
+    for (int t = 0; t + 1 < n; t++) {
+        const float *a = la + (size_t)t * V, *b = lb + (size_t)t * V;
+        log_softmax(a, V, pa);
+        log_softmax(b, V, pb);
+        nll_a -= pa[ids[t + 1]];
+        nll_b -= pb[ids[t + 1]];
+        double kl = 0;
+        int top_a = 0, top_b = 0;
+        for (int i = 0; i < V; i++) {
+            kl += exp(pa[i]) * (pa[i] - pb[i]);
+            st.dlogit_max = fmax(st.dlogit_max, fabs((double)a[i] - b[i]));
+            if (a[i] > a[top_a]) top_a = i;
+            if (b[i] > b[top_b]) top_b = i;
+        }
+        kl_sum += kl;
+        st.kl_max = fmax(st.kl_max, kl);
+        same_top += top_a == top_b;
+    }
+    st.ppl_a = exp(nll_a / (n - 1));
+    st.ppl_b = exp(nll_b / (n - 1));
+    st.kl_mean = kl_sum / (n - 1);
+    st.top1_agree = (double)same_top / (n - 1);
+    return st;
 }
 
 /* All-position logits (n, n_vocab) of ids under a fresh cache of dtype; 0 or an error code. */
@@ -64,7 +104,7 @@ int main(int argc, char **argv) {
     char model_path[1024];
     snprintf(model_path, sizeof model_path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
              home ? home : "");
-    const char *mp = model_path, *text_path = "README.md";
+    const char *mp = model_path, *text_path = "README.md", *floor_name = NULL;
     int n_tokens = 2048, chunk = 256, threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) mp = argv[++i];
@@ -72,8 +112,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) n_tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) chunk = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--floor-simd") && i + 1 < argc) floor_name = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--model PATH] [--text FILE] [--tokens N] [--chunk N] [--threads N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--model PATH] [--text FILE] [--tokens N] [--chunk N] [--threads N] "
+                            "[--floor-simd LEVEL|none]\n", argv[0]);
+            return 2;
+        }
+    }
+    int floor_level = -1; /* none */
+    if (!floor_name) {
+        if (tm_simd_detect() > TM_SIMD_AVX2 && tm_simd_supported(TM_SIMD_AVX2)) floor_level = TM_SIMD_AVX2;
+    } else if (strcmp(floor_name, "none") != 0) {
+        for (int l = TM_SIMD_SCALAR; l <= TM_SIMD_LAST; l++)
+            if (!strcmp(floor_name, tm_simd_name(l))) floor_level = l;
+        if (floor_level < 0 || !tm_simd_supported(floor_level)) {
+            fprintf(stderr, "bench_kv_quality: --floor-simd %s: not a level this CPU has\n", floor_name);
             return 2;
         }
     }
@@ -121,35 +174,34 @@ int main(int argc, char **argv) {
         run_text(m, TM_KV_INT8, ids, n_tokens, chunk, lq))
         return 1;
 
-    double nll_f = 0, nll_q = 0, kl_sum = 0, kl_max = 0, dlogit_max = 0;
-    int same_top = 0;
-    for (int t = 0; t + 1 < n_tokens; t++) {
-        const float *a = lf + (size_t)t * V, *b = lq + (size_t)t * V;
-        log_softmax(a, V, pf);
-        log_softmax(b, V, pq);
-        nll_f -= pf[ids[t + 1]];
-        nll_q -= pq[ids[t + 1]];
-        double kl = 0;
-        int top_a = 0, top_b = 0;
-        for (int i = 0; i < V; i++) {
-            kl += exp(pf[i]) * (pf[i] - pq[i]);
-            dlogit_max = fmax(dlogit_max, fabs((double)a[i] - b[i]));
-            if (a[i] > a[top_a]) top_a = i;
-            if (b[i] > b[top_b]) top_b = i;
-        }
-        kl_sum += kl;
-        kl_max = fmax(kl_max, kl);
-        same_top += top_a == top_b;
-    }
+    const kvq_stats q = compare(lf, lq, ids, n_tokens, V, pf, pq);
     const int n_pred = n_tokens - 1;
-    printf("model %s, text %s (%d tokens, %d used), chunks of %d\n", c->name, text_path, n_text, n_tokens, chunk);
-    printf("perplexity      f16 %.4f   int8 %.4f   (%+.3f%%)\n", exp(nll_f / n_pred), exp(nll_q / n_pred),
-           100.0 * (exp((nll_q - nll_f) / n_pred) - 1.0));
-    printf("same top token  %d of %d positions (%.2f%%)\n", same_top, n_pred, 100.0 * same_top / n_pred);
-    printf("KL(f16 || int8) mean %.2e, max %.2e nats; largest logit difference %.4f\n", kl_sum / n_pred, kl_max,
-           dlogit_max);
-    printf("RESULT ppl_f16=%.4f ppl_int8=%.4f top1_agree=%.4f kl_mean=%.3e kl_max=%.3e\n", exp(nll_f / n_pred),
-           exp(nll_q / n_pred), (double)same_top / n_pred, kl_sum / n_pred, kl_max);
+    printf("model %s, text %s (%d tokens, %d used), chunks of %d, simd %s\n", c->name, text_path, n_text, n_tokens,
+           chunk, tm_simd_name(tm_simd_detect()));
+    printf("%-28s %10s %10s %9s %11s %10s %10s\n", "", "ppl", "ppl (f16)", "top1 same", "KL mean", "KL max",
+           "max dlogit");
+    printf("%-28s %10.4f %10.4f %8.2f%% %11.2e %10.2e %10.4f\n", "int8 KV vs f16 KV", q.ppl_b, q.ppl_a,
+           100.0 * q.top1_agree, q.kl_mean, q.kl_max, q.dlogit_max);
+    kvq_stats fl = {0};
+    if (floor_level >= 0) { /* f16 again, on another level's kernels: the same model, another float order */
+        tm_backend *be2 = tm_backend_cpu_create(threads, floor_level, err, sizeof err);
+        tm_model *m2 = NULL;
+        if (!be2 || tm_model_load(mp, be2, &m2, err, sizeof err) != TM_OK || tm_model_reserve(m2, chunk, chunk) ||
+            run_text(m2, TM_KV_F16, ids, n_tokens, chunk, lq)) {
+            fprintf(stderr, "bench_kv_quality: floor run: %s\n", err);
+            return 1;
+        }
+        fl = compare(lf, lq, ids, n_tokens, V, pf, pq);
+        char what[64];
+        snprintf(what, sizeof what, "floor: f16 on %s kernels", tm_simd_name(floor_level));
+        printf("%-28s %10.4f %10.4f %8.2f%% %11.2e %10.2e %10.4f\n", what, fl.ppl_b, fl.ppl_a, 100.0 * fl.top1_agree,
+               fl.kl_mean, fl.kl_max, fl.dlogit_max);
+        tm_model_destroy(m2);
+        be2->destroy(be2);
+    }
+    printf("RESULT positions=%d ppl_f16=%.4f ppl_int8=%.4f top1_agree=%.4f kl_mean=%.3e kl_max=%.3e "
+           "floor_top1_agree=%.4f floor_kl_mean=%.3e\n", n_pred, q.ppl_a, q.ppl_b, q.top1_agree, q.kl_mean, q.kl_max,
+           fl.top1_agree, fl.kl_mean);
     free(lf), free(lq), free(pf), free(pq), free(ids), free(text_ids), free(text);
     tm_model_destroy(m);
     be->destroy(be);
