@@ -20,10 +20,11 @@ typedef struct tm_pf_stream {
     const char *p, *end; /* next line to fetch, end of the current region */
 } tm_pf_stream;
 
-/* Bytes of the K tile of n keys of one segment (dim-major: hd rows k_dim_stride apart),
- * without an int8 tile's scales. */
+/* Bytes of the K tile of n keys of one segment (f16: hd rows k_dim_stride apart; int8:
+ * hd / 4 rows of 4-byte groups), without an int8 tile's scales. */
 static inline int64_t tm_pf_k_bytes(const tm_attn_chunk *a, int64_t n) {
-    return (a->k8 ? 1 : 2) * (((int64_t)a->head_dim - 1) * a->k_dim_stride + n);
+    if (a->k8) return 4 * (((int64_t)a->head_dim / 4 - 1) * a->k_dim_stride + n);
+    return 2 * (((int64_t)a->head_dim - 1) * a->k_dim_stride + n);
 }
 
 /* Moves to the next region; 0 when there is none. */

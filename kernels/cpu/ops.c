@@ -75,10 +75,12 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
         for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv; j0 += a->seg_len[seg++]) {
             for (int j = 0; j < a->seg_len[seg] && j0 + j < nv; j++) {
                 float dot = 0.0f;
-                if (a->k8) { /* dim d at kj[d * k_dim_stride] */
-                    const int8_t *kj = a->k8[seg] + j;
-                    for (int d = 0; d < hd; d++) dot += qi[d] * (float)kj[(int64_t)d * a->k_dim_stride];
-                    dot *= a->ks[seg][j];
+                if (a->k8) { /* ops.h: u8 in groups of 4 dims, and int8 queries */
+                    const uint8_t *kj = a->k8[seg] + 4 * j;
+                    const int8_t *q8 = a->q8 + (int64_t)i * hd;
+                    int32_t idot = -128 * a->q8sum[i];
+                    for (int d = 0; d < hd; d++) idot += q8[d] * kj[(int64_t)(d / 4) * 4 * a->k_dim_stride + d % 4];
+                    dot = a->ks[seg][j] * (a->q8s[i] * (float)idot);
                 } else {
                     const uint16_t *kj = a->k[seg] + j;
                     for (int d = 0; d < hd; d++) dot += qi[d] * tm_f16_to_f32(kj[(int64_t)d * a->k_dim_stride]);
@@ -151,7 +153,7 @@ int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *s) {
     memset(kv, 0, sizeof *kv);
     if (s->n_layers <= 0 || s->n_blocks <= 0 || s->block_size <= 0 || s->n_kv_heads <= 0 ||
         s->head_dim <= 0 || !tm_kv_dtype_name(s->dtype) ||
-        (s->dtype == TM_KV_INT8 && s->head_dim > TM_KV_INT8_MAX_DIM))
+        (s->dtype == TM_KV_INT8 && (s->head_dim > TM_KV_INT8_MAX_DIM || s->head_dim % 4 != 0)))
         return TM_EINVAL;
     const size_t bytes = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * tm_kv_tile_bytes(s);
     kv->shape = *s;
@@ -360,7 +362,9 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
                 uint8_t *vt = j->kv->v8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
                 int8_t kq[TM_KV_INT8_MAX_DIM];
                 j->k->kv_quantize(j->kk + src, s->head_dim, kq, (float *)(void *)(kt + scale_off) + off);
-                for (int d = 0; d < s->head_dim; d++) kt[(size_t)d * s->block_size + off] = (uint8_t)kq[d];
+                for (int d = 0; d < s->head_dim; d += 4) /* 4 dims of key off, stored + 128 */
+                    for (int e = 0; e < 4; e++)
+                        kt[((size_t)d * s->block_size + 4 * off) + e] = (uint8_t)(kq[d + e] + 128);
                 j->k->kv_quantize(j->v + src, s->head_dim, (int8_t *)vt + (size_t)off * s->head_dim,
                                   (float *)(void *)(vt + scale_off) + off);
                 continue;
@@ -458,8 +462,12 @@ typedef struct tm_attn_tmem {
     float *M, *L, *O;                /* running fold state: (nq), (nq), (nq, hd) */
     int *n_vis, *seg_len;            /* (nq), (CHUNK + 1) */
     const uint16_t **kseg, **vseg;   /* (CHUNK + 1) f16 segments */
-    const int8_t **k8seg, **v8seg;   /* (CHUNK + 1) int8 segments */
+    const uint8_t **k8seg;           /* (CHUNK + 1) int8 segments */
+    const int8_t **v8seg;
     const float **kscale, **vscale;  /* (CHUNK + 1) their scales */
+    int8_t *q8;                      /* (nq, hd) int8 queries */
+    float *q8s;                      /* (nq) */
+    int32_t *q8sum;                  /* (nq) */
 } tm_attn_tmem;
 
 static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
@@ -481,10 +489,13 @@ static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
     TM_CARVE(seg_len, int, TM_ATTN_CHUNK + 1);
     TM_CARVE(kseg, const uint16_t *, TM_ATTN_CHUNK + 1);
     TM_CARVE(vseg, const uint16_t *, TM_ATTN_CHUNK + 1);
-    TM_CARVE(k8seg, const int8_t *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(k8seg, const uint8_t *, TM_ATTN_CHUNK + 1);
     TM_CARVE(v8seg, const int8_t *, TM_ATTN_CHUNK + 1);
     TM_CARVE(kscale, const float *, TM_ATTN_CHUNK + 1);
     TM_CARVE(vscale, const float *, TM_ATTN_CHUNK + 1);
+    TM_CARVE(q8, int8_t, (size_t)nq * hd);
+    TM_CARVE(q8s, float, nq);
+    TM_CARVE(q8sum, int32_t, nq);
 #undef TM_CARVE
     return off;
 }
@@ -508,7 +519,7 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
         if (i8) {
             const size_t tile = tm_cpu_kv_tile(s, j->layer, table[blk], it->head) * tile_bytes;
             const uint8_t *kt = j->kv->k8 + tile, *vt = j->kv->v8 + tile;
-            tm->k8seg[n_seg] = (const int8_t *)kt + off;
+            tm->k8seg[n_seg] = kt + 4 * off;
             tm->v8seg[n_seg] = (const int8_t *)vt + (size_t)off * hd;
             tm->kscale[n_seg] = (const float *)(const void *)(kt + scale_off) + off;
             tm->vscale[n_seg] = (const float *)(const void *)(vt + scale_off) + off;
@@ -520,16 +531,24 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
         tm->seg_len[n_seg++] = len;
         key += len;
     }
+    const float *q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd;
     for (int i = 0; i < nq; i++) {
         int vis = b->pos[it->t0 + i / G] + 1 - k0; /* causal: token t sees keys 0..pos[t] */
         tm->n_vis[i] = vis < 0 ? 0 : TM_MIN(vis, n_keys);
+        if (!i8) continue;
+        int8_t *q8 = tm->q8 + (int64_t)i * hd; /* queries of an int8 cache are int8 too (ops.h) */
+        j->k->kv_quantize(q + (int64_t)(i / G) * j->n_heads * hd + (int64_t)(i % G) * hd, hd, q8, &tm->q8s[i]);
+        int32_t sum = 0;
+        for (int d = 0; d < hd; d++) sum += q8[d];
+        tm->q8sum[i] = sum;
     }
     tm_attn_chunk a = {
-        .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
+        .q = q,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
         .n_keys = n_keys, .n_seg = n_seg, .k = i8 ? NULL : tm->kseg, .k_dim_stride = bs,
         .v = i8 ? NULL : tm->vseg, .k8 = i8 ? tm->k8seg : NULL, .v8 = i8 ? tm->v8seg : NULL,
-        .ks = i8 ? tm->kscale : NULL, .vs = i8 ? tm->vscale : NULL,
+        .ks = i8 ? tm->kscale : NULL, .vs = i8 ? tm->vscale : NULL, .q8 = tm->q8, .q8s = tm->q8s,
+        .q8sum = tm->q8sum,
         .seg_len = tm->seg_len, .head_dim = hd, .scale = j->scale, .scores = tm->scores,
         .kv_f32 = tm->kv_f32, .m = tm->m, .l = tm->l, .o = tm->o,
     };

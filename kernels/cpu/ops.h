@@ -22,9 +22,11 @@ extern "C" {
 /* The CPU KV cache. K is dim-major inside each page, V key-major:
  *   f16  k: (n_layers, n_blocks, n_kv_heads, head_dim, block_size)
  *        v: (n_layers, n_blocks, n_kv_heads, block_size, head_dim)
- *   int8 the same order of tiles, each tile_bytes (tm_kv_tile_bytes): its int8 values in
- *        the f16 tile's order, then at tm_kv_tile_scale_offset the block_size f32 scales
- *        (value = scale * q, one scale per key or value vector).
+ *   int8 the same order of tiles, each tile_bytes (tm_kv_tile_bytes): its values, then at
+ *        tm_kv_tile_scale_offset the block_size f32 scales (value = scale * q, one scale
+ *        per key or value vector). V's values are s8 (block_size, head_dim); K's are
+ *        q + 128 as u8 in groups of four dims, (head_dim / 4, block_size, 4), so one
+ *        vpdpbusd multiplies 4 dims of 16 keys (head_dim % 4 == 0).
  * so one (block, kv head) is a contiguous tile of head_dim * block_size values in each.
  * Attention scores a page of keys with keys in SIMD lanes (broadcast q[d] times row d of
  * the K tile, no horizontal sums); P.V broadcasts p[j] over row j of the V tile. Token
@@ -54,7 +56,9 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
  * NaN (reads of the vector are NaN, as with f16). The scalar reference; every level's
  * kv_quantize writes the same bytes. */
 void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale);
-enum { TM_KV_INT8_MAX_DIM = 1024 }; /* head_dim limit of an int8 cache */
+/* head_dim limit of an int8 cache: a dot product of 1024 s8 x s8 values, <= 2^24 in
+ * magnitude, is exact in f32 too, so the float and integer kernels agree. */
+enum { TM_KV_INT8_MAX_DIM = 1024 };
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
  * order whether or not the chunks ran on different threads, so a row's result is
@@ -80,11 +84,18 @@ typedef struct tm_attn_chunk {
     const uint16_t *const *k;    /* (n_seg) f16 keys, dim-major: segment s's key j, dim d at k[s][d * k_dim_stride + j] */
     int k_dim_stride;            /* elements between dims of one key in k (the block size) */
     const uint16_t *const *v;    /* (n_seg) -> (seg_len[s], head_dim) f16 values, key-major */
-    /* An int8 cache instead (k and v NULL): values as k and v, scaled by ks[s][j] (key j
-     * of segment s) and vs[s][j]: score = scale * (ks * sum_d q[d] k[d]), and p_j * vs_j
-     * weights the value row. Levels without an int8 kernel run the scalar one. */
-    const int8_t *const *k8, *const *v8;
+    /* An int8 cache instead (k and v NULL). Key j of segment s, dim d is the u8
+     * k8[s][(d / 4) * 4 * k_dim_stride + 4 * j + d % 4] - 128, scaled by ks[s][j]; values
+     * are s8 rows v8[s] (key-major, as v) scaled by vs[s][j]. Queries are int8 too
+     * (tm_cpu_kv_quantize of each query vector: q8, its scale q8s and sum q8sum), and
+     * score = scale * (ks * (q8s * dot)) with dot = sum_d q8[d] k[d] exactly; p_j * vs_j
+     * weights value row j. Levels without an int8 kernel run the scalar one. */
+    const uint8_t *const *k8;
+    const int8_t *const *v8;
     const float *const *ks, *const *vs;
+    const int8_t *q8;            /* (nq, head_dim) quantized queries (query i as q above) */
+    const float *q8s;            /* (nq) their scales */
+    const int32_t *q8sum;        /* (nq) sum of each one's values */
     const int *seg_len;          /* (n_seg) keys per segment, sum = n_keys */
     int head_dim;                /* dims per head */
     float scale;                 /* score = scale * q.k */

@@ -3,6 +3,7 @@
  * scalar reference in ops.c within the tolerances of tests/kernels/test_ops.cc. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
@@ -154,24 +155,19 @@ static void tm_rows_to_f32(float *dst, const void *src, int64_t n, const int el)
                                                  : tm_load_f16x16((const uint16_t *)src + i));
 }
 
-/* Row d of a piece of n <= 16 keys of dim-major K (lanes past n are 0, and the masked
- * load reads nothing past the piece). */
-static inline __attribute__((always_inline)) __m512 tm_k_row(const void *k, int64_t off, __mmask16 m, const int el) {
-    if (el == TM_EL_I8) return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, (const int8_t *)k + off)));
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)k + off));
-}
 
 /* Lanes 0..15 of the rows of kt (hd rows, row stride 32) f32 = a piece of n <= 16 keys
  * of dim-major K, dim d at k + d * k_dim_stride; lanes past n are 0. The masked load
  * reads nothing past the piece. */
-static void tm_kt_to_f32(float *kt, const void *k, int64_t k_dim_stride, int n, int hd, const int el) {
+static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride, int n, int hd) {
     const __mmask16 m = (__mmask16)((1u << n) - 1);
-    for (int d = 0; d < hd; d++) _mm512_storeu_ps(kt + 32 * d, tm_k_row(k, d * k_dim_stride, m, el));
+    for (int d = 0; d < hd; d++)
+        _mm512_storeu_ps(kt + 32 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + d * k_dim_stride)));
 }
 
 /* A piece: up to TM_ATTN_SUB keys inside one segment, keys jp .. jp + n of the chunk. */
 typedef struct tm_piece {
-    const void *k;         /* key 0, dim 0 of the piece in the cache (dim d at k + d * k_dim_stride) */
+    const void *k;         /* key 0, dim 0 of the piece in the cache (f16: dim d at k + d * k_dim_stride) */
     const void *v;         /* (n, head_dim) values in the cache */
     const float *ks, *vs;  /* int8 cache: the keys' and values' scales */
     int jp, n;             /* first key in the chunk, keys (n == 0: no piece) */
@@ -194,7 +190,7 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
     *p = (tm_piece){.k = NULL, .v = NULL, .jp = it->nv_max, .n = 0};
     if (it->seg >= a->n_seg || it->j0 + it->s0 >= it->nv_max) return 0;
     if (a->k8) {
-        p->k = a->k8[it->seg] + it->s0;
+        p->k = a->k8[it->seg] + 4 * it->s0;
         p->v = a->v8[it->seg] + (int64_t)it->s0 * a->head_dim;
         p->ks = a->ks[it->seg] + it->s0;
         p->vs = a->vs[it->seg] + it->s0;
@@ -209,10 +205,9 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
 }
 
 /* Scores of the nt <= 4 queries i0.. against two pieces (pc[1] may be empty), one key per
- * lane: s[j] = scale * sum_d q[d] K[d][j] (int8: scale * (ks[j] * sum)), so no horizontal
- * sums; each broadcast q[d] feeds two FMAs and 2 * nt FMA chains are in flight. K rows
- * come from kt (hd rows of 32 lanes, piece h in lanes 16h..16h+15, unscaled), or, with
- * from_f16 (from the cache, of element kind el), straight from the cache (when
+ * lane: s[j] = scale * sum_d q[d] K[d][j], so no horizontal sums; each broadcast q[d]
+ * feeds two FMAs and 2 * nt FMA chains are in flight. K rows come from kt (hd rows of 32
+ * lanes, piece h in lanes 16h..16h+15), or, with from_f16, straight from the cache (when
  * one tile covers every query, converting in registers saves a store and a load per row).
  * Every lane sums d = 0, 1, .. in order, as the scalar reference does, whatever the tile
  * is, so a row's bits do not depend on the rows it shares a call with. Inlined with nt and
@@ -220,11 +215,11 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
  * GCC 12 keeps acc on the stack and stores it on every d. */
 static inline __attribute__((always_inline)) void
 tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int i0, int nt,
-               int from_f16, const int el, tm_pf_stream *pf) {
+               int from_f16, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const int64_t ks = a->k_dim_stride;
     const __mmask16 km[2] = {(__mmask16)((1u << pc[0].n) - 1), (__mmask16)((1u << pc[1].n) - 1)};
-    const void *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
+    const uint16_t *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
     const float *q[4];
     __m512 acc[4][2]; /* query, piece */
 #pragma GCC unroll 4
@@ -234,10 +229,11 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     }
     for (int d = 0; d < hd; d++) {
-        if (from_f16) tm_pf_step(pf, el == TM_EL_I8 ? d & 1 : 1); /* the K rows of two pieces: 1 or 2 per line */
+        if (from_f16) tm_pf_step(pf, 1);
         __m512 kd[2];
         for (int h = 0; h < 2; h++)
-            kd[h] = from_f16 ? tm_k_row(kh[h], d * ks, km[h], el) : _mm512_loadu_ps(kt + 32 * d + 16 * h);
+            kd[h] = from_f16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(km[h], kh[h] + d * ks))
+                             : _mm512_loadu_ps(kt + 32 * d + 16 * h);
         for (int r = 0; r < nt; r++) {
             const __m512 qd = _mm512_set1_ps(q[r][d]);
             for (int h = 0; h < 2; h++) acc[r][h] = _mm512_fmadd_ps(qd, kd[h], acc[r][h]);
@@ -250,37 +246,93 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const tm_piece *pc, int 
         for (int h = 0; h < 2; h++) {
             const int nk = TM_MIN(pc[h].n, a->n_vis[i0 + r] - pc[h].jp);
             if (nk <= 0) continue;
-            __m512 dot = acc[r][h];
-            if (el == TM_EL_I8) dot = _mm512_mul_ps(dot, _mm512_maskz_loadu_ps(km[h], pc[h].ks));
             _mm512_mask_storeu_ps(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + pc[h].jp,
-                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(dot, scale));
+                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(acc[r][h], scale));
         }
     }
 }
 
 /* Scores of every query that sees a key of the pieces pc[0..2): one tile reading the cache
  * when there are at most 4 queries (a decode), else K converted once into kt and tiles of 4. */
-static inline __attribute__((always_inline)) void
-tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc, const int el, tm_pf_stream *pf) {
+static void tm_scores_pieces(const tm_attn_chunk *a, float *kt, const tm_piece *pc, tm_pf_stream *pf) {
     switch (a->nq) {
-    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1, el, pf); return;
-    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1, el, pf); return;
-    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1, el, pf); return;
-    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1, el, pf); return;
+    case 1: tm_scores_tile(a, NULL, pc, 0, 1, 1, pf); return;
+    case 2: tm_scores_tile(a, NULL, pc, 0, 2, 1, pf); return;
+    case 3: tm_scores_tile(a, NULL, pc, 0, 3, 1, pf); return;
+    case 4: tm_scores_tile(a, NULL, pc, 0, 4, 1, pf); return;
     }
     tm_pf_step(pf, a->head_dim); /* the next pair's K: the tiles below have work enough to cover it */
     for (int h = 0; h < 2; h++) /* an empty piece gives zero lanes */
-        tm_kt_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim, el);
+        tm_kt_f16_to_f32(kt + 16 * h, pc[h].n ? pc[h].k : pc[0].k, a->k_dim_stride, pc[h].n, a->head_dim);
     for (int i0 = 0; i0 < a->nq; i0 += 4) {
         const int nt = TM_MIN(4, a->nq - i0);
         int sees = 0;
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt) {
-        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0, el, NULL); break;
-        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0, el, NULL); break;
-        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0, el, NULL); break;
-        default: tm_scores_tile(a, kt, pc, i0, 1, 0, el, NULL); break;
+        case 4: tm_scores_tile(a, kt, pc, i0, 4, 0, NULL); break;
+        case 3: tm_scores_tile(a, kt, pc, i0, 3, 0, NULL); break;
+        case 2: tm_scores_tile(a, kt, pc, i0, 2, 0, NULL); break;
+        default: tm_scores_tile(a, kt, pc, i0, 1, 0, NULL); break;
+        }
+    }
+}
+
+/* int8 cache: the scores of the nt <= 4 queries i0.. against two pieces, keys in lanes as
+ * above, but with vpdpbusd: a lane's dword is 4 dims of its key (u8, + 128) times 4 dims
+ * of the query (s8, broadcast), so one instruction does 4 dims of 16 keys. The integer
+ * sums are exact, so they match the scalar kernel's; then the same float steps:
+ * scale * (ks * (q8s * dot)). The first tile of a pair fetches the pair's next K (two
+ * lines per group of 4 dims). */
+static inline __attribute__((always_inline)) void
+tm_scores_i8_tile(const tm_attn_chunk *a, const tm_piece *pc, int i0, const int nt, tm_pf_stream *pf) {
+    const int hd = a->head_dim;
+    const int64_t quad = 4 * (int64_t)a->k_dim_stride; /* bytes between groups of 4 dims */
+    const __mmask16 km[2] = {(__mmask16)((1u << pc[0].n) - 1), (__mmask16)((1u << pc[1].n) - 1)};
+    const uint8_t *kh[2] = {pc[0].k, pc[1].n ? pc[1].k : pc[0].k}; /* mask 0: reads nothing */
+    const int8_t *q8[4];
+    __m512i acc[4][2];
+    for (int r = 0; r < nt; r++) {
+        q8[r] = a->q8 + (int64_t)(i0 + r) * hd;
+        acc[r][0] = acc[r][1] = _mm512_set1_epi32(-128 * a->q8sum[i0 + r]);
+    }
+    for (int d = 0; d < hd; d += 4) {
+        if (pf) tm_pf_step(pf, 2);
+        __m512i kd[2];
+        for (int h = 0; h < 2; h++) kd[h] = _mm512_maskz_loadu_epi32(km[h], kh[h] + d / 4 * quad);
+        for (int r = 0; r < nt; r++) {
+            int32_t q4;
+            memcpy(&q4, q8[r] + d, 4);
+            const __m512i qd = _mm512_set1_epi32(q4);
+            for (int h = 0; h < 2; h++) acc[r][h] = _mm512_dpbusd_epi32(acc[r][h], kd[h], qd);
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(a->scale);
+    for (int r = 0; r < nt; r++) {
+        const __m512 qs = _mm512_set1_ps(a->q8s[i0 + r]);
+        for (int h = 0; h < 2; h++) {
+            const int nk = TM_MIN(pc[h].n, a->n_vis[i0 + r] - pc[h].jp);
+            if (nk <= 0) continue;
+            const __m512 dot = _mm512_mul_ps(_mm512_maskz_loadu_ps(km[h], pc[h].ks),
+                                             _mm512_mul_ps(qs, _mm512_cvtepi32_ps(acc[r][h])));
+            _mm512_mask_storeu_ps(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + pc[h].jp,
+                                  (__mmask16)((1u << nk) - 1), _mm512_mul_ps(scale, dot));
+        }
+    }
+}
+
+static void tm_scores_pieces_i8(const tm_attn_chunk *a, const tm_piece *pc, tm_pf_stream *pf) {
+    for (int i0 = 0; i0 < a->nq; i0 += 4) {
+        const int nt = TM_MIN(4, a->nq - i0);
+        int sees = 0;
+        for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > pc[0].jp;
+        if (!sees && i0 > 0) continue; /* later causal rows of a prefill chunk (the first fetches) */
+        tm_pf_stream *f = i0 == 0 ? pf : NULL;
+        switch (nt) {
+        case 4: tm_scores_i8_tile(a, pc, i0, 4, f); break;
+        case 3: tm_scores_i8_tile(a, pc, i0, 3, f); break;
+        case 2: tm_scores_i8_tile(a, pc, i0, 2, f); break;
+        default: tm_scores_i8_tile(a, pc, i0, 1, f); break;
         }
     }
 }
@@ -387,7 +439,8 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_el(const tm_attn
     tm_piece pc[2];
     while (tm_pieces_next(&it, &pc[0])) {
         tm_pieces_next(&it, &pc[1]);
-        tm_scores_pieces(a, kt, pc, el, &pf);
+        if (el == TM_EL_I8) tm_scores_pieces_i8(a, pc, &pf);
+        else tm_scores_pieces(a, kt, pc, &pf);
     }
     /* 2. softmax per query */
     for (int i = 0; i < nq; i++) {

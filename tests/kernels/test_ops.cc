@@ -9,7 +9,8 @@
 //   rope:     scalar vs naive 2e-5; SIMD vs scalar 2e-6 (inputs in [-1, 1])
 //   attention (V in [-1, 1], so outputs too): scalar vs naive 3e-5; SIMD vs scalar 3e-5;
 //             a sequence alone vs inside a batch, and 1 vs 2 vs 3 threads: bitwise.
-//             An int8 cache: the same, the naive reference reading the dequantized values.
+//             An int8 cache: the same, the naive reference reading the dequantized values
+//             (keys, values and, as the kernels quantize them, queries).
 //   int8 kv_store: the quantization rule exactly, the same bytes on every level.
 #include <gtest/gtest.h>
 
@@ -380,7 +381,8 @@ TEST(CpuOps, KvStoreInt8Layout) {
     for (int t = 0; t < n; t++) slots[t] = t % 7 == 3 ? -1 : all[t];
     const Int8Rows kq = int8_round(k, hd), vq = int8_round(v, hd);
     // The documented layout (ops.h, backend.h): tiles of tm_kv_tile_bytes in the f16
-    // order, K dim-major and V key-major inside, the block_size scales after the values.
+    // order; inside, K as u8 (q + 128) in groups of 4 dims, (head_dim / 4, block_size, 4),
+    // V key-major s8, and the block_size scales after the values.
     const size_t tile_bytes = tm_kv_tile_bytes(&shape), scale_off = tm_kv_tile_scale_offset(&shape);
     ASSERT_EQ(tile_bytes, 1088u); // 1024 values + 16 scales, each padded to 64 bytes
     const size_t total = (size_t)shape.n_layers * shape.n_blocks * nkv * tile_bytes;
@@ -392,7 +394,7 @@ TEST(CpuOps, KvStoreInt8Layout) {
             const size_t tile = (((size_t)layer * shape.n_blocks + blk) * nkv + h) * tile_bytes;
             const size_t src = ((size_t)t * nkv + h) * hd;
             for (int d = 0; d < hd; d++) {
-                want_k[tile + (size_t)d * bs + off] = (uint8_t)kq.q[src + d];
+                want_k[tile + (size_t)(d / 4) * bs * 4 + 4 * off + d % 4] = (uint8_t)(kq.q[src + d] + 128);
                 want_v[tile + (size_t)off * hd + d] = (uint8_t)vq.q[src + d];
             }
             std::memcpy(&want_k[tile + scale_off + 4 * off], &kq.scale[src / hd], 4);
@@ -486,6 +488,7 @@ struct AttnData {
     std::vector<std::vector<float>> K, V; // per seq (ctx, n_kv_heads, head_dim), f16-exact
     std::vector<std::vector<float>> Kc, Vc; // what the cache holds: K, V (f16) or dequantized int8
     std::vector<float> q;                 // (n_tokens, n_heads, head_dim)
+    std::vector<float> qc;                // q as the kernel multiplies it: q, or int8 (ops.h) for an int8 cache
     std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
     float scale = 0;
 
@@ -525,6 +528,7 @@ struct AttnData {
         }
         // Scores of a few units so the softmax is neither flat nor one-hot.
         q = randu((size_t)n_tokens * n_heads * c.head_dim, g(), -3.0f, 3.0f);
+        qc = c.dtype == TM_KV_INT8 ? int8_round(q, c.head_dim).deq : q;
         scale = 1.0f / std::sqrt((float)c.head_dim);
     }
 
@@ -550,7 +554,7 @@ struct AttnData {
             for (int t = seq_start[s]; t < seq_start[s + 1]; t++)
                 for (int h = 0; h < n_heads; h++) {
                     int kh = h / c.group, n_keys = pos[t] + 1;
-                    const float *qv = &q[((size_t)t * n_heads + h) * hd];
+                    const float *qv = &qc[((size_t)t * n_heads + h) * hd];
                     std::vector<double> sc(n_keys);
                     double mx = -INFINITY, sum = 0;
                     for (int j = 0; j < n_keys; j++) {
