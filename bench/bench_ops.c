@@ -20,6 +20,11 @@
 
 static tm_kv_dtype g_kv_dtype = TM_KV_F16; /* --kv-dtype */
 
+/* Cache bytes attention reads per key and kv head: K and V values (int8: and their scales). */
+static double kv_bytes_per_key(int hd) {
+    return g_kv_dtype == TM_KV_INT8 ? 2.0 * (hd + 4) : 2.0 * hd * 2;
+}
+
 static void tm_bench_nop(void *ctx, int ith, int nth) {
     (void)ctx, (void)ith, (void)nth;
 }
@@ -84,7 +89,7 @@ static void tm_bench_attention(int level, int n_threads) {
             reps++;
         } while ((t = tm_time_s() - t0) < 0.15 || reps < 3);
         t /= reps;
-        double gbs = (double)ctx * n_kvh * hd * 2 * 2 / t * 1e-9; /* K + V f16 bytes */
+        double gbs = (double)ctx * n_kvh * kv_bytes_per_key(hd) / t * 1e-9;
         printf("  ctx %5d %8.1f us (%5.1f GB/s)", ctx, t * 1e6, gbs);
     }
     printf("\n");
@@ -164,7 +169,7 @@ static void tm_bench_attention_batch(int level, int n_threads, const char *label
     t /= (double)reps * n_layers;
     int64_t keys = 0;
     for (int s = 0; s < n_seqs; s++) keys += ctx[s];
-    double gbs = (double)keys * n_kvh * hd * 2 * 2 / t * 1e-9; /* K + V f16 bytes */
+    double gbs = (double)keys * n_kvh * kv_bytes_per_key(hd) / t * 1e-9;
     printf("  %-10s %d thr: %s %8.1f us per layer (%5.1f GB/s)\n", tm_simd_name(level), n_threads,
            label, t * 1e6, gbs);
 done:

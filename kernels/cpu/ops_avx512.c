@@ -169,7 +169,7 @@ static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride,
 typedef struct tm_piece {
     const void *k;         /* key 0, dim 0 of the piece in the cache (f16: dim d at k + d * k_dim_stride) */
     const void *v;         /* (n, head_dim) values in the cache */
-    const float *ks, *vs;  /* int8 cache: the keys' and values' scales */
+    const float *ks;       /* int8 cache: the keys' scales */
     int jp, n;             /* first key in the chunk, keys (n == 0: no piece) */
 } tm_piece;
 
@@ -193,7 +193,6 @@ static inline int tm_pieces_next(tm_pieces *it, tm_piece *p) {
         p->k = a->k8[it->seg] + 4 * it->s0;
         p->v = a->v8[it->seg] + (int64_t)it->s0 * a->head_dim;
         p->ks = a->ks[it->seg] + it->s0;
-        p->vs = a->vs[it->seg] + it->s0;
     } else {
         p->k = a->k[it->seg] + it->s0;
         p->v = a->v[it->seg] + (int64_t)it->s0 * a->head_dim;
@@ -340,10 +339,11 @@ static void tm_scores_pieces_i8(const tm_attn_chunk *a, const tm_piece *pc, tm_p
 /* o[d0 .. d0 + 16 nr) += sum_j p_j V_j[d0 ..] over the first nk keys of a piece, for the
  * nt <= 4 queries i0.., which all see those nk keys: each V row is loaded once for the
  * tile, from vf (n, hd) f32 or, with from_f16, from the cache (vh, element kind el; int8
- * rows weigh p_j * vs[j]). Per query the sum runs over j in order as if it were alone.
+ * scores hold p_j * vs_j already, tm_weigh_by_value_scales). Per query the sum runs over j
+ * in order as if it were alone.
  * Inlined with nt, nr, from_f16 and el constant. */
 static inline __attribute__((always_inline)) void
-tm_pv_tile(const tm_attn_chunk *a, const float *vf, const void *vh, const float *vs, int i0, int nt,
+tm_pv_tile(const tm_attn_chunk *a, const float *vf, const void *vh, int i0, int nt,
            int d0, int nr, int jp, int nk, int from_f16, const int el, tm_pf_stream *pf) {
     const int hd = a->head_dim;
     const float *p[4];
@@ -364,7 +364,7 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const void *vh, const float 
                                      : tm_load_f16x16((const uint16_t *)vh + off);
         }
         for (int r = 0; r < nt; r++) {
-            const __m512 pj = _mm512_set1_ps(el == TM_EL_I8 ? p[r][j] * vs[j] : p[r][j]);
+            const __m512 pj = _mm512_set1_ps(p[r][j]); /* int8: p_j * vs_j already */
             for (int c = 0; c < nr; c++) acc[r][c] = _mm512_fmadd_ps(pj, vj[c], acc[r][c]);
         }
     }
@@ -374,10 +374,10 @@ tm_pv_tile(const tm_attn_chunk *a, const float *vf, const void *vh, const float 
 
 /* o += p V over the dims of one tile of queries (see tm_pv_tile). */
 static inline __attribute__((always_inline)) void
-tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const void *vh, const float *vs, int i0,
+tm_pv_tile_dims(const tm_attn_chunk *a, const float *vf, const void *vh, int i0,
                 int nt, int jp, int nk, int from_f16, const int el, tm_pf_stream *pf) {
     /* nt and from_f16 as constants, 64 dims at a time, then 16 */
-#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, vs, i0, NT, d0, NR, jp, nk, F16, el, pf)
+#define TM_PV_CALL(NT, NR, F16) tm_pv_tile(a, vf, vh, i0, NT, d0, NR, jp, nk, F16, el, pf)
 #define TM_PV_DIMS(NT, F16)                                                                \
     do {                                                                                   \
         int d0 = 0;                                                                        \
@@ -409,7 +409,7 @@ tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, const int el,
         for (nt = 1; nt < 4 && i0 + nt < a->nq && TM_MIN(pc->n, a->n_vis[i0 + nt] - pc->jp) == nk;) nt++;
         if (nk <= 0) continue;
         if (i0 == 0 && nt == a->nq) {
-            tm_pv_tile_dims(a, NULL, pc->v, pc->vs, 0, nt, pc->jp, nk, 1, el, pf);
+            tm_pv_tile_dims(a, NULL, pc->v, 0, nt, pc->jp, nk, 1, el, pf);
             return;
         }
         if (!converted) {
@@ -417,7 +417,21 @@ tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, const int el,
             tm_rows_to_f32(vf, pc->v, (int64_t)pc->n * a->head_dim, el);
             converted = 1;
         }
-        tm_pv_tile_dims(a, vf, NULL, pc->vs, i0, nt, pc->jp, nk, 0, el, pf);
+        tm_pv_tile_dims(a, vf, NULL, i0, nt, pc->jp, nk, 0, el, pf);
+    }
+}
+
+/* int8 cache: p_j *= vs_j over query i's visible keys (after its l = sum p_j is taken), so
+ * P.V multiplies the s8 rows by one number per key, broadcast from memory. */
+static void tm_weigh_by_value_scales(const tm_attn_chunk *a, int i) {
+    float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK;
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < a->n_vis[i]; j0 += a->seg_len[seg++]) {
+        const int n = TM_MIN(a->seg_len[seg], a->n_vis[i] - j0);
+        for (int j = 0; j < n; j += 16) {
+            const __mmask16 m = (__mmask16)(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
+            _mm512_mask_storeu_ps(p + j0 + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j0 + j),
+                                                               _mm512_maskz_loadu_ps(m, a->vs[seg] + j)));
+        }
     }
 }
 
@@ -451,6 +465,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_el(const tm_attn
         }
         a->m[i] = tm_softmax_avx512(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(a->o + (int64_t)i * hd + d, _mm512_setzero_ps());
+        if (el == TM_EL_I8) tm_weigh_by_value_scales(a, i);
     }
     /* 3. o += p V, in f32 */
     it = (tm_pieces){.a = a, .nv_max = nv_max};
