@@ -264,7 +264,9 @@ TEST_F(EngineTest, Int8KvCacheHoldsTwiceThePagesWithTheSameGuarantees) {
     EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_EINVAL);
     EXPECT_NE(std::string(err).find("unknown KV cache dtype"), std::string::npos) << err;
 
-    check_batch_invariance({5, 34, 144, 377, 700}, TM_KV_INT8);
+    std::vector<int> lens = {5, 34, 144, 377, 700};
+    if (tm_test_sanitized()) lens = {5, 34, 144, 377}; // same checks, less compute
+    check_batch_invariance(lens, TM_KV_INT8);
     check_prefix_cache(TM_KV_INT8);
 }
 
