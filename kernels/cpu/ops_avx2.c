@@ -202,25 +202,51 @@ static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride,
     }
 }
 
+/* int8 cache (ops.h): kt (hd, 16) f32 = the piece's keys as the integers they are (u8 -
+ * 128), from 4-dim groups: the dword of key j in group g holds dims 4g..4g+3. */
+static void tm_kt_i8_to_f32(float *kt, const uint8_t *k, int64_t k_dim_stride, int n, int hd,
+                            tm_pf_stream *pf, int pf_lines) {
+    uint8_t row[64] = {0}; /* a short piece's group, zero-padded: nothing past it is read */
+    tm_pf_step(pf, pf_lines);
+    const __m256i low = _mm256_set1_epi32(0xff), off = _mm256_set1_epi32(128);
+    for (int d = 0; d < hd; d += 4) {
+        const uint8_t *g = k + (int64_t)d * k_dim_stride; /* group d / 4: 4 * k_dim_stride bytes apart */
+        if (n < 16) g = memcpy(row, g, (size_t)n * 4);
+        for (int h = 0; h < 2; h++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(g + 32 * h));
+            for (int e = 0; e < 4; e++)
+                _mm256_storeu_ps(kt + 16 * (d + e) + 8 * h,
+                                 _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(v, 8 * e), low), off)));
+        }
+    }
+}
+
 /* Scores of the nt <= 3 queries i0.. against the n keys of kt (hd, 16) f32, which are
  * keys jp.. of the chunk: s[j] = scale * sum_d q[d] kt[d][j], one key per lane in nh
  * halves of 8 (nh = 1 when n <= 8), so no horizontal sums. Every lane sums d = 0, 1, .. in
  * order, as the scalar reference does, whatever nt and nh are, so a row's bits do not
- * depend on the rows it shares a call with. Inlined with nt and nh constant. */
+ * depend on the rows it shares a call with. With i8 (an int8 cache) the queries are the
+ * int8 ones and kt holds integers, so the sums are the exact integer dots (|dot| < 2^24),
+ * and s[j] = scale * (ks[j] * (q8s * dot)) as in the scalar kernel. Inlined with nt, nh
+ * and i8 constant. */
 static inline __attribute__((always_inline)) void
-tm_scores_tile(const tm_attn_chunk *a, const float *kt, int i0, int nt, int nh, int jp, int n) {
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, const float *ks, int i0, int nt, int nh, int jp,
+               int n, const int i8) {
     const int hd = a->head_dim;
     const float *q[3];
+    const int8_t *q8[3];
     __m256 acc[3][2]; /* query, half */
     for (int r = 0; r < nt; r++) {
         const int i = i0 + r;
         q[r] = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        q8[r] = i8 ? a->q8 + (int64_t)i * hd : NULL;
         for (int h = 0; h < nh; h++) acc[r][h] = _mm256_setzero_ps();
     }
     for (int d = 0; d < hd; d++)
         for (int h = 0; h < nh; h++) {
             const __m256 kd = _mm256_loadu_ps(kt + 16 * d + 8 * h);
-            for (int r = 0; r < nt; r++) acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(q[r][d]), kd, acc[r][h]);
+            for (int r = 0; r < nt; r++)
+                acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(i8 ? (float)q8[r][d] : q[r][d]), kd, acc[r][h]);
         }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int r = 0; r < nt; r++) {
@@ -228,13 +254,18 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, int i0, int nt, int nh, 
         float *s = a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + jp;
         for (int h = 0; h < nh && nk > 8 * h; h++) {
             const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nk - 8 * h), lane);
-            _mm256_maskstore_ps(s + 8 * h, keep, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(a->scale)));
+            __m256 dot = acc[r][h];
+            if (i8)
+                dot = _mm256_mul_ps(_mm256_maskload_ps(ks + 8 * h, keep),
+                                    _mm256_mul_ps(_mm256_set1_ps(a->q8s[i0 + r]), dot));
+            _mm256_maskstore_ps(s + 8 * h, keep, _mm256_mul_ps(_mm256_set1_ps(a->scale), dot));
         }
     }
 }
 
-/* Scores of every query that sees any of the n keys jp.. held in kt. */
-static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int n) {
+/* Scores of every query that sees any of the n keys jp.. held in kt (int8: ks their scales). */
+static inline __attribute__((always_inline)) void
+tm_scores_piece(const tm_attn_chunk *a, const float *kt, const float *ks, int jp, int n, const int i8) {
     const int two = n > 8;
     for (int i0 = 0; i0 < a->nq; i0 += 3) {
         const int nt = TM_MIN(3, a->nq - i0);
@@ -242,24 +273,32 @@ static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt * 2 + two) {
-        case 7: tm_scores_tile(a, kt, i0, 3, 2, jp, n); break;
-        case 6: tm_scores_tile(a, kt, i0, 3, 1, jp, n); break;
-        case 5: tm_scores_tile(a, kt, i0, 2, 2, jp, n); break;
-        case 4: tm_scores_tile(a, kt, i0, 2, 1, jp, n); break;
-        case 3: tm_scores_tile(a, kt, i0, 1, 2, jp, n); break;
-        default: tm_scores_tile(a, kt, i0, 1, 1, jp, n); break;
+        case 7: tm_scores_tile(a, kt, ks, i0, 3, 2, jp, n, i8); break;
+        case 6: tm_scores_tile(a, kt, ks, i0, 3, 1, jp, n, i8); break;
+        case 5: tm_scores_tile(a, kt, ks, i0, 2, 2, jp, n, i8); break;
+        case 4: tm_scores_tile(a, kt, ks, i0, 2, 1, jp, n, i8); break;
+        case 3: tm_scores_tile(a, kt, ks, i0, 1, 2, jp, n, i8); break;
+        default: tm_scores_tile(a, kt, ks, i0, 1, 1, jp, n, i8); break;
         }
     }
 }
 
-/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
- * once and reused by every query of the group (n_group * rows of them). */
-static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
-    const int hd = a->head_dim, nq = a->nq;
-    if (hd % 8 != 0 || a->k8) { /* no int8 kernel at this level */
-        tm_cpu_attn_chunk_scalar(a);
-        return;
+/* int8 cache: n values of s8 rows (key-major) to f32, prefetching a line per 64. */
+static void tm_rows_i8_to_f32(float *dst, const int8_t *src, int64_t n, tm_pf_stream *pf) {
+    for (int64_t i = 0; i < n; i += 8) {
+        if ((i & 63) == 0) tm_pf_step(pf, 1);
+        int64_t v;
+        memcpy(&v, src + i, 8);
+        _mm256_storeu_ps(dst + i, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v))));
     }
+}
+
+/* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
+ * once and reused by every query of the group (n_group * rows of them). An int8 cache
+ * (i8, a constant after inlining) converts its integers, and scores and weights take the
+ * scales as the scalar kernel does (ops.h). */
+static inline __attribute__((always_inline)) void tm_attn_chunk_avx2_el(const tm_attn_chunk *a, const int i8) {
+    const int hd = a->head_dim, nq = a->nq;
     float *kf = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
@@ -273,8 +312,13 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd, &pf, k_lines);
-            tm_scores_piece(a, kf, j0 + s0, n);
+            if (i8) {
+                tm_kt_i8_to_f32(kf, a->k8[seg] + 4 * s0, a->k_dim_stride, n, hd, &pf, k_lines);
+                tm_scores_piece(a, kf, a->ks[seg] + s0, j0 + s0, n, 1);
+            } else {
+                tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd, &pf, k_lines);
+                tm_scores_piece(a, kf, NULL, j0 + s0, n, 0);
+            }
         }
     }
     /* 2. softmax per query */
@@ -286,12 +330,17 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
         }
         a->m[i] = tm_softmax_avx2(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a->o + (int64_t)i * hd + d, _mm256_setzero_ps());
+        if (!i8) continue;
+        float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK; /* p_j *= vs_j, once per key (l is taken) */
+        for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < a->n_vis[i]; j0 += a->seg_len[seg++])
+            for (int j = 0; j < TM_MIN(a->seg_len[seg], a->n_vis[i] - j0); j++) p[j0 + j] *= a->vs[seg][j];
     }
     /* 3. o += p V, in f32 */
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd, &pf);
+            if (i8) tm_rows_i8_to_f32(vf, a->v8[seg] + (int64_t)s0 * hd, (int64_t)n * hd, &pf);
+            else tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd, &pf);
             for (int i = 0; i < nq; i++) {
                 const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
                 if (nk <= 0) continue;
@@ -306,6 +355,12 @@ static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
     }
 }
 #undef TM_PV_TILE
+
+static void tm_attn_chunk_avx2(const tm_attn_chunk *a) {
+    if (a->head_dim % 8 != 0) tm_cpu_attn_chunk_scalar(a);
+    else if (a->k8) tm_attn_chunk_avx2_el(a, 1);
+    else tm_attn_chunk_avx2_el(a, 0);
+}
 
 /* tm_cpu_kv_quantize, 8 values at a time (same bytes, see the AVX-512 one). */
 static void tm_kv_quantize_avx2(const float *x, int n, int8_t *q, float *scale) {
