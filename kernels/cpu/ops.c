@@ -115,6 +115,12 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
     }
 }
 
+void tm_cpu_attn_weigh_values(const tm_attn_chunk *a, int i) {
+    float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK;
+    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < a->n_vis[i]; j0 += a->seg_len[seg++])
+        for (int j = 0; j < TM_MIN(a->seg_len[seg], a->n_vis[i] - j0); j++) p[j0 + j] *= a->vs[seg][j];
+}
+
 static const tm_cpu_kernels tm_kernels_scalar = {
     .level = TM_SIMD_SCALAR,
     .rmsnorm = tm_rmsnorm_scalar,

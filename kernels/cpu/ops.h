@@ -140,6 +140,9 @@ const tm_cpu_kernels *tm_cpu_kernels_neon(void);
 
 /* Scalar helpers the SIMD files share for tails. */
 void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a);
+/* int8 cache, after query i's softmax sum: p_j *= vs_j over its visible keys, the product
+ * the scalar kernel weighs value row j by, so P.V needs one number per key. */
+void tm_cpu_attn_weigh_values(const tm_attn_chunk *a, int i);
 
 /* Growable scratch owned by the caller of tm_cpu_op_attention (the backend). Grows on
  * demand; if growth fails attention runs without split-KV (same result, fewer threads). */

@@ -330,10 +330,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_avx2_el(const tm
         }
         a->m[i] = tm_softmax_avx2(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a->o + (int64_t)i * hd + d, _mm256_setzero_ps());
-        if (!i8) continue;
-        float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK; /* p_j *= vs_j, once per key (l is taken) */
-        for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < a->n_vis[i]; j0 += a->seg_len[seg++])
-            for (int j = 0; j < TM_MIN(a->seg_len[seg], a->n_vis[i] - j0); j++) p[j0 + j] *= a->vs[seg][j];
+        if (i8) tm_cpu_attn_weigh_values(a, i);
     }
     /* 3. o += p V, in f32 */
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {

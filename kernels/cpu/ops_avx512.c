@@ -339,7 +339,7 @@ static void tm_scores_pieces_i8(const tm_attn_chunk *a, const tm_piece *pc, tm_p
 /* o[d0 .. d0 + 16 nr) += sum_j p_j V_j[d0 ..] over the first nk keys of a piece, for the
  * nt <= 4 queries i0.., which all see those nk keys: each V row is loaded once for the
  * tile, from vf (n, hd) f32 or, with from_f16, from the cache (vh, element kind el; int8
- * scores hold p_j * vs_j already, tm_weigh_by_value_scales). Per query the sum runs over j
+ * scores hold p_j * vs_j already, tm_cpu_attn_weigh_values). Per query the sum runs over j
  * in order as if it were alone.
  * Inlined with nt, nr, from_f16 and el constant. */
 static inline __attribute__((always_inline)) void
@@ -421,20 +421,6 @@ tm_pv_piece(const tm_attn_chunk *a, float *vf, const tm_piece *pc, const int el,
     }
 }
 
-/* int8 cache: p_j *= vs_j over query i's visible keys (after its l = sum p_j is taken), so
- * P.V multiplies the s8 rows by one number per key, broadcast from memory. */
-static void tm_weigh_by_value_scales(const tm_attn_chunk *a, int i) {
-    float *p = a->scores + (int64_t)i * TM_ATTN_CHUNK;
-    for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < a->n_vis[i]; j0 += a->seg_len[seg++]) {
-        const int n = TM_MIN(a->seg_len[seg], a->n_vis[i] - j0);
-        for (int j = 0; j < n; j += 16) {
-            const __mmask16 m = (__mmask16)(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1);
-            _mm512_mask_storeu_ps(p + j0 + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j0 + j),
-                                                               _mm512_maskz_loadu_ps(m, a->vs[seg] + j)));
-        }
-    }
-}
-
 /* Keys are processed in pieces of up to TM_ATTN_SUB inside one page; the scores take
  * them two at a time. With more than one tile of queries (prefill) each piece is
  * converted to f32 once and reused by every query of the group (n_group * rows). */
@@ -465,7 +451,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_el(const tm_attn
         }
         a->m[i] = tm_softmax_avx512(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(a->o + (int64_t)i * hd + d, _mm512_setzero_ps());
-        if (el == TM_EL_I8) tm_weigh_by_value_scales(a, i);
+        if (el == TM_EL_I8) tm_cpu_attn_weigh_values(a, i);
     }
     /* 3. o += p V, in f32 */
     it = (tm_pieces){.a = a, .nv_max = nv_max};

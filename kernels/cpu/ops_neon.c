@@ -172,61 +172,99 @@ static void tm_kt_f16_to_f32(float *kt, const uint16_t *k, int64_t k_dim_stride,
     }
 }
 
+/* int8 cache (ops.h): kt (hd, 16) f32 = the piece's keys as the integers they are (u8 -
+ * 128); vld4q_u8 splits each 4-dim group of 16 keys into its 4 dims. */
+static void tm_kt_i8_to_f32(float *kt, const uint8_t *k, int64_t k_dim_stride, int n, int hd) {
+    uint8_t row[64] = {0}; /* a short piece's group, zero-padded: nothing past it is read */
+    for (int d = 0; d < hd; d += 4) {
+        const uint8_t *g = k + (int64_t)d * k_dim_stride; /* group d / 4: 4 * k_dim_stride bytes apart */
+        if (n < 16) g = memcpy(row, g, (size_t)n * 4);
+        const uint8x16x4_t v = vld4q_u8(g);
+        for (int e = 0; e < 4; e++) {
+            const int16x8_t lo = vreinterpretq_s16_u16(vsubq_u16(vmovl_u8(vget_low_u8(v.val[e])), vdupq_n_u16(128)));
+            const int16x8_t hi = vreinterpretq_s16_u16(vsubq_u16(vmovl_u8(vget_high_u8(v.val[e])), vdupq_n_u16(128)));
+            float *row_f = kt + 16 * (d + e);
+            vst1q_f32(row_f, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))));
+            vst1q_f32(row_f + 4, vcvtq_f32_s32(vmovl_s16(vget_high_s16(lo))));
+            vst1q_f32(row_f + 8, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))));
+            vst1q_f32(row_f + 12, vcvtq_f32_s32(vmovl_s16(vget_high_s16(hi))));
+        }
+    }
+}
+
+/* int8 cache: n values of s8 rows (key-major) to f32 (n a multiple of 4). */
+static void tm_rows_i8_to_f32(float *dst, const int8_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += 4) {
+        int8_t b[8] = {0};
+        memcpy(b, src + i, 4);
+        vst1q_f32(dst + i, vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(b))))));
+    }
+}
+
 /* Scores of the nt <= 4 queries i0.. against the n keys of kt (hd, 16) f32, which are
  * keys jp.. of the chunk: s[j] = scale * sum_d q[d] kt[d][j], one key per lane in four
  * quads, so no pairwise reductions and 4 * nt FMA chains. Each lane sums its dims in
- * order, whatever nt is. Inlined with nt constant. */
+ * order, whatever nt is. With i8 (an int8 cache) the queries are the int8 ones and kt
+ * holds integers, so the sums are the exact integer dots, and s[j] = scale * (ks[j] *
+ * (q8s * dot)) as in the scalar kernel. Inlined with nt and i8 constant. */
 static inline __attribute__((always_inline)) void
-tm_scores_tile(const tm_attn_chunk *a, const float *kt, int i0, int nt, int jp, int n) {
+tm_scores_tile(const tm_attn_chunk *a, const float *kt, const float *ks, int i0, int nt, int jp, int n,
+               const int i8) {
     const int hd = a->head_dim;
     const float *q[4];
+    const int8_t *q8[4];
     float32x4_t acc[4][4]; /* query, quad of keys */
     for (int r = 0; r < nt; r++) {
         const int i = i0 + r;
         q[r] = a->q + (int64_t)(i / a->n_group) * a->q_row_stride + (i % a->n_group) * hd;
+        q8[r] = i8 ? a->q8 + (int64_t)i * hd : NULL;
         for (int h = 0; h < 4; h++) acc[r][h] = vdupq_n_f32(0.0f);
     }
     for (int d = 0; d < hd; d++) {
         float32x4_t kd[4];
         for (int h = 0; h < 4; h++) kd[h] = vld1q_f32(kt + 16 * d + 4 * h);
         for (int r = 0; r < nt; r++) {
-            const float qd = q[r][d];
+            const float qd = i8 ? (float)q8[r][d] : q[r][d];
             for (int h = 0; h < 4; h++) acc[r][h] = vfmaq_n_f32(acc[r][h], kd[h], qd);
         }
     }
+    float kss[16] = {0};
+    if (i8) memcpy(kss, ks, (size_t)n * sizeof kss[0]);
     for (int r = 0; r < nt; r++) {
         const int nk = TM_MIN(n, a->n_vis[i0 + r] - jp);
         if (nk <= 0) continue;
         float s[16];
-        for (int h = 0; h < 4; h++) vst1q_f32(s + 4 * h, vmulq_n_f32(acc[r][h], a->scale));
+        for (int h = 0; h < 4; h++) {
+            float32x4_t dot = acc[r][h];
+            if (i8) dot = vmulq_f32(vld1q_f32(kss + 4 * h), vmulq_n_f32(dot, a->q8s[i0 + r]));
+            vst1q_f32(s + 4 * h, vmulq_n_f32(dot, a->scale));
+        }
         memcpy(a->scores + (int64_t)(i0 + r) * TM_ATTN_CHUNK + jp, s, (size_t)nk * sizeof s[0]);
     }
 }
 
-/* Scores of every query that sees any of the n keys jp.. held in kt. */
-static void tm_scores_piece(const tm_attn_chunk *a, const float *kt, int jp, int n) {
+/* Scores of every query that sees any of the n keys jp.. held in kt (int8: ks their scales). */
+static inline __attribute__((always_inline)) void
+tm_scores_piece(const tm_attn_chunk *a, const float *kt, const float *ks, int jp, int n, const int i8) {
     for (int i0 = 0; i0 < a->nq; i0 += 4) {
         const int nt = TM_MIN(4, a->nq - i0);
         int sees = 0;
         for (int r = 0; r < nt; r++) sees |= a->n_vis[i0 + r] > jp;
         if (!sees) continue; /* later causal rows of a prefill chunk */
         switch (nt) {
-        case 4: tm_scores_tile(a, kt, i0, 4, jp, n); break;
-        case 3: tm_scores_tile(a, kt, i0, 3, jp, n); break;
-        case 2: tm_scores_tile(a, kt, i0, 2, jp, n); break;
-        default: tm_scores_tile(a, kt, i0, 1, jp, n); break;
+        case 4: tm_scores_tile(a, kt, ks, i0, 4, jp, n, i8); break;
+        case 3: tm_scores_tile(a, kt, ks, i0, 3, jp, n, i8); break;
+        case 2: tm_scores_tile(a, kt, ks, i0, 2, jp, n, i8); break;
+        default: tm_scores_tile(a, kt, ks, i0, 1, jp, n, i8); break;
         }
     }
 }
 
 /* Keys are processed in pieces of up to TM_ATTN_SUB inside one page, converted to f32
- * once and reused by every query of the group (n_group * rows of them), as in ops_avx2.c. */
-static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
+ * once and reused by every query of the group (n_group * rows of them), as in ops_avx2.c,
+ * whose int8 path (i8, a constant after inlining) this one follows too. */
+static inline __attribute__((always_inline)) void tm_attn_chunk_neon_el(const tm_attn_chunk *a, const int i8) {
     const int hd = a->head_dim, nq = a->nq;
-    if (hd % 4 != 0 || a->k8) { /* no int8 kernel at this level */
-        tm_cpu_attn_chunk_scalar(a);
-        return;
-    }
     float *kf = a->kv_f32, *vf = a->kv_f32 + TM_ATTN_SUB * hd;
     int nv_max = 0;
     for (int i = 0; i < nq; i++) nv_max = TM_MAX(nv_max, a->n_vis[i]);
@@ -235,8 +273,13 @@ static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd);
-            tm_scores_piece(a, kf, j0 + s0, n);
+            if (i8) {
+                tm_kt_i8_to_f32(kf, a->k8[seg] + 4 * s0, a->k_dim_stride, n, hd);
+                tm_scores_piece(a, kf, a->ks[seg] + s0, j0 + s0, n, 1);
+            } else {
+                tm_kt_f16_to_f32(kf, a->k[seg] + s0, a->k_dim_stride, n, hd);
+                tm_scores_piece(a, kf, NULL, j0 + s0, n, 0);
+            }
         }
     }
     /* 2. softmax per query */
@@ -248,12 +291,14 @@ static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
         }
         a->m[i] = tm_softmax_neon(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 4) vst1q_f32(a->o + (int64_t)i * hd + d, vdupq_n_f32(0.0f));
+        if (i8) tm_cpu_attn_weigh_values(a, i);
     }
     /* 3. o += p V, in f32 */
     for (int seg = 0, j0 = 0; seg < a->n_seg && j0 < nv_max; j0 += a->seg_len[seg++]) {
         for (int s0 = 0; s0 < a->seg_len[seg] && j0 + s0 < nv_max; s0 += TM_ATTN_SUB) {
             const int n = TM_MIN(TM_MIN(TM_ATTN_SUB, a->seg_len[seg] - s0), nv_max - j0 - s0);
-            tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            if (i8) tm_rows_i8_to_f32(vf, a->v8[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
+            else tm_rows_f16_to_f32(vf, a->v[seg] + (int64_t)s0 * hd, (int64_t)n * hd);
             for (int i = 0; i < nq; i++) {
                 const int nk = TM_MIN(n, a->n_vis[i] - j0 - s0);
                 if (nk <= 0) continue;
@@ -268,6 +313,12 @@ static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     }
 }
 #undef TM_PV_TILE
+
+static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
+    if (a->head_dim % 4 != 0) tm_cpu_attn_chunk_scalar(a);
+    else if (a->k8) tm_attn_chunk_neon_el(a, 1);
+    else tm_attn_chunk_neon_el(a, 0);
+}
 
 static const tm_cpu_kernels tm_kernels_neon = {
     .level = TM_SIMD_NEON,
