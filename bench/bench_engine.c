@@ -157,11 +157,8 @@ static double run_ttft(tm_engine *e, bench_waiter *w, int *seen, const int32_t *
 }
 
 int main(int argc, char **argv) {
-    const char *home = getenv("HOME");
     char path[1024];
-    snprintf(path, sizeof path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-             home ? home : "");
-    const char *model_path = path;
+    const char *model_path = tm_model_default_path(path, sizeof path);
     int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000, reps = 1, kv_dtype = TM_KV_F16;
     int seqs[16] = {1, 4, 8, 16, 32}, n_levels = 5;
     for (int i = 1; i < argc; i++) {

@@ -100,11 +100,8 @@ done:
 }
 
 int main(int argc, char **argv) {
-    const char *home = getenv("HOME");
     char model_path[1024];
-    snprintf(model_path, sizeof model_path, "%s/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-             home ? home : "");
-    const char *mp = model_path, *text_path = "README.md", *floor_name = NULL;
+    const char *mp = tm_model_default_path(model_path, sizeof model_path), *text_path = "README.md", *floor_name = NULL;
     int n_tokens = 2048, chunk = 256, threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) mp = argv[++i];
