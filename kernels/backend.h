@@ -40,6 +40,11 @@ typedef enum tm_kv_dtype {
                      * step; attention results move by the rounding (a few 1e-3 relative) */
 } tm_kv_dtype;
 
+/* Shapes an int8 cache takes: head_dim a multiple of 4 (keys are packed 4 dims to a
+ * 32-bit group) and at most 1024 (a dot of that many s8 x s8 products, < 2^24, is exact
+ * in f32 as well as in int32, so every kernel forms the same sum). */
+enum { TM_KV_INT8_MAX_HEAD_DIM = 1024 };
+
 /* "f16" / "int8"; NULL for an unknown value. */
 const char *tm_kv_dtype_name(tm_kv_dtype t);
 /* TM_KV_* for a name, or -1. */

@@ -334,6 +334,11 @@ int tm_engine_create(tm_model *model, const tm_engine_config *config, tm_engine 
                        c->max_num_batched_tokens, c->max_num_seqs);
     if (!tm_kv_dtype_name(c->kv_dtype))
         return tm_fail(err, err_len, TM_EINVAL, "engine config: unknown KV cache dtype %d", (int)c->kv_dtype);
+    const int head_dim = tm_model_get_config(model)->head_dim;
+    if (c->kv_dtype == TM_KV_INT8 && (head_dim % 4 != 0 || head_dim > TM_KV_INT8_MAX_HEAD_DIM))
+        return tm_fail(err, err_len, TM_EUNSUPPORTED,
+                       "an int8 KV cache needs head_dim divisible by 4 and at most 1024; this model has %d "
+                       "(use --kv-cache-dtype f16)", head_dim);
     size_t per_block = tm_model_kv_bytes_per_block(model, c->block_size, c->kv_dtype);
     if (per_block == 0 || c->kv_cache_bytes / per_block < 1)
         return tm_fail(err, err_len, TM_EINVAL, "KV cache of %zu bytes holds no page of %zu bytes",

@@ -1,10 +1,10 @@
 /* backend_cpu.c - the CPU backend: host memory, the thread pool, the matmul of
  * kernels/cpu/matmul.h and the ops of ops.h behind the tm_backend table.
  *
- * KV cache layout (see struct tm_kv_cache in ops.h), f16, zeroed at creation:
+ * KV cache layout (see struct tm_kv_cache in ops.h), f16 or int8, zeroed at creation:
  *   k (n_layers, n_blocks, n_kv_heads, head_dim, block_size): dim-major inside a page,
  *   v (n_layers, n_blocks, n_kv_heads, block_size, head_dim),
- * slot = block * block_size + offset. */
+ * slot = block * block_size + offset; int8 tiles add their scales (ops.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

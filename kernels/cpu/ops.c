@@ -159,7 +159,7 @@ int tm_cpu_kv_init(struct tm_kv_cache *kv, const tm_kv_shape *s) {
     memset(kv, 0, sizeof *kv);
     if (s->n_layers <= 0 || s->n_blocks <= 0 || s->block_size <= 0 || s->n_kv_heads <= 0 ||
         s->head_dim <= 0 || !tm_kv_dtype_name(s->dtype) ||
-        (s->dtype == TM_KV_INT8 && (s->head_dim > TM_KV_INT8_MAX_DIM || s->head_dim % 4 != 0)))
+        (s->dtype == TM_KV_INT8 && (s->head_dim > TM_KV_INT8_MAX_HEAD_DIM || s->head_dim % 4 != 0)))
         return TM_EINVAL;
     const size_t bytes = (size_t)s->n_layers * s->n_blocks * s->n_kv_heads * tm_kv_tile_bytes(s);
     kv->shape = *s;
@@ -366,7 +366,7 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
                 /* K down column off of its dim-major tile, V along row off; scales after the values */
                 uint8_t *kt = j->kv->k8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
                 uint8_t *vt = j->kv->v8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
-                int8_t kq[TM_KV_INT8_MAX_DIM];
+                int8_t kq[TM_KV_INT8_MAX_HEAD_DIM];
                 j->k->kv_quantize(j->kk + src, s->head_dim, kq, (float *)(void *)(kt + scale_off) + off);
                 for (int d = 0; d < s->head_dim; d += 4) /* 4 dims of key off, stored + 128 */
                     for (int e = 0; e < 4; e++)

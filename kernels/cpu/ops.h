@@ -56,9 +56,6 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
  * NaN (reads of the vector are NaN, as with f16). The scalar reference; every level's
  * kv_quantize writes the same bytes. */
 void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale);
-/* head_dim limit of an int8 cache: a dot product of 1024 s8 x s8 values, <= 2^24 in
- * magnitude, is exact in f32 too, so the float and integer kernels agree. */
-enum { TM_KV_INT8_MAX_DIM = 1024 };
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
  * order whether or not the chunks ran on different threads, so a row's result is

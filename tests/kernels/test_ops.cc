@@ -415,6 +415,17 @@ TEST(CpuOps, KvStoreInt8Layout) {
     }
 }
 
+TEST(CpuOps, KvInt8RefusesShapesItCannotHold) {
+    Backend B(1, TM_SIMD_SCALAR);
+    tm_kv_cache *kv = nullptr;
+    for (int hd : {30, 1028}) { // not a multiple of 4; past TM_KV_INT8_MAX_HEAD_DIM
+        tm_kv_shape shape = {1, 4, 16, 1, hd, TM_KV_INT8};
+        EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv), TM_EINVAL) << hd;
+    }
+    tm_kv_shape bad_dtype = {1, 4, 16, 1, 64, (tm_kv_dtype)5};
+    EXPECT_EQ(B.be->kv_create(B.be, &bad_dtype, &kv), TM_EINVAL);
+}
+
 TEST(CpuOps, KvInt8QuantizeRoundTrip) {
     // Within half a step of each value; the largest magnitude maps to +-127 exactly.
     auto x = randu(64, 21, -50.0f, 50.0f);
