@@ -541,12 +541,6 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     for (int i = 0; i < nq; i++) {
         int vis = b->pos[it->t0 + i / G] + 1 - k0; /* causal: token t sees keys 0..pos[t] */
         tm->n_vis[i] = vis < 0 ? 0 : TM_MIN(vis, n_keys);
-        if (!i8) continue;
-        int8_t *q8 = tm->q8 + (int64_t)i * hd; /* queries of an int8 cache are int8 too (ops.h) */
-        j->k->kv_quantize(q + (int64_t)(i / G) * j->n_heads * hd + (int64_t)(i % G) * hd, hd, q8, &tm->q8s[i]);
-        int32_t sum = 0;
-        for (int d = 0; d < hd; d++) sum += q8[d];
-        tm->q8sum[i] = sum;
     }
     tm_attn_chunk a = {
         .q = q,
@@ -561,9 +555,23 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
     j->k->attn_chunk(&a);
 }
 
+/* The item's queries as int8 (an int8 cache quantizes them too, ops.h), once for all its chunks. */
+static void tm_attn_quantize_queries(const tm_attn_job *j, const tm_attn_item *it, tm_attn_tmem *tm) {
+    const int hd = j->kv->shape.head_dim, G = j->n_group, nq = (it->t1 - it->t0) * G;
+    const float *q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd;
+    for (int i = 0; i < nq; i++) {
+        int8_t *q8 = tm->q8 + (int64_t)i * hd;
+        j->k->kv_quantize(q + (int64_t)(i / G) * j->n_heads * hd + (int64_t)(i % G) * hd, hd, q8, &tm->q8s[i]);
+        int32_t sum = 0;
+        for (int d = 0; d < hd; d++) sum += q8[d];
+        tm->q8sum[i] = sum;
+    }
+}
+
 static void tm_attn_run_item(tm_attn_job *j, const tm_attn_item *it, tm_attn_tmem *tm) {
     const int hd = j->kv->shape.head_dim;
     const int nq = (it->t1 - it->t0) * j->n_group;
+    if (j->kv->shape.dtype == TM_KV_INT8) tm_attn_quantize_queries(j, it, tm);
     if (it->group < 0) {
         for (int i = 0; i < nq; i++) tm->L[i] = 0.0f;
         for (int c = it->c0; c < it->c1; c++) {
