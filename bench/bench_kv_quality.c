@@ -79,6 +79,8 @@ static int run_text(tm_model *m, tm_kv_dtype dtype, const int32_t *ids, int n, i
     int32_t *rows = malloc(sizeof(int32_t) * (size_t)chunk);
     if (rc || !table || !pos || !rows) {
         rc = rc ? rc : TM_ENOMEM;
+        fprintf(stderr, "bench_kv_quality: %s KV cache of %d pages: %s\n", tm_kv_dtype_name(dtype), n_blocks,
+                tm_strerror(rc));
         goto done;
     }
     for (int i = 0; i < n_blocks; i++) table[i] = i;

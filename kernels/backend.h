@@ -68,7 +68,7 @@ static inline size_t tm_kv_tile_scale_offset(const tm_kv_shape *s) {
 }
 static inline size_t tm_kv_tile_bytes(const tm_kv_shape *s) {
     if (s->dtype == TM_KV_INT8) return tm_kv_tile_scale_offset(s) + ((size_t)s->block_size * 4 + 63) / 64 * 64;
-    return (size_t)s->block_size * s->head_dim * 2;
+    return s->dtype == TM_KV_F16 ? (size_t)s->block_size * s->head_dim * 2 : 0; /* 0: unknown dtype */
 }
 /* Bytes of one page: K and V of every layer and kv head. */
 static inline size_t tm_kv_page_bytes(const tm_kv_shape *s) {

@@ -196,7 +196,8 @@ void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale) {
         *scale = NAN;
         return;
     }
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    /* a zero vector, or one so small (max < ~4e-37) that 1 / d overflows: all q = 0 */
+    const float id = d != 0.0f && 1.0f / d < INFINITY ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id); /* |x * id| <= 127 */
     *scale = d;
 }

@@ -380,7 +380,7 @@ static void tm_kv_quantize_avx2(const float *x, int n, int8_t *q, float *scale) 
         tm_cpu_kv_quantize(x, n, q, scale);
         return;
     }
-    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    const __m256 id = _mm256_set1_ps(d != 0.0f && 1.0f / d < INFINITY ? 1.0f / d : 0.0f);
     for (int i = 0; i < n; i += 8) {
         const __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), id));
         const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

@@ -483,7 +483,7 @@ static void tm_kv_quantize_avx512(const float *x, int n, int8_t *q, float *scale
         tm_cpu_kv_quantize(x, n, q, scale); /* the rare poisoned vector */
         return;
     }
-    const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    const __m512 id = _mm512_set1_ps(d != 0.0f && 1.0f / d < INFINITY ? 1.0f / d : 0.0f);
     for (int i = 0; i < n; i += 16)
         _mm_storeu_si128((__m128i *)(void *)(q + i),
                          _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), id))));

@@ -61,7 +61,7 @@ Int8Rows int8_round(const std::vector<float> &v, int hd) {
     for (size_t i0 = 0; i0 < v.size(); i0 += hd) {
         float amax = 0;
         for (int i = 0; i < hd; i++) amax = std::max(amax, std::fabs(v[i0 + i]));
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float d = amax / 127.0f, id = d != 0.0f && 1.0f / d < INFINITY ? 1.0f / d : 0.0f;
         for (int i = 0; i < hd; i++) {
             r.q[i0 + i] = (int8_t)std::nearbyint(v[i0 + i] * id);
             r.deq[i0 + i] = d * r.q[i0 + i];
@@ -463,6 +463,12 @@ TEST(CpuOps, KvInt8QuantizeSameBytesOnEveryLevel) {
     auto nan = randu(64, 40), inf = randu(64, 41);
     nan[63] = kNaN, inf[0] = -std::numeric_limits<float>::infinity();
     cases.push_back(nan), cases.push_back(inf);
+    for (float tiny : {1e-38f, 3e-37f, 1e-40f, 1e-45f}) { // 1 / scale overflows: all zeros
+        auto t = randu(64, 42);
+        for (auto &v : t) v *= tiny;
+        t[5] = tiny;
+        cases.push_back(t);
+    }
     for (int l : levels()) {
         const tm_cpu_kernels *k = tm_cpu_kernels_get(l);
         ASSERT_NE(k, nullptr);
@@ -750,6 +756,9 @@ TEST(AttentionInt8, DecodesPrefillsAndRaggedBatches) {
     check_attention({3, 3, 64, 16, seqs, 2025, TM_KV_INT8});
     check_attention({3, 3, 64, 20, {{203, 1}, {21, 1}, {140, 30}, {4, 1}}, 2026, TM_KV_INT8}); // pieces mid-page
     check_attention({2, 2, 40, 7, {{300, 1}, {50, 20}}, 2027, TM_KV_INT8});                   // odd shapes
+    check_attention({2, 4, 12, 3, {{70, 1}, {20, 9}}, 2028, TM_KV_INT8}); // head_dim % 8 = 4, pages of 3
+    check_attention({1, 8, 64, 16, {{300, 1}, {40, 2}}, 2029, TM_KV_INT8}); // 8 query heads per kv head
+    check_attention({1, 2, 1024, 16, {{40, 1}, {20, 5}}, 2030, TM_KV_INT8}); // the head_dim limit
 }
 
 TEST(AttentionShapes, OddBlockSizeAndHeadDim) {
