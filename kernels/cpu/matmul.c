@@ -217,9 +217,9 @@ void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, i
             q[j] = (int8_t)lrintf(x[j] * id); /* half-even, as the SIMD conversions */
             acc += q[j];
         }
-        d[b * stride] = db;
-        sum[b * stride] = acc;
-        s[b * stride] = db * (float)acc;
+        d[b] = db;
+        sum[b] = acc;
+        s[b] = db * (float)acc;
     }
 }
 
@@ -402,7 +402,7 @@ static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0
     x += u0 * TM_QK;
     const int64_t n = (u1 - u0) * TM_QK;
     int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK + u0 * nt * TM_QK;
-    const int64_t si = (int64_t)t0 * nb + i + u0 * nt;
+    const int64_t si = (int64_t)(t0 + i) * nb + u0; /* scales: row-major (matmul_impl.h) */
     float *d = a->act->d + si, *s = a->act->s + si;
     int32_t *sum = a->act->sum + si;
 #if TM_MM_X86
@@ -415,9 +415,7 @@ static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0
     tm_mm_quantize_act_scalar(x, n, nt, q, d, sum, s);
 }
 
-/* Units [u0, u1) of every token. Threads split the columns, not the tokens: a group's
- * per-block scales of all its tokens share cache lines, which two threads writing
- * different tokens would pass back and forth. */
+/* Units [u0, u1) of every token. */
 static void tm_mm_prepare(int simd, int level, const tm_mm_args *a, int64_t u0, int64_t u1) {
     if (u0 >= u1) return;
     for (int t0 = 0; t0 < a->n;) {
@@ -432,12 +430,28 @@ static void tm_mm_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     *hi = n * (ith + 1) / nth;
 }
 
+/* Quantized types: thread ith quantizes tokens [n * ith / nth, n * (ith + 1) / nth), the
+ * rows the elementwise ops before a matmul (rmsnorm, silu, add) wrote on that thread, so
+ * it reads them from its own cache; the grouped quants and row-major scales of different
+ * tokens share no cache line. Dense weights interleave tokens per column (xp), so there
+ * the threads split the columns. */
 static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t lo, hi;
     const tm_mm_args *a = &job->a[0];
-    tm_mm_split(a->n_cols / tm_mm_prep_unit(a->dtype), ith, nth, &lo, &hi);
-    tm_mm_prepare(job->simd, job->level, a, lo, hi);
+    const int64_t units = a->n_cols / tm_mm_prep_unit(a->dtype);
+    if (tm_mm_is_dense(a->dtype)) {
+        tm_mm_split(units, ith, nth, &lo, &hi);
+        tm_mm_prepare(job->simd, job->level, a, lo, hi);
+        return;
+    }
+    tm_mm_split(a->n, ith, nth, &lo, &hi);
+    for (int t0 = 0; t0 < a->n;) {
+        const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
+        for (int i = 0; i < nt; i++)
+            if (t0 + i >= lo && t0 + i < hi) tm_mm_prepare_token(job->simd, job->level, a, t0, nt, i, 0, units);
+        t0 += nt;
+    }
 }
 
 /* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each

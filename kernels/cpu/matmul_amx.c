@@ -101,14 +101,14 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
         __m512 dw, mw;
         tm_q_block_scales(pw, g.tile, b, kind, &dw, &mw);
         const int32_t *cb = c[b % TM_AMX_RING];
-        const int64_t ib = b * TM_AMX_NT;
 #pragma GCC unroll 16
         for (int i = 0; i < TM_AMX_NT; i++) {
             __m512i ci = _mm512_load_si512(cb + 16 * i);
             /* the zero-point correction the VNNI kernel seeds its accumulator with */
-            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.asum[ib + i]));
-            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.asum[ib + i]));
-            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.ad[ib + i], g.as[ib + i], kind);
+            const int64_t is = i * nb + b; /* token i's scales: row-major */
+            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.asum[is]));
+            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.asum[is]));
+            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.ad[is], g.as[is], kind);
         }
     }
 #undef TM_AMX_PRODUCT

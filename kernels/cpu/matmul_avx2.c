@@ -108,9 +108,9 @@ void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int
                                                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)q, p8);
         const int32_t acc = tm_hsum8i(_mm256_add_epi32(_mm256_add_epi32(iq[0], iq[1]), _mm256_add_epi32(iq[2], iq[3])));
-        d[b * stride] = db;
-        sum[b * stride] = acc;
-        s[b * stride] = db * (float)acc;
+        d[b] = db;
+        sum[b] = acc;
+        s[b] = db * (float)acc;
     }
 }
 
@@ -168,7 +168,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
         if (kind == TM_KIND_Q4_1) mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(msec + b * TM_MM_TILE)));
         for (int i = 0; i < NT; i++) {
             const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
-            const int64_t ib = b * NT + i;
+            const int64_t ib = i * nb + b;             /* its scales: row-major */
             __m256i c;
             if (kind == TM_KIND_Q8_0) {
                 c = _mm256_setzero_si256();

@@ -90,9 +90,9 @@ void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, i
         _mm512_store_si512(sums, acc);
         _mm512_store_ps(ss, _mm512_mul_ps(db, _mm512_cvtepi32_ps(acc)));
         for (int j = 0; j < g; j++) {
-            d[(b0 + j) * stride] = dbs[j];
-            sum[(b0 + j) * stride] = sums[j];
-            s[(b0 + j) * stride] = ss[j];
+            d[b0 + j] = dbs[j];
+            sum[b0 + j] = sums[j];
+            s[b0 + j] = ss[j];
         }
     }
 }
@@ -178,24 +178,27 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 const int8_t *qa = g.aq + ib * 32;
                 __m512i c[4];
                 for (int u = 0; u < 4; u++) {
-                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.asum[ib + u]);
-                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.asum[ib + u]);
+                    const int64_t is = (i0 + u) * nb + b; /* its scales: row-major */
+                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.asum[is]);
+                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.asum[is]);
                     else c[u] = _mm512_setzero_si512();
                 }
                 for (int j = 0; j < 8; j++)
                     for (int u = 0; u < 4; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
-                for (int u = 0; u < 4; u++)
-                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.ad[ib + u], g.as[ib + u], kind);
+                for (int u = 0; u < 4; u++) {
+                    const int64_t is = (i0 + u) * nb + b;
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.ad[is], g.as[is], kind);
+                }
             }
             continue;
         }
 #pragma GCC unroll 16
         for (int i = 0; i < NT; i++) {
             const int8_t *qa = g.aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
-            const int64_t ib = b * NT + i;
+            const int64_t is = i * nb + b; /* its scales: row-major */
             __m512i c0, c1 = _mm512_setzero_si512();
-            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * g.asum[ib]);
-            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * g.asum[ib]);
+            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * g.asum[is]);
+            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * g.asum[is]);
             else c0 = _mm512_setzero_si512();
             /* Two chains when few tokens, so one block's 8 dpbusd do not serialize. */
             for (int j = 0; j < 8; j++) {
@@ -203,7 +206,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 else c0 = _mm512_dpbusd_epi32(c0, w[j], tm_bcast4(qa + 4 * j));
             }
             if (NT < 4) c0 = _mm512_add_epi32(c0, c1);
-            acc[i] = tm_q_block_acc(acc[i], c0, dw, mw, g.ad[ib], g.as[ib], kind);
+            acc[i] = tm_q_block_acc(acc[i], c0, dw, mw, g.ad[is], g.as[is], kind);
         }
     }
 

@@ -29,7 +29,8 @@
  * the largest power of two <= min(max_nt, tokens left)), and each group's activations are
  * stored interleaved so that one pointer plus constant offsets reaches all NT tokens:
  *   quantized  group at t0: block b of its token i at q + t0*n_cols + (b*NT + i)*32,
- *              d/sum/s at index t0*nb + b*NT + i;
+ *              d/sum/s at index (t0 + i)*nb + b (row-major, so threads that quantize
+ *              different tokens never write the same cache line of scales);
  *   dense      (n >= 2) x packed as xp + t0*n_cols + k*NT + i.
  * With max_nt = 1 (the scalar level) this is the plain row-major layout. */
 #ifndef TM_CPU_MATMUL_IMPL_H
@@ -108,7 +109,7 @@ static inline int tm_mm_dense_gemv_runs(const tm_mm_args *a, int64_t t0, int64_t
 }
 
 /* Scalar (reference) kernels. */
-/* One token: block b goes to q + b*stride*32 and d/sum/s[b*stride] (stride = its group's NT). */
+/* One token: block b goes to q + b*stride*32 (stride = its group's NT) and d/sum/s[b]. */
 void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
                                float *d, int32_t *sum, float *s);
 /* Rows [r0, r1) for all tokens, reading the GGUF blocks in w->src. */

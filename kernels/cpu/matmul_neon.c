@@ -61,9 +61,9 @@ void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int
             vst1_s8(q + 8 * j, vqmovn_s16(p16));
         }
         const int32_t total = vaddvq_s32(acc);
-        d[b * stride] = db;
-        sum[b * stride] = total;
-        s[b * stride] = db * (float)total;
+        d[b] = db;
+        sum[b] = total;
+        s[b] = db * (float)total;
     }
 }
 
@@ -125,8 +125,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int 
         float32x4_t mw = vdupq_n_f32(0.0f);
         if (kind == TM_KIND_Q4_1) mw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(msec + b * TM_MM_TILE)));
         for (int i = 0; i < NT; i++) {
-            const int64_t ib = b * NT + i;
-            const int8_t *qa = aq + ib * 32; /* grouped layout: matmul_impl.h */
+            const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
+            const int64_t ib = i * nb + b;             /* its scales: row-major */
             const int8x16_t a0 = vld1q_s8(qa), a1 = vld1q_s8(qa + 16);
             /* two chains so the sdots of one token overlap */
             int32x4_t c0 = vdupq_n_s32(kind == TM_KIND_Q4_0 ? -8 * asum[ib] : 0), c1 = vdupq_n_s32(0);
