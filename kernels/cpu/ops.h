@@ -52,10 +52,10 @@ static inline size_t tm_cpu_kv_offset(const tm_kv_shape *s, int layer, int block
 }
 
 /* int8 K or V vector of n values (the kv_store rounding): scale = max|x| / 127, q[i] =
- * nearest-even(x[i] * (1 / scale)), 0 when 1 / scale is 0 or overflows (a zero or a
- * tiny vector); a NaN or inf in x gives scale
- * NaN (reads of the vector are NaN, as with f16). The scalar reference; every level's
- * kv_quantize writes the same bytes. */
+ * nearest-even(x[i] * (1 / scale)), 0 when 1 / scale is 0 or overflows (a zero or a tiny
+ * vector). A NaN or inf in x gives scale NaN: reads of the whole vector are NaN (f16
+ * poisons only that value). The scalar reference; every level's kv_quantize writes the
+ * same bytes. */
 void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale);
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
