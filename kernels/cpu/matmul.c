@@ -211,7 +211,8 @@ void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, i
     for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         float amax = 0.0f;
         for (int j = 0; j < TM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        /* 0 for a zero block, or one so small (max < ~4e-37) that 1 / db overflows */
+        const float db = amax / 127.0f, id = db != 0.0f && 1.0f / db < INFINITY ? 1.0f / db : 0.0f;
         int32_t acc = 0;
         for (int j = 0; j < TM_QK; j++) {
             q[j] = (int8_t)lrintf(x[j] * id); /* half-even, as the SIMD conversions */

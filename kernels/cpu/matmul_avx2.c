@@ -11,6 +11,7 @@
  * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
  * this file reads their GGUF blocks in place, row by row. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
@@ -98,7 +99,7 @@ void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
                                        _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
         const float amax = tm_hmax8(m);
-        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        const float db = amax / 127.0f, id = db != 0.0f && 1.0f / db < INFINITY ? 1.0f / db : 0.0f;
         const __m256 vid = _mm256_set1_ps(id);
         __m256i iq[4];
         for (int j = 0; j < 4; j++) iq[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid)); /* half-even */

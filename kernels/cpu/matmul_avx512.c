@@ -12,6 +12,7 @@
  * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
  * this file reads their GGUF blocks in place, row by row. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_avx512_q.h"
@@ -66,8 +67,10 @@ void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, i
                                                              _mm512_abs_ps(_mm512_loadu_ps(xb + TM_QK * j + 16))))
                          : _mm512_setzero_si512();
         const __m512 db = _mm512_div_ps(_mm512_castsi512_ps(tm_hreduce16(m, 1)), _mm512_set1_ps(127.0f));
-        const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(db, _mm512_setzero_ps(), _CMP_NEQ_OQ),
-                                              _mm512_set1_ps(1.0f), db);
+        __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(db, _mm512_setzero_ps(), _CMP_NEQ_OQ),
+                                        _mm512_set1_ps(1.0f), db);
+        /* a block so small (max < ~4e-37) that 1 / d overflows quantizes to 0, as in the reference */
+        id = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(id, _mm512_set1_ps(INFINITY), _CMP_LT_OQ), id);
         _Alignas(64) float ids[16], dbs[16], ss[16];
         _Alignas(64) int32_t sums[16];
         _mm512_store_ps(ids, id);

@@ -19,6 +19,7 @@
  * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K are not packed:
  * tm_mm_rows_kquant_neon at the end of this file reads their GGUF blocks in place. */
 #include <arm_neon.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
@@ -50,7 +51,7 @@ void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int
         for (int j = 1; j < 8; j++) m = vmaxq_f32(m, vabsq_f32(v[j]));
         const float amax = vmaxvq_f32(m);
         /* same scalar division and reciprocal as the reference, so d and id match bitwise */
-        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        const float db = amax / 127.0f, id = db != 0.0f && 1.0f / db < INFINITY ? 1.0f / db : 0.0f;
         int32x4_t iq[8], acc = vdupq_n_s32(0);
         for (int j = 0; j < 8; j++) {
             iq[j] = vcvtnq_s32_f32(vmulq_n_f32(v[j], id)); /* half-even, as lrintf */

@@ -201,7 +201,7 @@ TEST(Matmul, SimdQ8kQuantizersEqualReference) {
 }
 
 // The SIMD activation quantizers (Q4/Q8 weights) must equal the reference bit for bit:
-// quants, scale, sum and scaled sum of every block, at the strides of token groups, for
+// quants (at the strides of token groups), scale, sum and scaled sum of every block, for
 // block counts on both sides of the AVX-512 kernel's groups of 16.
 TEST(Matmul, SimdActivationQuantizersEqualReference) {
 #if defined(__x86_64__) || defined(__aarch64__)
@@ -213,6 +213,8 @@ TEST(Matmul, SimdActivationQuantizersEqualReference) {
             for (int j = 0; j < TM_QK; j++) x[2 * TM_QK + j] = 0.5f * (float)(j % 7) - 1.5f;
             x[2 * TM_QK + 3] = -127.0f;                                          // d = 1: .5 ties to even
         }
+        if (nb > 4) // block 3: so small that 1 / d overflows: quants 0
+            for (int j = 0; j < TM_QK; j++) x[3 * TM_QK + j] = 1e-38f * (float)(j % 5 - 2);
         for (int stride : {1, 4, 16}) {
             SCOPED_TRACE("nb " + std::to_string(nb) + " stride " + std::to_string(stride));
             const size_t nq = (size_t)nb * TM_QK * stride, ns = (size_t)nb * stride;
