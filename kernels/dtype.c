@@ -10,16 +10,13 @@
  * Block layouts: shared/KERNELS.md section 1. */
 #include "kernels/dtype.h"
 
-#include <string.h>
-
-#include "kernels/backend.h"
-
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "common/common.h"
+#include "kernels/backend.h"
 
 typedef struct {
     tm_dtype type;

@@ -416,12 +416,13 @@ static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0
     tm_mm_quantize_act_scalar(x, n, nt, q, d, sum, s);
 }
 
-/* Units [u0, u1) of every token. */
-static void tm_mm_prepare(int simd, int level, const tm_mm_args *a, int64_t u0, int64_t u1) {
+/* Units [u0, u1) of tokens [t_lo, t_hi). */
+static void tm_mm_prepare(int simd, int level, const tm_mm_args *a, int t_lo, int t_hi, int64_t u0, int64_t u1) {
     if (u0 >= u1) return;
-    for (int t0 = 0; t0 < a->n;) {
+    for (int t0 = 0; t0 < t_hi;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        for (int i = 0; i < nt; i++) tm_mm_prepare_token(simd, level, a, t0, nt, i, u0, u1);
+        for (int i = TM_MAX(0, t_lo - t0); i < nt && t0 + i < t_hi; i++)
+            tm_mm_prepare_token(simd, level, a, t0, nt, i, u0, u1);
         t0 += nt;
     }
 }
@@ -443,15 +444,10 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const int64_t units = a->n_cols / tm_mm_prep_unit(a->dtype);
     if (tm_mm_is_dense(a->dtype)) {
         tm_mm_split(units, ith, nth, &lo, &hi);
-        tm_mm_prepare(job->simd, job->level, a, lo, hi);
-        return;
-    }
-    tm_mm_split(a->n, ith, nth, &lo, &hi);
-    for (int t0 = 0; t0 < a->n;) {
-        const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        for (int i = 0; i < nt; i++)
-            if (t0 + i >= lo && t0 + i < hi) tm_mm_prepare_token(job->simd, job->level, a, t0, nt, i, 0, units);
-        t0 += nt;
+        tm_mm_prepare(job->simd, job->level, a, 0, a->n, lo, hi);
+    } else {
+        tm_mm_split(a->n, ith, nth, &lo, &hi);
+        tm_mm_prepare(job->simd, job->level, a, (int)lo, (int)hi, 0, units);
     }
 }
 
@@ -620,7 +616,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
         }
         /* A few tokens are cheaper to quantize here than to split; more are split over
          * the threads at the start of the compute run. */
-        if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
+        if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, n, 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
         else job.prepare = 1;
     }
     tm_pool_barrier prepared = {0};

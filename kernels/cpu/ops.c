@@ -365,8 +365,8 @@ static void tm_kv_store_fn(void *ctx, int ith, int nth) {
             int64_t src = (t * s->n_kv_heads + h) * s->head_dim;
             if (s->dtype == TM_KV_INT8) {
                 /* K down column off of its dim-major tile, V along row off; scales after the values */
-                uint8_t *kt = j->kv->k8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
-                uint8_t *vt = j->kv->v8 + tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
+                const size_t tile = tm_cpu_kv_tile(s, j->layer, block, h) * tile_bytes;
+                uint8_t *kt = j->kv->k8 + tile, *vt = j->kv->v8 + tile;
                 int8_t kq[TM_KV_INT8_MAX_HEAD_DIM];
                 j->k->kv_quantize(j->kk + src, s->head_dim, kq, (float *)(void *)(kt + scale_off) + off);
                 for (int d = 0; d < s->head_dim; d += 4) /* 4 dims of key off, stored + 128 */
@@ -538,13 +538,12 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
         tm->seg_len[n_seg++] = len;
         key += len;
     }
-    const float *q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd;
     for (int i = 0; i < nq; i++) {
         int vis = b->pos[it->t0 + i / G] + 1 - k0; /* causal: token t sees keys 0..pos[t] */
         tm->n_vis[i] = vis < 0 ? 0 : TM_MIN(vis, n_keys);
     }
     tm_attn_chunk a = {
-        .q = q,
+        .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
         .n_keys = n_keys, .n_seg = n_seg, .k = i8 ? NULL : tm->kseg, .k_dim_stride = bs,
         .v = i8 ? NULL : tm->vseg, .k8 = i8 ? tm->k8seg : NULL, .v8 = i8 ? tm->v8seg : NULL,

@@ -242,12 +242,14 @@ tm_scores_tile(const tm_attn_chunk *a, const float *kt, const float *ks, int i0,
         q8[r] = i8 ? a->q8 + (int64_t)i * hd : NULL;
         for (int h = 0; h < nh; h++) acc[r][h] = _mm256_setzero_ps();
     }
-    for (int d = 0; d < hd; d++)
+    for (int d = 0; d < hd; d++) {
+        __m256 qd[3]; /* once for both halves (an int8 query's value takes a conversion) */
+        for (int r = 0; r < nt; r++) qd[r] = _mm256_set1_ps(i8 ? (float)q8[r][d] : q[r][d]);
         for (int h = 0; h < nh; h++) {
             const __m256 kd = _mm256_loadu_ps(kt + 16 * d + 8 * h);
-            for (int r = 0; r < nt; r++)
-                acc[r][h] = _mm256_fmadd_ps(_mm256_set1_ps(i8 ? (float)q8[r][d] : q[r][d]), kd, acc[r][h]);
+            for (int r = 0; r < nt; r++) acc[r][h] = _mm256_fmadd_ps(qd[r], kd, acc[r][h]);
         }
+    }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int r = 0; r < nt; r++) {
         const int nk = TM_MIN(n, a->n_vis[i0 + r] - jp);
