@@ -360,6 +360,8 @@ typedef struct {
     int64_t chunk;       /* units per claim */
     int prepare;         /* 1: the threads first quantize their share of the activations */
     tm_pool_barrier *prepared; /* ... and meet here before computing */
+    uint8_t *group_scales;     /* non-NULL: each thread then copies the scales grouped here */
+    size_t group_scales_bytes; /* ... this many bytes per thread */
 } tm_mm_job;
 
 static int tm_mm_is_dense(tm_dtype t) {
@@ -451,6 +453,41 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     }
 }
 
+/* Bytes of one thread's grouped copy of the scales of n tokens (tm_mm_act.gd/gs/gsum). */
+static size_t tm_mm_group_scales_bytes(int64_t n_cols, int n) {
+    return 3 * tm_mm_pad64((size_t)n * (size_t)(n_cols / TM_QK) * 4);
+}
+
+/* The levels whose kernels read the grouped copies (matmul_impl.h). */
+static int tm_mm_reads_group_scales(int simd, tm_dtype t) {
+    return (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) &&
+           (t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0);
+}
+
+/* dst = src plus gd / gs / gsum: the scales of src copied into buf in the quants'
+ * grouped order. Each thread makes its own after the quantization barrier, so the
+ * quantizing threads still write only their own tokens' lines. */
+static void tm_mm_group_scales(const tm_mm_args *a, const tm_mm_act *src, tm_mm_act *dst, uint8_t *buf) {
+    const int64_t nb = a->nb;
+    const size_t part = tm_mm_pad64((size_t)a->n * (size_t)nb * 4);
+    float *gd = (float *)buf, *gs = (float *)(buf + part);
+    int32_t *gsum = (int32_t *)(buf + 2 * part);
+    for (int t0 = 0; t0 < a->n;) {
+        const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
+        for (int i = 0; i < nt; i++) {
+            const int64_t r = (int64_t)(t0 + i) * nb, g = (int64_t)t0 * nb + i;
+            for (int64_t b = 0; b < nb; b++) {
+                gd[g + b * nt] = src->d[r + b];
+                gs[g + b * nt] = src->s[r + b];
+                gsum[g + b * nt] = src->sum[r + b];
+            }
+        }
+        t0 += nt;
+    }
+    *dst = *src;
+    dst->gd = gd, dst->gs = gs, dst->gsum = gsum;
+}
+
 /* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each
  * thread takes an equal slice of that sequence (all weights share n_cols, so units
  * cost the same). */
@@ -477,11 +514,11 @@ static void tm_mm_rows(int level, const tm_mm_args *a, int64_t r0, int64_t r1) {
     tm_mm_rows_scalar(a, r0, r1);
 }
 
-/* Units [lo, hi) of the job's unit sequence. */
-static void tm_mm_compute_units(const tm_mm_job *job, int64_t lo, int64_t hi) {
+/* Units [lo, hi) of the job's unit sequence; args: the job's, or a thread's copies. */
+static void tm_mm_compute_units(const tm_mm_job *job, const tm_mm_args *args, int64_t lo, int64_t hi) {
     int64_t base = 0;
     for (int k = 0; k < job->n_w && lo < hi; k++) {
-        const tm_mm_args *a = &job->a[k];
+        const tm_mm_args *a = &args[k];
         const int64_t units = tm_mm_units(job, a);
         const int64_t u0 = TM_MAX(lo, base) - base, u1 = TM_MIN(hi, base + units) - base;
         base += units;
@@ -511,6 +548,15 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
         tm_mm_quantize_job(ctx, ith, nth);
         tm_pool_barrier_wait(job->prepared, nth);
     }
+    const tm_mm_args *args = job->a;
+    tm_mm_args own[TM_MM_MAX_FUSED];
+    tm_mm_act own_act;
+    if (job->group_scales) {
+        tm_mm_group_scales(&job->a[0], job->a[0].act, &own_act,
+                           job->group_scales + (size_t)ith * job->group_scales_bytes);
+        for (int k = 0; k < job->n_w; k++) own[k] = job->a[k], own[k].act = &own_act;
+        args = own;
+    }
     for (int k = 0; k < nth; k++) {
         tm_mm_slice *sl = &job->slices[(ith + k) % nth];
         for (;;) {
@@ -522,7 +568,7 @@ static void tm_mm_compute_job(void *ctx, int ith, int nth) {
             if (k == 0) n = TM_MAX(n, (sl->end - atomic_load_explicit(&sl->next, memory_order_relaxed)) / 2);
             const int64_t lo = atomic_fetch_add_explicit(&sl->next, n, memory_order_relaxed);
             if (lo >= sl->end) break;
-            tm_mm_compute_units(job, lo, TM_MIN(lo + n, sl->end));
+            tm_mm_compute_units(job, args, lo, TM_MIN(lo + n, sl->end));
         }
     }
 }
@@ -532,8 +578,10 @@ static void tm_mm_parallel(tm_cpu_matmul *mm, tm_pool_fn fn, tm_mm_job *job) {
     else fn(job, 0, 1);
 }
 
-/* Carves the activation arrays for n tokens from the scratch, growing it if needed. */
-static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t n_cols, int n) {
+/* Carves the activation arrays for n tokens from the scratch, growing it if needed, and
+ * after them `extra` bytes (returned in *extra_at). */
+static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t n_cols, int n, size_t extra,
+                         uint8_t **extra_at) {
     const size_t nb = (size_t)(n_cols / TM_QK), nt = (size_t)n;
     size_t need;
     const int kq = t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K;
@@ -543,6 +591,8 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
         need = nt * (size_t)(n_cols / TM_QK_K) * sizeof(tm_block_q8_k);
     else
         need = tm_mm_pad64(nt * (size_t)n_cols) + 3 * tm_mm_pad64(nt * nb * 4);
+    const size_t base = need;
+    need += extra;
     if (need > mm->scratch_bytes) {
         void *p = tm_mm_aligned_alloc(need);
         if (!p) return TM_ENOMEM;
@@ -551,6 +601,7 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
         mm->scratch_bytes = need;
     }
     uint8_t *p = mm->scratch;
+    *extra_at = p + base;
     memset(act, 0, sizeof(*act));
     if (tm_mm_is_dense(t)) {
         act->xp = (float *)p;
@@ -592,10 +643,10 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
         };
     tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles,
                      .level = mm->simd, .slices = mm->slices};
+    const int nth = mm->pool ? tm_threadpool_size(mm->pool) : 1;
     {
         int64_t total = 0;
         for (int k = 0; k < n_w; k++) total += tm_mm_units(&job, &a[k]);
-        const int nth = mm->pool ? tm_threadpool_size(mm->pool) : 1;
         job.chunk = TM_MAX(1, total / (TM_MM_CHUNKS_PER_SLICE * nth));
         for (int i = 0; i < nth; i++) {
             int64_t lo, hi;
@@ -606,8 +657,11 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
     }
     /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
     const int prepare = !tm_mm_is_dense(w0->dtype) || (use_tiles && n >= 2);
+    const int group_scales = use_tiles && n >= TM_MM_GROUP_SCALES_MIN_NT && tm_mm_reads_group_scales(mm->simd, w0->dtype);
+    if (group_scales) job.group_scales_bytes = tm_mm_group_scales_bytes(w0->n_cols, n);
     if (prepare) {
-        if (tm_mm_scratch(mm, &act, w0->dtype, w0->n_cols, n)) {
+        uint8_t *extra;
+        if (tm_mm_scratch(mm, &act, w0->dtype, w0->n_cols, n, (size_t)nth * job.group_scales_bytes, &extra)) {
             /* No memory for the scratch: poison rather than return stale data. */
             for (int k = 0; k < n_w; k++)
                 for (int64_t i = 0; i < (int64_t)n * ws[k]->n_rows; i++) outs[k][i] = NAN;
@@ -618,6 +672,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
          * the threads at the start of the compute run. */
         if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, n, 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
         else job.prepare = 1;
+        if (group_scales) job.group_scales = extra;
     }
     tm_pool_barrier prepared = {0};
     job.prepared = &prepared;

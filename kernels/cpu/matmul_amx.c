@@ -105,10 +105,10 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
         for (int i = 0; i < TM_AMX_NT; i++) {
             __m512i ci = _mm512_load_si512(cb + 16 * i);
             /* the zero-point correction the VNNI kernel seeds its accumulator with */
-            const int64_t is = i * nb + b; /* token i's scales: row-major */
-            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.asum[is]));
-            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.asum[is]));
-            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.ad[is], g.as[is], kind);
+            const int64_t is = b * TM_AMX_NT + i; /* token i's scales: grouped */
+            if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.gsum[is]));
+            if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.gsum[is]));
+            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.gd[is], g.gs[is], kind);
         }
     }
 #undef TM_AMX_PRODUCT

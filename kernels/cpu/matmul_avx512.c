@@ -167,30 +167,31 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
         }
         __m512 dw, mw;
         tm_q_block_scales(pw, g.tile, b, kind, &dw, &mw);
-        if (NT >= 4) {
-            /* Four tokens at a time, interleaved so four independent dpbusd chains are
-             * in flight, and the out-of-order core overlaps them with the next four
-             * tokens' chains. (Two chains per token cost an add per block and token:
-             * 2-5% slower, bench_matmul -t 1 -n 16.) */
+        if (NT >= TM_MM_GROUP_SCALES_MIN_NT) {
+            /* G tokens at a time, interleaved so G independent dpbusd chains are in
+             * flight (in-engine A/B of the 16-token calls, 8 vs 4 chains: 0.966, 0.972,
+             * 0.977; 16 spill: 1.25). (Two chains per token cost an add per block and
+             * token: 2-5% slower.) */
+            const int G = NT >= 8 ? 8 : 4;
 #pragma GCC unroll 4
-            for (int i0 = 0; i0 < NT; i0 += 4) {
+            for (int i0 = 0; i0 < NT; i0 += G) {
                 const int64_t ib = b * NT + i0;
-                /* a share of the next tile's lines per group of four tokens (in-engine
+                /* a share of the next tile's lines per group of G tokens (in-engine
                  * A/B at 16 tokens: 2-3% faster than all of them at the block's start) */
-                if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb, i0 / 4, NT / 4);
+                if (t0 == 0) tm_mm_prefetch_next_tile(pw, g.tile, b, nb, i0 / G, NT / G);
                 const int8_t *qa = g.aq + ib * 32;
-                __m512i c[4];
-                for (int u = 0; u < 4; u++) {
-                    const int64_t is = (i0 + u) * nb + b; /* its scales: row-major */
-                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.asum[is]);
-                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.asum[is]);
+                __m512i c[8];
+                for (int u = 0; u < G; u++) {
+                    const int64_t is = ib + u; /* its scales: grouped */
+                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.gsum[is]);
+                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.gsum[is]);
                     else c[u] = _mm512_setzero_si512();
                 }
                 for (int j = 0; j < 8; j++)
-                    for (int u = 0; u < 4; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
-                for (int u = 0; u < 4; u++) {
-                    const int64_t is = (i0 + u) * nb + b;
-                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.ad[is], g.as[is], kind);
+                    for (int u = 0; u < G; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
+                for (int u = 0; u < G; u++) {
+                    const int64_t is = ib + u;
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.gd[is], g.gs[is], kind);
                 }
             }
             continue;

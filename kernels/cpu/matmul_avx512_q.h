@@ -20,6 +20,8 @@ typedef struct tm_q_group_in {
     const int8_t *aq;          /* quants */
     const float *ad, *as;      /* block scales, scaled sums */
     const int32_t *asum;       /* block sums */
+    const float *gd, *gs;      /* the same, grouped (NT >= TM_MM_GROUP_SCALES_MIN_NT): */
+    const int32_t *gsum;       /* block b of token i at b*NT + i */
 } tm_q_group_in;
 
 TM_AI tm_q_group_in tm_q_group_in_of(const tm_mm_args *a, int64_t ti, int t0) {
@@ -30,6 +32,9 @@ TM_AI tm_q_group_in tm_q_group_in_of(const tm_mm_args *a, int64_t ti, int t0) {
         .ad = a->act->d + (int64_t)t0 * nb,
         .as = a->act->s + (int64_t)t0 * nb,
         .asum = a->act->sum + (int64_t)t0 * nb,
+        .gd = a->act->gd ? a->act->gd + (int64_t)t0 * nb : NULL,
+        .gs = a->act->gs ? a->act->gs + (int64_t)t0 * nb : NULL,
+        .gsum = a->act->gsum ? a->act->gsum + (int64_t)t0 * nb : NULL,
     };
 }
 

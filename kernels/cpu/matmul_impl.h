@@ -59,6 +59,11 @@ typedef struct tm_mm_act {
     float *d;       /* (n * nb) block scales, grouped */
     int32_t *sum;   /* (n * nb) sum of each block's quants, grouped */
     float *s;       /* (n * nb) d * sum, grouped */
+    /* The same d / sum / s in the quants' grouped order (block b of token i of the group
+     * at t0: index t0*nb + b*NT + i), one private copy per thread, made after the
+     * quantization (tm_mm_act_group_scales); NULL where no kernel reads it. */
+    const float *gd, *gs;
+    const int32_t *gsum;
     float *xp;      /* (n * n_cols) f32 activations grouped for dense weights (n >= 2) */
     void *q8k;      /* (n, n_cols / 256) tm_block_q8_k, for Q4_K / Q6_K */
 } tm_mm_act;
@@ -76,6 +81,11 @@ typedef struct tm_mm_args {
     int n;                    /* tokens */
     int max_nt;               /* largest token group of the level's kernels */
 } tm_mm_args;
+
+/* Kernels of the AVX-512 / AMX levels read the grouped scale copies for groups of this
+ * many tokens or more (their per-block epilogue then finds a group's scales at constant
+ * offsets instead of nb apart). */
+enum { TM_MM_GROUP_SCALES_MIN_NT = 4 };
 
 /* Size of the token group that starts with `left` tokens remaining. */
 static inline int tm_mm_group_size(int max_nt, int left) {
