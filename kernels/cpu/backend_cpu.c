@@ -23,6 +23,7 @@ typedef struct tm_cpu_backend {
     const tm_cpu_kernels *k;      /* op kernels of the chosen level (scalar if none for it) */
     int simd;                     /* chosen TM_SIMD_* level */
     tm_cpu_scratch attn_scratch;  /* attention work items, split-KV partials, per-thread tiles */
+    tm_cpu_rope_cache rope_cache; /* sin/cos of the step's positions, shared by its layers */
 } tm_cpu_backend;
 
 static tm_cpu_backend *tm_cpu(tm_backend *be) { return be->impl; }
@@ -33,6 +34,7 @@ static void tm_cpu_destroy(tm_backend *be) {
     tm_cpu_matmul_destroy(c->mm);
     tm_threadpool_destroy(c->pool);
     tm_cpu_scratch_free(&c->attn_scratch);
+    tm_cpu_scratch_free(&c->rope_cache.mem);
     free(c);
 }
 
@@ -116,7 +118,7 @@ static void tm_cpu_matmul_multi_op(tm_backend *be, int n_w, float *const outs[],
 static void tm_cpu_rope(tm_backend *be, float *q, float *k, const int32_t *pos, int n,
                         int n_heads, int n_kv_heads, int head_dim, const tm_rope *rope) {
     tm_cpu_backend *c = tm_cpu(be);
-    tm_cpu_op_rope(c->k, c->pool, q, k, pos, n, n_heads, n_kv_heads, head_dim, rope);
+    tm_cpu_op_rope(c->k, c->pool, &c->rope_cache, q, k, pos, n, n_heads, n_kv_heads, head_dim, rope);
 }
 
 static void tm_cpu_kv_store(tm_backend *be, tm_kv_cache *kv, int layer, const float *k,

@@ -298,20 +298,25 @@ typedef struct tm_rope_job {
     const int32_t *pos;       /* (n) */
     int n, n_heads, n_kv_heads, head_dim, n_dims, neox;
     const double *inv_freq;   /* (n_dims / 2) freq_scale * theta^(-2i/n_dims) / factor_i */
+    float *tables;            /* (n, n_dims): per token cos then sin, or NULL (per call) */
+    int fill;                 /* 1: compute tables first; 0: they hold these positions */
 } tm_rope_job;
 
 static void tm_rope_fn(void *ctx, int ith, int nth) {
     tm_rope_job *j = ctx;
-    float cos_t[TM_ROPE_MAX_DIMS / 2], sin_t[TM_ROPE_MAX_DIMS / 2];
+    float local[TM_ROPE_MAX_DIMS];
+    const int half = j->n_dims / 2;
     int64_t lo, hi;
     tm_share(j->n, ith, nth, 1, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
+        float *cos_t = j->tables ? j->tables + t * j->n_dims : local, *sin_t = cos_t + half;
         /* angles in double: at position 1e5 a float angle is already off by ~1e-2 rad */
-        for (int i = 0; i < j->n_dims / 2; i++) {
-            double a = (double)j->pos[t] * j->inv_freq[i];
-            cos_t[i] = (float)cos(a);
-            sin_t[i] = (float)sin(a);
-        }
+        if (j->fill || !j->tables)
+            for (int i = 0; i < half; i++) {
+                double a = (double)j->pos[t] * j->inv_freq[i];
+                cos_t[i] = (float)cos(a);
+                sin_t[i] = (float)sin(a);
+            }
         if (j->q)
             j->k->rope(j->q + t * j->n_heads * j->head_dim, j->n_heads, j->head_dim, j->n_dims,
                        j->neox, cos_t, sin_t);
@@ -321,8 +326,28 @@ static void tm_rope_fn(void *ctx, int ith, int nth) {
     }
 }
 
-void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, float *q, float *kk,
-                    const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
+/* The cached tables for these positions: *fill = 0 if they hold them already, 1 if the
+ * caller must compute them. NULL when there is no cache or no memory for it. */
+static float *tm_rope_tables(tm_cpu_rope_cache *c, const int32_t *pos, int n, const tm_rope *rope, int *fill) {
+    *fill = 1;
+    if (!c) return NULL;
+    const size_t pos_bytes = (size_t)n * sizeof(int32_t), pad = (pos_bytes + 63) & ~(size_t)63;
+    if (c->valid && c->n == n && c->n_dims == rope->n_dims && c->theta == rope->theta &&
+        c->freq_scale == rope->freq_scale && c->freq_factors == rope->freq_factors &&
+        memcmp(c->mem.data, pos, pos_bytes) == 0) {
+        *fill = 0;
+        return (float *)((uint8_t *)c->mem.data + pad);
+    }
+    c->valid = 0;
+    if (tm_scratch_reserve(&c->mem, pad + (size_t)n * (size_t)rope->n_dims * sizeof(float))) return NULL;
+    memcpy(c->mem.data, pos, pos_bytes);
+    *c = (tm_cpu_rope_cache){.mem = c->mem, .valid = 1, .n = n, .n_dims = rope->n_dims, .theta = rope->theta,
+                             .freq_scale = rope->freq_scale, .freq_factors = rope->freq_factors};
+    return (float *)((uint8_t *)c->mem.data + pad);
+}
+
+void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_rope_cache *cache, float *q,
+                    float *kk, const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
                     const tm_rope *rope) {
     assert(rope->n_dims > 0 && rope->n_dims % 2 == 0 && rope->n_dims <= head_dim &&
            rope->n_dims <= TM_ROPE_MAX_DIMS);
@@ -335,8 +360,10 @@ void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, float *q, floa
     tm_rope_job j = {.k = k, .q = q, .kk = kk, .pos = pos, .n = n, .n_heads = n_heads,
                      .n_kv_heads = n_kv_heads, .head_dim = head_dim, .n_dims = rope->n_dims,
                      .neox = rope->neox, .inv_freq = inv_freq};
+    j.tables = tm_rope_tables(cache, pos, n, rope, &j.fill);
     /* sin/cos cost about as much as rotating a dozen heads: count them as work too */
-    tm_par(pool, n > 1 ? (int64_t)n * (n_heads + n_kv_heads + 16) * rope->n_dims : 0, tm_rope_fn, &j);
+    const int64_t work = (int64_t)n * (n_heads + n_kv_heads + (j.fill ? 16 : 0)) * rope->n_dims;
+    tm_par(pool, n > 1 ? work : 0, tm_rope_fn, &j);
 }
 
 /* ---- kv_store */

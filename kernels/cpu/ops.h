@@ -150,6 +150,16 @@ typedef struct tm_cpu_scratch {
 } tm_cpu_scratch;
 void tm_cpu_scratch_free(tm_cpu_scratch *s);
 
+/* The sin/cos tables of the last rope call, reused while the positions and frequencies
+ * stay the same: every layer of a step rotates the same positions. Owned by the backend;
+ * zero-initialized is empty. */
+typedef struct tm_cpu_rope_cache {
+    tm_cpu_scratch mem;         /* pos (n) int32, then per token cos, sin (n_dims / 2 each) */
+    int valid, n, n_dims;
+    float theta, freq_scale;
+    const float *freq_factors;
+} tm_cpu_rope_cache;
+
 /* Whole ops with the semantics of the same-named members of tm_backend. */
 void tm_cpu_op_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
                        const float *w, int n, int dim, float eps);
@@ -157,8 +167,9 @@ void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, con
                    const float *b, int64_t n);
 void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
                         const float *gate, const float *up, int64_t n);
-void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, float *q, float *kk,
-                    const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
+/* cache may be NULL (tables computed every call). */
+void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_rope_cache *cache, float *q,
+                    float *kk, const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
                     const tm_rope *rope);
 void tm_cpu_op_kv_store(const tm_cpu_kernels *k, tm_threadpool *pool, struct tm_kv_cache *kv,
                         int layer, const float *kk, const float *v, const int32_t *slots, int n);

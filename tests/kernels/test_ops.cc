@@ -327,6 +327,40 @@ TEST(CpuOps, Rope) {
     }
 }
 
+// The backend keeps the sin/cos tables of the last call for the next layers of a step:
+// a call must give the bits a fresh backend gives, whatever calls came before it.
+TEST(CpuOps, RopeTablesFollowPositionsAndFrequencies) {
+    const int n_heads = 3, n_kv_heads = 1, head_dim = 64;
+    std::vector<int32_t> pa = {5, 6, 7, 200}, pb = {5, 6, 8, 200};
+    auto ff = randu(32, 9, 1.0f, 8.0f);
+    const tm_rope r1 = {64, 0, 10000.0f, 1.0f, nullptr}, r2 = {64, 0, 500000.0f, 1.0f, nullptr};
+    const tm_rope r3 = {64, 0, 10000.0f, 0.5f, nullptr}, r4 = {32, 0, 10000.0f, 1.0f, ff.data()};
+    struct Call { const std::vector<int32_t> *pos; int n; const tm_rope *rope; };
+    // each change of one thing: positions, theta, freq_scale, n, n_dims and factors
+    const Call calls[] = {{&pa, 4, &r1}, {&pa, 4, &r1}, {&pb, 4, &r1}, {&pa, 4, &r1}, {&pa, 4, &r2},
+                          {&pa, 4, &r1}, {&pa, 4, &r3}, {&pa, 3, &r3}, {&pa, 4, &r4}, {&pa, 4, &r4},
+                          {&pa, 1, &r4}};
+    auto q = randu((size_t)4 * n_heads * head_dim, 31), k = randu((size_t)4 * n_kv_heads * head_dim, 32);
+    for (int l : levels()) {
+        Backend warm(2, l);
+        for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++) {
+            SCOPED_TRACE("level " + std::to_string(l) + " call " + std::to_string(c));
+            const Call &cl = calls[c];
+            Backend fresh(2, l);
+            std::vector<float> got[2], want[2];
+            for (int b = 0; b < 2; b++) {
+                Backend &B = b ? fresh : warm;
+                float *pq = B.up(q), *pk = B.up(k);
+                B.be->rope(B.be, pq, pk, cl.pos->data(), cl.n, n_heads, n_kv_heads, head_dim, cl.rope);
+                (b ? want : got)[0] = B.down(pq, q.size()), (b ? want : got)[1] = B.down(pk, k.size());
+                B.be->free(B.be, pq), B.be->free(B.be, pk);
+            }
+            EXPECT_TRUE(bitwise_equal(got[0], want[0]));
+            EXPECT_TRUE(bitwise_equal(got[1], want[1]));
+        }
+    }
+}
+
 // ------------------------------------------------------------------ kv_store
 
 TEST(CpuOps, KvStoreLayout) {
