@@ -60,8 +60,11 @@ void tm_cpu_kv_quantize(const float *x, int n, int8_t *q, float *scale);
 
 /* Keys per attention chunk. Softmax partials are formed per chunk and merged in chunk
  * order whether or not the chunks ran on different threads, so a row's result is
- * bitwise the same alone, in any batch, and at any thread count. */
-enum { TM_ATTN_CHUNK = 128 };
+ * bitwise the same alone, in any batch, and at any thread count. 256 rather than 128:
+ * a decode of up to 256 keys is one pass with no merge (in-engine A/B, 16 decodes of
+ * 128-256 keys: attention 0.941, 0.946, 0.939); 512 gained 1-2% more at 400-500 keys
+ * but a prefill tile's scores (48 rows) would then overflow L1. */
+enum { TM_ATTN_CHUNK = 256 };
 /* Keys per piece: the keys inside one page that a SIMD kernel converts to f32 at once (one
  * zmm of lanes) and shares among every query of the group. */
 enum { TM_ATTN_SUB = 16 };

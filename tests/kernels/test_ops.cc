@@ -758,11 +758,12 @@ INSTANTIATE_TEST_SUITE_P(GqaHeadDim, Attention,
 
 TEST(AttentionShapes, PiecesShorterThanPage) {
     // Pages of 20 keys split into pieces of 16 + 4 (the second starting mid-page), and
-    // chunks of 128 that end mid-page; pages of 32 hold two full pieces. Shuffled pages.
+    // chunks of TM_ATTN_CHUNK (256) that end mid-page; pages of 32 hold two full pieces.
+    // Shuffled pages.
     for (int bs : {20, 32}) {
         SCOPED_TRACE("block_size " + std::to_string(bs));
-        check_attention({3, 3, 64, bs, {{203, 1}, {21, 1}, {140, 30}, {4, 1}}, (uint32_t)(bs * 31)});
-        check_attention({2, 4, 128, bs, {{300, 1}, {129, 1}}, (uint32_t)(bs * 37)});
+        check_attention({3, 3, 64, bs, {{403, 1}, {21, 1}, {280, 30}, {4, 1}}, (uint32_t)(bs * 31)});
+        check_attention({2, 4, 128, bs, {{600, 1}, {257, 1}}, (uint32_t)(bs * 37)});
     }
 }
 
