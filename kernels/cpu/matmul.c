@@ -464,28 +464,32 @@ static int tm_mm_reads_group_scales(int simd, tm_dtype t) {
            (t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0);
 }
 
-/* dst = src plus gd / gs / gsum: the scales of src copied into buf in the quants'
- * grouped order. Each thread makes its own after the quantization barrier, so the
- * quantizing threads still write only their own tokens' lines. */
+/* dst = src plus gd and, as the dtype's kernels need them, gs (Q4_1) or gsum (Q4_0,
+ * Q8_0): the scales of src copied into buf in the quants' grouped order. Each thread
+ * makes its own after the quantization barrier, so the quantizing threads still write
+ * only their own tokens' lines. */
 static void tm_mm_group_scales(const tm_mm_args *a, const tm_mm_act *src, tm_mm_act *dst, uint8_t *buf) {
     const int64_t nb = a->nb;
     const size_t part = tm_mm_pad64((size_t)a->n * (size_t)nb * 4);
+    const int with_s = a->dtype == TM_DTYPE_Q4_1;
     float *gd = (float *)buf, *gs = (float *)(buf + part);
     int32_t *gsum = (int32_t *)(buf + 2 * part);
     for (int t0 = 0; t0 < a->n;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
         for (int i = 0; i < nt; i++) {
             const int64_t r = (int64_t)(t0 + i) * nb, g = (int64_t)t0 * nb + i;
-            for (int64_t b = 0; b < nb; b++) {
-                gd[g + b * nt] = src->d[r + b];
-                gs[g + b * nt] = src->s[r + b];
-                gsum[g + b * nt] = src->sum[r + b];
-            }
+            for (int64_t b = 0; b < nb; b++) gd[g + b * nt] = src->d[r + b];
+            if (with_s)
+                for (int64_t b = 0; b < nb; b++) gs[g + b * nt] = src->s[r + b];
+            else
+                for (int64_t b = 0; b < nb; b++) gsum[g + b * nt] = src->sum[r + b];
         }
         t0 += nt;
     }
     *dst = *src;
-    dst->gd = gd, dst->gs = gs, dst->gsum = gsum;
+    dst->gd = gd;
+    dst->gs = with_s ? gs : NULL;
+    dst->gsum = with_s ? NULL : gsum;
 }
 
 /* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each

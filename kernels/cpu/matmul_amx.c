@@ -108,7 +108,7 @@ TM_AI void tm_amx_group(const tm_mm_args *a, int64_t ti, int t0, const int kind)
             const int64_t is = b * TM_AMX_NT + i; /* token i's scales: grouped */
             if (kind == TM_KIND_Q4_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-8 * g.gsum[is]));
             if (kind == TM_KIND_Q8_0) ci = _mm512_add_epi32(ci, _mm512_set1_epi32(-128 * g.gsum[is]));
-            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.gd[is], g.gs[is], kind);
+            acc[i] = tm_q_block_acc(acc[i], ci, dw, mw, g.gd[is], kind == TM_KIND_Q4_1 ? g.gs[is] : 0.0f, kind);
         }
     }
 #undef TM_AMX_PRODUCT

@@ -191,7 +191,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                     for (int u = 0; u < G; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
                 for (int u = 0; u < G; u++) {
                     const int64_t is = ib + u;
-                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.gd[is], g.gs[is], kind);
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.gd[is], kind == TM_KIND_Q4_1 ? g.gs[is] : 0.0f, kind);
                 }
             }
             continue;

@@ -20,8 +20,8 @@ typedef struct tm_q_group_in {
     const int8_t *aq;          /* quants */
     const float *ad, *as;      /* block scales, scaled sums */
     const int32_t *asum;       /* block sums */
-    const float *gd, *gs;      /* the same, grouped (NT >= TM_MM_GROUP_SCALES_MIN_NT): */
-    const int32_t *gsum;       /* block b of token i at b*NT + i */
+    const float *gd, *gs;      /* the same, grouped (NT >= TM_MM_GROUP_SCALES_MIN_NT; gs for */
+    const int32_t *gsum;       /* Q4_1 only, gsum for the others): block b of token i at b*NT + i */
 } tm_q_group_in;
 
 TM_AI tm_q_group_in tm_q_group_in_of(const tm_mm_args *a, int64_t ti, int t0) {

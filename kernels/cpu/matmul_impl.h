@@ -59,9 +59,10 @@ typedef struct tm_mm_act {
     float *d;       /* (n * nb) block scales, grouped */
     int32_t *sum;   /* (n * nb) sum of each block's quants, grouped */
     float *s;       /* (n * nb) d * sum, grouped */
-    /* The same d / sum / s in the quants' grouped order (block b of token i of the group
-     * at t0: index t0*nb + b*NT + i), one private copy per thread, made after the
-     * quantization (tm_mm_act_group_scales); NULL where no kernel reads it. */
+    /* The same d, and s (Q4_1) or sum (Q4_0, Q8_0), in the quants' grouped order (block
+     * b of token i of the group at t0: index t0*nb + b*NT + i): one private copy per
+     * thread, made after the quantization (tm_mm_group_scales in matmul.c); NULL where no
+     * kernel reads it. */
     const float *gd, *gs;
     const int32_t *gsum;
     float *xp;      /* (n * n_cols) f32 activations grouped for dense weights (n >= 2) */
