@@ -351,16 +351,19 @@ void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_rope_ca
                     const tm_rope *rope) {
     assert(rope->n_dims > 0 && rope->n_dims % 2 == 0 && rope->n_dims <= head_dim &&
            rope->n_dims <= TM_ROPE_MAX_DIMS);
-    double inv_freq[TM_ROPE_MAX_DIMS / 2];
-    for (int i = 0; i < rope->n_dims / 2; i++) {
-        double f = pow((double)rope->theta, -2.0 * i / rope->n_dims) * rope->freq_scale;
-        if (rope->freq_factors) f /= rope->freq_factors[i];
-        inv_freq[i] = f;
-    }
     tm_rope_job j = {.k = k, .q = q, .kk = kk, .pos = pos, .n = n, .n_heads = n_heads,
                      .n_kv_heads = n_kv_heads, .head_dim = head_dim, .n_dims = rope->n_dims,
-                     .neox = rope->neox, .inv_freq = inv_freq};
+                     .neox = rope->neox};
     j.tables = tm_rope_tables(cache, pos, n, rope, &j.fill);
+    double inv_freq[TM_ROPE_MAX_DIMS / 2];
+    if (j.fill) { /* the tables are computed: a pow per frequency */
+        for (int i = 0; i < rope->n_dims / 2; i++) {
+            double f = pow((double)rope->theta, -2.0 * i / rope->n_dims) * rope->freq_scale;
+            if (rope->freq_factors) f /= rope->freq_factors[i];
+            inv_freq[i] = f;
+        }
+        j.inv_freq = inv_freq;
+    }
     /* sin/cos cost about as much as rotating a dozen heads: count them as work too */
     const int64_t work = (int64_t)n * (n_heads + n_kv_heads + (j.fill ? 16 : 0)) * rope->n_dims;
     tm_par(pool, n > 1 ? work : 0, tm_rope_fn, &j);
