@@ -30,7 +30,8 @@
  * stored interleaved so that one pointer plus constant offsets reaches all NT tokens:
  *   quantized  group at t0: block b of its token i at q + t0*n_cols + (b*NT + i)*32,
  *              d/sum/s at index (t0 + i)*nb + b (row-major, so threads that quantize
- *              different tokens never write the same cache line of scales);
+ *              different tokens never write the same cache line of scales), and for
+ *              the AVX-512 / AMX kernels a per-thread copy in the quants' order;
  *   dense      (n >= 2) x packed as xp + t0*n_cols + k*NT + i.
  * With max_nt = 1 (the scalar level) this is the plain row-major layout. */
 #ifndef TM_CPU_MATMUL_IMPL_H
@@ -56,9 +57,9 @@ typedef struct tm_mm_weight {
 /* Activations quantized for one call, carved from tm_cpu_matmul's scratch. */
 typedef struct tm_mm_act {
     int8_t *q;      /* (n * n_cols) int8 quants, grouped as above */
-    float *d;       /* (n * nb) block scales, grouped */
-    int32_t *sum;   /* (n * nb) sum of each block's quants, grouped */
-    float *s;       /* (n * nb) d * sum, grouped */
+    float *d;       /* (n * nb) block scales, row-major per token */
+    int32_t *sum;   /* (n * nb) sum of each block's quants, row-major */
+    float *s;       /* (n * nb) d * sum, row-major */
     /* The same d, and s (Q4_1) or sum (Q4_0, Q8_0), in the quants' grouped order (block
      * b of token i of the group at t0: index t0*nb + b*NT + i): one private copy per
      * thread, made after the quantization (tm_mm_group_scales in matmul.c); NULL where no

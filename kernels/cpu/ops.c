@@ -16,7 +16,6 @@ enum {
     TM_PAR_MIN = 8192,    /* below this many elements an op runs on the caller alone */
     TM_ATTN_ROWS = 16,    /* query rows per attention work item (at most) */
     TM_ATTN_CLAIMS_PER_THREAD = 4, /* claims each thread gets at least, when items go by kv heads */
-    TM_ROPE_MAX_DIMS = 1024,
     TM_KV_STORE_RUN = 256, /* dims of one key converted to f16 at once by kv_store */
     TM_ALIGN = 64,
 };
@@ -332,8 +331,10 @@ static float *tm_rope_tables(tm_cpu_rope_cache *c, const int32_t *pos, int n, co
     *fill = 1;
     if (!c) return NULL;
     const size_t pos_bytes = (size_t)n * sizeof(int32_t), pad = (pos_bytes + 63) & ~(size_t)63;
+    const size_t factor_bytes = (size_t)(rope->n_dims / 2) * sizeof(float);
     if (c->valid && c->n == n && c->n_dims == rope->n_dims && c->theta == rope->theta &&
-        c->freq_scale == rope->freq_scale && c->freq_factors == rope->freq_factors &&
+        c->freq_scale == rope->freq_scale && c->has_factors == (rope->freq_factors != NULL) &&
+        (!rope->freq_factors || memcmp(c->factors, rope->freq_factors, factor_bytes) == 0) &&
         memcmp(c->mem.data, pos, pos_bytes) == 0) {
         *fill = 0;
         return (float *)((uint8_t *)c->mem.data + pad);
@@ -341,8 +342,10 @@ static float *tm_rope_tables(tm_cpu_rope_cache *c, const int32_t *pos, int n, co
     c->valid = 0;
     if (tm_scratch_reserve(&c->mem, pad + (size_t)n * (size_t)rope->n_dims * sizeof(float))) return NULL;
     memcpy(c->mem.data, pos, pos_bytes);
-    *c = (tm_cpu_rope_cache){.mem = c->mem, .valid = 1, .n = n, .n_dims = rope->n_dims, .theta = rope->theta,
-                             .freq_scale = rope->freq_scale, .freq_factors = rope->freq_factors};
+    c->n = n, c->n_dims = rope->n_dims, c->theta = rope->theta, c->freq_scale = rope->freq_scale;
+    c->has_factors = rope->freq_factors != NULL;
+    if (c->has_factors) memcpy(c->factors, rope->freq_factors, factor_bytes);
+    c->valid = 1;
     return (float *)((uint8_t *)c->mem.data + pad);
 }
 

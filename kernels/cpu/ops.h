@@ -153,14 +153,16 @@ typedef struct tm_cpu_scratch {
 } tm_cpu_scratch;
 void tm_cpu_scratch_free(tm_cpu_scratch *s);
 
+enum { TM_ROPE_MAX_DIMS = 1024 }; /* rotated dims per head that tm_cpu_op_rope takes */
+
 /* The sin/cos tables of the last rope call, reused while the positions and frequencies
  * stay the same: every layer of a step rotates the same positions. Owned by the backend;
  * zero-initialized is empty. */
 typedef struct tm_cpu_rope_cache {
     tm_cpu_scratch mem;         /* pos (n) int32, then per token cos, sin (n_dims / 2 each) */
-    int valid, n, n_dims;
+    int valid, n, n_dims, has_factors;
     float theta, freq_scale;
-    const float *freq_factors;
+    float factors[TM_ROPE_MAX_DIMS / 2]; /* a copy: the caller's array may change or go */
 } tm_cpu_rope_cache;
 
 /* Whole ops with the semantics of the same-named members of tm_backend. */
