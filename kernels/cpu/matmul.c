@@ -453,9 +453,9 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     }
 }
 
-/* Bytes of one thread's grouped copy of the scales of n tokens (tm_mm_act.gd/gs/gsum). */
+/* Bytes of one thread's grouped copy of the scales of n tokens: d, then s or sum. */
 static size_t tm_mm_group_scales_bytes(int64_t n_cols, int n) {
-    return 3 * tm_mm_pad64((size_t)n * (size_t)(n_cols / TM_QK) * 4);
+    return 2 * tm_mm_pad64((size_t)n * (size_t)(n_cols / TM_QK) * 4);
 }
 
 /* The levels whose kernels read the grouped copies (matmul_impl.h). */
@@ -473,7 +473,7 @@ static void tm_mm_group_scales(const tm_mm_args *a, const tm_mm_act *src, tm_mm_
     const size_t part = tm_mm_pad64((size_t)a->n * (size_t)nb * 4);
     const int with_s = a->dtype == TM_DTYPE_Q4_1;
     float *gd = (float *)buf, *gs = (float *)(buf + part);
-    int32_t *gsum = (int32_t *)(buf + 2 * part);
+    int32_t *gsum = (int32_t *)(buf + part); /* the same place: a dtype reads one of them */
     for (int t0 = 0; t0 < a->n;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
         for (int i = 0; i < nt; i++) {

@@ -448,8 +448,9 @@ typedef struct tm_attn_item {
     int group;  /* split group, or -1 when this item covers all chunks of its rows */
 } tm_attn_item;
 
-/* A thread's own items: those of the rows it gave to kv_store (tm_share of the tokens),
- * so the page tiles it just wrote, and read the step before, are in its cache. */
+/* A run of items claimed in order: a thread's own, those of the rows it gave to kv_store
+ * (tm_share of the tokens), so the page tiles it just wrote, and read the step before,
+ * are in its cache; or the split chunks, which every thread takes last. */
 typedef struct tm_attn_slice {
     _Alignas(64) atomic_int next; /* first unclaimed item */
     int end;                      /* one past the slice's last item */
@@ -471,8 +472,8 @@ typedef struct tm_attn_job {
     float scale;                    /* softmax scale */
     tm_attn_item *items;            /* (n_items) */
     int n_items;                    /* work items */
-    tm_attn_slice *slices;          /* (n_slices) each thread's run of whole-row items, then */
-    atomic_int next;                /* next unclaimed item of the split chunks after them */
+    tm_attn_slice *slices;          /* (n_slices + 1) each thread's run of whole-row items,
+                                     * then one of the split chunks that all share */
     int n_slices;                   /* the pool's threads (a run on fewer takes them all) */
     tm_attn_group *groups;          /* split groups */
     char *thread_mem;               /* (nth, thread_bytes) per-thread scratch */
@@ -658,18 +659,13 @@ static void tm_attn_fn(void *ctx, int ith, int nth) {
     const int per = j->n_items >= TM_ATTN_CLAIMS_PER_THREAD * j->kv->shape.n_kv_heads * nth
                         ? j->kv->shape.n_kv_heads : 1;
     /* its own slice first, then what is left of the others', then the split chunks */
-    for (int k = 0; k < j->n_slices; k++) {
-        tm_attn_slice *sl = &j->slices[(ith + k) % j->n_slices];
+    for (int k = 0; k <= j->n_slices; k++) {
+        tm_attn_slice *sl = &j->slices[k < j->n_slices ? (ith + k) % j->n_slices : j->n_slices];
         for (;;) {
             const int i0 = atomic_fetch_add_explicit(&sl->next, per, memory_order_relaxed);
             if (i0 >= sl->end) break;
             for (int i = i0; i < TM_MIN(i0 + per, sl->end); i++) tm_attn_run_item(j, &j->items[i], &tm);
         }
-    }
-    for (;;) {
-        const int i0 = atomic_fetch_add_explicit(&j->next, per, memory_order_relaxed);
-        if (i0 >= j->n_items) break;
-        for (int i = i0; i < TM_MIN(i0 + per, j->n_items); i++) tm_attn_run_item(j, &j->items[i], &tm);
     }
 }
 
@@ -734,7 +730,7 @@ void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_sc
             }
         size_t thread_bytes = tm_attn_tmem_layout(TM_ATTN_ROWS * G, hd, NULL, NULL);
         size_t need = ((size_t)n_items * sizeof(tm_attn_item) + TM_ALIGN) +
-                      ((size_t)nth * sizeof(tm_attn_slice) + TM_ALIGN) +
+                      ((size_t)(nth + 1) * sizeof(tm_attn_slice) + TM_ALIGN) +
                       ((size_t)n_groups * sizeof(tm_attn_group) + TM_ALIGN) +
                       (part_floats * sizeof(float) + TM_ALIGN) + (size_t)nth * thread_bytes;
         if (tm_scratch_reserve(scratch, need) == TM_OK) break;
@@ -754,7 +750,7 @@ void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_sc
     j.items = (tm_attn_item *)(void *)(base + off);
     off += ((size_t)n_items * sizeof(tm_attn_item) + TM_ALIGN - 1) / TM_ALIGN * TM_ALIGN;
     j.slices = (tm_attn_slice *)(void *)(base + off);
-    off += ((size_t)nth * sizeof(tm_attn_slice) + TM_ALIGN - 1) / TM_ALIGN * TM_ALIGN;
+    off += ((size_t)(nth + 1) * sizeof(tm_attn_slice) + TM_ALIGN - 1) / TM_ALIGN * TM_ALIGN;
     j.groups = (tm_attn_group *)(void *)(base + off);
     off += ((size_t)n_groups * sizeof(tm_attn_group) + TM_ALIGN - 1) / TM_ALIGN * TM_ALIGN;
     float *parts = (float *)(void *)(base + off);
@@ -795,7 +791,8 @@ void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_sc
         while (it < next_big && j.items[it].t0 < hi) it++;
         j.slices[i].end = i == nth - 1 ? next_big : it;
     }
-    atomic_init(&j.next, next_big);
+    atomic_init(&j.slices[nth].next, next_big);
+    j.slices[nth].end = n_items;
     if (pool && nth > 1 && n_items > 1) tm_threadpool_run(pool, tm_attn_fn, &j);
     else tm_attn_fn(&j, 0, 1);
 }
