@@ -48,6 +48,7 @@ enum { TM_MM_TILE = 16 }; /* weight rows per packed tile */
 typedef struct tm_mm_weight {
     const void *src;    /* GGUF-layout data (n_rows rows), borrowed: scalar path and weight_row */
     uint8_t *packed;    /* (n_tiles, tile_bytes) packed tiles, 64-B aligned; NULL if not packed */
+    struct tm_mm_chunk *chunk; /* where packed was carved from (matmul.c) */
     int64_t n_tiles;    /* ceil(n_rows / TM_MM_TILE) */
     size_t tile_bytes;  /* bytes per tile, a multiple of 64 */
     size_t d_off;       /* offset of the d section inside a tile (quantized types) */

@@ -429,6 +429,34 @@ TEST(Matmul, WeightRowAndCrossLevel) {
     }
 }
 
+// Packed weights are carved from shared 64 MiB chunks (matmul.c): a weight larger than a
+// chunk gets its own, the ones after it a fresh one, and every weight still computes the
+// reference result. Weights may be released after their tm_cpu_matmul (ASan checks the
+// chunks are neither leaked nor freed early).
+TEST(Matmul, PackedWeightsShareChunksAndOutliveTheirContext) {
+    const int level = tm_simd_detect();
+    auto *simd = new Mm(level, 1);
+    Mm scalar(TM_SIMD_SCALAR, 1);
+    const Weight small_a = make_weight(TM_DTYPE_Q4_1, 19, 96, 501);
+    const Weight big = make_weight(TM_DTYPE_F32, 2050, 8192, 502); // 67 MB packed
+    const Weight small_b = make_weight(TM_DTYPE_Q8_0, 40, 64, 503);
+    const Weight *wts[] = {&small_a, &big, &small_b};
+    tm_weight w[3];
+    char err[128] = "";
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(tm_cpu_weight_init(simd->mm, &w[i], wts[i]->t, wts[i]->rows, wts[i]->cols, wts[i]->raw.data(), err,
+                                     sizeof(err)), 0) << err;
+    for (int i = 0; i < 3; i++) {
+        const std::vector<float> x = make_x(3, wts[i]->cols, 20 + i);
+        const std::vector<float> got = run(*simd, *wts[i], x, nullptr, 3, &w[i]);
+        const std::vector<float> want = run(scalar, *wts[i], x, nullptr, 3);
+        for (size_t k = 0; k < got.size(); k++)
+            ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::fabs(want[k]))) << "weight " << i << " output " << k;
+    }
+    delete simd;
+    for (int i : {1, 0, 2}) tm_cpu_weight_deinit(&w[i]);
+}
+
 TEST(Matmul, RejectsBadWeights) {
     Mm m(TM_SIMD_SCALAR, 1);
     std::vector<uint8_t> raw(4096);
