@@ -28,10 +28,10 @@ typedef struct tm_mm_slice {
 } tm_mm_slice;
 
 /* Packed weights are carved from 2 MiB-aligned chunks advised for transparent huge
- * pages (tm_alloc_huge): on 4 KiB pages, every tile stream crossed a page, and at 16
- * tokens its page walks competed with the KV reads. A weight per allocation could not use
- * huge pages (most tensors are under 2 MiB). 16 and 1 sequences both ran faster
- * (bench_engine, 5 alternating pairs: +3-20% and +5-20%). A chunk is freed when it is
+ * pages (tm_alloc_huge): a weight stream on 4 KiB pages misses the TLB every 4 KiB, and
+ * one allocation per tensor could not use huge pages (most tensors are under 2 MiB).
+ * Single-sequence decode, which streams all weights per token, ran ~9% faster
+ * (bench_engine, 4 alternating pairs). A chunk is freed when it is
  * no longer the one being filled and its last weight is gone, so weights may outlive
  * their tm_cpu_matmul. */
 typedef struct tm_mm_chunk {
