@@ -64,21 +64,31 @@ static void tm_mm_chunk_retire(tm_mm_chunk *c) {
     tm_mm_chunk_release(c);
 }
 
-/* n bytes (64-B aligned) for a packed weight; *chunk_out gets the chunk to release. */
+static tm_mm_chunk *tm_mm_chunk_new(size_t size) {
+    tm_mm_chunk *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->size = size;
+    c->base = tm_alloc_huge(size);
+    if (!c->base) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* n bytes (64-B aligned) for a packed weight; *chunk_out gets the chunk to release. A
+ * weight of a quarter chunk or more gets a chunk of its own (retired at once), so it
+ * does not cut short the one being filled. */
 static void *tm_mm_weight_alloc(tm_cpu_matmul *mm, size_t n, tm_mm_chunk **chunk_out) {
     n = (n + 63) / 64 * 64;
     tm_mm_chunk *c = mm->chunk;
-    if (!c || c->size - c->used < n) {
-        tm_mm_chunk *fresh = calloc(1, sizeof(*fresh));
-        if (!fresh) return NULL;
-        fresh->size = n > TM_MM_CHUNK_BYTES ? n : TM_MM_CHUNK_BYTES;
-        fresh->base = tm_alloc_huge(fresh->size);
-        if (!fresh->base) {
-            free(fresh);
-            return NULL;
-        }
-        tm_mm_chunk_retire(c);
-        mm->chunk = c = fresh;
+    if (n >= TM_MM_CHUNK_BYTES / 4) {
+        if (!(c = tm_mm_chunk_new(n))) return NULL;
+        c->retired = 1;
+    } else if (!c || c->size - c->used < n) {
+        if (!(c = tm_mm_chunk_new(TM_MM_CHUNK_BYTES))) return NULL;
+        tm_mm_chunk_retire(mm->chunk);
+        mm->chunk = c;
     }
     void *p = c->base + c->used;
     c->used += n;

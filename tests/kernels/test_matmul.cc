@@ -429,32 +429,33 @@ TEST(Matmul, WeightRowAndCrossLevel) {
     }
 }
 
-// Packed weights are carved from shared 64 MiB chunks (matmul.c): a weight larger than a
-// chunk gets its own, the ones after it a fresh one, and every weight still computes the
-// reference result. Weights may be released after their tm_cpu_matmul (ASan checks the
-// chunks are neither leaked nor freed early).
+// Packed weights are carved from shared 64 MiB chunks (matmul.c): a weight of a quarter
+// chunk or more gets its own, the others fill one chunk after another. Every weight still
+// computes the reference result, and weights may be released after their tm_cpu_matmul
+// (ASan checks that no chunk is leaked or freed early).
 TEST(Matmul, PackedWeightsShareChunksAndOutliveTheirContext) {
     const int level = tm_simd_detect();
     auto *simd = new Mm(level, 1);
     Mm scalar(TM_SIMD_SCALAR, 1);
-    const Weight small_a = make_weight(TM_DTYPE_Q4_1, 19, 96, 501);
-    const Weight big = make_weight(TM_DTYPE_F32, 2050, 8192, 502); // 67 MB packed
-    const Weight small_b = make_weight(TM_DTYPE_Q8_0, 40, 64, 503);
-    const Weight *wts[] = {&small_a, &big, &small_b};
-    tm_weight w[3];
+    std::vector<Weight> wts;
+    wts.push_back(make_weight(TM_DTYPE_Q4_1, 19, 96, 501));
+    wts.push_back(make_weight(TM_DTYPE_F32, 2050, 8192, 502)); // 67 MB: a chunk of its own
+    for (int i = 0; i < 5; i++) wts.push_back(make_weight(TM_DTYPE_F32, 480, 8192, 503 + i)); // 15.7 MB each: 2 chunks
+    wts.push_back(make_weight(TM_DTYPE_Q8_0, 40, 64, 510));
+    std::vector<tm_weight> w(wts.size());
     char err[128] = "";
-    for (int i = 0; i < 3; i++)
-        ASSERT_EQ(tm_cpu_weight_init(simd->mm, &w[i], wts[i]->t, wts[i]->rows, wts[i]->cols, wts[i]->raw.data(), err,
+    for (size_t i = 0; i < wts.size(); i++)
+        ASSERT_EQ(tm_cpu_weight_init(simd->mm, &w[i], wts[i].t, wts[i].rows, wts[i].cols, wts[i].raw.data(), err,
                                      sizeof(err)), 0) << err;
-    for (int i = 0; i < 3; i++) {
-        const std::vector<float> x = make_x(3, wts[i]->cols, 20 + i);
-        const std::vector<float> got = run(*simd, *wts[i], x, nullptr, 3, &w[i]);
-        const std::vector<float> want = run(scalar, *wts[i], x, nullptr, 3);
+    for (size_t i = 0; i < wts.size(); i++) {
+        const std::vector<float> x = make_x(3, wts[i].cols, 20 + i);
+        const std::vector<float> got = run(*simd, wts[i], x, nullptr, 3, &w[i]);
+        const std::vector<float> want = run(scalar, wts[i], x, nullptr, 3);
         for (size_t k = 0; k < got.size(); k++)
             ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::fabs(want[k]))) << "weight " << i << " output " << k;
     }
     delete simd;
-    for (int i : {1, 0, 2}) tm_cpu_weight_deinit(&w[i]);
+    for (size_t i : {3, 1, 0, 7, 2, 6, 4, 5}) tm_cpu_weight_deinit(&w[i]);
 }
 
 TEST(Matmul, RejectsBadWeights) {
