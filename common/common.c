@@ -164,6 +164,7 @@ size_t tm_utf8_char_len(const uint8_t *s, size_t n) {
 
 void *tm_alloc_huge(size_t n_bytes) {
     const size_t huge = (size_t)2 << 20;
+    if (n_bytes > SIZE_MAX - huge) return NULL; /* the rounding below would wrap */
     size_t n = (n_bytes + huge - 1) / huge * huge;
     void *p = aligned_alloc(huge, n ? n : huge);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

@@ -53,7 +53,11 @@ struct tm_cpu_matmul {
 };
 
 static void tm_mm_chunk_release(tm_mm_chunk *c) {
-    if (c->live > 0 || !c->retired) return;
+    if (c->live > 0) return;
+    if (!c->retired) { /* still being filled: start over (a model unloaded and loaded again) */
+        c->used = 0;
+        return;
+    }
     free(c->base);
     free(c);
 }

@@ -21,9 +21,10 @@ typedef struct tm_cpu_matmul tm_cpu_matmul; /* scratch for quantized activations
 tm_cpu_matmul *tm_cpu_matmul_create(tm_threadpool *pool, int simd);
 void tm_cpu_matmul_destroy(tm_cpu_matmul *mm);
 
-/* Prepares w from GGUF-layout src (may reference src in place or repack it; repacked
- * tiles come from mm's huge-page chunks, so calls on one mm must not run concurrently).
- * w may outlive mm. TM_EUNSUPPORTED with err for a dtype the CPU cannot multiply. */
+/* Prepares w from GGUF-layout src (may reference src in place or repack it). Repacked
+ * tiles come from mm's huge-page chunks, so weight_init and weight_deinit of one mm's
+ * weights must not run concurrently. w may outlive mm. TM_EUNSUPPORTED with err for a
+ * dtype the CPU cannot multiply. */
 int tm_cpu_weight_init(tm_cpu_matmul *mm, tm_weight *w, tm_dtype dtype, int64_t n_rows,
                        int64_t n_cols, const void *src, char *err, size_t err_len);
 void tm_cpu_weight_deinit(tm_weight *w);

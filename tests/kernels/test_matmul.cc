@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -430,31 +431,47 @@ TEST(Matmul, WeightRowAndCrossLevel) {
 }
 
 // Packed weights are carved from shared 64 MiB chunks (matmul.c): a weight of a quarter
-// chunk or more gets its own, the others fill one chunk after another. Every weight still
-// computes the reference result, and weights may be released after their tm_cpu_matmul
-// (ASan checks that no chunk is leaked or freed early).
+// chunk or more gets its own, the others fill one chunk after another, and a chunk whose
+// weights are all gone is refilled from its start. Every weight still computes the
+// reference result, also after its tm_cpu_matmul is gone (ASan checks that no chunk is
+// leaked or freed early).
 TEST(Matmul, PackedWeightsShareChunksAndOutliveTheirContext) {
     const int level = tm_simd_detect();
-    auto *simd = new Mm(level, 1);
+    if (level == TM_SIMD_SCALAR) GTEST_SKIP() << "the scalar level packs no weights";
+    auto simd = std::make_unique<Mm>(level, 1);
     Mm scalar(TM_SIMD_SCALAR, 1);
+    char err[128] = "";
+    const auto check = [&](Mm &m, const Weight &wt, tm_weight *w, uint32_t seed) {
+        const std::vector<float> x = make_x(3, wt.cols, seed);
+        const std::vector<float> got = run(m, wt, x, nullptr, 3, w);
+        const std::vector<float> want = run(scalar, wt, x, nullptr, 3);
+        for (size_t k = 0; k < got.size(); k++)
+            ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::fabs(want[k]))) << "seed " << seed << " output " << k;
+    };
+    { // the only weight of the chunk being filled goes; the next one reuses the chunk
+        const Weight a = make_weight(TM_DTYPE_Q4_1, 19, 96, 500), b = make_weight(TM_DTYPE_Q8_0, 21, 64, 499);
+        tm_weight wa, wb;
+        ASSERT_EQ(tm_cpu_weight_init(simd->mm, &wa, a.t, a.rows, a.cols, a.raw.data(), err, sizeof(err)), 0) << err;
+        tm_cpu_weight_deinit(&wa);
+        ASSERT_EQ(tm_cpu_weight_init(simd->mm, &wb, b.t, b.rows, b.cols, b.raw.data(), err, sizeof(err)), 0) << err;
+        check(*simd, b, &wb, 19);
+        tm_cpu_weight_deinit(&wb);
+    }
     std::vector<Weight> wts;
     wts.push_back(make_weight(TM_DTYPE_Q4_1, 19, 96, 501));
     wts.push_back(make_weight(TM_DTYPE_F32, 2050, 8192, 502)); // 67 MB: a chunk of its own
     for (int i = 0; i < 5; i++) wts.push_back(make_weight(TM_DTYPE_F32, 480, 8192, 503 + i)); // 15.7 MB each: 2 chunks
     wts.push_back(make_weight(TM_DTYPE_Q8_0, 40, 64, 510));
     std::vector<tm_weight> w(wts.size());
-    char err[128] = "";
-    for (size_t i = 0; i < wts.size(); i++)
+    for (size_t i = 0; i < wts.size(); i++) {
         ASSERT_EQ(tm_cpu_weight_init(simd->mm, &w[i], wts[i].t, wts[i].rows, wts[i].cols, wts[i].raw.data(), err,
                                      sizeof(err)), 0) << err;
-    for (size_t i = 0; i < wts.size(); i++) {
-        const std::vector<float> x = make_x(3, wts[i].cols, 20 + i);
-        const std::vector<float> got = run(*simd, wts[i], x, nullptr, 3, &w[i]);
-        const std::vector<float> want = run(scalar, wts[i], x, nullptr, 3);
-        for (size_t k = 0; k < got.size(); k++)
-            ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::fabs(want[k]))) << "weight " << i << " output " << k;
+        ASSERT_NE(w[i].data, (const void *)wts[i].raw.data()) << "weight " << i << " was not packed";
     }
-    delete simd;
+    for (size_t i = 0; i < wts.size(); i++) check(*simd, wts[i], &w[i], 20 + i);
+    simd.reset();
+    Mm other(level, 1); // the weights work without the context that packed them
+    for (size_t i : {0, 1, 4, 7}) check(other, wts[i], &w[i], 40 + i);
     for (size_t i : {3, 1, 0, 7, 2, 6, 4, 5}) tm_cpu_weight_deinit(&w[i]);
 }
 
