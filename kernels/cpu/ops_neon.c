@@ -320,6 +320,35 @@ static void tm_attn_chunk_neon(const tm_attn_chunk *a) {
     else tm_attn_chunk_neon_el(a, 0);
 }
 
+/* tm_cpu_kv_quantize, 4 values at a time: the same max, division and product, and FCVTNS
+ * rounds to nearest even as lrintf does under the default FPCR, so the same bytes. A NaN
+ * or inf anywhere, or a length with a tail, takes the scalar path. */
+static void tm_kv_quantize_neon(const float *x, int n, int8_t *q, float *scale) {
+    if (n % 8 != 0) {
+        tm_cpu_kv_quantize(x, n, q, scale);
+        return;
+    }
+    float32x4_t mx = vdupq_n_f32(0.0f);
+    uint32x4_t ok = vdupq_n_u32(~0u);
+    for (int i = 0; i < n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        ok = vandq_u32(ok, vceqq_f32(v, v)); /* false for NaN */
+        mx = vmaxq_f32(mx, vabsq_f32(v));
+    }
+    const float d = vmaxvq_f32(mx) / 127.0f;
+    if (vminvq_u32(ok) == 0 || !(d < INFINITY)) {
+        tm_cpu_kv_quantize(x, n, q, scale);
+        return;
+    }
+    const float32x4_t id = vdupq_n_f32(d != 0.0f && 1.0f / d < INFINITY ? 1.0f / d : 0.0f);
+    for (int i = 0; i < n; i += 8) { /* |x * id| <= 127: the narrowing never saturates */
+        const int32x4_t a = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i), id));
+        const int32x4_t b = vcvtnq_s32_f32(vmulq_f32(vld1q_f32(x + i + 4), id));
+        vst1_s8(q + i, vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b))));
+    }
+    *scale = d;
+}
+
 static const tm_cpu_kernels tm_kernels_neon = {
     .level = TM_SIMD_NEON,
     .rmsnorm = tm_rmsnorm_neon,
@@ -328,7 +357,7 @@ static const tm_cpu_kernels tm_kernels_neon = {
     .rope = tm_rope_neon,
     .f32_to_f16 = tm_f32_to_f16_neon,
     .attn_chunk = tm_attn_chunk_neon,
-    .kv_quantize = tm_cpu_kv_quantize, /* scalar: no NEON version yet */
+    .kv_quantize = tm_kv_quantize_neon,
 };
 
 const tm_cpu_kernels *tm_cpu_kernels_neon(void) { return &tm_kernels_neon; }
