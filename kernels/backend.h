@@ -164,6 +164,10 @@ struct tm_backend {
     /* out (n_rows, dim) = x[rows[i]] rows gathered (for the logits of selected tokens). */
     void (*get_rows)(tm_backend *be, float *out, const float *x, const int32_t *rows, int n_rows,
                      int dim);
+    /* out[r] = the lowest column of the largest value of row r of x (n_rows, n_cols), host
+     * memory such as the logits forward writes; NaN never wins, and an all-NaN row gives 0
+     * (tm_argmax in models/sampler.h, the greedy pick). NULL op: callers loop themselves. */
+    void (*argmax_rows)(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out);
 };
 
 /* CPU backend with n_threads workers (<= 0: one per online CPU). simd: TM_SIMD_AUTO or a

@@ -76,6 +76,10 @@ int tm_model_reserve(tm_model *m, int max_tokens, int max_logits);
 int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *batch, float *logits,
                      char *err, size_t err_len);
 
+/* out[r] = tm_argmax of row r of logits (n_rows, n_vocab) as forward wrote them: on the
+ * backend's threads when it has the op, else row by row here. Engine thread only. */
+void tm_model_argmax_rows(tm_model *m, const float *logits, int n_rows, int32_t *out);
+
 #ifdef __cplusplus
 }
 #endif

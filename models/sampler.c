@@ -55,11 +55,26 @@ size_t tm_sampler_scratch_bytes(int n_vocab) {
     return (size_t)n_vocab * (sizeof(float) + 2 * sizeof(int32_t));
 }
 
+static int repetition_on(const tm_sampling_params *p) {
+    return p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f;
+}
+static int presence_frequency_on(const tm_sampling_params *p) {
+    return p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+}
+/* As vLLM does, a temperature this small is greedy: 1/temperature overflows a float near
+ * its smallest values, and inf logits give NaN probabilities. */
+static int greedy(const tm_sampling_params *p) { return p->temperature < 1e-5f || p->top_k == 1; }
+
+int tm_sampler_is_argmax(const tm_sampler *s) {
+    const tm_sampling_params *p = &s->params;
+    return greedy(p) && !repetition_on(p) && !presence_frequency_on(p);
+}
+
 static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vocab,
                             const int32_t *prompt, int n_prompt, const int32_t *output,
                             int n_output, int32_t *counts) {
-    int rep = p->repetition_penalty != 1.0f && p->repetition_penalty > 0.0f;
-    int pf = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+    int rep = repetition_on(p);
+    int pf = presence_frequency_on(p);
     if (!rep && !pf) return;
     /* counts[id]: bit 30 marks "seen anywhere", low bits count output occurrences.
      * Only the entries of tokens in the history are touched, so no O(vocab) clear. */
@@ -88,10 +103,9 @@ static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vo
     }
 }
 
-/* The lowest id of the largest logit (NaN never wins; 0 if nothing beats -inf). Two
- * passes: the max in 16 independent lanes, which compiles to SIMD, then its first
+/* Two passes: the max in 16 independent lanes, which compiles to SIMD, then its first
  * index; a scalar running argmax is ~4x slower and runs once per token per step. */
-static int32_t argmax(const float *x, int n) {
+int32_t tm_argmax(const float *x, int n) {
     enum { LANES = 16 };
     float lane[LANES];
     for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
@@ -116,9 +130,7 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
     int32_t *id = counts + n_vocab;                /* (n_vocab) candidate ids */
 
     apply_penalties(p, logits, n_vocab, prompt, n_prompt, output, n_output, counts);
-    /* As vLLM does, a temperature this small is greedy: 1/temperature overflows a float
-     * near its smallest values, and inf logits give NaN probabilities. */
-    if (p->temperature < 1e-5f || p->top_k == 1) return argmax(logits, n_vocab);
+    if (greedy(p)) return tm_argmax(logits, n_vocab);
 
     /* Temperature, then keep the candidates within the cut of the best. */
     float inv_t = 1.0f / p->temperature;

@@ -24,6 +24,7 @@ typedef struct tm_cpu_backend {
     int simd;                     /* chosen TM_SIMD_* level */
     tm_cpu_scratch attn_scratch;  /* attention work items, split-KV partials, per-thread tiles */
     tm_cpu_rope_cache rope_cache; /* sin/cos of the step's positions, shared by its layers */
+    tm_cpu_scratch argmax_scratch; /* per-thread partials of argmax_rows */
 } tm_cpu_backend;
 
 static tm_cpu_backend *tm_cpu(tm_backend *be) { return be->impl; }
@@ -35,6 +36,7 @@ static void tm_cpu_destroy(tm_backend *be) {
     tm_threadpool_destroy(c->pool);
     tm_cpu_scratch_free(&c->attn_scratch);
     tm_cpu_scratch_free(&c->rope_cache.mem);
+    tm_cpu_scratch_free(&c->argmax_scratch);
     free(c);
 }
 
@@ -139,6 +141,11 @@ static void tm_cpu_silu_mul(tm_backend *be, float *out, const float *gate, const
     tm_cpu_op_silu_mul(c->k, c->pool, out, gate, up, n);
 }
 
+static void tm_cpu_argmax_rows(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out) {
+    tm_cpu_backend *c = tm_cpu(be);
+    tm_cpu_op_argmax_rows(c->pool, &c->argmax_scratch, x, n_rows, n_cols, out);
+}
+
 static void tm_cpu_get_rows(tm_backend *be, float *out, const float *x, const int32_t *rows,
                             int n_rows, int dim) {
     (void)be;
@@ -189,6 +196,7 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
         .attention = tm_cpu_attention,
         .silu_mul = tm_cpu_silu_mul,
         .get_rows = tm_cpu_get_rows,
+        .argmax_rows = tm_cpu_argmax_rows,
     };
     TM_DEBUGF("cpu backend: %d threads, simd %s", n_threads, tm_simd_name(simd));
     return &c->be;

@@ -179,6 +179,10 @@ void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_rope_ca
 void tm_cpu_op_kv_store(const tm_cpu_kernels *k, tm_threadpool *pool, struct tm_kv_cache *kv,
                         int layer, const float *kk, const float *v, const int32_t *slots, int n);
 void tm_cpu_op_get_rows(float *out, const float *x, const int32_t *rows, int n_rows, int dim);
+/* See tm_backend.argmax_rows. scratch holds the per-thread partials; if it cannot grow, the
+ * caller's thread does all of it (same result). */
+void tm_cpu_op_argmax_rows(tm_threadpool *pool, tm_cpu_scratch *scratch, const float *x, int n_rows,
+                           int n_cols, int32_t *out);
 void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_scratch *scratch,
                          float *out, const float *q, const struct tm_kv_cache *kv, int layer,
                          const tm_batch *batch, int n_heads, float scale);

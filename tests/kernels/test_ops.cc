@@ -126,6 +126,45 @@ struct Backend {
     float *poisoned(size_t n) { return up(std::vector<float>(n, kNaN)); }
 };
 
+// argmax_rows is the greedy pick of models/sampler.c (tm_argmax): the lowest column of the
+// largest value, NaN never wins, an all-NaN row gives 0. Rows are split over the threads by
+// columns, so ties and NaN sit on both sides of a split.
+TEST(CpuBackend, ArgmaxRowsIsTheLowestColumnOfTheMax) {
+    const auto reference = [](const float *x, int n) {
+        int at = -1;
+        for (int i = 0; i < n; i++)
+            if (!std::isnan(x[i]) && (at < 0 || x[i] > x[at])) at = i;
+        return at < 0 ? 0 : at;
+    };
+    for (int n_cols : {1, 5, 16, 37, 100, 49152}) {
+        std::vector<std::vector<float>> rows;
+        for (uint32_t s = 0; s < 3; s++) rows.push_back(randu((size_t)n_cols, 900 + s, -5.0f, 5.0f));
+        std::vector<float> tie = randu((size_t)n_cols, 910, -5.0f, 5.0f);
+        tie[n_cols - 1] = 9.0f, tie[n_cols / 2] = 9.0f, tie[n_cols / 3] = 9.0f; // the lowest wins
+        rows.push_back(tie);
+        std::vector<float> nans = randu((size_t)n_cols, 911, -5.0f, 5.0f);
+        for (int i = 0; i < n_cols; i += 3) nans[i] = kNaN;
+        rows.push_back(nans);
+        rows.push_back(std::vector<float>(n_cols, -INFINITY));
+        rows.push_back(std::vector<float>(n_cols, kNaN));
+        std::vector<float> late(n_cols, kNaN);
+        late[n_cols - 1] = -INFINITY; // NaN everywhere but a -inf at the end
+        rows.push_back(late);
+        std::vector<float> x;
+        for (auto &r : rows) x.insert(x.end(), r.begin(), r.end());
+        const int n_rows = (int)rows.size();
+        for (int threads : {1, 2, 3}) {
+            Backend b(threads, tm_simd_detect());
+            ASSERT_NE(b.be->argmax_rows, nullptr);
+            std::vector<int32_t> got(n_rows + 1, -7);
+            b.be->argmax_rows(b.be, x.data(), n_rows, n_cols, got.data());
+            for (int r = 0; r < n_rows; r++)
+                EXPECT_EQ(got[r], reference(rows[r].data(), n_cols)) << n_cols << " cols, row " << r << ", " << threads << " threads";
+            EXPECT_EQ(got[n_rows], -7) << "wrote past the rows";
+        }
+    }
+}
+
 TEST(CpuBackend, CreateLevels) {
     char err[256];
     tm_backend *be = tm_backend_cpu_create(2, TM_SIMD_AUTO, err, sizeof err);

@@ -74,6 +74,44 @@ TEST(Sampler, GreedyPicksMaxAndBreaksTiesLow) {
     EXPECT_EQ(s3.sample(p, ninf), 33);
 }
 
+// tm_argmax is what a greedy sampler returns, and tm_sampler_is_argmax says exactly when
+// the engine may take a batched argmax instead of sampling.
+TEST(Sampler, ArgmaxIsTheGreedyPickAndSaysWhenItApplies) {
+    for (uint32_t seed = 0; seed < 4; seed++) {
+        auto v = random_logits(1000, 70 + seed);
+        auto p = params();
+        p.temperature = 0.0f;
+        Sampler s(1000);
+        EXPECT_EQ(tm_argmax(v.data(), 1000), s.sample(p, v));
+    }
+    std::vector<float> nan(9, NAN);
+    EXPECT_EQ(tm_argmax(nan.data(), 9), 0);
+    const auto is_argmax = [](tm_sampling_params p) {
+        tm_sampler s;
+        tm_sampler_init(&s, &p);
+        return tm_sampler_is_argmax(&s);
+    };
+    auto p = params();
+    p.temperature = 0.0f;
+    EXPECT_TRUE(is_argmax(p));
+    p.temperature = 0.7f;
+    EXPECT_FALSE(is_argmax(p));
+    p.top_k = 1; // greedy whatever the temperature
+    EXPECT_TRUE(is_argmax(p));
+    for (int which = 0; which < 3; which++) { // any penalty changes the logits first
+        auto q = params();
+        q.temperature = 0.0f;
+        if (which == 0) q.repetition_penalty = 1.1f;
+        if (which == 1) q.presence_penalty = 0.5f;
+        if (which == 2) q.frequency_penalty = -0.5f;
+        EXPECT_FALSE(is_argmax(q)) << which;
+    }
+    auto q = params();
+    q.temperature = 0.0f;
+    q.repetition_penalty = 0.0f; // <= 0 is off (as in apply_penalties)
+    EXPECT_TRUE(is_argmax(q));
+}
+
 TEST(Sampler, SameSeedSameTokensDifferentSeedDiffers) {
     auto logits = random_logits(1000, 2);
     auto p = params();
