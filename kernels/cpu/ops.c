@@ -315,9 +315,12 @@ static void tm_argmax_share(const float *x, int64_t lo, int64_t hi, float *m_out
     enum { LANES = 16, V = 4 };
     tm_v4f mv[V];
     tm_v4i av[V];
-    for (int k = 0; k < V; k++) mv[k] = (tm_v4f){-INFINITY, -INFINITY, -INFINITY, -INFINITY}, av[k] = (tm_v4i){-1, -1, -1, -1};
+    for (int k = 0; k < V; k++) {
+        mv[k] = (tm_v4f){-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        av[k] = (tm_v4i){-1, -1, -1, -1};
+    }
     int64_t i = lo;
-    for (; i + LANES <= hi && i + LANES <= INT32_MAX; i += LANES)
+    for (; i + LANES <= hi; i += LANES) /* hi <= n_cols, an int: columns fit in int32 */
         for (int k = 0; k < V; k++) {
             tm_v4f v;
             memcpy(&v, x + i + 4 * k, sizeof v);
