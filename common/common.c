@@ -2,9 +2,11 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -171,4 +173,58 @@ void *tm_alloc_huge(size_t n_bytes) {
     if (p) (void)madvise(p, n ? n : huge, MADV_HUGEPAGE); /* advice only: 4 KiB pages still work */
 #endif
     return p;
+}
+
+/* tm_argmax_range: one pass over 16 lanes (GCC vectors: SSE2 or NEON, which the baseline build
+ * has), each lane keeping its max and where it first appeared: a strictly larger value
+ * moves it. The lanes are merged by value, ties to the lower index. A value must beat
+ * -inf to move a lane, so a range whose max is -inf is searched again for its first -inf. */
+typedef float tm_v4f __attribute__((vector_size(16)));
+typedef int32_t tm_v4i __attribute__((vector_size(16)));
+
+void tm_argmax_range(const float *x, int64_t lo, int64_t hi, float *m_out, int32_t *at_out) {
+    enum { LANES = 16, V = 4 };
+    tm_v4f mv[V];
+    tm_v4i av[V];
+    for (int k = 0; k < V; k++) {
+        mv[k] = (tm_v4f){-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        av[k] = (tm_v4i){-1, -1, -1, -1};
+    }
+    int64_t i = lo;
+    for (; i + LANES <= hi; i += LANES) /* indices fit in int32: callers pass int lengths */
+        for (int k = 0; k < V; k++) {
+            tm_v4f v;
+            memcpy(&v, x + i + 4 * k, sizeof v);
+            const tm_v4i gt = v > mv[k]; /* all ones where v beats the lane (never for NaN) */
+            const int32_t c = (int32_t)i + 4 * k;
+            const tm_v4i col = (tm_v4i){c, c + 1, c + 2, c + 3};
+            mv[k] = (tm_v4f)(((tm_v4i)v & gt) | ((tm_v4i)mv[k] & ~gt));
+            av[k] = (col & gt) | (av[k] & ~gt);
+        }
+    float lane[LANES];
+    int32_t at_lane[LANES];
+    memcpy(lane, mv, sizeof lane);
+    memcpy(at_lane, av, sizeof at_lane);
+    for (; i < hi; i++)
+        if (x[i] > lane[0]) lane[0] = x[i], at_lane[0] = (int32_t)i;
+    float m = -INFINITY;
+    int32_t at = -1;
+    for (int j = 0; j < LANES; j++)
+        if (at_lane[j] >= 0 && (at < 0 || lane[j] > m || (lane[j] == m && at_lane[j] < at)))
+            m = lane[j], at = at_lane[j];
+    if (at < 0) /* nothing above -inf: the first -inf, if any */
+        for (i = lo; i < hi; i++)
+            if (x[i] == -INFINITY) {
+                at = (int32_t)i;
+                break;
+            }
+    *m_out = m;
+    *at_out = at;
+}
+
+int32_t tm_argmax(const float *x, int n) {
+    float m;
+    int32_t at;
+    tm_argmax_range(x, 0, n, &m, &at);
+    return at < 0 ? 0 : at;
 }

@@ -56,6 +56,12 @@ static inline float tm_bf16_to_f32(uint16_t h) {
 }
 uint16_t tm_f32_to_bf16(float f);
 
+/* The greedy pick over x[lo, hi): *m the largest value (NaN never wins), *at the lowest
+ * index holding it, -1 when every value is NaN. tm_argmax: the same over x[0, n), 0 for
+ * an all-NaN x. The sampler and the CPU backend's argmax_rows both use it. */
+void tm_argmax_range(const float *x, int64_t lo, int64_t hi, float *m, int32_t *at);
+int32_t tm_argmax(const float *x, int n);
+
 /* Large buffers read in scattered runs (the KV cache): n_bytes rounded up to
  * 2 MiB, 2 MiB aligned, and on Linux advised to use transparent huge pages, so a step's
  * reads do not miss the TLB once per 4 KiB. Free with free(). NULL when out of memory. */

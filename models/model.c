@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "common/common.h"
-#include "models/sampler.h"
 
 typedef struct tm_layer {
     const float *attn_norm; /* (dim) f32, backend memory */
@@ -497,7 +496,7 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
 
 void tm_model_argmax_rows(tm_model *m, const float *logits, int n_rows, int32_t *out) {
     const int n_vocab = m->config.n_vocab;
-    if (m->be->argmax_rows && m->be->host_memory) {
+    if (m->be->argmax_rows) {
         m->be->argmax_rows(m->be, logits, n_rows, n_vocab, out);
         return;
     }

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/common.h"
+
 /* Candidates whose scaled logit is this far below the best have probability < e^-40
  * relative to it (total mass < 1e-13 over any vocabulary); dropping them before the sort
  * changes no float result and keeps sampling O(vocab) instead of O(vocab log vocab). */
@@ -101,23 +103,6 @@ static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vo
             counts[id] = 0; /* each token is penalized once */
         }
     }
-}
-
-/* Two passes: the max in 16 independent lanes, which compiles to SIMD, then its first
- * index; a scalar running argmax is ~4x slower and runs once per token per step. */
-int32_t tm_argmax(const float *x, int n) {
-    enum { LANES = 16 };
-    float lane[LANES];
-    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    for (; i < n; i++) lane[0] = x[i] > lane[0] ? x[i] : lane[0];
-    float m = lane[0];
-    for (int j = 1; j < LANES; j++) m = lane[j] > m ? lane[j] : m;
-    for (i = 0; i < n; i++)
-        if (x[i] == m) return i;
-    return 0;
 }
 
 static void sort_candidates(float *val, int32_t *id, int n);

@@ -40,10 +40,7 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
 /* Bytes of scratch tm_sampler_sample needs for n_vocab. */
 size_t tm_sampler_scratch_bytes(int n_vocab);
 
-/* The greedy pick: the lowest index of the largest value of x (n); NaN never wins, and an
- * all-NaN x gives 0. */
-int32_t tm_argmax(const float *x, int n);
-/* 1 when tm_sampler_sample returns tm_argmax of the logits as given (greedy, no penalty),
+/* 1 when tm_sampler_sample returns tm_argmax (common/common.h) of the logits as given (greedy, no penalty),
  * so a caller may take the token from a batched argmax instead (tm_model_argmax_rows). */
 int tm_sampler_is_argmax(const tm_sampler *s);
 

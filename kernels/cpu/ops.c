@@ -303,61 +303,13 @@ typedef struct tm_argmax_job {
     int nth_used; /* threads the job ran on */
 } tm_argmax_job;
 
-/* Largest value of x[lo, hi) (NaN never wins) and its first column, or -1 if every value
- * is NaN. One pass over 16 lanes (GCC vectors: SSE2 or NEON, which the baseline build
- * has), each lane keeping its max and where it first appeared: a strictly larger value
- * moves it. The lanes are merged by value, ties to the lower column. A value must beat
- * -inf to move a lane, so a share whose max is -inf is searched again for its first -inf. */
-typedef float tm_v4f __attribute__((vector_size(16)));
-typedef int32_t tm_v4i __attribute__((vector_size(16)));
-
-static void tm_argmax_share(const float *x, int64_t lo, int64_t hi, float *m_out, int32_t *at_out) {
-    enum { LANES = 16, V = 4 };
-    tm_v4f mv[V];
-    tm_v4i av[V];
-    for (int k = 0; k < V; k++) {
-        mv[k] = (tm_v4f){-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        av[k] = (tm_v4i){-1, -1, -1, -1};
-    }
-    int64_t i = lo;
-    for (; i + LANES <= hi; i += LANES) /* hi <= n_cols, an int: columns fit in int32 */
-        for (int k = 0; k < V; k++) {
-            tm_v4f v;
-            memcpy(&v, x + i + 4 * k, sizeof v);
-            const tm_v4i gt = v > mv[k]; /* all ones where v beats the lane (never for NaN) */
-            const int32_t c = (int32_t)i + 4 * k;
-            const tm_v4i col = (tm_v4i){c, c + 1, c + 2, c + 3};
-            mv[k] = (tm_v4f)(((tm_v4i)v & gt) | ((tm_v4i)mv[k] & ~gt));
-            av[k] = (col & gt) | (av[k] & ~gt);
-        }
-    float lane[LANES];
-    int32_t at_lane[LANES];
-    memcpy(lane, mv, sizeof lane);
-    memcpy(at_lane, av, sizeof at_lane);
-    for (; i < hi; i++)
-        if (x[i] > lane[0]) lane[0] = x[i], at_lane[0] = (int32_t)i;
-    float m = -INFINITY;
-    int32_t at = -1;
-    for (int j = 0; j < LANES; j++)
-        if (at_lane[j] >= 0 && (at < 0 || lane[j] > m || (lane[j] == m && at_lane[j] < at)))
-            m = lane[j], at = at_lane[j];
-    if (at < 0) /* nothing above -inf: the first -inf, if any */
-        for (i = lo; i < hi; i++)
-            if (x[i] == -INFINITY) {
-                at = (int32_t)i;
-                break;
-            }
-    *m_out = m;
-    *at_out = at;
-}
-
 static void tm_argmax_fn(void *ctx, int ith, int nth) {
     tm_argmax_job *j = ctx;
     if (ith == 0) j->nth_used = nth;
     int64_t lo, hi;
     tm_share(j->n_cols, ith, nth, 16, &lo, &hi);
     for (int r = 0; r < j->n_rows; r++)
-        tm_argmax_share(j->x + (int64_t)r * j->n_cols, lo, hi, &j->m[(int64_t)ith * j->n_rows + r],
+        tm_argmax_range(j->x + (int64_t)r * j->n_cols, lo, hi, &j->m[(int64_t)ith * j->n_rows + r],
                         &j->at[(int64_t)ith * j->n_rows + r]);
 }
 
@@ -382,7 +334,7 @@ void tm_cpu_op_argmax_rows(tm_threadpool *pool, tm_cpu_scratch *scratch, const f
                 if (j.at[k] >= 0 && (at < 0 || j.m[k] > m)) m = j.m[k], at = j.at[k];
             }
         } else {
-            tm_argmax_share(x + (int64_t)r * n_cols, 0, n_cols, &m, &at);
+            tm_argmax_range(x + (int64_t)r * n_cols, 0, n_cols, &m, &at);
         }
         out[r] = at < 0 ? 0 : at;
     }

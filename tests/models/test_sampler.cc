@@ -8,6 +8,7 @@
 #include <vector>
 
 extern "C" {
+#include "common/common.h"
 #include "models/sampler.h"
 }
 
