@@ -36,6 +36,8 @@ struct tm_http_conn {
     size_t header_bytes;     /* URL + header bytes so far */
     int in_request;          /* a message has begun */
     int complete;            /* on_message_complete fired; dispatch pending */
+    int parsing;             /* conn_parse is on the stack: a response sent from inside a
+                                handler leaves the next pipelined request to its loop */
     int has_len;             /* Content-Length or chunked */
     int expect_continue;     /* "Expect: 100-continue": the client waits before its body */
     int err_status;          /* set by a callback that rejected the request (413) */
@@ -262,7 +264,10 @@ static void end_request(tm_http_conn *c) {
         return;
     }
     if (!c->reading) conn_read_start(c);
-    conn_parse(c);
+    /* A handler that answers at once (GET /health) is called from conn_parse: parsing
+     * again here would recurse once per pipelined request, and a backlog of thousands
+     * of them overflowed the stack. The caller's loop goes on instead. */
+    if (!c->parsing) conn_parse(c);
 }
 
 void tm_http_conn_set_user(tm_http_conn *c, void *user) { c->user = user; }
@@ -440,6 +445,7 @@ static void dispatch(tm_http_conn *c) {
 
 /* Parses buffered input until a request is dispatched, the input runs out or it fails. */
 static void conn_parse(tm_http_conn *c) {
+    c->parsing = 1;
     while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n) {
         const char *start = c->in.p + c->in_off;
         llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
@@ -460,9 +466,11 @@ static void conn_parse(tm_http_conn *c) {
                 snprintf(msg, sizeof msg, "malformed HTTP request: %s",
                          c->parser.reason ? c->parser.reason : llhttp_errno_name(e));
             respond_error(c, status, msg);
+            c->parsing = 0;
             return;
         }
     }
+    c->parsing = 0;
     if (c->closing) return;
     if (c->in_off == c->in.n) {
         c->in_off = 0;

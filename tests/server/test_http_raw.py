@@ -106,6 +106,24 @@ def test_pipelined_requests_answered_in_order(server):
     s.close()
 
 
+def test_long_pipeline_behind_a_generation(server):
+    """Requests pipelined behind a generation wait unparsed; once it ended they were
+    answered by a recursion one level deep per request (each answer parsed the next), and
+    40000 of them overflowed the stack: the server died (SIGSEGV, or an ASan report)."""
+    n = 40000  # 960 KB: all of it is read while the generation runs (backlog < 1 MiB + 16 KiB)
+    s = connect(server)
+    s.sendall(completion_request(server, {"prompt": "Hi", "max_tokens": 64, "ignore_eos": True})
+              + b"GET /health HTTP/1.1\r\n\r\n" * n)
+    data, ok, deadline = bytearray(), b'{"status":"ok"}', time.monotonic() + DEADLINE
+    while not data.endswith(ok) or data.count(ok) < n:
+        assert time.monotonic() < deadline, f"{data.count(ok)} of {n} answers in time"
+        chunk = s.recv(1 << 20)
+        assert chunk, f"closed after {data.count(ok)} of {n} answers"
+        data += chunk
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == n + 1 and b'"text_completion"' in data
+    s.close()
+
+
 def test_keep_alive_then_streaming_on_same_connection(server):
     s = connect(server)
     r = Reader(s)
