@@ -44,8 +44,10 @@ struct tm_http_conn {
     double t_start;          /* first byte of this request */
     /* Response side. */
     int busy;                /* the handler owes a response */
-    int streaming;           /* a chunked response is open */
+    int streaming;           /* a streamed response is open */
     int keep_alive;          /* keep the connection after this response */
+    int http11;              /* the request was HTTP/1.1 or later: chunked framing allowed */
+    int chunked;             /* the open stream is chunked (else it ends at the close) */
     int closing;             /* uv_close called */
     int n_handles;           /* handles still to be closed before free */
     int n_writes;            /* writes in flight */
@@ -238,10 +240,13 @@ static int conn_write3(tm_http_conn *c, const char *a, size_t na, const char *b,
     return 0;
 }
 
+/* content_length: the body's bytes; -1: chunked; -2: none, the body ends at the close. */
 static int format_head(tm_http_conn *c, char *out, size_t cap, int status, const char *ctype,
                        const char *extra, long long content_length) {
     char len_line[64] = "Transfer-Encoding: chunked\r\n";
-    if (content_length >= 0)
+    if (content_length == -2)
+        len_line[0] = 0;
+    else if (content_length >= 0)
         snprintf(len_line, sizeof len_line, "Content-Length: %lld\r\n", content_length);
     int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%sConnection: %s\r\n\r\n",
                      status, tm_http_reason(status), ctype, len_line, extra ? extra : "",
@@ -284,20 +289,29 @@ void tm_http_respond(tm_http_conn *c, int status, const char *ctype, const char 
 
 void tm_http_stream_begin(tm_http_conn *c, int status, const char *ctype) {
     char head[512];
+    /* An HTTP/1.0 client cannot read chunked framing (RFC 9112 7.1 forbids sending it):
+     * the stream goes out as is and the close ends it, as h11 (vLLM's uvicorn) does. */
+    c->chunked = c->http11;
+    if (!c->chunked) c->keep_alive = 0;
     int n = format_head(c, head, sizeof head, status, ctype,
-                        "Cache-Control: no-cache\r\n", -1);
+                        "Cache-Control: no-cache\r\n", c->chunked ? -1 : -2);
     c->streaming = 1;
     conn_write3(c, head, (size_t)n, NULL, 0, NULL, 0);
 }
 
 int tm_http_stream_write(tm_http_conn *c, const char *data, size_t len) {
     if (len == 0) return 0;
+    if (!c->chunked) return conn_write3(c, data, len, NULL, 0, NULL, 0);
     char size_line[32];
     int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
     return conn_write3(c, size_line, (size_t)n, data, len, "\r\n", 2);
 }
 
 void tm_http_stream_end(tm_http_conn *c) {
+    if (!c->chunked) {
+        if (!c->closing) end_request(c);
+        return;
+    }
     if (conn_write3(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0) == 0) end_request(c);
 }
 
@@ -414,6 +428,7 @@ static int on_message_complete(llhttp_t *p) {
     tm_http_conn *c = conn_of(p);
     c->complete = 1;
     c->keep_alive = llhttp_should_keep_alive(p);
+    c->http11 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1);
     return HPE_PAUSED; /* one request at a time; conn_parse resumes after the response */
 }
 

@@ -84,7 +84,9 @@ void tm_http_conn_set_user(tm_http_conn *c, void *user);
  * in "\r\n". Copies body; leaves it out (Content-Length stays) for a HEAD request. */
 void tm_http_respond(tm_http_conn *c, int status, const char *content_type,
                      const char *extra_headers, const char *body, size_t len);
-/* Starts a chunked response (e.g. text/event-stream); then write chunks and end. */
+/* Starts a streamed response (e.g. text/event-stream); then write chunks and end. Chunked
+ * for HTTP/1.1 clients; an HTTP/1.0 client gets the bytes as they are and the connection
+ * closes at the end. */
 void tm_http_stream_begin(tm_http_conn *c, int status, const char *content_type);
 /* Returns 0, or TM_EBUSY when the client is not reading and the queue limit is hit (the
  * connection is then closed and on_gone follows). Copies data. */

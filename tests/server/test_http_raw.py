@@ -135,6 +135,29 @@ def test_keep_alive_then_streaming_on_same_connection(server):
     s.close()
 
 
+def test_http10_stream_is_not_chunked(server):
+    """An HTTP/1.0 client cannot read chunked framing (RFC 9112 7.1): a stream used to come
+    with Transfer-Encoding: chunked and chunk-size lines inside the SSE text. It now goes
+    out unframed and the close ends it, as h11 (vLLM's uvicorn) does."""
+    for keep_alive in (b"", b"Connection: keep-alive\r\n"):
+        s = connect(server)
+        req = completion_request(server, {"prompt": "Hi", "max_tokens": 3, "stream": True},
+                                 keep_alive)
+        s.sendall(req.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        data, deadline = b"", time.monotonic() + DEADLINE
+        while chunk := s.recv(65536):
+            assert time.monotonic() < deadline
+            data += chunk
+        s.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
+        assert b"transfer-encoding" not in head.lower() and b"Connection: close" in head, head
+        events = body.decode().split("\n\n")
+        assert events[-2:] == ["data: [DONE]", ""], body
+        for e in events[:-2]:
+            assert json.loads(e.removeprefix("data: "))["object"] == "text_completion", e
+
+
 def test_chunked_request_body(server):
     data = json.dumps({"prompt": "Hi", "max_tokens": 2}).encode()
     s = connect(server)
