@@ -403,7 +403,8 @@ static int on_headers_complete(llhttp_t *p) {
      * response cannot land inside another one. */
     if (c->expect_continue && c->has_len && p->http_major == 1 && p->http_minor >= 1) {
         static const char k_continue[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        conn_write3(c, k_continue, sizeof k_continue - 1, NULL, 0, NULL, 0);
+        /* fails when the client left a large earlier response unread: closed, so stop */
+        if (conn_write3(c, k_continue, sizeof k_continue - 1, NULL, 0, NULL, 0)) return HPE_USER;
     }
     return 0;
 }
@@ -464,6 +465,10 @@ static void conn_parse(tm_http_conn *c) {
     while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n) {
         const char *start = c->in.p + c->in_off;
         llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
+        /* A callback closed c (the 100 Continue could not be queued): a request
+         * completed in the same bytes must not reach the handler, which would keep c
+         * after it is freed, as nothing would tell it the client is gone. */
+        if (c->closing) break;
         if (e == HPE_OK) {
             c->in_off = c->in.n;
         } else if (e == HPE_PAUSED && c->complete) {

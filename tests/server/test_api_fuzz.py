@@ -368,6 +368,41 @@ def test_response_larger_than_write_queue_and_slow_handler(make_server):
     assert requests.get(srv.url + "/health", timeout=TIMEOUT).status_code == 200
 
 
+def test_expect_continue_behind_an_unread_response(make_server):
+    """A request with Expect: 100-continue pipelined behind a response the client does not
+    read: queuing the 100 Continue hit the write-queue limit and closed the connection
+    inside the parser, yet the request, complete in the same bytes, still went to the
+    handler. Its generation then kept the freed connection (heap-use-after-free in
+    tm_http_stream_write at its first token). Now nothing runs for a closed connection."""
+    srv = make_server("--max-body-mib", "8", "--http-timeout", "20")
+
+    def finished():
+        _, by_name = parse_metrics(requests.get(srv.url + "/metrics", timeout=TIMEOUT).text)
+        return sum(by_name.get("tokenmill:request_success_total", []))
+    before = finished()
+    a = json.dumps({"prompt": "1" * 6_000_000}).encode()  # an 18 MB answer
+    b = json.dumps({"prompt": "Hi", "max_tokens": 8, "stream": True}).encode()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(TIMEOUT)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(b"POST /tokenize HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(a) + a +
+              b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(b) + b)
+    deadline = time.monotonic() + TIMEOUT
+    while "client not reading" not in srv.log():  # the connection is closed
+        assert time.monotonic() < deadline and srv.proc.poll() is None, srv.log()
+        time.sleep(0.1)
+    time.sleep(3)  # long enough for 8 tokens, had the request run
+    s.close()
+    assert srv.proc.poll() is None, srv.log()
+    log = srv.log_path.read_text(errors="replace")
+    for mark in SANITIZER_MARKS:
+        assert mark not in log, log[log.index(mark) - 200:][:3000]
+    assert finished() == before, "a request ran for a closed connection"
+    assert srv.stop() == 0, srv.log()
+
+
 # ---- raw HTTP ----
 
 def raw_exchange(server, data, n_responses=1, timeout=10):
