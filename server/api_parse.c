@@ -5,6 +5,7 @@
  * for the extensions (top_k, min_p, repetition_penalty, ignore_eos, cache_salt). */
 #include "server/api_parse.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,9 @@ static int get_float(pctx *x, const char *key, double lo, double hi, float *out)
     double d = json_number_value(v);
     if (!(d >= lo && d <= hi))
         return FAIL(x, key, "'%s' must be between %g and %g, got %g", key, lo, hi, d);
-    *out = (float)d;
+    /* a positive value below float's range stays positive: top_p and repetition_penalty
+     * treat 0 as "off", and 1e-300 is a valid (greedy) top_p */
+    *out = d > 0 && (float)d == 0.0f ? FLT_TRUE_MIN : (float)d;
     return 0;
 }
 

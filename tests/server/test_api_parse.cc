@@ -158,6 +158,20 @@ TEST(ApiParse, TypesAndRanges) {
     ExpectReject(TM_API_COMPLETION, pre + R"("cache_salt":5})", "cache_salt", "string");
 }
 
+// A positive value too small for a float used to round to 0 and be refused as "must be
+// > 0" (0 turns top_p and repetition_penalty off, so 0 is refused), though the client
+// sent a valid value; it now stays positive.
+TEST(ApiParse, TinyPositiveFloatsStayPositive) {
+    Parsed x(TM_API_COMPLETION, R"({"prompt":"x","top_p":1e-300,"repetition_penalty":5e-324,)"
+                                R"("temperature":1e-300})");
+    ASSERT_EQ(x.rc, 0) << x.err;
+    EXPECT_GT(x.p.sampling.top_p, 0.f);
+    EXPECT_GT(x.p.sampling.repetition_penalty, 0.f);
+    EXPECT_GT(x.p.sampling.temperature, 0.f);
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","top_p":-1e-300})", "top_p", "between");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","top_p":-0.0})", "top_p", "> 0");
+}
+
 TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
     const std::string pre = R"({"messages":[{"role":"user","content":"x"}],)";
     ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"function","function":{"name":"f"}}]})",
