@@ -543,10 +543,11 @@ static int conn_unread_bytes(tm_http_conn *c) {
 
 static void on_timeout(uv_timer_t *t) {
     tm_http_conn *c = t->data;
-    if (c->busy || c->closing || c->linger) return; /* linger: already answered */
+    if (c->busy || c->closing) return;
     /* libuv runs timers before it polls: after a handler kept this thread busy longer
-     * than the timeout, the client's bytes may be waiting unread. The delay was ours. */
-    if (c->reading && conn_unread_bytes(c) > 0) {
+     * than the timeout, the client's bytes may be waiting unread. The delay was ours.
+     * (Not after an error: that input is discarded unread.) */
+    if (c->reading && !c->linger && conn_unread_bytes(c) > 0) {
         timer_arm(c);
         return;
     }
@@ -555,6 +556,13 @@ static void on_timeout(uv_timer_t *t) {
     size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
     if (c->n_writes > 0 && unsent < c->unsent_at_arm) {
         timer_arm(c);
+        return;
+    }
+    /* Nothing was read: a 408 would never leave either. An error already answered
+     * (linger) waits here for its writes, and used to wait forever: the timer that
+     * closes a lingering connection starts only once they are done. */
+    if (c->n_writes > 0 || c->linger) {
+        conn_close(c);
         return;
     }
     if (c->in_request || c->in.n > c->in_off)

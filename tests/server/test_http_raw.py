@@ -295,6 +295,28 @@ def test_max_connections(make_server):
         h.close()
 
 
+def test_client_that_never_reads_is_dropped_after_an_error(make_server):
+    """A client sends a request with a large answer, then part of another, and reads
+    nothing. The timeout answered the partial request with a 408 that could not leave,
+    and while an answered error waited for its writes no timer could close the
+    connection: it stayed open until the client chose to close it (the one slot of
+    --max-connections 1 was held; a new client got 503)."""
+    srv = make_server("--max-connections", "1", "--http-timeout", "1")
+    body = json.dumps({"prompt": "1" * 1_000_000}).encode()  # a ~3 MB answer
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(DEADLINE)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(b"POST /tokenize HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body +
+              b"GET /hea")
+    time.sleep(5)  # several timeouts, reading nothing
+    other = connect(srv)
+    other.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert Reader(other).response()[0] == 200  # 503 while the silent client held the slot
+    other.close()
+    s.close()
+
+
 def test_error_mid_upload_is_answered_once(server):
     """After a 413 the rest of the upload is discarded, never parsed again: exactly one
     response comes back before the connection closes (and one access line is logged)."""
