@@ -165,13 +165,14 @@ static void conn_close(tm_http_conn *c) {
 
 /* ---- writing ---- */
 
+static void conn_read_start(tm_http_conn *c);
+static void conn_parse(tm_http_conn *c);
+
 typedef struct tm_write {
     uv_write_t req;     /* req.data = conn */
     size_t len;         /* bytes in data */
     char data[];        /* payload */
 } tm_write;
-
-static void conn_read_start(tm_http_conn *c);
 
 static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
 static void on_shutdown(uv_shutdown_t *req, int status) { (void)req, (void)status; }
@@ -195,6 +196,15 @@ static void conn_finish(tm_http_conn *c) {
     if (!c->reading) conn_read_start(c);
 }
 
+/* Parsing pauses while this many response bytes wait to go out, and resumes when they
+ * are out: a long pipeline of requests answered at once (GET /health) is answered as
+ * the client reads, about 1 MiB per turn of the loop, instead of all in one turn,
+ * which held every other connection and filled the write queue until its limit closed
+ * a client that was reading. */
+static int write_backlogged(const tm_http_conn *c) {
+    return c->write_queued > TM_MIN(c->srv->cfg.max_write_queue / 2, (size_t)1 << 20);
+}
+
 static void on_written(uv_write_t *req, int status) {
     tm_write *w = (tm_write *)req;
     tm_http_conn *c = req->data;
@@ -202,8 +212,16 @@ static void on_written(uv_write_t *req, int status) {
     c->write_queued -= w->len;
     free(w);
     if (c->closing) return;
-    if (status < 0) conn_close(c);
-    else if (c->close_after_write && c->n_writes == 0 && !c->lingering) conn_finish(c);
+    if (status < 0) {
+        conn_close(c);
+    } else if (c->close_after_write) {
+        if (c->n_writes == 0 && !c->lingering) conn_finish(c);
+    } else if (c->n_writes == 0 && !c->busy && !c->linger && c->in_off < c->in.n) {
+        /* Resume a pipeline paused on its answers once all of them went out: resuming
+         * earlier, each later write callback of the same turn would parse more. */
+        if (!c->reading) conn_read_start(c);
+        conn_parse(c);
+    }
 }
 
 /* Queues len bytes from up to three pieces. Returns 0 or TM_EBUSY/TM_ENOMEM (closed). */
@@ -254,7 +272,6 @@ static int format_head(tm_http_conn *c, char *out, size_t cap, int status, const
     return n < (int)cap ? n : (int)cap - 1;
 }
 
-static void conn_parse(tm_http_conn *c);
 static void timer_arm(tm_http_conn *c);
 
 /* The response to the current request has been queued entirely. */
@@ -462,7 +479,7 @@ static void dispatch(tm_http_conn *c) {
 /* Parses buffered input until a request is dispatched, the input runs out or it fails. */
 static void conn_parse(tm_http_conn *c) {
     c->parsing = 1;
-    while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n) {
+    while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n && !write_backlogged(c)) {
         const char *start = c->in.p + c->in_off;
         llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
         /* A callback closed c (the 100 Continue could not be queued): a request
@@ -521,9 +538,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
         return;
     }
     const tm_http_config *cfg = &c->srv->cfg;
-    if (c->busy && c->in.n - c->in_off > cfg->max_header_bytes + cfg->max_body_bytes)
-    {
-        uv_read_stop(st); /* backpressure on a pipelining client; resumed by end_request */
+    if ((c->busy || write_backlogged(c)) &&
+        c->in.n - c->in_off > cfg->max_header_bytes + cfg->max_body_bytes) {
+        /* backpressure on a pipelining client; resumed by end_request or on_written */
+        uv_read_stop(st);
         c->reading = 0;
     }
     conn_parse(c);

@@ -2,6 +2,7 @@
 --max-body-mib 1). Every read has a deadline; only 127.0.0.1 is used."""
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -121,6 +122,31 @@ def test_long_pipeline_behind_a_generation(server):
         assert chunk, f"closed after {data.count(ok)} of {n} answers"
         data += chunk
     assert data.count(b"HTTP/1.1 200 OK\r\n") == n + 1 and b'"text_completion"' in data
+    s.close()
+
+
+def test_long_pipeline_is_answered_as_the_client_reads(make_server):
+    """300000 requests (7 MB) pipelined behind a generation were all answered in one turn
+    of the loop once it ended: 33 MB of answers queued at once, so the write-queue limit
+    (16 MiB) closed the connection of a client that was reading them, and every other
+    connection waited for that turn. Parsing now pauses while 1 MiB of answers waits."""
+    srv = make_server("--http-timeout", "5")  # 8 MiB body limit: the whole pipeline is read
+    n, ok = 300000, b'{"status":"ok"}'
+    s = connect(srv)
+    body = json.dumps({"prompt": "Hi", "max_tokens": 32, "ignore_eos": True}).encode()
+    data = (b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body + b"GET /health HTTP/1.1\r\n\r\n" * n)
+    sender = threading.Thread(target=s.sendall, args=(data,))
+    sender.start()
+    got, tail, count, deadline = 0, b"", 0, time.monotonic() + 120
+    while count < n:
+        assert time.monotonic() < deadline, f"{count} of {n} answers in time"
+        chunk = s.recv(1 << 20)
+        assert chunk, f"closed after {count} of {n} answers"
+        joined = tail + chunk
+        count += joined.count(ok)
+        tail = joined[-(len(ok) - 1):]
+    sender.join(DEADLINE)
     s.close()
 
 
