@@ -166,7 +166,7 @@ struct tm_backend {
                      int dim);
     /* out[r] = the lowest column of the largest value of row r of x (n_rows, n_cols), host
      * memory such as the logits forward writes; NaN never wins, and an all-NaN row gives 0
-     * (tm_argmax in models/sampler.h, the greedy pick). NULL op: callers loop themselves. */
+     * (tm_argmax in common/common.h, the greedy pick). NULL op: callers loop themselves. */
     void (*argmax_rows)(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out);
 };
 
