@@ -106,10 +106,11 @@ typedef struct tm_batch {
 typedef struct tm_backend tm_backend;
 
 struct tm_backend {
-    const char *name; /* "cpu", "cuda" */
-    void *impl;       /* private state */
-    int host_memory;  /* 1: its buffers are host memory, so an op may write a caller's
-                         host buffer directly instead of a copy through download */
+    const char *name;        /* "cpu", "cuda" */
+    const char *description; /* one line for the startup log: the device, its memory, threads */
+    void *impl;              /* private state */
+    int host_memory;         /* 1: its buffers are host memory, so an op may write a caller's
+                                host buffer directly instead of a copy through download */
 
     void (*destroy)(tm_backend *be);
 
@@ -118,7 +119,20 @@ struct tm_backend {
     void (*free)(tm_backend *be, void *p);
     void (*upload)(tm_backend *be, void *dst, const void *src, size_t n_bytes);
     void (*download)(tm_backend *be, void *dst, const void *src, size_t n_bytes);
-    void (*synchronize)(tm_backend *be);
+    /* Waits until every queued op is done. Returns 0, or the first error an op (or a copy)
+     * met since the last call, with one line in err that names the op; the backend stays
+     * usable only if the error says so (a CUDA fault poisons its context). Ops themselves
+     * return nothing: a device backend learns of most faults only here. */
+    int (*synchronize)(tm_backend *be, char *err, size_t err_len);
+    /* Free and total bytes of the backend's memory (the device's, for CUDA). NULL op: the
+     * backend has no fixed pool (host memory). */
+    int (*memory_info)(tm_backend *be, size_t *free_bytes, size_t *total_bytes);
+
+    /* Announces the batch of the ops that follow until the next call (one forward step). A
+     * device backend copies the batch's index arrays to its memory once here; the ops of
+     * the step then pass those same host arrays (b->tokens, b->pos, b->slots, ...) and the
+     * backend uses its copies. NULL op: nothing to prepare. */
+    void (*set_batch)(tm_backend *be, const tm_batch *b);
 
     /* Weights. src is GGUF-layout data in host memory (often the mmap'd file) that stays
      * valid until weight_deinit; the backend may reference it in place or copy/repack.
@@ -164,9 +178,10 @@ struct tm_backend {
     /* out (n_rows, dim) = x[rows[i]] rows gathered (for the logits of selected tokens). */
     void (*get_rows)(tm_backend *be, float *out, const float *x, const int32_t *rows, int n_rows,
                      int dim);
-    /* out[r] = the lowest column of the largest value of row r of x (n_rows, n_cols), host
-     * memory such as the logits forward writes; NaN never wins, and an all-NaN row gives 0
-     * (tm_argmax in common/common.h, the greedy pick). NULL op: callers loop themselves. */
+    /* out[r] (host memory) = the lowest column of the largest value of row r of x (n_rows,
+     * n_cols) in backend memory, such as the logits forward leaves there; NaN never wins,
+     * and an all-NaN row gives 0 (tm_argmax in common/common.h, the greedy pick). Returns
+     * when out is filled. NULL op: callers download the rows and loop themselves. */
     void (*argmax_rows)(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out);
 };
 

@@ -25,8 +25,10 @@ typedef struct tm_layer {
     tm_weight w_down;       /* (dim, ffn_dim) */
 } tm_layer;
 
-/* Activation buffers in backend memory, sized for cap_tokens tokens / cap_logits rows. */
+/* Activation buffers, carved from one allocation in backend memory (buf) sized for
+ * cap_tokens tokens / cap_logits rows, so a step never allocates. */
 typedef struct tm_activations {
+    void *buf;       /* the one backend allocation the pointers below point into */
     int cap_tokens;  /* tokens the buffers hold */
     int cap_logits;  /* logit rows the buffers hold */
     float *x;        /* (cap_tokens, dim) residual stream */
@@ -38,7 +40,9 @@ typedef struct tm_activations {
     float *hb;       /* (cap_tokens, ffn_dim) gate, then silu(gate) * up */
     float *hb2;      /* (cap_tokens, ffn_dim) up */
     float *xl;       /* (cap_logits, dim) rows that need logits */
-    float *logits;   /* (cap_logits, n_vocab) */
+    float *logits;   /* (cap_logits, n_vocab) the last forward's logits */
+    float *host_logits; /* (cap_logits, n_vocab) host copy for a device backend, else NULL */
+    int n_logits;    /* rows of logits the last forward wrote */
 } tm_activations;
 
 struct tm_model {
@@ -321,12 +325,9 @@ fail:
 
 static void free_activations(tm_model *m) {
     tm_activations *a = &m->act;
-    float **bufs[] = {&a->x, &a->xb, &a->q, &a->k, &a->v, &a->att, &a->hb, &a->hb2, &a->xl, &a->logits};
-    for (size_t i = 0; i < TM_ARRAY_LEN(bufs); i++) {
-        if (*bufs[i]) m->be->free(m->be, *bufs[i]);
-        *bufs[i] = NULL;
-    }
-    a->cap_tokens = a->cap_logits = 0;
+    if (a->buf) m->be->free(m->be, a->buf);
+    free(a->host_logits);
+    memset(a, 0, sizeof *a);
 }
 
 void tm_model_destroy(tm_model *m) {
@@ -394,16 +395,26 @@ int tm_model_reserve(tm_model *m, int max_tokens, int max_logits) {
     max_logits = TM_MAX(max_logits, a->cap_logits);
     free_activations(m);
     const tm_model_config *c = &m->config;
-    size_t T = (size_t)max_tokens, L = (size_t)max_logits, f = sizeof(float);
+    size_t T = (size_t)max_tokens, L = (size_t)max_logits;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     struct { float **p; size_t n; } bufs[] = {
         {&a->x, T * c->dim},  {&a->xb, T * c->dim},  {&a->q, T * qd},          {&a->k, T * kvd},
         {&a->v, T * kvd},     {&a->att, T * qd},     {&a->hb, T * c->ffn_dim}, {&a->hb2, T * c->ffn_dim},
-        {&a->xl, L * c->dim}, {&a->logits, m->be->host_memory ? 1 : L * c->n_vocab}, /* see forward */
+        {&a->xl, L * c->dim}, {&a->logits, L * c->n_vocab},
     };
+    /* each buffer starts on a 256-byte boundary (the widest load any kernel issues) */
+    size_t total = 0;
+    for (size_t i = 0; i < TM_ARRAY_LEN(bufs); i++) total += (bufs[i].n * sizeof(float) + 255) / 256 * 256;
+    a->buf = m->be->alloc(m->be, total);
+    if (!a->buf) return TM_ENOMEM;
+    size_t off = 0;
     for (size_t i = 0; i < TM_ARRAY_LEN(bufs); i++) {
-        *bufs[i].p = m->be->alloc(m->be, bufs[i].n * f);
-        if (!*bufs[i].p) {
+        *bufs[i].p = (float *)((char *)a->buf + off);
+        off += (bufs[i].n * sizeof(float) + 255) / 256 * 256;
+    }
+    if (!m->be->host_memory) {
+        a->host_logits = malloc(L * c->n_vocab * sizeof(float));
+        if (!a->host_logits) {
             free_activations(m);
             return TM_ENOMEM;
         }
@@ -451,7 +462,9 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
     tm_activations *a = &m->act;
     const int n = b->n_tokens, dim = c->dim;
     const float scale = 1.0f / sqrtf((float)c->head_dim);
+    a->n_logits = 0;
 
+    if (be->set_batch) be->set_batch(be, b);
     be->embed(be, a->x, &m->token_embd, b->tokens, n); /* x (n, dim) */
     for (int l = 0; l < c->n_layers; l++) {
         const tm_layer *L = &m->layers[l];
@@ -479,26 +492,42 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         be->matmul(be, a->xb, a->hb, &L->w_down, NULL, n); /* xb (n, dim) */
         be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
     }
-    if (b->n_logits == 0) return 0;
-    /* only the rows that need logits go through the final norm and the output matrix */
-    be->get_rows(be, a->xl, a->x, b->logit_rows, b->n_logits, dim);
-    be->rmsnorm(be, a->xl, a->xl, m->out_norm, b->n_logits, dim, c->rms_eps);
-    /* 16 rows of a 49k vocabulary are 3 MB: a host backend writes them in place */
-    if (be->host_memory) {
-        be->matmul(be, logits, a->xl, &m->output, NULL, b->n_logits);
-    } else {
-        be->matmul(be, a->logits, a->xl, &m->output, NULL, b->n_logits);
-        be->download(be, logits, a->logits, sizeof(float) * (size_t)b->n_logits * (size_t)c->n_vocab);
+    if (b->n_logits > 0) {
+        /* only the rows that need logits go through the final norm and the output matrix */
+        be->get_rows(be, a->xl, a->x, b->logit_rows, b->n_logits, dim);
+        be->rmsnorm(be, a->xl, a->xl, m->out_norm, b->n_logits, dim, c->rms_eps);
+        be->matmul(be, a->logits, a->xl, &m->output, NULL, b->n_logits); /* (n_logits, n_vocab) */
     }
-    be->synchronize(be);
+    char msg[256] = "";
+    if ((rc = be->synchronize(be, msg, sizeof msg)))
+        return tm_fail(err, err_len, rc, "%s backend: %s", be->name, msg);
+    a->n_logits = b->n_logits;
+    if (logits && b->n_logits > 0) {
+        const float *host = tm_model_logits_host(m);
+        if (!host) return tm_fail(err, err_len, TM_EIO, "%s backend: copying the logits failed", be->name);
+        memcpy(logits, host, sizeof(float) * (size_t)b->n_logits * (size_t)c->n_vocab);
+    }
     return 0;
 }
 
-void tm_model_argmax_rows(tm_model *m, const float *logits, int n_rows, int32_t *out) {
+float *tm_model_logits_host(tm_model *m) {
+    tm_activations *a = &m->act;
+    if (m->be->host_memory) return a->logits;
+    size_t n_bytes = sizeof(float) * (size_t)a->n_logits * (size_t)m->config.n_vocab;
+    m->be->download(m->be, a->host_logits, a->logits, n_bytes);
+    if (m->be->synchronize(m->be, NULL, 0)) return NULL;
+    return a->host_logits;
+}
+
+int tm_model_logits_argmax(tm_model *m, int n_rows, int32_t *out) {
     const int n_vocab = m->config.n_vocab;
+    if (n_rows > m->act.n_logits) return TM_EINVAL;
     if (m->be->argmax_rows) {
-        m->be->argmax_rows(m->be, logits, n_rows, n_vocab, out);
-        return;
+        m->be->argmax_rows(m->be, m->act.logits, n_rows, n_vocab, out);
+        return m->be->synchronize(m->be, NULL, 0);
     }
+    const float *logits = tm_model_logits_host(m);
+    if (!logits) return TM_EIO;
     for (int r = 0; r < n_rows; r++) out[r] = tm_argmax(logits + (size_t)r * n_vocab, n_vocab);
+    return 0;
 }

@@ -70,15 +70,24 @@ void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv);
  * rows, so forward never allocates for batches within that size. */
 int tm_model_reserve(tm_model *m, int max_tokens, int max_logits);
 
-/* One forward step over batch (new tokens' K/V are written at batch->slots). Writes
- * logits (batch->n_logits, n_vocab) f32 to host memory. Grows the buffers first if the
- * batch exceeds the reserve. Engine thread only. */
+/* One forward step over batch (new tokens' K/V are written at batch->slots). The logits of
+ * the batch's logit rows, (batch->n_logits, n_vocab) f32, stay in the model's buffer in
+ * backend memory until the next forward (read them with the two functions below); when
+ * logits is not NULL they are also copied there (host memory). Grows the buffers first if
+ * the batch exceeds the reserve. A failure of the backend (a device fault) is returned with
+ * the op it happened in. Engine thread only. */
 int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *batch, float *logits,
                      char *err, size_t err_len);
 
-/* out[r] = tm_argmax of row r of logits (n_rows, n_vocab) as forward wrote them: on the
- * backend's threads when it has the op, else row by row here. Engine thread only. */
-void tm_model_argmax_rows(tm_model *m, const float *logits, int n_rows, int32_t *out);
+/* The last forward's logits (n_logits, n_vocab) in host memory: the buffer itself on a
+ * host-memory backend, else a host copy made now. The caller may modify the rows; they
+ * stay valid until the next forward. NULL if the copy failed. Engine thread only. */
+float *tm_model_logits_host(tm_model *m);
+
+/* out[r] = tm_argmax of row r < n_rows of the last forward's logits, on the backend (the
+ * greedy path: a device backend copies n_rows ints to the host, never the rows). 0, or
+ * TM_EINVAL when n_rows exceeds the rows forward wrote, or the backend's error. */
+int tm_model_logits_argmax(tm_model *m, int n_rows, int32_t *out);
 
 #ifdef __cplusplus
 }

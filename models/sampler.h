@@ -42,7 +42,7 @@ size_t tm_sampler_scratch_bytes(int n_vocab);
 
 /* 1 when tm_sampler_sample returns tm_argmax (common/common.h) of the logits as given
  * (greedy, no penalty), so a caller may take the token from a batched argmax instead
- * (tm_model_argmax_rows). */
+ * (tm_model_logits_argmax). */
 int tm_sampler_is_argmax(const tm_sampler *s);
 
 /* log-softmax of the raw logits (call before tm_sampler_sample, which modifies them): logprob of token and the top n_top (ids, logprobs) in

@@ -41,7 +41,6 @@ struct tm_engine {
     int32_t *b_block_table;       /* (max_num_seqs, max_blocks) page ids */
     int32_t *b_logit_rows;        /* (max_num_seqs) rows that are sampled */
     int32_t *greedy;              /* (max_num_seqs) argmax of each logits row of the step */
-    float *logits;                /* (max_num_seqs, n_vocab) forward output */
     float *raw;                   /* (n_vocab) a row before sampling, for logprobs */
     void *sample_scratch;         /* tm_sampler_scratch_bytes(n_vocab) */
     uint64_t *aborts_work;        /* (cap_aborts_work) ids being applied this round */
@@ -172,7 +171,8 @@ static void build_batch(tm_engine *e, const tm_schedule *sc, tm_batch *b) {
 
 /* Takes s's next token (picked: its row's argmax when its sampler is plain greedy, else
  * -1 and the sampler runs on row), runs output processing, queues the event and retires
- * s when it finished. */
+ * s when it finished. row (host memory) may be NULL when picked >= 0 and s wants no
+ * logprobs. */
 static void emit_token(tm_engine *e, tm_seq *s, float *row, int32_t picked) {
     tm_event ev;
     memset(&ev, 0, sizeof ev);
@@ -213,7 +213,26 @@ static int step(tm_engine *e) {
     tm_batch b;
     build_batch(e, &sc, &b);
     char err[256] = "";
-    int rc = tm_model_forward(e->model, e->kv, &b, e->logits, err, sizeof err);
+    int rc = tm_model_forward(e->model, e->kv, &b, NULL, err, sizeof err);
+    /* Greedy rows take their token from one argmax over the step's logits on the backend
+     * (sampled one row at a time it took 462-531 us of a 16-sequence CPU step, 266-323 as
+     * one op; a device backend copies only the token ids). Rows that sample or report
+     * logprobs need their logits in host memory. */
+    int n_rows = 0, n_greedy = 0, need_host = 0;
+    for (int i = 0; i < sc.n_seqs; i++) {
+        if (!sc.sample[i]) continue;
+        const int greedy = tm_sampler_is_argmax(&sc.seqs[i]->sampler);
+        n_rows++;
+        n_greedy += greedy;
+        need_host |= !greedy || sc.seqs[i]->logprobs;
+    }
+    if (rc == TM_OK && n_greedy > 0 && (rc = tm_model_logits_argmax(e->model, n_rows, e->greedy)))
+        snprintf(err, sizeof err, "reading the greedy tokens failed");
+    float *logits = NULL;
+    if (rc == TM_OK && need_host && !(logits = tm_model_logits_host(e->model))) {
+        rc = TM_EIO;
+        snprintf(err, sizeof err, "copying the logits to the host failed");
+    }
     if (rc != TM_OK) {
         /* The step's results are unusable; end its requests rather than retry forever. */
         TM_ERRORF("engine: forward failed (%s): %s; aborting %d requests", tm_strerror(rc), err,
@@ -222,17 +241,12 @@ static int step(tm_engine *e) {
         return sc.n_seqs;
     }
     tm_sched_update(e->sched, &sc);
-    /* The greedy rows' argmax in one call on the backend's threads. Sampled one row at a
-     * time it took 462-531 us of a 16-sequence step (266-323 now), and grows with the batch. */
-    int n_rows = 0, n_greedy = 0;
-    for (int i = 0; i < sc.n_seqs; i++)
-        if (sc.sample[i]) n_rows++, n_greedy += tm_sampler_is_argmax(&sc.seqs[i]->sampler);
-    if (n_greedy > 0) tm_model_argmax_rows(e->model, e->logits, n_rows, e->greedy);
     for (int i = 0, row = 0; i < sc.n_seqs; i++) {
         if (!sc.sample[i]) continue;
         tm_seq *s = sc.seqs[i];
         const int32_t picked = tm_sampler_is_argmax(&s->sampler) ? e->greedy[row] : -1;
-        emit_token(e, s, e->logits + (size_t)row++ * e->n_vocab, picked);
+        emit_token(e, s, logits ? logits + (size_t)row * e->n_vocab : NULL, picked);
+        row++;
     }
     return sc.n_seqs;
 }
@@ -397,12 +411,11 @@ int tm_engine_create(tm_model *model, const tm_engine_config *config, tm_engine 
     e->b_ctx_len = malloc(ns * sizeof(int32_t));
     e->b_block_table = malloc(ns * (size_t)e->max_blocks * sizeof(int32_t));
     e->b_logit_rows = malloc(ns * sizeof(int32_t));
-    e->logits = malloc(ns * (size_t)e->n_vocab * sizeof(float));
     e->raw = malloc((size_t)e->n_vocab * sizeof(float));
     e->sample_scratch = malloc(tm_sampler_scratch_bytes(e->n_vocab));
     e->greedy = malloc(ns * sizeof(int32_t));
     if (!e->b_tokens || !e->b_pos || !e->b_slots || !e->b_seq_start || !e->b_ctx_len ||
-        !e->b_block_table || !e->b_logit_rows || !e->logits || !e->raw || !e->sample_scratch ||
+        !e->b_block_table || !e->b_logit_rows || !e->raw || !e->sample_scratch ||
         !e->greedy) {
         rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory for batch buffers");
         goto fail;
@@ -444,7 +457,6 @@ void tm_engine_destroy(tm_engine *e) {
     free(e->b_ctx_len);
     free(e->b_block_table);
     free(e->b_logit_rows);
-    free(e->logits);
     free(e->raw);
     free(e->sample_scratch);
     free(e->greedy);

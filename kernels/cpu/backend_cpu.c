@@ -25,6 +25,7 @@ typedef struct tm_cpu_backend {
     tm_cpu_scratch attn_scratch;  /* attention work items, split-KV partials, per-thread tiles */
     tm_cpu_rope_cache rope_cache; /* sin/cos of the step's positions, shared by its layers */
     tm_cpu_scratch argmax_scratch; /* per-thread partials of argmax_rows */
+    char description[64];         /* "cpu: N threads, <simd level>" */
 } tm_cpu_backend;
 
 static tm_cpu_backend *tm_cpu(tm_backend *be) { return be->impl; }
@@ -57,7 +58,10 @@ static void tm_cpu_copy(tm_backend *be, void *dst, const void *src, size_t n_byt
     if (n_bytes) memcpy(dst, src, n_bytes);
 }
 
-static void tm_cpu_synchronize(tm_backend *be) { (void)be; /* every op returns when done */ }
+static int tm_cpu_synchronize(tm_backend *be, char *err, size_t err_len) {
+    (void)be, (void)err, (void)err_len;
+    return TM_OK; /* every op returns when done, and none fails */
+}
 
 static int tm_cpu_weight_init_op(tm_backend *be, tm_weight *w, tm_dtype dtype, int64_t n_rows,
                                  int64_t n_cols, const void *src, char *err, size_t err_len) {
@@ -172,8 +176,10 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
     c->mm = tm_cpu_matmul_create(c->pool, simd);
     if (!c->mm) goto oom;
 
+    snprintf(c->description, sizeof c->description, "cpu: %d threads, %s", n_threads, tm_simd_name(simd));
     c->be = (tm_backend){
         .name = "cpu",
+        .description = c->description,
         .impl = c,
         .host_memory = 1,
         .destroy = tm_cpu_destroy,
