@@ -1,0 +1,86 @@
+/* elementwise.cuh - add, silu * mul and row gathers. Kernels first, then launchers. */
+#ifndef TM_CUDA_ELEMENTWISE_CUH
+#define TM_CUDA_ELEMENTWISE_CUH
+
+#include "kernels/cuda/backend_cuda.cuh"
+
+/* out = a + b over n4 float4s; out may alias a or b. */
+static __global__ void tm_add_kernel(float4 *out, const float4 *a, const float4 *b, int64_t n4) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 x = a[i], y = b[i];
+        out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }
+}
+
+static __global__ void tm_add_tail_kernel(float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+static __device__ __forceinline__ float tm_silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* out = silu(gate) * up over n4 float4s; out may alias gate or up. */
+static __global__ void tm_silu_mul_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 g = gate[i], u = up[i];
+        out[i] = make_float4(tm_silu_mul1(g.x, u.x), tm_silu_mul1(g.y, u.y), tm_silu_mul1(g.z, u.z),
+                             tm_silu_mul1(g.w, u.w));
+    }
+}
+
+static __global__ void tm_silu_mul_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = tm_silu_mul1(gate[i], up[i]);
+}
+
+/* One block per output row: out[i] = x[rows[i]]. */
+static __global__ void tm_get_rows_kernel(float *out, const float *x, const int32_t *rows, int dim) {
+    const float *src = x + (size_t)rows[blockIdx.x] * dim;
+    float *dst = out + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
+}
+
+/* Grid for a grid-stride loop over n items: enough blocks to fill the device twice over. */
+static unsigned tm_elementwise_blocks(const tm_cuda_ctx *ctx, int64_t n, int threads) {
+    long long want = (n + threads - 1) / threads, cap = 4LL * ctx->n_sm;
+    return (unsigned)(want < 1 ? 1 : want < cap ? want : cap);
+}
+
+static int tm_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* out (n) = a + b. */
+static cudaError_t tm_cuda_add(const tm_cuda_ctx *ctx, float *out, const float *a, const float *b, int64_t n) {
+    if (n <= 0) return cudaSuccess;
+    int64_t n4 = tm_aligned16(out) && tm_aligned16(a) && tm_aligned16(b) ? n / 4 : 0;
+    if (n4)
+        CUDA_TRY(TM_LAUNCH(tm_add_kernel, tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
+                           (float4 *)out, (const float4 *)a, (const float4 *)b, n4));
+    if (n > 4 * n4)
+        CUDA_TRY(TM_LAUNCH(tm_add_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0, ctx->stream,
+                           out + 4 * n4, a + 4 * n4, b + 4 * n4, n - 4 * n4));
+    return cudaSuccess;
+}
+
+/* out (n) = silu(gate) * up. */
+static cudaError_t tm_cuda_silu_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
+                                    int64_t n) {
+    if (n <= 0) return cudaSuccess;
+    int64_t n4 = tm_aligned16(out) && tm_aligned16(gate) && tm_aligned16(up) ? n / 4 : 0;
+    if (n4)
+        CUDA_TRY(TM_LAUNCH(tm_silu_mul_kernel, tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
+                           (float4 *)out, (const float4 *)gate, (const float4 *)up, n4));
+    if (n > 4 * n4)
+        CUDA_TRY(TM_LAUNCH(tm_silu_mul_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
+                           ctx->stream, out + 4 * n4, gate + 4 * n4, up + 4 * n4, n - 4 * n4));
+    return cudaSuccess;
+}
+
+/* out (n_rows, dim) = rows[i] (device int32) of x (., dim). */
+static cudaError_t tm_cuda_get_rows(const tm_cuda_ctx *ctx, float *out, const float *x, const int32_t *rows,
+                                    int n_rows, int dim) {
+    if (n_rows <= 0) return cudaSuccess;
+    CUDA_TRY(TM_LAUNCH(tm_get_rows_kernel, n_rows, dim >= 512 ? 256 : 64, 0, ctx->stream, out, x, rows, dim));
+    return cudaSuccess;
+}
+
+#endif

@@ -1,0 +1,43 @@
+/* norm.cuh - RMSNorm. Kernels first, then launchers. */
+#ifndef TM_CUDA_NORM_CUH
+#define TM_CUDA_NORM_CUH
+
+#include "kernels/cuda/backend_cuda.cuh"
+
+/* The block's sum of v (blockDim.x a multiple of 32, at most 1024), returned to every
+ * thread. red holds 32 floats of shared memory. */
+static __device__ float tm_block_sum(float v, float *red) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    v = tm_warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? red[lane] : 0.0f;
+    v = tm_warp_sum(v);
+    __syncthreads(); /* red may be reused right after */
+    return v;
+}
+
+/* One block per row: out = x / sqrt(mean(x^2) + eps) * w. out may alias x (each element is
+ * read and written by the same thread). */
+static __global__ void tm_rmsnorm_kernel(float *out, const float *x, const float *w, int dim, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *yr = out + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = tm_block_sum(ss, red);
+    const float r = 1.0f / sqrtf(ss / dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * r * w[i];
+}
+
+/* out (n, dim) = rmsnorm of each row of x (n, dim) with weight w (dim); the semantics of
+ * tm_backend.rmsnorm. */
+static cudaError_t tm_cuda_rmsnorm(const tm_cuda_ctx *ctx, float *out, const float *x, const float *w, int n,
+                                   int dim, float eps) {
+    if (n <= 0) return cudaSuccess;
+    const int threads = dim >= 1024 ? 256 : dim >= 256 ? 128 : 64;
+    CUDA_TRY(TM_LAUNCH(tm_rmsnorm_kernel, n, threads, 0, ctx->stream, out, x, w, dim, eps));
+    return cudaSuccess;
+}
+
+#endif
