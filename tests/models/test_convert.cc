@@ -1,0 +1,199 @@
+// test_convert.cc - the GGUF converter (models/convert.c): every target type matches its
+// source within the type's tolerance, unsupported targets, bad input, in-place conversion.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gguf_test_util.h"
+
+extern "C" {
+#include "common/common.h"
+#include "kernels/dtype.h"
+#include "models/convert.h"
+#include "models/gguf.h"
+}
+
+namespace {
+
+struct SrcTensor {
+    const char *name;
+    int n_dims;
+    int64_t ne[4];
+    tm_dtype type;
+};
+
+// Tolerance of quantizing a block x to type (absolute, per value).
+double block_tolerance(tm_dtype type, const float *x, int n) {
+    float amax = 0, mn = x[0], mx = x[0];
+    for (int i = 0; i < n; i++) {
+        amax = std::max(amax, std::fabs(x[i]));
+        mn = std::min(mn, x[i]);
+        mx = std::max(mx, x[i]);
+    }
+    switch (type) {
+    case TM_DTYPE_F32: return 0;
+    case TM_DTYPE_F16: return amax * 1e-3 + 1e-7;
+    case TM_DTYPE_Q8_0: return amax / 127 * 0.6 + 1e-7;
+    case TM_DTYPE_Q4_0: return amax / 8 * 1.05 + 1e-7;  // +8 clamps to 7: up to one step
+    case TM_DTYPE_Q4_1: return (mx - mn) / 15 * 0.6 + std::fabs(mn) * 1e-3 + 1e-7;
+    default: return -1;
+    }
+}
+
+class Convert : public testing::TestWithParam<tm_dtype> {};
+
+TEST_P(Convert, MatchesSourceWithinTolerance) {
+    const tm_dtype target = GetParam();
+    const std::vector<SrcTensor> src = {
+        {"token_embd.weight", 2, {64, 5, 1, 1}, TM_DTYPE_F32},
+        {"blk.0.attn_norm.weight", 1, {64, 1, 1, 1}, TM_DTYPE_F32},
+        {"blk.0.attn_q.weight", 2, {64, 3, 1, 1}, TM_DTYPE_Q8_0},
+        {"blk.0.ffn_up.weight", 2, {32, 4, 1, 1}, TM_DTYPE_Q4_1},
+        {"blk.0.odd.weight", 2, {48, 2, 1, 1}, TM_DTYPE_F32},  // 48 % 32 != 0: f16 fallback
+        {"blk.0.bias", 1, {16, 1, 1, 1}, TM_DTYPE_F16},
+        {"blk.0.cube", 3, {32, 2, 2, 1}, TM_DTYPE_F16},
+    };
+    // source file, alignment 64 so we see it carried over
+    tm_gguf_writer *w = tm_gguf_writer_create(64);
+    ASSERT_EQ(tm_gguf_writer_add_str(w, "general.architecture", "llama"), 0);
+    ASSERT_EQ(tm_gguf_writer_add_u32(w, "general.file_type", 0), 0);
+    const char *toks[] = {"<s>", "a", "b"};
+    ASSERT_EQ(tm_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, 3), 0);
+    ASSERT_EQ(tm_gguf_writer_add_f32(w, "llama.rope.freq_base", 10000.0f), 0);
+    std::mt19937 rng(42);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (const SrcTensor &t : src) {
+        int64_t n = t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3];
+        std::vector<float> v((size_t)n);
+        for (auto &x : v) x = nd(rng) * 0.1f + (t.n_dims == 1 ? 1.0f : 0.0f);
+        int64_t row = tm_dtype_row_bytes(t.type, t.ne[0]);
+        Bytes q((size_t)(row * (n / t.ne[0])));
+        for (int64_t r = 0; r < n / t.ne[0]; r++)
+            ASSERT_EQ(tm_quantize_row(t.type, v.data() + r * t.ne[0], q.data() + r * row, t.ne[0]), 0);
+        if (t.type == TM_DTYPE_Q8_0) {
+            // blocks our quantizer would not produce (|q| <= 25, not 127), so a
+            // requantizing "copy" would change the bytes
+            for (size_t b = 0; b < q.size() / sizeof(tm_block_q8_0); b++) {
+                tm_block_q8_0 blk;
+                blk.d = tm_f32_to_f16(0.01f * (float)(b + 1));
+                for (int j = 0; j < 32; j++) blk.qs[j] = (int8_t)((j * 7 + (int)b) % 51 - 25);
+                memcpy(q.data() + b * sizeof blk, &blk, sizeof blk);
+            }
+        }
+        ASSERT_EQ(tm_gguf_writer_add_tensor(w, t.name, t.n_dims, t.ne, t.type, q.data(), q.size()), 0);
+    }
+    std::string in = tmp_path("conv_in.gguf"), outp = tmp_path("conv_out.gguf");
+    char err[256];
+    ASSERT_EQ(tm_gguf_writer_write(w, in.c_str(), err, sizeof err), 0) << err;
+    tm_gguf_writer_destroy(w);
+
+    ASSERT_EQ(tm_convert_file(in.c_str(), outp.c_str(), target, err, sizeof err), 0) << err;
+    EXPECT_NE(access((outp + ".tmp").c_str(), F_OK), 0) << "temporary file renamed away";
+    tm_gguf *a, *b;
+    ASSERT_EQ(tm_gguf_open(in.c_str(), &a, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_gguf_open(outp.c_str(), &b, err, sizeof err), 0) << err;
+    EXPECT_EQ(tm_gguf_alignment(b), 64u);
+
+    // metadata: same keys in the same order, verbatim except general.file_type
+    ASSERT_EQ(tm_gguf_n_keys(b), tm_gguf_n_keys(a));
+    for (int64_t i = 0; i < tm_gguf_n_keys(a); i++) {
+        ASSERT_STREQ(tm_gguf_key_name(b, i), tm_gguf_key_name(a, i));
+        if (!strcmp(tm_gguf_key_name(a, i), "general.file_type")) continue;
+        const void *ra, *rb;
+        size_t na, nb;
+        ASSERT_EQ(tm_gguf_key_raw(a, i, &ra, &na), 0);
+        ASSERT_EQ(tm_gguf_key_raw(b, i, &rb, &nb), 0);
+        EXPECT_EQ(Bytes((const uint8_t *)ra, (const uint8_t *)ra + na), Bytes((const uint8_t *)rb, (const uint8_t *)rb + nb))
+            << tm_gguf_key_name(a, i);
+    }
+    uint32_t ftype;
+    ASSERT_EQ(tm_gguf_get_u32(b, "general.file_type", &ftype), 0);
+    const int want_ftype = target == TM_DTYPE_F16 ? 1 : target == TM_DTYPE_Q4_0 ? 2 : target == TM_DTYPE_Q4_1 ? 3 : 7;
+    EXPECT_EQ((int)ftype, want_ftype);  // llama.cpp's LLAMA_FTYPE_MOSTLY_* ids
+    EXPECT_EQ(tm_convert_ftype(target), want_ftype);
+
+    ASSERT_EQ(tm_gguf_n_tensors(b), (int64_t)src.size());
+    for (size_t i = 0; i < src.size(); i++) {
+        const tm_gguf_tensor *ta = tm_gguf_tensor_at(a, (int64_t)i), *tb = tm_gguf_tensor_at(b, (int64_t)i);
+        ASSERT_STREQ(tb->name, ta->name);
+        EXPECT_EQ(tb->n_dims, ta->n_dims);
+        for (int d = 0; d < 4; d++) EXPECT_EQ(tb->ne[d], ta->ne[d]);
+        tm_dtype want = ta->n_dims == 1 ? TM_DTYPE_F32
+                        : tm_dtype_row_bytes(target, ta->ne[0]) < 0 ? TM_DTYPE_F16 : target;
+        EXPECT_EQ(tb->type, want) << ta->name;
+        if (tb->type == ta->type) {  // same type: copied bit for bit
+            ASSERT_EQ(tb->n_bytes, ta->n_bytes);
+            EXPECT_EQ(memcmp(tb->data, ta->data, ta->n_bytes), 0) << ta->name;
+            continue;
+        }
+        const int64_t ne0 = ta->ne[0], rows = ta->ne[1] * ta->ne[2] * ta->ne[3];
+        const int64_t ra = tm_dtype_row_bytes(ta->type, ne0), rb = tm_dtype_row_bytes(tb->type, ne0);
+        ASSERT_EQ(tb->n_bytes, (uint64_t)(rb * rows));
+        std::vector<float> xa((size_t)ne0), xb((size_t)ne0, NAN);
+        for (int64_t r = 0; r < rows; r++) {
+            tm_dequantize_row(ta->type, (const uint8_t *)ta->data + r * ra, xa.data(), ne0);
+            tm_dequantize_row(tb->type, (const uint8_t *)tb->data + r * rb, xb.data(), ne0);
+            const int blk = tm_dtype_block_size(tb->type) > 1 ? 32 : (int)ne0;
+            for (int64_t j0 = 0; j0 < ne0; j0 += blk) {
+                double tol = block_tolerance(tb->type, xa.data() + j0, blk);
+                for (int64_t j = j0; j < j0 + blk; j++)
+                    ASSERT_LE(std::fabs((double)xb[j] - xa[j]), tol)
+                        << ta->name << " row " << r << " col " << j << " as " << tm_dtype_name(tb->type);
+            }
+        }
+    }
+    tm_gguf_close(a);
+    tm_gguf_close(b);
+    remove(in.c_str());
+    remove(outp.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Targets, Convert,
+                         testing::Values(TM_DTYPE_F16, TM_DTYPE_Q8_0, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1),
+                         [](const testing::TestParamInfo<tm_dtype> &p) { return std::string(tm_dtype_name(p.param)); });
+
+TEST(ConvertErrors, UnsupportedTargetAndBadInput) {
+    char err[256];
+    std::string outp = tmp_path("conv_err.gguf");
+    EXPECT_EQ(tm_convert_file("/nonexistent.gguf", outp.c_str(), TM_DTYPE_Q4_K, err, sizeof err), TM_EUNSUPPORTED);
+    EXPECT_NE(strstr(err, "q4_k"), nullptr) << err;
+    EXPECT_EQ(tm_convert_file("/nonexistent.gguf", outp.c_str(), TM_DTYPE_Q8_0, err, sizeof err), TM_EIO);
+    std::string bad = tmp_path("conv_bad.gguf");
+    Bytes f = build(small_spec());
+    f.resize(f.size() - 1);
+    std::ofstream(bad, std::ios::binary).write((const char *)f.data(), (std::streamsize)f.size());
+    EXPECT_EQ(tm_convert_file(bad.c_str(), outp.c_str(), TM_DTYPE_Q8_0, err, sizeof err), TM_EFORMAT);
+    EXPECT_NE(strstr(err, "past end"), nullptr) << err;
+    EXPECT_NE(access(outp.c_str(), F_OK), 0);
+    EXPECT_NE(access((outp + ".tmp").c_str(), F_OK), 0);
+    remove(bad.c_str());
+}
+
+TEST(ConvertErrors, InPlaceConversionWorks) {
+    // in == out: the source stays mapped while the output goes to a temporary file
+    std::string p = tmp_path("conv_inplace.gguf");
+    Bytes f = build(small_spec());
+    std::ofstream(p, std::ios::binary).write((const char *)f.data(), (std::streamsize)f.size());
+    char err[256];
+    ASSERT_EQ(tm_convert_file(p.c_str(), p.c_str(), TM_DTYPE_F16, err, sizeof err), 0) << err;
+    tm_gguf *g;
+    ASSERT_EQ(tm_gguf_open(p.c_str(), &g, err, sizeof err), 0) << err;
+    EXPECT_EQ(tm_gguf_find_tensor(g, "b")->type, TM_DTYPE_F16);
+    EXPECT_EQ(tm_gguf_find_tensor(g, "a")->type, TM_DTYPE_F32);
+    uint32_t ft;
+    EXPECT_EQ(tm_gguf_get_u32(g, "general.file_type", &ft), 0);  // added: the source had none
+    EXPECT_EQ(ft, 1u);
+    tm_gguf_close(g);
+    remove(p.c_str());
+}
+
+}  // namespace
