@@ -1,12 +1,15 @@
 // scheduler_test_util.h - what the scheduler and engine tests share: a tm_seq with the
-// arrays it points into, and a fixture that loads the default model once per suite.
+// arrays it points into, the fake model runner, a fixture that loads the default model
+// once per suite, and the engine's on_event target that wakes a waiting test thread.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,6 +18,7 @@ extern "C" {
 #include "kernels/backend.h"
 #include "kernels/cpu/simd.h"
 #include "models/model.h"
+#include "scheduler/engine.h"
 #include "scheduler/scheduler.h"
 }
 
@@ -143,3 +147,16 @@ class DefaultModelTest : public ::testing::Test {
         if (!model) GTEST_SKIP() << skip_reason;
     }
 };
+
+// tm_engine_config.on_event target (on_event_arg = &waiter): wakes the test thread, which
+// waits on cv with a timeout between tm_engine_poll calls.
+struct Waiter {
+    std::mutex mu;               // guards nothing but the wait itself
+    std::condition_variable cv;  // notified after the engine queued events
+};
+
+inline void on_event(void *arg) {
+    Waiter *w = (Waiter *)arg;
+    std::lock_guard<std::mutex> lk(w->mu);
+    w->cv.notify_all();
+}

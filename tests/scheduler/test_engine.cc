@@ -39,19 +39,6 @@ struct Result {              // everything one request produced
     int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
 };
 
-struct Waiter {              // on_event target: wakes the test thread
-    std::mutex mu;
-    std::condition_variable cv;
-    int signals = 0;
-};
-
-void on_event(void *arg) {
-    Waiter *w = (Waiter *)arg;
-    std::lock_guard<std::mutex> lk(w->mu);
-    w->signals++;
-    w->cv.notify_all();
-}
-
 class EngineTest : public DefaultModelTest {
   protected:
     static tm_engine_config config(size_t kv_bytes, int cache, Waiter *w, tm_kv_dtype dtype = TM_KV_F16) {
