@@ -32,16 +32,30 @@ static tm_dtype out_type(const tm_gguf_tensor *t, tm_dtype target) {
     return target;
 }
 
-static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, tm_dtype target, char *err,
-                         size_t err_len) {
+/* Is t a block's tensor ("blk.N.*") of a layer the output drops (N >= max_layers > 0)? */
+static int dropped(const tm_gguf_tensor *t, int max_layers) {
+    int layer;
+    return max_layers > 0 && sscanf(t->name, "blk.%d.", &layer) == 1 && layer >= max_layers;
+}
+
+static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, tm_dtype target, int max_layers,
+                         char *err, size_t err_len) {
     int have_ftype = 0, rc;
+    char block_count[160] = "";
+    const char *arch;
+    size_t arch_len;
+    if (max_layers > 0 && tm_gguf_get_str(src, "general.architecture", &arch, &arch_len) == 0)
+        snprintf(block_count, sizeof block_count, "%.*s.block_count", (int)arch_len, arch);
     for (int64_t i = 0; i < tm_gguf_n_keys(src); i++) {
         const char *name = tm_gguf_key_name(src, i);
         const void *raw;
         size_t n;
+        uint32_t n_layers;
         if (!strcmp(name, FILE_TYPE_KEY)) {
             rc = tm_gguf_writer_add_u32(w, FILE_TYPE_KEY, (uint32_t)tm_convert_ftype(target));
             have_ftype = 1;
+        } else if (*block_count && !strcmp(name, block_count) && tm_gguf_get_u32(src, name, &n_layers) == 0) {
+            rc = tm_gguf_writer_add_u32(w, name, TM_MIN(n_layers, (uint32_t)max_layers));
         } else if (!(rc = tm_gguf_key_raw(src, i, &raw, &n))) {
             rc = tm_gguf_writer_add_raw_kv(w, raw, n);
         }
@@ -78,6 +92,11 @@ static int convert_tensor(const tm_gguf_tensor *t, tm_dtype type, tm_gguf_writer
 
 int tm_convert_file(const char *in_path, const char *out_path, tm_dtype target, char *err,
                     size_t err_len) {
+    return tm_convert_file_layers(in_path, out_path, target, 0, err, err_len);
+}
+
+int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype target, int max_layers,
+                           char *err, size_t err_len) {
     tm_gguf *src = NULL;
     tm_gguf_writer *w = NULL;
     char *tmp = NULL;
@@ -99,11 +118,12 @@ int tm_convert_file(const char *in_path, const char *out_path, tm_dtype target, 
         rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = copy_metadata(src, w, target, err, err_len))) goto fail;
+    if ((rc = copy_metadata(src, w, target, max_layers, err, err_len))) goto fail;
 
     int64_t max_ne0 = 1, max_row = 1;
     for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
         const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
+        if (dropped(t, max_layers)) continue;
         tm_dtype type = out_type(t, target);
         if ((rc = tm_gguf_writer_add_tensor_info(w, t->name, t->n_dims, t->ne, type))) {
             rc = tm_fail(err, err_len, rc, "tensor '%s': cannot declare as %s (%s)", t->name,
@@ -125,6 +145,7 @@ int tm_convert_file(const char *in_path, const char *out_path, tm_dtype target, 
     if ((rc = tm_gguf_writer_begin(w, tmp, err, err_len))) goto fail;
     for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
         const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
+        if (dropped(t, max_layers)) continue;
         if ((rc = convert_tensor(t, out_type(t, target), w, f32, buf, err, err_len))) goto fail;
     }
     if ((rc = tm_gguf_writer_finish(w, err, err_len))) goto fail;

@@ -24,6 +24,12 @@ extern "C" {
 int tm_convert_file(const char *in_path, const char *out_path, tm_dtype target, char *err,
                     size_t err_len);
 
+/* tm_convert_file that keeps only the first max_layers transformer blocks (tensors
+ * "blk.N.*" with N >= max_layers are dropped and <arch>.block_count is lowered): a small,
+ * real model for tests. max_layers <= 0 keeps them all. */
+int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype target, int max_layers,
+                           char *err, size_t err_len);
+
 /* llama.cpp's general.file_type id for a converter target (F32=0, F16=1, Q4_0=2, Q4_1=3,
  * Q8_0=7), or -1 if target is not one. */
 int tm_convert_ftype(tm_dtype target);
