@@ -6,11 +6,11 @@
 
 #include "common/common.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/simd.h"
 #include "models/convert.h"
 #include "models/model.h"
 #include "models/sampler.h"
 #include "server/cli_args.h"
+#include "server/cli_backend.h"
 #include "server/serve.h"
 
 static void usage(FILE *f) {
@@ -27,28 +27,6 @@ static void usage(FILE *f) {
             "\n"
             "Without -m/MODEL the default model is used:\n"
             "  ~/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-model)\n");
-}
-
-static tm_backend *make_cpu_backend(int threads) {
-    char err[256];
-    tm_backend *be = tm_backend_cpu_create(threads, TM_SIMD_AUTO, err, sizeof err);
-    if (!be) fprintf(stderr, "tokenmill: cpu backend: %s\n", err);
-    return be;
-}
-
-static tm_model *load_model(const char *path, tm_backend *be) {
-    char buf[1024];
-    if (!path) path = tm_model_default_path(buf, sizeof buf);
-    char err[512];
-    tm_model *m = NULL;
-    int rc = tm_model_load(path, be, &m, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "tokenmill: %s\n", err);
-        if (rc == TM_EIO && path == buf)
-            fprintf(stderr, "tokenmill: fetch the default model with scripts/fetch-model\n");
-        return NULL;
-    }
-    return m;
 }
 
 /* Runs prompt + up to n_predict tokens for one sequence on a private KV cache. */
@@ -218,9 +196,9 @@ static int cmd_generate(int argc, char **argv) {
         return 2;
     }
     sp.top_k = (int)top_k;
-    tm_backend *be = make_cpu_backend((int)threads);
+    tm_backend *be = tm_cli_backend_create("generate", "cpu", (int)threads);
     if (!be) return 1;
-    tm_model *m = load_model(model, be);
+    tm_model *m = tm_cli_model_load(model, be);
     int rc = 1;
     if (m) rc = generate(m, prompt, (int)n_predict, &sp);
     tm_model_destroy(m);
@@ -233,9 +211,9 @@ static int cmd_info(int argc, char **argv) {
         fprintf(stderr, "usage: tokenmill info MODEL\n");
         return 2;
     }
-    tm_backend *be = make_cpu_backend(1);
+    tm_backend *be = tm_cli_backend_create("info", "cpu", 1);
     if (!be) return 1;
-    tm_model *m = load_model(argv[1], be);
+    tm_model *m = tm_cli_model_load(argv[1], be);
     if (!m) {
         be->destroy(be);
         return 1;

@@ -17,12 +17,12 @@
 
 #include "common/common.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/simd.h"
 #include "models/model.h"
 #include "scheduler/engine.h"
 #include "server/api.h"
 #include "server/chat_template.h"
 #include "server/cli_args.h"
+#include "server/cli_backend.h"
 #include "server/http.h"
 
 typedef struct serve_opts {
@@ -140,25 +140,6 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         return 2;
     }
     return 0;
-}
-
-static tm_backend *make_backend(const serve_opts *o) {
-    char err[256] = "";
-    if (strcmp(o->device, "cpu") != 0) {
-        tm_backend *be = tm_backend_cuda_create(0, err, sizeof err);
-        if (be) {
-            TM_INFOF("serve: using CUDA device 0");
-            return be;
-        }
-        if (!strcmp(o->device, "cuda")) {
-            fprintf(stderr, "tokenmill serve: --device cuda: %s\n", err);
-            return NULL;
-        }
-        TM_INFOF("serve: no CUDA device (%s); using the CPU backend", err);
-    }
-    tm_backend *be = tm_backend_cpu_create((int)o->threads, TM_SIMD_AUTO, err, sizeof err);
-    if (!be) fprintf(stderr, "tokenmill serve: cpu backend: %s\n", err);
-    return be;
 }
 
 /* The chat template: --chat-template (a name, or a file to detect from), else the
@@ -293,7 +274,7 @@ int tm_serve_main(int argc, char **argv) {
     uv_loop_init(&s.loop);
 
     const char *path = o.model ? o.model : tm_model_default_path(buf, sizeof buf);
-    if (!(be = make_backend(&o))) goto done;
+    if (!(be = tm_cli_backend_create("serve", o.device, (int)o.threads))) goto done;
     TM_INFOF("serve: loading %s", path);
     double t0 = tm_time_s();
     load_progress lp = {.tty = isatty(STDERR_FILENO), .t0 = t0};
