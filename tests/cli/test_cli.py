@@ -2,6 +2,7 @@
 info describes the model, quantize converts it, and bad input gives a clear error."""
 import os
 import pathlib
+import re
 import subprocess
 
 import pytest
@@ -28,6 +29,40 @@ def test_generate_greedy_is_deterministic_and_stdout_is_only_text():
     assert "Paris" in out
     err = a.stderr.decode()
     assert "prompt" in err and "tok/s" in err  # stats go to stderr
+    assert err.startswith("The capital of France is")  # the prompt is echoed there
+    assert "first token after" in err
+    # Greedy output for -n 8 is the start of -n 16's: nothing is added after the text.
+    short = run("generate", "-m", str(MODEL), "-p", "The capital of France is", "-n", "8", "--temp", "0",
+                "--threads", "2")
+    assert short.returncode == 0, short.stderr.decode()
+    assert 0 < len(short.stdout) < len(a.stdout) and a.stdout.startswith(short.stdout)
+
+
+def generated_tokens(stderr):
+    m = re.search(r"generated (\d+) tokens", stderr.decode())
+    assert m, stderr.decode()
+    return int(m.group(1))
+
+
+def test_generate_stop_string_ends_the_text_right_before_it():
+    base = ["generate", "-m", str(MODEL), "-p", "The capital of France is", "--temp", "0", "--threads", "2"]
+    full = run(*base, "-n", "32")
+    assert full.returncode == 0, full.stderr.decode()
+    text = full.stdout.decode()
+    assert generated_tokens(full.stderr) == 32 and len(text) > 20, text
+    # A stop string from the middle of the greedy text: stdout is exactly the text before
+    # its first occurrence (no stop string, no newline), and generation stops there.
+    stop = text[len(text) // 2:len(text) // 2 + 6]
+    cut = text.index(stop)
+    r = run(*base, "-n", "32", "--stop", "never-in-this-text", "--stop", stop)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == text[:cut], (r.stdout, text, stop)
+    assert generated_tokens(r.stderr) < 32
+    # A stop string at the very start leaves stdout empty: not even a newline.
+    r = run(*base, "-n", "32", "--stop", text[:3])
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b""
+    assert generated_tokens(r.stderr) < 32
 
 
 def test_generate_seed_reproducible():
@@ -44,6 +79,8 @@ def test_generate_bad_arguments():
         (["generate", "-p", "hi", "-n", "abc"], "-n expects an integer"),
         (["generate", "-p", "hi", "--temp", "-1"], "--temp expects a number"),
         (["generate", "-p", "hi", "--bogus", "1"], "unknown option"),
+        (["generate", "-p", "hi", "--stop", ""], "--stop needs a non-empty string"),
+        (["generate", "-p", "hi"] + ["--stop", "x"] * 5, "at most 4 --stop strings"),
         (["generate", "-p", "hi", "-n", "9000"], "exceeds the context"),
         (["generate", "-m", "/nonexistent.gguf", "-p", "hi"], "/nonexistent.gguf"),
         (["frobnicate"], "unknown command"),
