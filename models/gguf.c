@@ -486,6 +486,13 @@ int tm_gguf_open_memory(const void *data, size_t size, tm_gguf **out, char *err,
     return open_common(data, size, NULL, out, err, err_len);
 }
 
+int tm_gguf_open_owned_mapping(void *map, size_t size, tm_gguf **out, char *err, size_t err_len) {
+    *out = NULL;
+    int rc = open_common(map, size, map, out, err, err_len);
+    if (rc) munmap(map, size);
+    return rc;
+}
+
 int tm_gguf_open(const char *path, tm_gguf **out, char *err, size_t err_len) {
     int fd = -1, rc;
     void *map = NULL;

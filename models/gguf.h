@@ -124,6 +124,19 @@ int tm_gguf_writer_append(tm_gguf_writer *w, const void *data, size_t n_bytes, c
                           size_t err_len);
 int tm_gguf_writer_finish(tm_gguf_writer *w, char *err, size_t err_len);
 
+/* Bytes the whole file will take with the metadata and tensors declared so far. */
+uint64_t tm_gguf_writer_total_bytes(const tm_gguf_writer *w);
+
+/* The same streaming into memory instead of a file, for models built at startup (`serve
+ * --synthetic`): begin_memory maps one anonymous region of tm_gguf_writer_total_bytes
+ * and writes the header into it; append fills it as it would a file; finish_memory
+ * checks every byte came and opens the image as a tm_gguf that owns the region (it is
+ * unmapped by tm_gguf_close, or at once if the open fails). A writer destroyed between
+ * the two unmaps it. Errors: TM_ENOMEM (cannot map), TM_EINVAL (order, byte count), the
+ * reader's codes, each with err. */
+int tm_gguf_writer_begin_memory(tm_gguf_writer *w, char *err, size_t err_len);
+int tm_gguf_writer_finish_memory(tm_gguf_writer *w, tm_gguf **out, char *err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif

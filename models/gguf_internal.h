@@ -52,4 +52,8 @@ struct tm_gguf {
 int tm_gguf_check_raw_kv(const void *raw, size_t n_bytes, const char **key, size_t *key_len,
                          tm_gguf_type *type, const void **value, char *err, size_t err_len);
 
+/* tm_gguf_open_memory over an anonymous mapping of size bytes that the tm_gguf takes
+ * over: tm_gguf_close unmaps it, and so does a failed open. For the writer's images. */
+int tm_gguf_open_owned_mapping(void *map, size_t size, tm_gguf **out, char *err, size_t err_len);
+
 #endif

@@ -4,13 +4,17 @@
  * copied from another file and typed ones go through the same path. Tensors are laid out
  * as they are declared: each one's offset is the running total of the previous ones,
  * each padded to the alignment. general.alignment is written automatically when the
- * alignment is not the default 32; an explicit one must agree with the writer's. */
+ * alignment is not the default 32; an explicit one must agree with the writer's.
+ *
+ * Output goes to a file (begin) or to one anonymous mapping sized for the whole image
+ * (begin_memory), through the same out(): the two differ only in where bytes land. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common/common.h"
 #include "models/gguf.h"
@@ -37,8 +41,10 @@ struct tm_gguf_writer {
     size_t n_t, t_cap;
     uint64_t data_bytes;    /* data section size so far, padded */
     /* streaming state, between begin and finish */
-    FILE *f;
-    char *path;             /* owned; the partial file to remove on failure */
+    FILE *f;                /* file output, or NULL */
+    uint8_t *mem;           /* memory output: an anonymous mapping of mem_size bytes, or NULL */
+    size_t mem_size, mem_pos;
+    char *path;             /* owned; the partial file to remove on failure, or NULL */
     size_t cur;             /* tensor being appended */
     uint64_t cur_done;      /* bytes of it written */
 };
@@ -79,7 +85,7 @@ tm_gguf_writer *tm_gguf_writer_create(uint32_t alignment) {
 
 void tm_gguf_writer_destroy(tm_gguf_writer *w) {
     if (!w) return;
-    if (w->f) abandon(w); /* begun, never finished: the file is incomplete */
+    if (w->f || w->mem) abandon(w); /* begun, never finished: the output is incomplete */
     free(w->path);
     for (size_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
     free(w->keys);
@@ -95,7 +101,7 @@ void tm_gguf_writer_destroy(tm_gguf_writer *w) {
 /* A key we may add: nonempty, new, and a general.alignment that agrees with ours. */
 static int check_key(const tm_gguf_writer *w, const char *key, size_t len, tm_gguf_type type,
                      const void *value) {
-    if (w->f || len == 0 || memchr(key, '\0', len)) return TM_EINVAL;
+    if (w->f || w->mem || len == 0 || memchr(key, '\0', len)) return TM_EINVAL;
     for (size_t i = 0; i < w->n_kv; i++)
         if (strlen(w->keys[i]) == len && !memcmp(w->keys[i], key, len)) return TM_EINVAL;
     if (len == strlen(TM_GGUF_ALIGNMENT_KEY) && !memcmp(key, TM_GGUF_ALIGNMENT_KEY, len)) {
@@ -212,7 +218,7 @@ int tm_gguf_writer_add_raw_kv(tm_gguf_writer *w, const void *raw, size_t n_bytes
 
 static int add_tensor(tm_gguf_writer *w, const char *name, int n_dims, const int64_t *ne,
                       tm_dtype type, const void *data, uint64_t n_bytes, int check_bytes) {
-    if (w->f || !name || !*name || !ne || n_dims < 1 || n_dims > TM_GGUF_MAX_DIMS ||
+    if (w->f || w->mem || !name || !*name || !ne || n_dims < 1 || n_dims > TM_GGUF_MAX_DIMS ||
         !tm_dtype_valid((int)type))
         return TM_EINVAL;
     for (size_t i = 0; i < w->n_t; i++)
@@ -263,6 +269,12 @@ int tm_gguf_writer_add_tensor_info(tm_gguf_writer *w, const char *name, int n_di
 /* --- output ----------------------------------------------------------------------- */
 
 static int out(tm_gguf_writer *w, const void *p, size_t n) {
+    if (w->mem) { /* sized by begin_memory; append checks every count first */
+        if (n > w->mem_size - w->mem_pos) return TM_EIO;
+        if (n) memcpy(w->mem + w->mem_pos, p, n);
+        w->mem_pos += n;
+        return 0;
+    }
     return n && fwrite(p, 1, n, w->f) != n ? TM_EIO : 0;
 }
 
@@ -276,6 +288,21 @@ static int pad_to(tm_gguf_writer *w, uint64_t n_written) {
         pad -= k;
     }
     return rc;
+}
+
+/* Bytes of the header, metadata and tensor infos, padded to the alignment: where the
+ * data section starts. */
+static uint64_t header_bytes(const tm_gguf_writer *w) {
+    uint64_t n = 24 + w->kv_len;
+    if (!w->has_alignment_key && w->alignment != TM_GGUF_DEFAULT_ALIGNMENT)
+        n += 16 + strlen(TM_GGUF_ALIGNMENT_KEY);
+    for (size_t i = 0; i < w->n_t; i++)
+        n += 8 + strlen(w->t[i].name) + 4 + 8 * (uint64_t)w->t[i].n_dims + 4 + 8;
+    return (n + w->alignment - 1) / w->alignment * w->alignment;
+}
+
+uint64_t tm_gguf_writer_total_bytes(const tm_gguf_writer *w) {
+    return header_bytes(w) + w->data_bytes;
 }
 
 static int write_header(tm_gguf_writer *w) {
@@ -312,15 +339,23 @@ static int write_header(tm_gguf_writer *w) {
     return pad_to(w, pos);
 }
 
-/* Drops a half-written file after a failure. */
+/* Drops a half-written file or image after a failure. */
 static void abandon(tm_gguf_writer *w) {
+    if (w->mem) { /* never a file at the same time */
+        munmap(w->mem, w->mem_size);
+        w->mem = NULL;
+        return;
+    }
     if (w->f) fclose(w->f);
     w->f = NULL;
     if (w->path) remove(w->path);
 }
 
+/* Where errors say the output is. */
+static const char *out_name(const tm_gguf_writer *w) { return w->path ? w->path : "in-memory GGUF"; }
+
 int tm_gguf_writer_begin(tm_gguf_writer *w, const char *path, char *err, size_t err_len) {
-    if (w->f) return tm_fail(err, err_len, TM_EINVAL, "%s: writer already begun", path);
+    if (w->f || w->mem) return tm_fail(err, err_len, TM_EINVAL, "%s: writer already begun", path);
     if (!(w->path = strdup(path))) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
     w->f = fopen(path, "wb");
     if (!w->f) {
@@ -341,17 +376,18 @@ int tm_gguf_writer_begin(tm_gguf_writer *w, const char *path, char *err, size_t 
 
 int tm_gguf_writer_append(tm_gguf_writer *w, const void *data, size_t n_bytes, char *err,
                           size_t err_len) {
-    if (!w->f) return tm_fail(err, err_len, TM_EINVAL, "append before begin");
+    if (!w->f && !w->mem) return tm_fail(err, err_len, TM_EINVAL, "append before begin");
     if (n_bytes == 0) return 0;
     if (w->cur >= w->n_t)
-        return tm_fail(err, err_len, TM_EINVAL, "%s: append after the last tensor", w->path);
+        return tm_fail(err, err_len, TM_EINVAL, "%s: append after the last tensor", out_name(w));
     wtensor *t = &w->t[w->cur];
     if (n_bytes > t->n_bytes - w->cur_done)
         return tm_fail(err, err_len, TM_EINVAL,
                        "tensor '%s': append of %zu bytes runs past its %" PRIu64 " bytes",
                        t->name, n_bytes, t->n_bytes);
     if (out(w, data, n_bytes) || (w->cur_done + n_bytes == t->n_bytes && pad_to(w, t->n_bytes))) {
-        int rc = tm_fail(err, err_len, TM_EIO, "%s: write failed: %s", w->path, strerror(errno));
+        int rc = tm_fail(err, err_len, TM_EIO, "%s: write failed: %s", out_name(w),
+                         w->mem ? "past the image" : strerror(errno));
         abandon(w);
         return rc;
     }
@@ -363,20 +399,63 @@ int tm_gguf_writer_append(tm_gguf_writer *w, const void *data, size_t n_bytes, c
     return 0;
 }
 
-int tm_gguf_writer_finish(tm_gguf_writer *w, char *err, size_t err_len) {
-    if (!w->f) return tm_fail(err, err_len, TM_EINVAL, "finish before begin");
+/* Every declared tensor byte came. */
+static int check_complete(const tm_gguf_writer *w, char *err, size_t err_len) {
     if (w->cur < w->n_t)
         return tm_fail(err, err_len, TM_EINVAL, "tensor '%s': only %" PRIu64 " of %" PRIu64
                        " bytes written", w->t[w->cur].name, w->cur_done, w->t[w->cur].n_bytes);
+    return 0;
+}
+
+int tm_gguf_writer_finish(tm_gguf_writer *w, char *err, size_t err_len) {
+    if (!w->f) return tm_fail(err, err_len, TM_EINVAL, "finish before begin");
+    int rc = check_complete(w, err, err_len);
+    if (rc) return rc;
     int bad = fflush(w->f) != 0 || ferror(w->f);
     bad |= fclose(w->f) != 0;
     w->f = NULL;
     if (bad) {
-        int rc = tm_fail(err, err_len, TM_EIO, "%s: write failed: %s", w->path, strerror(errno));
+        rc = tm_fail(err, err_len, TM_EIO, "%s: write failed: %s", w->path, strerror(errno));
         abandon(w);
         return rc;
     }
     return 0;
+}
+
+int tm_gguf_writer_begin_memory(tm_gguf_writer *w, char *err, size_t err_len) {
+    if (w->f || w->mem) return tm_fail(err, err_len, TM_EINVAL, "writer already begun");
+    uint64_t total = tm_gguf_writer_total_bytes(w);
+    if (total > SIZE_MAX / 2)
+        return tm_fail(err, err_len, TM_ENOMEM, "a %" PRIu64 "-byte image does not fit in memory", total);
+    void *p = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return tm_fail(err, err_len, TM_ENOMEM, "cannot map %.1f MiB for an in-memory GGUF: %s",
+                       (double)total / (1 << 20), strerror(errno));
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, (size_t)total, MADV_HUGEPAGE); /* advice only: fewer TLB misses in matmuls */
+#endif
+    w->mem = p;
+    w->mem_size = (size_t)total;
+    w->mem_pos = 0;
+    w->cur = 0;
+    w->cur_done = 0;
+    int rc = write_header(w);
+    if (rc) {
+        abandon(w);
+        return tm_fail(err, err_len, rc, "in-memory GGUF: header does not fit its own size");
+    }
+    return 0;
+}
+
+int tm_gguf_writer_finish_memory(tm_gguf_writer *w, tm_gguf **out, char *err, size_t err_len) {
+    *out = NULL;
+    if (!w->mem) return tm_fail(err, err_len, TM_EINVAL, "finish_memory before begin_memory");
+    int rc = check_complete(w, err, err_len);
+    if (rc) return rc;
+    uint8_t *image = w->mem;
+    size_t size = w->mem_size;
+    w->mem = NULL; /* the tm_gguf owns it now, or it is gone */
+    return tm_gguf_open_owned_mapping(image, size, out, err, err_len);
 }
 
 int tm_gguf_writer_write(tm_gguf_writer *w, const char *path, char *err, size_t err_len) {
