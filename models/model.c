@@ -289,18 +289,30 @@ int tm_model_load(const char *path, tm_backend *be, tm_model **out, char *err, s
 int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progress, void *arg,
                      tm_model **out, char *err, size_t err_len) {
     *out = NULL;
-    tm_model *m = calloc(1, sizeof *m);
-    if (!m) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
-    m->be = be;
+    tm_gguf *g = NULL;
     char msg[512] = "";
-    int rc = tm_gguf_open(path, &m->gguf, msg, sizeof msg);
+    int rc = tm_gguf_open(path, &g, msg, sizeof msg);
     if (rc) {
         /* open errors already name the file; format errors do not */
-        if (strncmp(msg, path, strlen(path)) == 0) tm_fail(err, err_len, rc, "%s", msg);
-        else tm_fail(err, err_len, rc, "%s: %s", path, msg);
-        goto fail;
+        if (strncmp(msg, path, strlen(path)) == 0) return tm_fail(err, err_len, rc, "%s", msg);
+        return tm_fail(err, err_len, rc, "%s: %s", path, msg);
     }
-    if ((rc = read_config(m, path, err, err_len))) goto fail;
+    return tm_model_load_gguf(g, path, be, progress, arg, out, err, err_len);
+}
+
+int tm_model_load_gguf(tm_gguf *g, const char *name, tm_backend *be, tm_load_progress_fn progress,
+                       void *arg, tm_model **out, char *err, size_t err_len) {
+    *out = NULL;
+    tm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        tm_gguf_close(g);
+        return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    }
+    m->be = be;
+    m->gguf = g;
+    char msg[512] = "";
+    int rc;
+    if ((rc = read_config(m, name, err, err_len))) goto fail;
     m->config.qkv_bias = !strcmp(m->config.arch, "qwen2");
     if ((rc = tm_tokenizer_create(m->gguf, &m->tokenizer, msg, sizeof msg))) {
         tm_fail(err, err_len, rc, "tokenizer: %s", msg);
@@ -319,7 +331,7 @@ int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progr
     *out = m;
     return 0;
 fail:
-    tm_model_destroy(m);
+    tm_model_destroy(m); /* closes g */
     return rc;
 }
 

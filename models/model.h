@@ -53,6 +53,11 @@ typedef void (*tm_load_progress_fn)(void *arg, int done, int total);
 /* tm_model_load with a progress callback (progress may be NULL; arg is passed through). */
 int tm_model_load_ex(const char *path, tm_backend *be, tm_load_progress_fn progress, void *arg,
                      tm_model **out, char *err, size_t err_len);
+/* tm_model_load_ex over a GGUF already open, e.g. an image built in memory
+ * (tm_gguf_writer_finish_memory): the model takes g over and closes it at destroy, or at
+ * once when loading fails. name stands in for the file name (general.name's fallback). */
+int tm_model_load_gguf(tm_gguf *g, const char *name, tm_backend *be, tm_load_progress_fn progress,
+                       void *arg, tm_model **out, char *err, size_t err_len);
 void tm_model_destroy(tm_model *m); /* NULL is a no-op */
 
 const tm_model_config *tm_model_get_config(const tm_model *m);
