@@ -77,7 +77,7 @@ std::vector<BackendSpec> all_backends() {
     v.push_back({"cuda_gpu", [](std::string *why) {
                      char err[256] = "";
                      tm_backend *be = tm_backend_cuda_create(0, err, sizeof err);
-                     if (!be) *why = std::string("no CUDA device: ") + err;
+                     if (!be) *why = std::string("CUDA: ") + err;
                      return be;
                  }});
     return v;

@@ -35,6 +35,9 @@
 // block table: same first greedy token, logits within tolerance of llama.cpp and close to
 // our own one-shot prefill.
 //
+// Each case runs on the CPU and on CUDA: the GPU must agree with llama.cpp under the same
+// rule and limits (it skips with "no CUDA device" where there is none).
+//
 // The model files live in $TM_MODEL_DIR or ~/.cache/tokenmill/models (scripts/fetch-model;
 // Q8_0/F16 from `tokenmill quantize`); a missing file skips with the command to make it.
 
@@ -179,7 +182,7 @@ int argmax(const std::vector<float> &v) {
     return (int)(std::max_element(v.begin(), v.end()) - v.begin());  // first max, as numpy
 }
 
-// One sequence on the CPU backend: a model, a KV pool and a block table.
+// One sequence on a backend ("cpu" or "cuda"): a model, a KV pool and a block table.
 class Runner {
   public:
     ~Runner() {
@@ -188,14 +191,20 @@ class Runner {
         if (be_) be_->destroy(be_);
     }
 
-    // Loads path; false with msg on failure.
+    explicit Runner(const std::string &device) : device_(device) {}
+
+    // Creates the backend; false with msg (the reason to skip) when the device is absent.
+    bool open(std::string *msg) {
+        char err[256] = "";
+        be_ = device_ == "cuda" ? tm_backend_cuda_create(0, err, sizeof err)
+                                : tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
+        if (!be_) *msg = (device_ == "cuda" ? "CUDA: " : "cpu backend: ") + std::string(err);
+        return be_ != nullptr;
+    }
+
+    // Loads path onto the backend; false with msg on failure.
     bool load(const std::string &path, int max_ctx, std::string *msg) {
         char err[256] = "";
-        be_ = tm_backend_cpu_create(0, TM_SIMD_AUTO, err, sizeof err);
-        if (!be_) {
-            *msg = std::string("cpu backend: ") + err;
-            return false;
-        }
         int rc = tm_model_load(path.c_str(), be_, &model_, err, sizeof err);
         if (rc != 0) {
             *msg = std::string("tm_model_load: ") + tm_strerror(rc) + ": " + err;
@@ -218,6 +227,7 @@ class Runner {
     }
 
     int n_vocab() const { return tm_model_get_config(model_)->n_vocab; }
+    const std::string &device() const { return device_; }
 
     // Pages of the sequence: 0, 1, 2, ... or, reversed, the pool from its far end (pages
     // the forward table never touches), so a bug that ignores the block table or reads
@@ -263,6 +273,7 @@ class Runner {
     }
 
   private:
+    std::string device_;
     tm_backend *be_ = nullptr;
     tm_model *model_ = nullptr;
     tm_kv_cache *kv_ = nullptr;
@@ -275,6 +286,7 @@ enum class GoldenSetup { kOk, kSkip, kFail };
 
 GoldenSetup golden_setup(const std::string &golden_file, bool golden_required, Golden *g,
                          Runner *r, std::string *msg) {
+    if (!r->open(msg)) return r->device() == "cuda" ? GoldenSetup::kSkip : GoldenSetup::kFail;
     if (tm_test_sanitized() && !golden_required) {
         *msg = "sanitized build checks the default model only; the Release run checks " + golden_file;
         return GoldenSetup::kSkip;
@@ -355,13 +367,14 @@ void check_first(const GoldenCase &c, ErrStats *st, const GoldenPrompt &p,
 
 void PrintTo(const GoldenCase &c, std::ostream *os) { *os << c.file; }
 
-class GoldenGenerate : public ::testing::TestWithParam<GoldenCase> {};
+// (golden file, device)
+class GoldenGenerate : public ::testing::TestWithParam<std::tuple<GoldenCase, const char *>> {};
 
 TEST_P(GoldenGenerate, PromptsAndGreedyMatchLlamaCpp) {
-    const GoldenCase &c = GetParam();
+    const GoldenCase &c = std::get<0>(GetParam());
     const std::string file = c.file;
     Golden g;
-    Runner r;
+    Runner r(std::get<1>(GetParam()));
     TM_GOLDEN_SETUP(file, file == "generate-smollm2.json", g, r);
 
     ErrStats all_first, all_steps;
@@ -421,10 +434,10 @@ TEST_P(GoldenGenerate, PromptsAndGreedyMatchLlamaCpp) {
 }
 
 TEST_P(GoldenGenerate, ChunkedPrefillMatchesOneShot) {
-    const GoldenCase &c = GetParam();
+    const GoldenCase &c = std::get<0>(GetParam());
     const std::string file = c.file;
     Golden g;
-    Runner r;
+    Runner r(std::get<1>(GetParam()));
     TM_GOLDEN_SETUP(file, file == "generate-smollm2.json", g, r);
 
     const GoldenPrompt *longest = &g.prompts[0];
@@ -457,9 +470,10 @@ TEST_P(GoldenGenerate, ChunkedPrefillMatchesOneShot) {
                 file.c_str(), n, kChunk, worst_self, st.max);
 }
 
-INSTANTIATE_TEST_SUITE_P(SmolLM2, GoldenGenerate, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<GoldenCase> &info) {
-                             return std::string(info.param.label);
+INSTANTIATE_TEST_SUITE_P(SmolLM2, GoldenGenerate,
+                         ::testing::Combine(::testing::ValuesIn(kCases), ::testing::Values("cpu", "cuda")),
+                         [](const ::testing::TestParamInfo<std::tuple<GoldenCase, const char *>> &info) {
+                             return std::string(std::get<0>(info.param).label) + "_" + std::get<1>(info.param);
                          });
 
 }  // namespace
