@@ -1,7 +1,8 @@
-/* main.c - the tokenmill command line: generate, info, quantize, serve. */
+/* main.c - the tokenmill command line: generate, info, quantize, serve, bench. */
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/tmbench/bench.h"
 #include "common/common.h"
 #include "kernels/backend.h"
 #include "models/convert.h"
@@ -21,6 +22,7 @@ static void usage(FILE *f) {
             "  info MODEL              architecture, shapes, tensor types, tokenizer\n"
             "  quantize IN OUT TYPE    convert a GGUF to f16, q8_0, q4_0 or q4_1\n"
             "  serve [MODEL] [...]     OpenAI-compatible HTTP server (serve --help)\n"
+            "  bench [...]             load generator for an OpenAI-compatible server (bench --help)\n"
             "\n"
             "Without -m/MODEL the default model is used:\n"
             "  ~/.cache/tokenmill/models/SmolLM2-135M-Instruct.Q4_1.gguf (scripts/fetch-model)\n");
@@ -109,6 +111,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return tm_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return tm_bench_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
