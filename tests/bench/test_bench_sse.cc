@@ -30,7 +30,9 @@ std::vector<std::string> parse_in_pieces(const std::string &body, size_t piece, 
     for (size_t i = 0; i < body.size(); i += piece) {
         EXPECT_EQ(tm_sse_feed(&p, body.data() + i, std::min(piece, body.size() - i)), 0);
     }
-    if (finish) EXPECT_EQ(tm_sse_finish(&p), 0);
+    if (finish) {
+        EXPECT_EQ(tm_sse_finish(&p), 0);
+    }
     tm_sse_deinit(&p);
     return sink.events;
 }
