@@ -1,6 +1,7 @@
-/* matmul.c - weight preparation, the scalar reference matmul and the driver that picks a
- * SIMD kernel and splits the work over the thread pool. Layouts: matmul_impl.h.
- * Baseline x86-64 / portable C only: intrinsics live in matmul_<level>.c. */
+/* matmul.c - weight preparation and the driver: it prepares the activations, splits the
+ * work over the thread pool and runs the kernels of one table (tm_mm_kernels, looked up
+ * once per tm_cpu_matmul). Layouts and the table: matmul_impl.h. Portable C only: the
+ * scalar reference is matmul_scalar.c, intrinsics live in matmul_<isa>.c. */
 #include "kernels/cpu/matmul.h"
 
 #include <assert.h>
@@ -12,12 +13,6 @@
 #include "common/common.h"
 #include "kernels/cpu/matmul_impl.h"
 #include "kernels/cpu/simd.h"
-
-#if defined(__x86_64__) || defined(_M_X64)
-#define TM_MM_X86 1
-#else
-#define TM_MM_X86 0
-#endif
 
 /* One thread's slice of a job's units, claimed a chunk at a time: by its owner first,
  * then by threads that finished their own slice. On its own cache line, since the owner
@@ -45,7 +40,7 @@ enum { TM_MM_CHUNK_BYTES = 64 << 20 };
 
 struct tm_cpu_matmul {
     tm_threadpool *pool; /* borrowed; NULL = run everything on the caller */
-    int simd;            /* concrete level */
+    const tm_mm_kernels *k; /* the kernels of its level */
     void *scratch;       /* quantized activations, 64-B aligned, grown on demand */
     size_t scratch_bytes;
     tm_mm_slice *slices; /* (pool size) reset by every job */
@@ -105,12 +100,28 @@ static void *tm_mm_aligned_alloc(size_t n_bytes) {
     return aligned_alloc(64, (n_bytes + 63) / 64 * 64);
 }
 
+const tm_mm_kernels *tm_mm_kernels_get(int level) {
+    switch (level) {
+    case TM_SIMD_SCALAR: return tm_mm_kernels_scalar();
+#if defined(__x86_64__) || defined(_M_X64)
+    case TM_SIMD_AVX2: return tm_mm_kernels_avx2();
+    case TM_SIMD_AVX512VNNI: return tm_mm_kernels_avx512();
+    case TM_SIMD_AMX: return tm_mm_kernels_amx();
+#endif
+#if defined(__aarch64__)
+    case TM_SIMD_NEON: return tm_mm_kernels_neon();
+#endif
+    default: return NULL;
+    }
+}
+
 tm_cpu_matmul *tm_cpu_matmul_create(tm_threadpool *pool, int simd) {
-    if (simd == TM_SIMD_AUTO || !tm_simd_supported(simd)) return NULL;
+    const tm_mm_kernels *k = simd == TM_SIMD_AUTO || !tm_simd_supported(simd) ? NULL : tm_mm_kernels_get(simd);
+    if (!k) return NULL;
     tm_cpu_matmul *mm = calloc(1, sizeof(*mm));
     if (!mm) return NULL;
     mm->pool = pool;
-    mm->simd = simd;
+    mm->k = k;
     const int nth = pool ? tm_threadpool_size(pool) : 1;
     mm->slices = aligned_alloc(64, (size_t)nth * sizeof *mm->slices);
     if (!mm->slices) {
@@ -128,121 +139,38 @@ void tm_cpu_matmul_destroy(tm_cpu_matmul *mm) {
     free(mm);
 }
 
-/* Does this level have a kernel for dtype? If not, the scalar kernel runs. */
-static int tm_mm_level_supports(int simd, tm_dtype t) {
-#if TM_MM_X86
-    if (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) return tm_mm_avx512_supports(t);
-    if (simd == TM_SIMD_AVX2) return tm_mm_avx2_supports(t);
-#endif
-#if defined(__aarch64__)
-    if (simd == TM_SIMD_NEON) return tm_mm_neon_supports(t);
-#endif
-    (void)simd, (void)t;
-    return 0;
-}
-
-/* ---- packing --------------------------------------------------------------------- */
-
 static size_t tm_mm_pad64(size_t n) { return (n + 63) / 64 * 64; }
 
-/* Fills tile ti of pw from GGUF rows; rows past n_rows stay zero (calloc'd). */
-static void tm_mm_pack_tile(tm_mm_weight *pw, tm_dtype t, int64_t n_rows, int64_t n_cols,
-                            int64_t ti) {
-    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
-    const int64_t row_bytes = tm_dtype_row_bytes(t, n_cols), nb = n_cols / TM_QK;
-    for (int r = 0; r < TM_MM_TILE; r++) {
-        const int64_t row = ti * TM_MM_TILE + r;
-        if (row >= n_rows) break;
-        const uint8_t *src = (const uint8_t *)pw->src + row * row_bytes;
-        uint16_t *dsec = (uint16_t *)(tile + pw->d_off), *msec = (uint16_t *)(tile + pw->m_off);
-        switch (t) {
-        case TM_DTYPE_Q4_0:
-        case TM_DTYPE_Q4_1:
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *qs;
-                if (t == TM_DTYPE_Q4_0) {
-                    const tm_block_q4_0 *blk = (const tm_block_q4_0 *)src + b;
-                    dsec[b * TM_MM_TILE + r] = blk->d;
-                    qs = blk->qs;
-                } else {
-                    const tm_block_q4_1 *blk = (const tm_block_q4_1 *)src + b;
-                    dsec[b * TM_MM_TILE + r] = blk->d;
-                    msec[b * TM_MM_TILE + r] = blk->m;
-                    qs = blk->qs;
-                }
-                for (int k = 0; k < 4; k++)
-                    memcpy(tile + b * 256 + k * 64 + 4 * r, qs + 4 * k, 4);
-            }
-            break;
-        case TM_DTYPE_Q8_0:
-            for (int64_t b = 0; b < nb; b++) {
-                const tm_block_q8_0 *blk = (const tm_block_q8_0 *)src + b;
-                dsec[b * TM_MM_TILE + r] = blk->d;
-                for (int k = 0; k < 8; k++)
-                    for (int i = 0; i < 4; i++)
-                        tile[b * 512 + k * 64 + 4 * r + i] = (uint8_t)(blk->qs[4 * k + i] + 128);
-            }
-            break;
-        case TM_DTYPE_F16:
-        case TM_DTYPE_BF16: {
-            const uint16_t *s = (const uint16_t *)src;
-            uint16_t *dst = (uint16_t *)tile;
-            for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
-            break;
-        }
-        case TM_DTYPE_F32: {
-            const float *s = (const float *)src;
-            float *dst = (float *)tile;
-            for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
-            break;
-        }
-        default:
-            break;
-        }
-    }
-}
-
-static int tm_mm_pack(tm_cpu_matmul *mm, tm_mm_weight *pw, tm_dtype t, int64_t n_rows, int64_t n_cols) {
-    const int64_t nb = n_cols / TM_QK;
-    const size_t scales = tm_mm_pad64((size_t)nb * TM_MM_TILE * 2);
-    size_t qs_bytes;
-    switch (t) {
-    case TM_DTYPE_Q4_0: qs_bytes = (size_t)nb * 256; pw->d_off = qs_bytes; pw->m_off = qs_bytes; pw->tile_bytes = qs_bytes + scales; break;
-    case TM_DTYPE_Q4_1: qs_bytes = (size_t)nb * 256; pw->d_off = qs_bytes; pw->m_off = qs_bytes + scales; pw->tile_bytes = qs_bytes + 2 * scales; break;
-    case TM_DTYPE_Q8_0: qs_bytes = (size_t)nb * 512; pw->d_off = qs_bytes; pw->m_off = qs_bytes; pw->tile_bytes = qs_bytes + scales; break;
-    case TM_DTYPE_F16:
-    case TM_DTYPE_BF16: pw->tile_bytes = tm_mm_pad64((size_t)n_cols * TM_MM_TILE * 2); break;
-    case TM_DTYPE_F32: pw->tile_bytes = (size_t)n_cols * TM_MM_TILE * 4; break;
-    default: return TM_EUNSUPPORTED;
-    }
+/* Packs pw's GGUF rows into tiles of layout pack, carved from mm's chunks. */
+static int tm_mm_pack(tm_cpu_matmul *mm, tm_mm_weight *pw, const tm_mm_packing *pack, int64_t n_rows,
+                      int64_t n_cols) {
+    pack->layout(pw, n_cols);
     pw->n_tiles = (n_rows + TM_MM_TILE - 1) / TM_MM_TILE;
     const size_t total = (size_t)pw->n_tiles * pw->tile_bytes;
     pw->packed = tm_mm_weight_alloc(mm, total, &pw->chunk);
     if (!pw->packed) return TM_ENOMEM;
     memset(pw->packed, 0, total);
-    for (int64_t ti = 0; ti < pw->n_tiles; ti++) tm_mm_pack_tile(pw, t, n_rows, n_cols, ti);
+    for (int64_t ti = 0; ti < pw->n_tiles; ti++) pack->fill(pw, n_rows, n_cols, ti);
+    pw->pack = pack;
     return TM_OK;
 }
 
 int tm_cpu_weight_init(tm_cpu_matmul *mm, tm_weight *w, tm_dtype dtype, int64_t n_rows,
                        int64_t n_cols, const void *src, char *err, size_t err_len) {
     memset(w, 0, sizeof(*w));
-    switch (dtype) {
-    case TM_DTYPE_F32: case TM_DTYPE_F16: case TM_DTYPE_BF16: case TM_DTYPE_Q4_0:
-    case TM_DTYPE_Q4_1: case TM_DTYPE_Q8_0: case TM_DTYPE_Q4_K: case TM_DTYPE_Q6_K:
-        break;
-    default:
+    /* The CPU multiplies what its scalar reference multiplies (tm_mm_entry). */
+    if (!tm_mm_kernels_type(tm_mm_kernels_scalar(), dtype))
         return tm_fail(err, err_len, TM_EUNSUPPORTED, "cpu matmul: unsupported weight dtype %s",
                        tm_dtype_name(dtype));
-    }
     if (n_rows <= 0 || n_cols <= 0 || tm_dtype_row_bytes(dtype, n_cols) < 0 || !src)
         return tm_fail(err, err_len, TM_EINVAL, "cpu matmul: bad %s weight shape %lld x %lld",
                        tm_dtype_name(dtype), (long long)n_rows, (long long)n_cols);
     tm_mm_weight *pw = calloc(1, sizeof(*pw));
     if (!pw) return tm_fail(err, err_len, TM_ENOMEM, "cpu matmul: out of memory");
     pw->src = src;
-    if (mm && tm_mm_level_supports(mm->simd, dtype)) {
-        const int rc = tm_mm_pack(mm, pw, dtype, n_rows, n_cols);
+    const tm_mm_type *e = mm ? tm_mm_kernels_type(mm->k, dtype) : NULL;
+    if (e && e->pack) {
+        const int rc = tm_mm_pack(mm, pw, e->pack, n_rows, n_cols);
         if (rc) {
             free(pw);
             return tm_fail(err, err_len, rc, "cpu matmul: cannot repack %lld x %lld %s weight",
@@ -274,227 +202,80 @@ void tm_cpu_weight_row(const tm_weight *w, int64_t r, float *out) {
     tm_dequantize_row(w->dtype, (const uint8_t *)pw->src + r * row_bytes, out, w->n_cols);
 }
 
-/* ---- scalar reference -------------------------------------------------------------- */
-
-void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                               float *d, int32_t *sum, float *s) {
-    for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
-        float amax = 0.0f;
-        for (int j = 0; j < TM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        /* 0 for a zero block, or one so small (max < ~4e-37) that 1 / db overflows */
-        const float db = amax / 127.0f, id = db != 0.0f && 1.0f / db < INFINITY ? 1.0f / db : 0.0f;
-        int32_t acc = 0;
-        for (int j = 0; j < TM_QK; j++) {
-            q[j] = (int8_t)lrintf(x[j] * id); /* half-even, as the SIMD conversions */
-            acc += q[j];
-        }
-        d[b] = db;
-        sum[b] = acc;
-        s[b] = db * (float)acc;
-    }
-}
-
-static int32_t tm_mm_dot_i8(const int8_t *a, const int8_t *b, int n) {
-    int32_t acc = 0;
-    for (int j = 0; j < n; j++) acc += a[j] * b[j];
-    return acc;
-}
-
-/* One weight row (GGUF blocks) . one token's quantized activations. */
-static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
-    const int64_t nb = a->n_cols / TM_QK;
-    const int8_t *q = a->act ? a->act->q + (int64_t)t * a->n_cols : NULL;
-    const float *ad = a->act ? a->act->d + (int64_t)t * nb : NULL;
-    const int32_t *asum = a->act ? a->act->sum + (int64_t)t * nb : NULL;
-    const float *as = a->act ? a->act->s + (int64_t)t * nb : NULL;
-    const float *x = a->x + (int64_t)t * a->n_cols;
-    float acc = 0.0f;
-    switch (a->dtype) {
-    case TM_DTYPE_F32: {
-        const float *w = row;
-        for (int64_t k = 0; k < a->n_cols; k++) acc += w[k] * x[k];
-        break;
-    }
-    case TM_DTYPE_F16: {
-        const uint16_t *w = row;
-        for (int64_t k = 0; k < a->n_cols; k++) acc += tm_f16_to_f32(w[k]) * x[k];
-        break;
-    }
-    case TM_DTYPE_BF16: {
-        const uint16_t *w = row;
-        for (int64_t k = 0; k < a->n_cols; k++) acc += tm_bf16_to_f32(w[k]) * x[k];
-        break;
-    }
-    case TM_DTYPE_Q4_0: /* sum((q - 8) * a) = sum(q * a) - 8 * sum(a) */
-        for (int64_t b = 0; b < nb; b++) {
-            const tm_block_q4_0 *blk = (const tm_block_q4_0 *)row + b;
-            int32_t dot = -8 * asum[b];
-            for (int j = 0; j < 16; j++)
-                dot += (blk->qs[j] & 15) * q[32 * b + j] + (blk->qs[j] >> 4) * q[32 * b + j + 16];
-            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
-        }
-        break;
-    case TM_DTYPE_Q4_1: /* sum((q * d + m) * a * da) = d * da * sum(q * a) + m * s */
-        for (int64_t b = 0; b < nb; b++) {
-            const tm_block_q4_1 *blk = (const tm_block_q4_1 *)row + b;
-            int32_t dot = 0;
-            for (int j = 0; j < 16; j++)
-                dot += (blk->qs[j] & 15) * q[32 * b + j] + (blk->qs[j] >> 4) * q[32 * b + j + 16];
-            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]) + tm_f16_to_f32(blk->m) * as[b];
-        }
-        break;
-    case TM_DTYPE_Q8_0:
-        for (int64_t b = 0; b < nb; b++) {
-            const tm_block_q8_0 *blk = (const tm_block_q8_0 *)row + b;
-            const int32_t dot = tm_mm_dot_i8(blk->qs, q + 32 * b, 32);
-            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
-        }
-        break;
-    case TM_DTYPE_Q4_K: {
-        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
-        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
-            const tm_block_q4_k *blk = (const tm_block_q4_k *)row + i;
-            int32_t sumi = 0, summ = 0;
-            for (int j = 0; j < 8; j++) {
-                int sc, m;
-                const uint8_t *s = blk->scales;
-                if (j < 4) {
-                    sc = s[j] & 63, m = s[j + 4] & 63;
-                } else {
-                    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-                    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-                }
-                /* sub-block j: chunk j/2, low nibbles if j even */
-                const uint8_t *qs = blk->qs + 32 * (j / 2);
-                const int8_t *aq = y[i].qs + 32 * j;
-                int32_t dot = 0;
-                for (int l = 0; l < 32; l++) dot += ((j & 1) ? qs[l] >> 4 : qs[l] & 15) * aq[l];
-                sumi += sc * dot;
-                summ += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-            }
-            acc += y[i].d * (tm_f16_to_f32(blk->d) * (float)sumi - tm_f16_to_f32(blk->dmin) * (float)summ);
-        }
-        break;
-    }
-    case TM_DTYPE_Q6_K: {
-        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
-        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
-            const tm_block_q6_k *blk = (const tm_block_q6_k *)row + i;
-            int8_t v[TM_QK_K]; /* unpacked 6-bit values minus 32 */
-            for (int h = 0; h < 2; h++) {
-                const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
-                int8_t *o = v + 128 * h;
-                for (int l = 0; l < 32; l++) {
-                    o[l] = (int8_t)(((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
-                    o[l + 32] = (int8_t)(((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                    o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                    o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-                }
-            }
-            /* scale g covers values 16g..16g+15 (is = l/16 over the half's 4 rows of 32) */
-            int32_t sumi = 0;
-            for (int g = 0; g < 16; g++) sumi += blk->scales[g] * tm_mm_dot_i8(v + 16 * g, y[i].qs + 16 * g, 16);
-            acc += y[i].d * tm_f16_to_f32(blk->d) * (float)sumi;
-        }
-        break;
-    }
-    default:
-        acc = NAN;
-        break;
-    }
-    return acc;
-}
-
-void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
-    const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
-    for (int64_t r = r0; r < r1; r++) {
-        const void *row = (const uint8_t *)a->w->src + r * row_bytes;
-        const float b = a->bias ? a->bias[r] : 0.0f;
-        for (int t = 0; t < a->n; t++)
-            a->out[(int64_t)t * a->n_rows + r] = tm_mm_dot_row_scalar(a, row, t) + b;
-    }
-}
-
 /* ---- driver ---------------------------------------------------------------------- */
 
 enum { TM_MM_MAX_FUSED = 4 };        /* weights one job can share */
 enum { TM_MM_CHUNKS_PER_SLICE = 16 }; /* claims a thread's slice is cut into (finer: a shorter tail) */
 
+/* The kernels for dtype t on mm's level: its table's entry, or the scalar reference's
+ * where the table has none (a type not yet given to that ISA: its weights stay unpacked). */
+static const tm_mm_type *tm_mm_entry(const tm_cpu_matmul *mm, tm_dtype t) {
+    const tm_mm_type *e = tm_mm_kernels_type(mm->k, t);
+    return e ? e : tm_mm_kernels_type(tm_mm_kernels_scalar(), t);
+}
+
+/* Does w run the tile kernel of e (packed in e's layout), rather than its row kernel? */
+static int tm_mm_uses_tiles(const tm_mm_type *e, const tm_weight *w) {
+    const tm_mm_weight *pw = w->aux;
+    return e->pack && pw->pack == e->pack;
+}
+
 typedef struct {
-    const tm_mm_args *a; /* (n_w) one per weight; all share dtype, n_cols, x and act */
+    const tm_mm_args *a;     /* (n_w) one per weight; all share dtype, n_cols, x and act */
     int n_w;
-    int simd;            /* level whose kernel runs */
-    int use_tiles;       /* 1: packed tiles on a SIMD level; 0: rows on the GGUF blocks */
-    int level;           /* the matmul's level: picks the K-quant row kernel (use_tiles = 0) */
-    tm_mm_slice *slices; /* (nth) each thread's slice of the units */
-    int64_t chunk;       /* units per claim */
-    int prepare;         /* 1: the threads first quantize their share of the activations */
+    const tm_mm_kernels *k;  /* the level's table: its activation quantizers */
+    const tm_mm_type *e;     /* the kernels of the weights' dtype */
+    int use_tiles;           /* 1: e->tiles on packed tiles; 0: e->rows on the GGUF blocks */
+    tm_mm_slice *slices;     /* (nth) each thread's slice of the units */
+    int64_t chunk;           /* units per claim */
+    int prepare;             /* 1: the threads first quantize their share of the activations */
     tm_pool_barrier *prepared; /* ... and meet here before computing */
     uint8_t *group_scales;     /* non-NULL: each thread then copies the scales grouped here */
     size_t group_scales_bytes; /* ... this many bytes per thread */
 } tm_mm_job;
 
-static int tm_mm_is_dense(tm_dtype t) {
-    return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16;
-}
-
-/* Activations are prepared in column units: one quant block (32), one Q8_K superblock
- * (256) or, for dense weights, one column. */
-static int64_t tm_mm_prep_unit(tm_dtype t) {
-    if (tm_mm_is_dense(t)) return 1;
-    return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K ? TM_QK_K : TM_QK;
+/* Activations are prepared in column units: one column (f32), one Q8 block (32) or one
+ * Q8_K superblock (256). */
+static int64_t tm_mm_prep_unit(tm_mm_act_kind act) {
+    return act == TM_MM_ACT_F32 ? 1 : act == TM_MM_ACT_Q8K ? TM_QK_K : TM_QK;
 }
 
 /* Prepares units [u0, u1) of token t0 + i of the group [t0, t0 + nt) (see matmul_impl.h). */
-static void tm_mm_prepare_token(int simd, int level, const tm_mm_args *a, int t0, int nt, int i,
+static void tm_mm_prepare_token(const tm_mm_job *job, const tm_mm_args *a, int t0, int nt, int i,
                                 int64_t u0, int64_t u1) {
     const int64_t nb = a->n_cols / TM_QK, cols = a->n_cols;
     const int t = t0 + i;
     const float *x = a->x + (int64_t)t * cols;
-    if (tm_mm_is_dense(a->dtype)) { /* interleave the group's tokens: xp[k * nt + i] */
+    switch (job->e->act) {
+    case TM_MM_ACT_F32: { /* interleave the group's tokens: xp[k * nt + i] */
         float *xp = a->act->xp + (int64_t)t0 * cols + i;
         for (int64_t k = u0; k < u1; k++) xp[k * nt] = x[k];
         return;
     }
-    if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
+    case TM_MM_ACT_Q8K: {
         tm_block_q8_k *y = (tm_block_q8_k *)a->act->q8k + (int64_t)t * (cols / TM_QK_K);
-        (void)level;
-#if TM_MM_X86
-        if (level == TM_SIMD_AVX512VNNI || level == TM_SIMD_AMX) {
-            tm_mm_quantize_q8k_avx512(x + u0 * TM_QK_K, y + u0, u1 - u0);
-            return;
-        }
-        if (level == TM_SIMD_AVX2) {
-            tm_mm_quantize_q8k_avx2(x + u0 * TM_QK_K, y + u0, u1 - u0);
-            return;
-        }
-#endif
-        tm_quantize_row(TM_DTYPE_Q8_K, x + u0 * TM_QK_K, y + u0, (u1 - u0) * TM_QK_K);
+        job->k->quantize_q8k(x + u0 * TM_QK_K, y + u0, u1 - u0);
         return;
     }
-    x += u0 * TM_QK;
-    const int64_t n = (u1 - u0) * TM_QK;
-    int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK + u0 * nt * TM_QK;
-    const int64_t si = (int64_t)(t0 + i) * nb + u0; /* scales: row-major (matmul_impl.h) */
-    float *d = a->act->d + si, *s = a->act->s + si;
-    int32_t *sum = a->act->sum + si;
-#if TM_MM_X86
-    if (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) { tm_mm_quantize_act_avx512(x, n, nt, q, d, sum, s); return; }
-    if (simd == TM_SIMD_AVX2) { tm_mm_quantize_act_avx2(x, n, nt, q, d, sum, s); return; }
-#endif
-#if defined(__aarch64__)
-    if (simd == TM_SIMD_NEON) { tm_mm_quantize_act_neon(x, n, nt, q, d, sum, s); return; }
-#endif
-    tm_mm_quantize_act_scalar(x, n, nt, q, d, sum, s);
+    case TM_MM_ACT_Q8: {
+        int8_t *q = a->act->q + (int64_t)t0 * cols + (int64_t)i * TM_QK + u0 * nt * TM_QK;
+        const int64_t si = (int64_t)t * nb + u0; /* scales: row-major (matmul_impl.h) */
+        job->k->quantize_q8(x + u0 * TM_QK, (u1 - u0) * TM_QK, nt, q, a->act->d + si, a->act->sum + si,
+                            a->act->s + si);
+        return;
+    }
+    case TM_MM_ACT_NONE:
+        return;
+    }
 }
 
 /* Units [u0, u1) of tokens [t_lo, t_hi). */
-static void tm_mm_prepare(int simd, int level, const tm_mm_args *a, int t_lo, int t_hi, int64_t u0, int64_t u1) {
+static void tm_mm_prepare(const tm_mm_job *job, int t_lo, int t_hi, int64_t u0, int64_t u1) {
+    const tm_mm_args *a = &job->a[0];
     if (u0 >= u1) return;
     for (int t0 = 0; t0 < t_hi;) {
         const int nt = tm_mm_group_size(a->max_nt, a->n - t0);
-        for (int i = TM_MAX(0, t_lo - t0); i < nt && t0 + i < t_hi; i++)
-            tm_mm_prepare_token(simd, level, a, t0, nt, i, u0, u1);
+        for (int i = TM_MAX(0, t_lo - t0); i < nt && t0 + i < t_hi; i++) tm_mm_prepare_token(job, a, t0, nt, i, u0, u1);
         t0 += nt;
     }
 }
@@ -513,25 +294,19 @@ static void tm_mm_quantize_job(void *ctx, int ith, int nth) {
     const tm_mm_job *job = ctx;
     int64_t lo, hi;
     const tm_mm_args *a = &job->a[0];
-    const int64_t units = a->n_cols / tm_mm_prep_unit(a->dtype);
-    if (tm_mm_is_dense(a->dtype)) {
+    const int64_t units = a->n_cols / tm_mm_prep_unit(job->e->act);
+    if (job->e->act == TM_MM_ACT_F32) {
         tm_mm_split(units, ith, nth, &lo, &hi);
-        tm_mm_prepare(job->simd, job->level, a, 0, a->n, lo, hi);
+        tm_mm_prepare(job, 0, a->n, lo, hi);
     } else {
         tm_mm_split(a->n, ith, nth, &lo, &hi);
-        tm_mm_prepare(job->simd, job->level, a, (int)lo, (int)hi, 0, units);
+        tm_mm_prepare(job, (int)lo, (int)hi, 0, units);
     }
 }
 
 /* Bytes of one thread's grouped copy of the scales of n tokens: d, then s or sum. */
 static size_t tm_mm_group_scales_bytes(int64_t n_cols, int n) {
     return 2 * tm_mm_pad64((size_t)n * (size_t)(n_cols / TM_QK) * 4);
-}
-
-/* The levels whose kernels read the grouped copies (matmul_impl.h). */
-static int tm_mm_reads_group_scales(int simd, tm_dtype t) {
-    return (simd == TM_SIMD_AVX512VNNI || simd == TM_SIMD_AMX) &&
-           (t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0);
 }
 
 /* dst = src plus gd and, as the dtype's kernels need them, gs (Q4_1) or gsum (Q4_0,
@@ -562,30 +337,10 @@ static void tm_mm_group_scales(const tm_mm_args *a, const tm_mm_act *src, tm_mm_
     dst->gsum = with_s ? NULL : gsum;
 }
 
-/* Units of work: tiles (or scalar rows) of all the job's weights, end to end; each
- * thread takes an equal slice of that sequence (all weights share n_cols, so units
- * cost the same). */
+/* Units of work: tiles (or rows) of all the job's weights, end to end; each thread takes
+ * an equal slice of that sequence (all weights share n_cols, so units cost the same). */
 static int64_t tm_mm_units(const tm_mm_job *job, const tm_mm_args *a) {
     return job->use_tiles ? a->w->n_tiles : a->n_rows;
-}
-
-/* Rows [r0, r1) on the GGUF blocks: the level's K-quant kernel if it has one, else the
- * scalar reference (K-quants on other levels, unpacked weights from another level). */
-static void tm_mm_rows(int level, const tm_mm_args *a, int64_t r0, int64_t r1) {
-#if TM_MM_X86
-    if (a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) {
-        if (level == TM_SIMD_AVX512VNNI || level == TM_SIMD_AMX) { tm_mm_rows_kquant_avx512(a, r0, r1); return; }
-        if (level == TM_SIMD_AVX2) { tm_mm_rows_kquant_avx2(a, r0, r1); return; }
-    }
-#endif
-#if defined(__aarch64__)
-    if ((a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q6_K) && level == TM_SIMD_NEON) {
-        tm_mm_rows_kquant_neon(a, r0, r1);
-        return;
-    }
-#endif
-    (void)level;
-    tm_mm_rows_scalar(a, r0, r1);
 }
 
 /* Units [lo, hi) of the job's unit sequence; args: the job's, or a thread's copies. */
@@ -597,18 +352,8 @@ static void tm_mm_compute_units(const tm_mm_job *job, const tm_mm_args *args, in
         const int64_t u0 = TM_MAX(lo, base) - base, u1 = TM_MIN(hi, base + units) - base;
         base += units;
         if (u0 >= u1) continue;
-        if (!job->use_tiles) {
-            tm_mm_rows(job->level, a, u0, u1);
-            continue;
-        }
-#if TM_MM_X86
-        if (job->simd == TM_SIMD_AMX) tm_mm_tiles_amx(a, u0, u1);
-        else if (job->simd == TM_SIMD_AVX512VNNI) tm_mm_tiles_avx512(a, u0, u1);
-        else tm_mm_tiles_avx2(a, u0, u1);
-#endif
-#if defined(__aarch64__)
-        if (job->simd == TM_SIMD_NEON) tm_mm_tiles_neon(a, u0, u1);
-#endif
+        if (job->use_tiles) job->e->tiles(a, u0, u1);
+        else job->e->rows(a, u0, u1);
     }
 }
 
@@ -652,16 +397,15 @@ static void tm_mm_parallel(tm_cpu_matmul *mm, tm_pool_fn fn, tm_mm_job *job) {
     else fn(job, 0, 1);
 }
 
-/* Carves the activation arrays for n tokens from the scratch, growing it if needed, and
- * after them `extra` bytes (returned in *extra_at). */
-static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t n_cols, int n, size_t extra,
-                         uint8_t **extra_at) {
+/* Carves the activations of kind `act` for n tokens from the scratch, growing it if
+ * needed, and after them `extra` bytes (returned in *extra_at). */
+static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_mm_act_kind kind, int64_t n_cols, int n,
+                         size_t extra, uint8_t **extra_at) {
     const size_t nb = (size_t)(n_cols / TM_QK), nt = (size_t)n;
     size_t need;
-    const int kq = t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K;
-    if (tm_mm_is_dense(t))
+    if (kind == TM_MM_ACT_F32)
         need = nt * (size_t)n_cols * sizeof(float);
-    else if (kq)
+    else if (kind == TM_MM_ACT_Q8K)
         need = nt * (size_t)(n_cols / TM_QK_K) * sizeof(tm_block_q8_k);
     else
         need = tm_mm_pad64(nt * (size_t)n_cols) + 3 * tm_mm_pad64(nt * nb * 4);
@@ -677,11 +421,11 @@ static int tm_mm_scratch(tm_cpu_matmul *mm, tm_mm_act *act, tm_dtype t, int64_t 
     uint8_t *p = mm->scratch;
     *extra_at = p + base;
     memset(act, 0, sizeof(*act));
-    if (tm_mm_is_dense(t)) {
+    if (kind == TM_MM_ACT_F32) {
         act->xp = (float *)p;
         return TM_OK;
     }
-    if (kq) {
+    if (kind == TM_MM_ACT_Q8K) {
         act->q8k = p;
         return TM_OK;
     }
@@ -698,25 +442,21 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
                             const tm_weight *const ws[], const float *const biases[], int n) {
     assert(n_w >= 1 && n_w <= TM_MM_MAX_FUSED);
     const tm_weight *w0 = ws[0];
-    const tm_mm_weight *pw0 = w0->aux;
-    const int use_tiles = pw0->packed && tm_mm_level_supports(mm->simd, w0->dtype);
-    int max_nt = 1;
-#if TM_MM_X86
-    if (use_tiles) max_nt = mm->simd == TM_SIMD_AVX2 ? TM_MM_NT_AVX2 : TM_MM_NT_AVX512;
-#endif
-#if defined(__aarch64__)
-    if (use_tiles) max_nt = TM_MM_NT_NEON;
-#endif
+    const tm_mm_type *e = tm_mm_entry(mm, w0->dtype);
+    const int use_tiles = tm_mm_uses_tiles(e, w0);
+    /* Dense weights need no preparation on the row kernels, nor for one token on tiles
+     * (a group of one is x itself). */
+    const int prepare = e->act != TM_MM_ACT_F32 || (use_tiles && n >= 2);
+    const int group_scales = use_tiles && n >= TM_MM_GROUP_SCALES_MIN_NT && e->group_scales;
     tm_mm_act act;
     tm_mm_args a[TM_MM_MAX_FUSED];
     for (int k = 0; k < n_w; k++)
         a[k] = (tm_mm_args){
             .dtype = w0->dtype, .n_rows = ws[k]->n_rows, .n_cols = w0->n_cols, .nb = w0->n_cols / TM_QK,
-            .w = ws[k]->aux, .x = x, .act = &act, .bias = biases ? biases[k] : NULL, .out = outs[k],
-            .n = n, .max_nt = max_nt,
+            .w = ws[k]->aux, .x = x, .act = prepare ? &act : NULL, .bias = biases ? biases[k] : NULL,
+            .out = outs[k], .n = n, .max_nt = use_tiles ? mm->k->max_nt : 1,
         };
-    tm_mm_job job = {.a = a, .n_w = n_w, .simd = use_tiles ? mm->simd : TM_SIMD_SCALAR, .use_tiles = use_tiles,
-                     .level = mm->simd, .slices = mm->slices};
+    tm_mm_job job = {.a = a, .n_w = n_w, .k = mm->k, .e = e, .use_tiles = use_tiles, .slices = mm->slices};
     const int nth = mm->pool ? tm_threadpool_size(mm->pool) : 1;
     {
         int64_t total = 0;
@@ -729,13 +469,10 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
             mm->slices[i].end = hi;
         }
     }
-    /* Scalar dense reads x directly; SIMD dense with n = 1 too (a group of one is x). */
-    const int prepare = !tm_mm_is_dense(w0->dtype) || (use_tiles && n >= 2);
-    const int group_scales = use_tiles && n >= TM_MM_GROUP_SCALES_MIN_NT && tm_mm_reads_group_scales(mm->simd, w0->dtype);
     if (group_scales) job.group_scales_bytes = tm_mm_group_scales_bytes(w0->n_cols, n);
     if (prepare) {
         uint8_t *extra;
-        if (tm_mm_scratch(mm, &act, w0->dtype, w0->n_cols, n, (size_t)nth * job.group_scales_bytes, &extra)) {
+        if (tm_mm_scratch(mm, &act, e->act, w0->n_cols, n, (size_t)nth * job.group_scales_bytes, &extra)) {
             /* No memory for the scratch: poison rather than return stale data. */
             for (int k = 0; k < n_w; k++)
                 for (int64_t i = 0; i < (int64_t)n * ws[k]->n_rows; i++) outs[k][i] = NAN;
@@ -744,7 +481,7 @@ static void tm_mm_run_fused(tm_cpu_matmul *mm, int n_w, float *const outs[], con
         }
         /* A few tokens are cheaper to quantize here than to split; more are split over
          * the threads at the start of the compute run. */
-        if (n < 4) tm_mm_prepare(job.simd, job.level, &a[0], 0, n, 0, w0->n_cols / tm_mm_prep_unit(w0->dtype));
+        if (n < 4) tm_mm_prepare(&job, 0, n, 0, w0->n_cols / tm_mm_prep_unit(e->act));
         else job.prepare = 1;
         if (group_scales) job.group_scales = extra;
     }
@@ -765,10 +502,11 @@ void tm_cpu_matmul_run_multi(tm_cpu_matmul *mm, int n_w, float *const outs[], co
     for (int k0 = 0; k0 < n_w;) {
         /* the longest run of weights from k0 that can share one job */
         const tm_weight *w0 = ws[k0];
-        const int tiles0 = ((const tm_mm_weight *)w0->aux)->packed && tm_mm_level_supports(mm->simd, w0->dtype);
+        const tm_mm_type *e = tm_mm_entry(mm, w0->dtype);
+        const int tiles0 = tm_mm_uses_tiles(e, w0);
         int k1 = k0 + 1;
         while (k1 < n_w && k1 - k0 < TM_MM_MAX_FUSED && ws[k1]->dtype == w0->dtype && ws[k1]->n_cols == w0->n_cols &&
-               (((const tm_mm_weight *)ws[k1]->aux)->packed != NULL) == tiles0)
+               tm_mm_uses_tiles(e, ws[k1]) == tiles0)
             k1++;
         tm_mm_run_fused(mm, k1 - k0, outs + k0, x, ws + k0, biases ? biases + k0 : NULL, n);
         k0 = k1;

@@ -1,7 +1,7 @@
 /* matmul.h - quantized and dense matrix multiply on the CPU, and the weight storage it
  * reads. Activations are quantized per block (Q8_0 / Q8_1 / Q8_K as KERNELS.md pairs
- * them) and multiplied with integer dot products; one scalar path is the reference and
- * AVX2 / AVX-512-VNNI / NEON paths are chosen by the simd level. */
+ * them) and multiplied with integer dot products. Each SIMD level has one kernel table
+ * (matmul_impl.h): the scalar reference, AVX2, AVX-512-VNNI, AMX and NEON. */
 #ifndef TM_CPU_MATMUL_H
 #define TM_CPU_MATMUL_H
 

@@ -9,12 +9,14 @@
  * C holds the exact integer sums the VNNI kernel forms with 128 vpdpbusd, and the float
  * epilogue is that kernel's (matmul_avx512_q.h), so results are bit-identical to it: a
  * token gets the same bits in a group of 16 (here) as in a smaller group (AVX-512).
- * Groups of fewer than 16 tokens and the other dtypes run the AVX-512 kernels. */
+ * Groups of fewer than 16 tokens run the AVX-512 kernel, and the table at the end of the
+ * file names the AVX-512 kernels for the other dtypes. */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_avx512_q.h"
+#include "kernels/cpu/simd.h"
 
 enum { TM_AMX_NT = 16 }; /* tokens per AMX group = rows of the A and C tiles */
 /* Tiles (the _tile_* macros need literal numbers): 0-3 are C of blocks b % 4, 4/6 A and
@@ -24,10 +26,6 @@ enum { TM_AMX_RING = 4 }; /* C tiles (and buffers) in flight, one per block */
 /* Q4 blocks are unpacked this many blocks ahead of their tile product: a tile load of
  * bytes just stored waits for the stores to reach L1, which stalls the AMX pipeline. */
 enum { TM_AMX_UNPACK_AHEAD = 8, TM_AMX_BQ_RING = 16 };
-
-int tm_mm_amx_supports(tm_dtype t) {
-    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0;
-}
 
 /* The tile shapes; configuration is per thread, so each pool worker loads it on its
  * first call (no code here releases it). */
@@ -129,11 +127,31 @@ static void tm_amx_tile(const tm_mm_args *a, int64_t ti) {
     }
 }
 
-void tm_mm_tiles_amx(const tm_mm_args *a, int64_t t0, int64_t t1) {
-    if (!tm_mm_amx_supports(a->dtype) || a->n < TM_AMX_NT) {
-        tm_mm_tiles_avx512(a, t0, t1);
-        return;
-    }
-    if (!tm_amx_configured) tm_amx_configure();
+/* Q4_0 / Q4_1 / Q8_0 tiles [t0, t1) x all tokens. */
+static void tm_amx_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    if (a->n >= TM_AMX_NT && !tm_amx_configured) tm_amx_configure();
     for (int64_t ti = t0; ti < t1; ti++) tm_amx_tile(a, ti);
 }
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+/* The AVX-512 table with AMX tiles for the three types whose packing is AMX's B layout. */
+static const tm_mm_kernels tm_mm_amx = {
+    .level = TM_SIMD_AMX,
+    .max_nt = TM_MM_NT_AVX512, /* a full group is one AMX product */
+    .quantize_q8 = tm_mm_quantize_q8_avx512,
+    .quantize_q8k = tm_mm_quantize_q8k_avx512,
+    .types = {
+        /*                 activations    packing           tiles                     rows (GGUF blocks)   group scales */
+        [TM_DTYPE_F32]  = {TM_MM_ACT_F32, &tm_mm_pack_f32,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_F16]  = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_BF16] = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_amx_tiles,             tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_amx_tiles,             tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_amx_tiles,             tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
+    },
+};
+
+const tm_mm_kernels *tm_mm_kernels_amx(void) { return &tm_mm_amx; }

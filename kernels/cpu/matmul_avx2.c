@@ -8,23 +8,19 @@
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
- * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
- * this file reads their GGUF blocks in place, row by row. */
+ * Q4_K and Q6_K are not packed: their row kernels (tm_q4k_rows, tm_q6k_rows) read the
+ * GGUF blocks in place. The file ends with the level's kernel table. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/simd.h"
 
 #define TM_AI static inline __attribute__((always_inline))
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
-enum { TM_NT_MAX = TM_MM_NT_AVX2, TM_KC = 256 };
-
-int tm_mm_avx2_supports(tm_dtype t) {
-    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
-           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
-}
+enum { TM_NT_MAX = 4, TM_KC = 256 }; /* largest token group (the table's max_nt); panel columns */
 
 TM_AI float tm_hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -40,7 +36,7 @@ TM_AI int32_t tm_hsum8i(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
+/* ---- activation quantization (bit-identical to matmul_scalar.c) ------------------- */
 
 static inline int32_t tm_hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -51,7 +47,7 @@ static inline int32_t tm_hsum_epi32(__m256i v) {
 
 /* Q8_K for the K-quant rows, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K): see
  * tm_mm_quantize_q8k_avx512. */
-void tm_mm_quantize_q8k_avx2(const float *x, tm_block_q8_k *y, int64_t nb) {
+static void tm_quantize_q8k(const float *x, tm_block_q8_k *y, int64_t nb) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t i = 0; i < nb; i++, x += TM_QK_K) {
         __m256 vmax = _mm256_setzero_ps();
@@ -90,8 +86,8 @@ void tm_mm_quantize_q8k_avx2(const float *x, tm_block_q8_k *y, int64_t nb) {
     }
 }
 
-void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s) {
+static void tm_quantize_q8(const float *x, int64_t n_cols, int64_t stride, int8_t *q, float *d,
+                           int32_t *sum, float *s) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         __m256 v[4];
@@ -195,22 +191,23 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
         _mm256_maskstore_ps(a->out + (int64_t)(t0 + i) * a->n_rows + r0, mask, _mm256_add_ps(acc[i], bias));
 }
 
-#define TM_Q_INST(kind_, name_)                                                           \
-    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
-        for (int h = 0; h < 2; h++) {                                                     \
-            if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;                              \
-            for (int t = 0; t < a->n;) {                                                  \
-                const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);                     \
-                if (nt == 4) tm_q_group(a, ti, h, t, 4, kind_);                           \
-                else if (nt == 2) tm_q_group(a, ti, h, t, 2, kind_);                      \
-                else tm_q_group(a, ti, h, t, 1, kind_);                                   \
-                t += nt;                                                                  \
-            }                                                                             \
-        }                                                                                 \
-    }
-TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
-TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
-TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+/* Tiles [t0, t1) x all tokens; kind is a constant after inlining. */
+TM_AI void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int kind) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int h = 0; h < 2; h++) {
+            if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;
+            for (int t = 0; t < a->n;) {
+                const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);
+                if (nt == 4) tm_q_group(a, ti, h, t, 4, kind);
+                else if (nt == 2) tm_q_group(a, ti, h, t, 2, kind);
+                else tm_q_group(a, ti, h, t, 1, kind);
+                t += nt;
+            }
+        }
+}
+static void tm_q4_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_0); }
+static void tm_q4_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_1); }
+static void tm_q8_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q8_0); }
 
 /* ---- dense tiles ----------------------------------------------------------------- */
 
@@ -314,16 +311,10 @@ static void tm_dense_gemv_run(const tm_mm_args *a, int64_t ti, int nt) {
     else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
 }
 
-void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1) {
+/* F32 / F16 / BF16 tiles [t0, t1) x all tokens. */
+static void tm_dense_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
     if (tm_mm_dense_gemv_runs(a, t0, t1, TM_GEMV_TILES, tm_dense_gemv_run)) return;
-    for (int64_t ti = t0; ti < t1; ti++) {
-        switch (a->dtype) {
-        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
-        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
-        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
-        default: tm_dense_tile(a, ti); break;
-        }
-    }
+    for (int64_t ti = t0; ti < t1; ti++) tm_dense_tile(a, ti);
 }
 
 /* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
@@ -447,22 +438,38 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int k = 0; k < NT; k++) _mm_maskstore_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
-#define TM_KQ_INST(kind_, name_)                                                          \
-    static void name_(const tm_mm_args *a, int64_t r, int64_t r_last) {                   \
-        for (int t = 0; t < a->n; t += TM_KQ_NT) {                                        \
-            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;                     \
-            if (nt == 4) tm_kq_pass(a, r, r_last, t, 4, kind_);                           \
-            else if (nt == 3) tm_kq_pass(a, r, r_last, t, 3, kind_);                      \
-            else if (nt == 2) tm_kq_pass(a, r, r_last, t, 2, kind_);                      \
-            else tm_kq_pass(a, r, r_last, t, 1, kind_);                                   \
-        }                                                                                 \
-    }
-TM_KQ_INST(TM_KQ4, tm_q4k_rows4)
-TM_KQ_INST(TM_KQ6, tm_q6k_rows4)
-
-void tm_mm_rows_kquant_avx2(const tm_mm_args *a, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS) {
-        if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_rows4(a, r, r1 - 1);
-        else tm_q6k_rows4(a, r, r1 - 1);
-    }
+/* Rows [r0, r1) x all tokens, 4 rows x 4 tokens a pass; kind is a constant after inlining. */
+TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kind) {
+    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS)
+        for (int t = 0; t < a->n; t += TM_KQ_NT) {
+            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;
+            if (nt == 4) tm_kq_pass(a, r, r1 - 1, t, 4, kind);
+            else if (nt == 3) tm_kq_pass(a, r, r1 - 1, t, 3, kind);
+            else if (nt == 2) tm_kq_pass(a, r, r1 - 1, t, 2, kind);
+            else tm_kq_pass(a, r, r1 - 1, t, 1, kind);
+        }
 }
+static void tm_q4k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ4); }
+static void tm_q6k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ6); }
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+static const tm_mm_kernels tm_mm_avx2 = {
+    .level = TM_SIMD_AVX2,
+    .max_nt = TM_NT_MAX,
+    .quantize_q8 = tm_quantize_q8,
+    .quantize_q8k = tm_quantize_q8k,
+    .types = {
+        /*                 activations    packing           tiles           rows (GGUF blocks) */
+        [TM_DTYPE_F32]  = {TM_MM_ACT_F32, &tm_mm_pack_f32,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_F16]  = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_BF16] = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q4_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q4_1_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q8_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
+    },
+};
+
+const tm_mm_kernels *tm_mm_kernels_avx2(void) { return &tm_mm_avx2; }

@@ -9,21 +9,18 @@
  *              FMA with m_w * s_a).
  *   dense      F16/BF16 are widened to an f32 panel of 256 columns (16 KiB, stays in L1)
  *              that all tokens reuse; n = 1 reads the tiles directly, 4 tiles side by side.
- * Q4_K and Q6_K are not packed (*_supports says 0): tm_mm_rows_kquant_* at the end of
- * this file reads their GGUF blocks in place, row by row. */
+ * Q4_K and Q6_K are not packed: their row kernels (tm_mm_rows_q4k_avx512,
+ * tm_mm_rows_q6k_avx512) read the GGUF blocks in place. The file ends with the level's
+ * kernel table; matmul_amx.c's table borrows what matmul_avx512_q.h declares. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_avx512_q.h"
+#include "kernels/cpu/simd.h"
 enum { TM_NT_MAX = TM_MM_NT_AVX512, TM_KC = 256 };
 
-int tm_mm_avx512_supports(tm_dtype t) {
-    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
-           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
-}
-
-/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
+/* ---- activation quantization (bit-identical to matmul_scalar.c) ------------------- */
 
 /* Lane j of the result = op over the 16 lanes of v[j] (op: float max, else int32 add):
  * a transpose-and-reduce in four halving rounds, 45 ops for 16 vectors where 16 separate
@@ -55,8 +52,8 @@ TM_AI __m512i tm_hreduce16(__m512i *v, const int is_max) {
 /* Up to 16 blocks at a time, so the per-block max and sum are vertical ops over a
  * transposed group and the scales one division for all, instead of two horizontal
  * reductions and two divisions per block (16 tokens x 816 columns, hot: 3.9 -> 2.9 us). */
-void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                               float *d, int32_t *sum, float *s) {
+void tm_mm_quantize_q8_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                              float *d, int32_t *sum, float *s) {
     const int64_t nb = n_cols / TM_QK;
     for (int64_t b0 = 0; b0 < nb; b0 += 16) {
         const int g = nb - b0 < 16 ? (int)(nb - b0) : 16;
@@ -335,22 +332,19 @@ static void tm_dense_gemv_run(const tm_mm_args *a, int64_t ti, int nt) {
     else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
 }
 
-void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
+void tm_mm_tiles_dense_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
     if (tm_mm_dense_gemv_runs(a, t0, t1, TM_GEMV_TILES, tm_dense_gemv_run)) return;
-    for (int64_t ti = t0; ti < t1; ti++) {
-        switch (a->dtype) {
-        case TM_DTYPE_Q4_0:
-        case TM_DTYPE_Q4_1:
-        case TM_DTYPE_Q8_0:
-            for (int t = 0; t < a->n;) { /* token groups as the driver laid them out */
-                const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);
-                tm_mm_group_avx512(a, ti, t, nt);
-                t += nt;
-            }
-            break;
-        default: tm_dense_tile(a, ti); break;
+    for (int64_t ti = t0; ti < t1; ti++) tm_dense_tile(a, ti);
+}
+
+/* Q4_0 / Q4_1 / Q8_0 tiles [t0, t1) x all tokens. */
+static void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int t = 0; t < a->n;) { /* token groups as the driver laid them out */
+            const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);
+            tm_mm_group_avx512(a, ti, t, nt);
+            t += nt;
         }
-    }
 }
 
 /* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
@@ -487,22 +481,38 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int k = 0; k < NT; k++) _mm_mask_storeu_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
-#define TM_KQ_INST(kind_, name_)                                                          \
-    static void name_(const tm_mm_args *a, int64_t r, int64_t r_last) {                   \
-        for (int t = 0; t < a->n; t += TM_KQ_NT) {                                        \
-            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;                     \
-            if (nt == 4) tm_kq_pass(a, r, r_last, t, 4, kind_);                           \
-            else if (nt == 3) tm_kq_pass(a, r, r_last, t, 3, kind_);                      \
-            else if (nt == 2) tm_kq_pass(a, r, r_last, t, 2, kind_);                      \
-            else tm_kq_pass(a, r, r_last, t, 1, kind_);                                   \
-        }                                                                                 \
-    }
-TM_KQ_INST(TM_KQ4, tm_q4k_rows4)
-TM_KQ_INST(TM_KQ6, tm_q6k_rows4)
-
-void tm_mm_rows_kquant_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS) {
-        if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_rows4(a, r, r1 - 1);
-        else tm_q6k_rows4(a, r, r1 - 1);
-    }
+/* Rows [r0, r1) x all tokens, 4 rows x 4 tokens a pass; kind is a constant after inlining. */
+TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kind) {
+    for (int64_t r = r0; r < r1; r += TM_KQ_ROWS)
+        for (int t = 0; t < a->n; t += TM_KQ_NT) {
+            const int nt = a->n - t < TM_KQ_NT ? a->n - t : TM_KQ_NT;
+            if (nt == 4) tm_kq_pass(a, r, r1 - 1, t, 4, kind);
+            else if (nt == 3) tm_kq_pass(a, r, r1 - 1, t, 3, kind);
+            else if (nt == 2) tm_kq_pass(a, r, r1 - 1, t, 2, kind);
+            else tm_kq_pass(a, r, r1 - 1, t, 1, kind);
+        }
 }
+void tm_mm_rows_q4k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ4); }
+void tm_mm_rows_q6k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ6); }
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+static const tm_mm_kernels tm_mm_avx512 = {
+    .level = TM_SIMD_AVX512VNNI,
+    .max_nt = TM_NT_MAX,
+    .quantize_q8 = tm_mm_quantize_q8_avx512,
+    .quantize_q8k = tm_mm_quantize_q8k_avx512,
+    .types = {
+        /*                 activations    packing           tiles                     rows (GGUF blocks)   group scales */
+        [TM_DTYPE_F32]  = {TM_MM_ACT_F32, &tm_mm_pack_f32,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_F16]  = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_BF16] = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
+        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q_tiles,               tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q_tiles,               tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q_tiles,               tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
+    },
+};
+
+const tm_mm_kernels *tm_mm_kernels_avx512(void) { return &tm_mm_avx512; }

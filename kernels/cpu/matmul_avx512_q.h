@@ -1,7 +1,7 @@
 /* matmul_avx512_q.h - private to matmul_avx512.c and matmul_amx.c (both built with the
- * AVX-512 flags): the per-block float work of the Q4_0 / Q4_1 / Q8_0 tile kernels. The
- * VNNI and AMX kernels form the same integer sums and must turn them into the same bits,
- * so this part exists once. */
+ * AVX-512 flags): the AVX-512 kernels the AMX table borrows, and the per-block float work
+ * of the Q4_0 / Q4_1 / Q8_0 tile kernels. The VNNI and AMX kernels form the same integer
+ * sums and must turn them into the same bits, so this part exists once. */
 #ifndef TM_CPU_MATMUL_AVX512_Q_H
 #define TM_CPU_MATMUL_AVX512_Q_H
 
@@ -12,6 +12,21 @@
 #define TM_AI static inline __attribute__((always_inline))
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_MM_NT_AVX512 = 16 }; /* the largest token group of both levels (their max_nt) */
+
+/* matmul_avx512.c's kernels that the AMX table names too (AMX runs them for the dtypes and
+ * the token groups its tiles do not take). */
+void tm_mm_quantize_q8_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q, float *d,
+                              int32_t *sum, float *s);
+void tm_mm_quantize_q8k_avx512(const float *x, tm_block_q8_k *y, int64_t nb);
+/* One token group [t0, t0 + nt) x tile ti of a Q4_0 / Q4_1 / Q8_0 weight. */
+void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt);
+/* F32 / F16 / BF16 tiles [t0, t1) x all tokens. */
+void tm_mm_tiles_dense_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
+/* Rows [r0, r1) of a Q4_K / Q6_K weight x all tokens: the integer sums of the scalar
+ * reference, so the same results to f32 rounding. */
+void tm_mm_rows_q4k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);
+void tm_mm_rows_q6k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);
 
 /* What a kernel reads for tokens [t0, ..) of tile ti: the tile and the group's
  * quantized activations (grouped layout, matmul_impl.h). */

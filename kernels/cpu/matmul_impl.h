@@ -1,5 +1,10 @@
-/* matmul_impl.h - private to kernels/cpu/matmul*.c: the repacked weight layout, the
- * quantized-activation format and the per-level kernel entry points.
+/* matmul_impl.h - private to kernels/cpu/matmul*.c: the repacked weight layouts, the
+ * quantized-activation formats and the kernel table each ISA fills (tm_mm_kernels).
+ *
+ * Files: matmul.c is the driver (weights, activations, threads), written once against a
+ * kernel table; matmul_pack.c fills the packed layouts below; matmul_scalar.c is the
+ * readable reference and its table; matmul_avx2.c, matmul_avx512.c, matmul_amx.c and
+ * matmul_neon.c each end with their table.
  *
  * Packed weights (SIMD levels). Rows are grouped in tiles of TM_MM_TILE = 16 rows; the
  * last tile is zero-padded (zero quants and zero scales, so padded rows compute 0 and
@@ -17,8 +22,7 @@
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
  * Each scale section is padded to a multiple of 64 B. Q4_K and Q6_K are not packed: every
- * level reads their GGUF blocks in place (scalar rows, or the AVX2 / AVX-512 / NEON row
- * kernels).
+ * level reads their GGUF blocks in place (a table's row kernels).
  *
  * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
  * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
@@ -44,10 +48,13 @@
 
 enum { TM_MM_TILE = 16 }; /* weight rows per packed tile */
 
+struct tm_mm_packing;
+
 /* A prepared weight; lives in tm_weight.aux. */
 typedef struct tm_mm_weight {
-    const void *src;    /* GGUF-layout data (n_rows rows), borrowed: scalar path and weight_row */
+    const void *src;    /* GGUF-layout data (n_rows rows), borrowed: row kernels and weight_row */
     uint8_t *packed;    /* (n_tiles, tile_bytes) packed tiles, 64-B aligned; NULL if not packed */
+    const struct tm_mm_packing *pack; /* the layout of packed; NULL if not packed */
     struct tm_mm_chunk *chunk; /* where packed was carved from (matmul.c) */
     int64_t n_tiles;    /* ceil(n_rows / TM_MM_TILE) */
     size_t tile_bytes;  /* bytes per tile, a multiple of 64 */
@@ -82,8 +89,96 @@ typedef struct tm_mm_args {
     const float *bias;        /* (n_rows) or NULL */
     float *out;               /* (n, n_rows) */
     int n;                    /* tokens */
-    int max_nt;               /* largest token group of the level's kernels */
+    int max_nt;               /* largest token group: the table's max_nt for tiles, else 1 */
 } tm_mm_args;
+
+/* ---- the kernel table ---------------------------------------------------------------- */
+
+/* What the kernels of a weight type read as activations; the driver prepares it. */
+typedef enum tm_mm_act_kind {
+    TM_MM_ACT_NONE = 0, /* an empty table entry: the dtype is not multiplied */
+    TM_MM_ACT_F32,      /* dense weights: x itself, or for tiles and n >= 2 grouped into xp */
+    TM_MM_ACT_Q8,       /* our Q8 per 32 values: q, d, sum, s (above); Q8_0 / Q8_1 pairings */
+    TM_MM_ACT_Q8K,      /* Q8_K per 256 values (tm_block_q8_k in q8k): the K-quant pairing */
+} tm_mm_act_kind;
+
+/* A packed tile layout (matmul_pack.c). Weights are packed at load by the layout of the
+ * level's table entry, and its tile kernel runs on them only if they carry that same
+ * layout (pw->pack); any other weight runs the row kernel on its GGUF blocks. */
+typedef struct tm_mm_packing {
+    /* Sets pw's tile_bytes (a multiple of 64), d_off and m_off for rows of n_cols values. */
+    void (*layout)(tm_mm_weight *pw, int64_t n_cols);
+    /* Fills tile ti of pw (zeroed by the caller) from the GGUF rows in pw->src; rows past
+     * n_rows stay zero, so they compute 0 and are never stored. */
+    void (*fill)(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti);
+} tm_mm_packing;
+
+extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0;
+extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
+extern const tm_mm_packing tm_mm_pack_f32;
+
+/* Tiles [t0, t1) of a packed weight, or rows [r0, r1) of its GGUF blocks (w->src), for
+ * all a->n tokens. Single-threaded; the driver gives each thread its own ranges. */
+typedef void (*tm_mm_tiles_fn)(const tm_mm_args *a, int64_t t0, int64_t t1);
+typedef void (*tm_mm_rows_fn)(const tm_mm_args *a, int64_t r0, int64_t r1);
+
+/* How one ISA multiplies one weight dtype. */
+typedef struct tm_mm_type {
+    tm_mm_act_kind act;        /* activations both kernels read */
+    const tm_mm_packing *pack; /* layout the tile kernel reads; NULL: not packed, rows only */
+    tm_mm_tiles_fn tiles;      /* on weights packed with `pack` (NULL when pack is) */
+    tm_mm_rows_fn rows;        /* on the GGUF blocks: weights packed otherwise or not at all */
+    int group_scales;          /* tiles read act's grouped scale copies (gd, gs, gsum) in
+                                * calls of TM_MM_GROUP_SCALES_MIN_NT tokens or more */
+} tm_mm_type;
+
+/* tm_dtype values (GGML ids) are below this; types[] is indexed by them. */
+enum { TM_MM_N_DTYPES = TM_DTYPE_BF16 + 1 };
+
+/* One ISA's matmul: a table per SIMD level, looked up once when a tm_cpu_matmul is
+ * created. A new weight type is one types[] entry per table; a new ISA is one table. */
+typedef struct tm_mm_kernels {
+    int level;  /* TM_SIMD_* */
+    int max_nt; /* tile width in tokens: the largest token group the tile kernels take
+                 * (a power of two; the activations are grouped for it) */
+    /* TM_MM_ACT_Q8 of one token: block b goes to q + b*stride*32 (stride = its group's
+     * NT) and d/sum/s[b]. Every table's is bit-identical to the scalar reference. */
+    void (*quantize_q8)(const float *x, int64_t n_cols, int64_t stride, int8_t *q, float *d,
+                        int32_t *sum, float *s);
+    /* TM_MM_ACT_Q8K: nb blocks of x, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K). */
+    void (*quantize_q8k)(const float *x, tm_block_q8_k *y, int64_t nb);
+    tm_mm_type types[TM_MM_N_DTYPES]; /* by weight dtype; act NONE: not multiplied */
+} tm_mm_kernels;
+
+/* The table of a level, or NULL when this build has none for it (matmul.c). */
+const tm_mm_kernels *tm_mm_kernels_get(int level);
+/* Entry for dtype t, or NULL when the table does not multiply t. */
+static inline const tm_mm_type *tm_mm_kernels_type(const tm_mm_kernels *k, tm_dtype t) {
+    if ((int)t < 0 || (int)t >= TM_MM_N_DTYPES || k->types[t].act == TM_MM_ACT_NONE) return NULL;
+    return &k->types[t];
+}
+
+/* Each ISA's table, defined at the end of its file. */
+const tm_mm_kernels *tm_mm_kernels_scalar(void);
+#if defined(__x86_64__) || defined(_M_X64)
+const tm_mm_kernels *tm_mm_kernels_avx2(void);
+const tm_mm_kernels *tm_mm_kernels_avx512(void);
+const tm_mm_kernels *tm_mm_kernels_amx(void);
+#endif
+#if defined(__aarch64__)
+const tm_mm_kernels *tm_mm_kernels_neon(void);
+#endif
+
+/* The scalar reference kernels (matmul_scalar.c), which other tables name where they
+ * have no kernel of their own. */
+void tm_mm_quantize_q8_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
+                              float *d, int32_t *sum, float *s);
+void tm_mm_quantize_q8k_scalar(const float *x, tm_block_q8_k *y, int64_t nb);
+/* Rows [r0, r1) of any dtype the scalar table has, for all tokens, reading the GGUF
+ * blocks in w->src and the activations laid out with max_nt = 1. */
+void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1);
+
+/* ---- helpers the kernels share ------------------------------------------------------- */
 
 /* Kernels of the AVX-512 / AMX levels read the grouped scale copies for groups of this
  * many tokens or more (their per-block epilogue then finds a group's scales at constant
@@ -120,45 +215,5 @@ static inline int tm_mm_dense_gemv_runs(const tm_mm_args *a, int64_t t0, int64_t
     for (int64_t ti = t0; ti < t1; ti += per) run(a, ti, t1 - ti < per ? (int)(t1 - ti) : per);
     return 1;
 }
-
-/* Scalar (reference) kernels. */
-/* One token: block b goes to q + b*stride*32 (stride = its group's NT) and d/sum/s[b]. */
-void tm_mm_quantize_act_scalar(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                               float *d, int32_t *sum, float *s);
-/* Rows [r0, r1) for all tokens, reading the GGUF blocks in w->src. */
-void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1);
-
-/* Per-level kernels. *_supports: does the level have a kernel for dtype (on packed
- * weights)? tiles: tiles [t0, t1) for all tokens. quantize_act: same output as scalar,
- * bit for bit. */
-int tm_mm_avx2_supports(tm_dtype t);
-void tm_mm_tiles_avx2(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_avx2(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s);
-void tm_mm_quantize_q8k_avx2(const float *x, tm_block_q8_k *y, int64_t nb);
-int tm_mm_avx512_supports(tm_dtype t);
-void tm_mm_tiles_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_avx512(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                               float *d, int32_t *sum, float *s);
-/* nb Q8_K blocks of x, bit-identical to tm_quantize_row(TM_DTYPE_Q8_K). */
-void tm_mm_quantize_q8k_avx512(const float *x, tm_block_q8_k *y, int64_t nb);
-/* One token group [t0, t0 + nt) x tile ti of a Q4_0 / Q4_1 / Q8_0 weight. */
-void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt);
-/* Rows [r0, r1) of a Q4_K / Q6_K weight (GGUF blocks in w->src) for all tokens, against
- * act->q8k: the integer sums of tm_mm_rows_scalar, so the same results to f32 rounding. */
-void tm_mm_rows_kquant_avx2(const tm_mm_args *a, int64_t r0, int64_t r1);
-void tm_mm_rows_kquant_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);
-/* AMX: same packing, activations and results as AVX-512 (matmul_amx.c). */
-int tm_mm_amx_supports(tm_dtype t);
-void tm_mm_tiles_amx(const tm_mm_args *a, int64_t t0, int64_t t1);
-enum { TM_MM_NT_AVX512 = 16, TM_MM_NT_AVX2 = 4 }; /* max token group per level (AMX: AVX-512's) */
-#if defined(__aarch64__)
-int tm_mm_neon_supports(tm_dtype t);
-void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s);
-void tm_mm_rows_kquant_neon(const tm_mm_args *a, int64_t r0, int64_t r1);
-enum { TM_MM_NT_NEON = 8 }; /* max token group: must equal TM_NT_MAX in matmul_neon.c */
-#endif
 
 #endif

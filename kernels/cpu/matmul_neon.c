@@ -16,34 +16,25 @@
  *   dense      f32 FMA over a (KC, 16) f32 panel (f16/bf16 widened once per panel) that
  *              all tokens reuse; n = 1 streams the tile directly.
  * Token groups (matmul_impl.h) are up to TM_NT_MAX = 8 tokens; dense groups are worked
- * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K are not packed:
- * tm_mm_rows_kquant_neon at the end of this file reads their GGUF blocks in place. */
+ * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K are not packed: their row
+ * kernels (tm_q4k_rows, tm_q6k_rows) read the GGUF blocks in place. The file ends with
+ * the level's kernel table (its only symbol outside, declared in matmul_impl.h). */
 #include <arm_neon.h>
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/simd.h"
 
 #define TM_AI static inline __attribute__((always_inline))
 
 enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
-enum { TM_NT_MAX = 8, TM_KC = 256 };
+enum { TM_NT_MAX = 8, TM_KC = 256 }; /* largest token group (the table's max_nt); panel columns */
 
-/* Declared in matmul.c's aarch64 block (matmul_impl.h holds the x86 ones). */
-int tm_mm_neon_supports(tm_dtype t);
-void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1);
-void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s);
+/* ---- activation quantization (bit-identical to matmul_scalar.c) ------------------- */
 
-int tm_mm_neon_supports(tm_dtype t) {
-    return t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
-           t == TM_DTYPE_F16 || t == TM_DTYPE_BF16 || t == TM_DTYPE_F32;
-}
-
-/* ---- activation quantization (bit-identical to tm_mm_quantize_act_scalar) ---------- */
-
-void tm_mm_quantize_act_neon(const float *x, int64_t n_cols, int64_t stride, int8_t *q,
-                             float *d, int32_t *sum, float *s) {
+static void tm_quantize_q8(const float *x, int64_t n_cols, int64_t stride, int8_t *q, float *d,
+                           int32_t *sum, float *s) {
     for (int64_t b = 0; b < n_cols / TM_QK; b++, x += TM_QK, q += TM_QK * stride) {
         float32x4_t v[8];
         for (int j = 0; j < 8; j++) v[j] = vld1q_f32(x + 4 * j);
@@ -152,23 +143,24 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int 
         tm_store_rows(a->out + (int64_t)(t0 + i) * a->n_rows + r0, vaddq_f32(acc[i], bias), nr);
 }
 
-#define TM_Q_INST(kind_, name_)                                                           \
-    static void name_(const tm_mm_args *a, int64_t ti) {                                  \
-        for (int g = 0; g < 4; g++) {                                                     \
-            if (ti * TM_MM_TILE + 4 * g >= a->n_rows) break;                              \
-            for (int t = 0; t < a->n;) {                                                  \
-                const int nt = tm_mm_group_size(a->max_nt, a->n - t);                     \
-                if (nt == 8) tm_q_group(a, ti, g, t, 8, kind_);                           \
-                else if (nt == 4) tm_q_group(a, ti, g, t, 4, kind_);                      \
-                else if (nt == 2) tm_q_group(a, ti, g, t, 2, kind_);                      \
-                else tm_q_group(a, ti, g, t, 1, kind_);                                   \
-                t += nt;                                                                  \
-            }                                                                             \
-        }                                                                                 \
-    }
-TM_Q_INST(TM_KIND_Q4_0, tm_q4_0_tile)
-TM_Q_INST(TM_KIND_Q4_1, tm_q4_1_tile)
-TM_Q_INST(TM_KIND_Q8_0, tm_q8_0_tile)
+/* Tiles [t0, t1) x all tokens; kind is a constant after inlining. */
+TM_AI void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int kind) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int g = 0; g < 4; g++) {
+            if (ti * TM_MM_TILE + 4 * g >= a->n_rows) break;
+            for (int t = 0; t < a->n;) {
+                const int nt = tm_mm_group_size(a->max_nt, a->n - t);
+                if (nt == 8) tm_q_group(a, ti, g, t, 8, kind);
+                else if (nt == 4) tm_q_group(a, ti, g, t, 4, kind);
+                else if (nt == 2) tm_q_group(a, ti, g, t, 2, kind);
+                else tm_q_group(a, ti, g, t, 1, kind);
+                t += nt;
+            }
+        }
+}
+static void tm_q4_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_0); }
+static void tm_q4_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_1); }
+static void tm_q8_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q8_0); }
 
 /* ---- dense tiles ----------------------------------------------------------------- */
 
@@ -293,16 +285,10 @@ static void tm_dense_gemv_run(const tm_mm_args *a, int64_t ti, int nt) {
     else tm_dense_gemv(a, ti, nt, TM_DTYPE_F32);
 }
 
-void tm_mm_tiles_neon(const tm_mm_args *a, int64_t t0, int64_t t1) {
+/* F32 / F16 / BF16 tiles [t0, t1) x all tokens. */
+static void tm_dense_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
     if (tm_mm_dense_gemv_runs(a, t0, t1, TM_GEMV_TILES, tm_dense_gemv_run)) return;
-    for (int64_t ti = t0; ti < t1; ti++) {
-        switch (a->dtype) {
-        case TM_DTYPE_Q4_0: tm_q4_0_tile(a, ti); break;
-        case TM_DTYPE_Q4_1: tm_q4_1_tile(a, ti); break;
-        case TM_DTYPE_Q8_0: tm_q8_0_tile(a, ti); break;
-        default: tm_dense_tile(a, ti); break;
-        }
-    }
+    for (int64_t ti = t0; ti < t1; ti++) tm_dense_tile(a, ti);
 }
 
 /* ---- K-quant rows (GGUF blocks read in place, no packing) ----------------------------
@@ -408,11 +394,35 @@ static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
     for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
 }
 
-void tm_mm_rows_kquant_neon(const tm_mm_args *a, int64_t r0, int64_t r1) {
+/* Rows [r0, r1) x all tokens, up to TM_KQ_NT tokens per unpacked superblock. */
+static void tm_q4k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) {
-            const int nt = a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT;
-            if (a->dtype == TM_DTYPE_Q4_K) tm_q4k_row(a, r, t0, nt);
-            else tm_q6k_row(a, r, t0, nt);
-        }
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) tm_q4k_row(a, r, t0, a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT);
 }
+
+static void tm_q6k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) tm_q6k_row(a, r, t0, a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT);
+}
+
+/* ---- the table ------------------------------------------------------------------------ */
+
+static const tm_mm_kernels tm_mm_neon = {
+    .level = TM_SIMD_NEON,
+    .max_nt = TM_NT_MAX,
+    .quantize_q8 = tm_quantize_q8,
+    .quantize_q8k = tm_mm_quantize_q8k_scalar,
+    .types = {
+        /*                 activations    packing           tiles           rows (GGUF blocks) */
+        [TM_DTYPE_F32]  = {TM_MM_ACT_F32, &tm_mm_pack_f32,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_F16]  = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_BF16] = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_dense_tiles, tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q4_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q4_1_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q8_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
+    },
+};
+
+const tm_mm_kernels *tm_mm_kernels_neon(void) { return &tm_mm_neon; }

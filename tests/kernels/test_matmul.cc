@@ -12,7 +12,7 @@
 #include "common/common.h"
 #include "kernels/cpu/matmul.h"
 extern "C" {
-#include "kernels/cpu/matmul_impl.h" // private kernel entry points, C linkage
+#include "kernels/cpu/matmul_impl.h" // private kernel tables, C linkage
 }
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
@@ -191,8 +191,7 @@ TEST(Matmul, SimdQ8kQuantizersEqualReference) {
         if (!tm_simd_supported(level)) continue;
         std::vector<tm_block_q8_k> got(nb);
         std::memset(got.data(), 0x5a, nb * sizeof(tm_block_q8_k));
-        if (level == TM_SIMD_AVX2) tm_mm_quantize_q8k_avx2(x.data(), got.data(), nb);
-        else tm_mm_quantize_q8k_avx512(x.data(), got.data(), nb);
+        tm_mm_kernels_get(level)->quantize_q8k(x.data(), got.data(), nb);
         for (int b = 0; b < nb; b++)
             EXPECT_EQ(std::memcmp(&want[b], &got[b], sizeof(tm_block_q8_k)), 0) << tm_simd_name(level) << " block " << b;
     }
@@ -205,7 +204,6 @@ TEST(Matmul, SimdQ8kQuantizersEqualReference) {
 // quants (at the strides of token groups), scale, sum and scaled sum of every block, for
 // block counts on both sides of the AVX-512 kernel's groups of 16.
 TEST(Matmul, SimdActivationQuantizersEqualReference) {
-#if defined(__x86_64__) || defined(__aarch64__)
     bool any = false;
     for (int nb : {1, 15, 16, 17, 18, 33, 48}) {
         std::vector<float> x = make_x(1, nb * TM_QK, 91 + nb);
@@ -222,19 +220,14 @@ TEST(Matmul, SimdActivationQuantizersEqualReference) {
             std::vector<int8_t> wq(nq, 0x5a);
             std::vector<float> wd(ns, -1.0f), ws(ns, -1.0f);
             std::vector<int32_t> wsum(ns, -1);
-            tm_mm_quantize_act_scalar(x.data(), nb * TM_QK, stride, wq.data(), wd.data(), wsum.data(), ws.data());
+            tm_mm_kernels_get(TM_SIMD_SCALAR)->quantize_q8(x.data(), nb * TM_QK, stride, wq.data(), wd.data(), wsum.data(), ws.data());
             for (int level : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI, TM_SIMD_NEON}) {
                 if (!tm_simd_supported(level)) continue;
                 any = true;
                 std::vector<int8_t> q(nq, 0x5a);
                 std::vector<float> d(ns, -1.0f), s(ns, -1.0f);
                 std::vector<int32_t> sum(ns, -1);
-#if defined(__x86_64__)
-                if (level == TM_SIMD_AVX2) tm_mm_quantize_act_avx2(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
-                if (level == TM_SIMD_AVX512VNNI) tm_mm_quantize_act_avx512(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
-#else
-                tm_mm_quantize_act_neon(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
-#endif
+                tm_mm_kernels_get(level)->quantize_q8(x.data(), nb * TM_QK, stride, q.data(), d.data(), sum.data(), s.data());
                 EXPECT_EQ(q, wq) << tm_simd_name(level);
                 EXPECT_EQ(std::memcmp(d.data(), wd.data(), ns * sizeof(float)), 0) << tm_simd_name(level);
                 EXPECT_EQ(sum, wsum) << tm_simd_name(level);
@@ -243,9 +236,6 @@ TEST(Matmul, SimdActivationQuantizersEqualReference) {
         }
     }
     if (!any) GTEST_SKIP() << "no SIMD level on this CPU";
-#else
-    GTEST_SKIP() << "x86 and arm64 only";
-#endif
 }
 
 TEST(Matmul, SimdMatchesScalar) {

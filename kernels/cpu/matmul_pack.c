@@ -1,0 +1,127 @@
+/* matmul_pack.c - the packed tile layouts of matmul_impl.h: where each value and scale of
+ * a GGUF row goes in a tile of TM_MM_TILE rows. A kernel table names the layout its tile
+ * kernel reads (tm_mm_type.pack); matmul.c allocates the tiles and calls these. Portable
+ * C only. */
+#include <string.h>
+
+#include "kernels/cpu/matmul_impl.h"
+
+static size_t tm_pack_pad64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* Bytes of one tile's section of per-block f16 scales (one per row and block). */
+static size_t tm_pack_scale_bytes(int64_t n_cols) {
+    return tm_pack_pad64((size_t)(n_cols / TM_QK) * TM_MM_TILE * 2);
+}
+
+/* [qs: nb x 256 B][d] (Q4_0), [qs][d][m] (Q4_1), [qs: nb x 512 B][d] (Q8_0). */
+static void tm_pack_q4_0_layout(tm_mm_weight *pw, int64_t n_cols) {
+    const size_t qs = (size_t)(n_cols / TM_QK) * 256;
+    pw->d_off = pw->m_off = qs;
+    pw->tile_bytes = qs + tm_pack_scale_bytes(n_cols);
+}
+
+static void tm_pack_q4_1_layout(tm_mm_weight *pw, int64_t n_cols) {
+    const size_t qs = (size_t)(n_cols / TM_QK) * 256, scales = tm_pack_scale_bytes(n_cols);
+    pw->d_off = qs;
+    pw->m_off = qs + scales;
+    pw->tile_bytes = qs + 2 * scales;
+}
+
+static void tm_pack_q8_0_layout(tm_mm_weight *pw, int64_t n_cols) {
+    const size_t qs = (size_t)(n_cols / TM_QK) * 512;
+    pw->d_off = pw->m_off = qs;
+    pw->tile_bytes = qs + tm_pack_scale_bytes(n_cols);
+}
+
+static void tm_pack_u16_layout(tm_mm_weight *pw, int64_t n_cols) {
+    pw->tile_bytes = tm_pack_pad64((size_t)n_cols * TM_MM_TILE * 2);
+}
+
+static void tm_pack_f32_layout(tm_mm_weight *pw, int64_t n_cols) {
+    pw->tile_bytes = (size_t)n_cols * TM_MM_TILE * 4;
+}
+
+/* Row r of tile ti in its GGUF layout, or NULL past the last row. */
+static const uint8_t *tm_pack_src_row(const tm_mm_weight *pw, tm_dtype t, int64_t n_rows, int64_t n_cols,
+                                      int64_t ti, int r) {
+    const int64_t row = ti * TM_MM_TILE + r;
+    if (row >= n_rows) return NULL;
+    return (const uint8_t *)pw->src + row * tm_dtype_row_bytes(t, n_cols);
+}
+
+/* Q4: per block, chunk k (64 B) holds bytes 4k..4k+3 of each row's qs at 4r..4r+3. */
+static void tm_pack_q4_block(uint8_t *tile, int64_t b, int r, const uint8_t *qs) {
+    for (int k = 0; k < 4; k++) memcpy(tile + b * 256 + k * 64 + 4 * r, qs + 4 * k, 4);
+}
+
+static void tm_pack_q4_0_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    uint16_t *dsec = (uint16_t *)(tile + pw->d_off);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, TM_DTYPE_Q4_0, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t b = 0; b < n_cols / TM_QK; b++) {
+            const tm_block_q4_0 *blk = (const tm_block_q4_0 *)src + b;
+            dsec[b * TM_MM_TILE + r] = blk->d;
+            tm_pack_q4_block(tile, b, r, blk->qs);
+        }
+    }
+}
+
+static void tm_pack_q4_1_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    uint16_t *dsec = (uint16_t *)(tile + pw->d_off), *msec = (uint16_t *)(tile + pw->m_off);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, TM_DTYPE_Q4_1, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t b = 0; b < n_cols / TM_QK; b++) {
+            const tm_block_q4_1 *blk = (const tm_block_q4_1 *)src + b;
+            dsec[b * TM_MM_TILE + r] = blk->d;
+            msec[b * TM_MM_TILE + r] = blk->m;
+            tm_pack_q4_block(tile, b, r, blk->qs);
+        }
+    }
+}
+
+/* Q8_0: chunk k holds values 4k..4k+3 of each row, plus 128 (unsigned for vpdpbusd). */
+static void tm_pack_q8_0_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    uint16_t *dsec = (uint16_t *)(tile + pw->d_off);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, TM_DTYPE_Q8_0, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t b = 0; b < n_cols / TM_QK; b++) {
+            const tm_block_q8_0 *blk = (const tm_block_q8_0 *)src + b;
+            dsec[b * TM_MM_TILE + r] = blk->d;
+            for (int k = 0; k < 8; k++)
+                for (int i = 0; i < 4; i++)
+                    tile[b * 512 + k * 64 + 4 * r + i] = (uint8_t)(blk->qs[4 * k + i] + 128);
+        }
+    }
+}
+
+/* Dense: element (k, r) at 16k + r. F16 and BF16 rows have the same 2-byte size, so the
+ * row address does not depend on which of the two it is. */
+static void tm_pack_u16_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    uint16_t *dst = (uint16_t *)(pw->packed + (size_t)ti * pw->tile_bytes);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint16_t *s = (const uint16_t *)tm_pack_src_row(pw, TM_DTYPE_F16, n_rows, n_cols, ti, r);
+        if (!s) break;
+        for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
+    }
+}
+
+static void tm_pack_f32_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    float *dst = (float *)(pw->packed + (size_t)ti * pw->tile_bytes);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const float *s = (const float *)tm_pack_src_row(pw, TM_DTYPE_F32, n_rows, n_cols, ti, r);
+        if (!s) break;
+        for (int64_t k = 0; k < n_cols; k++) dst[k * TM_MM_TILE + r] = s[k];
+    }
+}
+
+const tm_mm_packing tm_mm_pack_q4_0 = {tm_pack_q4_0_layout, tm_pack_q4_0_fill};
+const tm_mm_packing tm_mm_pack_q4_1 = {tm_pack_q4_1_layout, tm_pack_q4_1_fill};
+const tm_mm_packing tm_mm_pack_q8_0 = {tm_pack_q8_0_layout, tm_pack_q8_0_fill};
+const tm_mm_packing tm_mm_pack_u16 = {tm_pack_u16_layout, tm_pack_u16_fill};
+const tm_mm_packing tm_mm_pack_f32 = {tm_pack_f32_layout, tm_pack_f32_fill};
