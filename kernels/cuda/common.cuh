@@ -46,7 +46,7 @@ static tm_cuda_where tm_cuda_last_where;
  * another, each thread a fiber. */
 #ifdef TM_CUDA_SIM
 #define TM_LAUNCH(kernel, grid, block, smem, stream, ...) \
-    tm_sim_launch(#kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), [&]() { kernel(__VA_ARGS__); })
+    tm_sim_launch(#kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), [&]() { kernel(__VA_ARGS__); })
 #else
 #define TM_LAUNCH(kernel, grid, block, smem, stream, ...) \
     (kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__), cudaGetLastError())
@@ -175,7 +175,9 @@ __device__ __forceinline__ void tm_cp_async_16(void *smem, const void *gmem) {
 }
 
 __device__ __forceinline__ void tm_cp_async_commit() {
-#ifndef TM_CUDA_SIM
+#ifdef TM_CUDA_SIM
+    tm_sim_cp_async_commit();
+#else
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
@@ -183,7 +185,9 @@ __device__ __forceinline__ void tm_cp_async_commit() {
 /* Waits until at most n committed groups of this thread are still in flight. */
 template <int n>
 __device__ __forceinline__ void tm_cp_async_wait() {
-#ifndef TM_CUDA_SIM
+#ifdef TM_CUDA_SIM
+    tm_sim_cp_async_wait(n);
+#else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(n));
 #endif
 }
