@@ -117,7 +117,10 @@ void fiber_prepare(fiber *f) {
     if (f->dirty) __asan_unpoison_memory_region(f->stack_lo, f->stack_bytes);
 #endif
 #if TM_SIM_ASM_SWITCH
-    uintptr_t top = ((uintptr_t)(f->stack_lo + f->stack_bytes)) & ~(uintptr_t)15;
+    /* Stacks are 256 KiB apart, so their tops would all map to the same cache sets;
+     * start each a different number of cache lines below its top. */
+    size_t stagger = (size_t)(((uintptr_t)f->stack_lo / k_stack_bytes) % 61) * 64;
+    uintptr_t top = ((uintptr_t)(f->stack_lo + f->stack_bytes - stagger)) & ~(uintptr_t)15;
     uint64_t *sp = (uint64_t *)top;
     *--sp = 0;                          /* fiber_loop's "return address": it never returns */
     *--sp = (uint64_t)(uintptr_t)&fiber_loop; /* popped by ret */

@@ -16,7 +16,8 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__x86_64__)
+/* TM_SIM_UCONTEXT forces the portable switch (to compare, or to debug the other). */
+#if defined(__x86_64__) && !defined(TM_SIM_UCONTEXT)
 #define TM_SIM_ASM_SWITCH 1
 #else
 #include <ucontext.h>
@@ -82,7 +83,8 @@ struct coll {
 struct warp_state {
     unsigned exists;     /* lanes of this warp that exist in the block */
     unsigned live;       /* ... and have not exited */
-    coll colls[16];      /* pending collectives: disjoint masks of two or more lanes */
+    int n_active;        /* collectives pending in colls */
+    coll colls[16];      /* pending collectives (some lanes wait in each) */
 };
 
 /* The launch and the block being run. */
@@ -114,7 +116,9 @@ struct state {
     cudaError_t err;
     char msg[1024];              /* the refusal */
 };
-extern state g;
+/* Never destroyed: parked fibers and pooled stacks live until the process ends (and stay
+ * reachable for LeakSanitizer, which checks after static destructors ran). */
+extern state &g;
 
 /* ---- sim_fiber.cc ---- */
 fiber *fiber_get(int i);                 /* pool slot i (allocating its stack) */

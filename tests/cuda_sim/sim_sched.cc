@@ -13,7 +13,7 @@
 
 namespace tm_sim {
 
-state g;
+state &g = *new state();
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
@@ -71,14 +71,16 @@ void fail_block(cudaError_t code, const fiber *who, const char *fmt, ...) {
 
 void ready(fiber *f) {
     f->state = F_READY;
-    g.runq[(size_t)((g.rq_head + g.rq_n) % g.n_threads)] = f->linear;
+    int at = g.rq_head + g.rq_n;
+    if (at >= g.n_threads) at -= g.n_threads;
+    g.runq[(size_t)at] = f->linear;
     g.rq_n++;
 }
 
 static fiber *next_ready() {
     if (g.rq_n == 0) return nullptr;
     int i = g.runq[(size_t)g.rq_head];
-    g.rq_head = (g.rq_head + 1) % g.n_threads;
+    if (++g.rq_head == g.n_threads) g.rq_head = 0;
     g.rq_n--;
     return g.fibers[(size_t)i];
 }
@@ -199,6 +201,7 @@ static void run_block(uint3 b) {
         int n = g.n_threads - 32 * w;
         ws.exists = n >= 32 ? 0xffffffffu : (1u << n) - 1;
         ws.live = ws.exists;
+        ws.n_active = 0;
         for (coll &c : ws.colls) c.active = false;
     }
     for (int i = 0; i < g.n_threads; i++) {

@@ -29,6 +29,7 @@ static fiber *lane_fiber(int warp, int lane) { return g.fibers[(size_t)(warp * 3
 /* A lane is about to exit: a collective that waits for it can never complete. */
 void coll_check_exit(fiber *f) {
     warp_state &w = g.warps[(size_t)f->warp];
+    if (w.n_active == 0) return;
     for (coll &c : w.colls) {
         if (!c.active || !(c.mask >> f->lane & 1)) continue;
         char t[48];
@@ -44,6 +45,7 @@ void coll_check_exit(fiber *f) {
  * for it can never complete (and the barrier can never complete either). */
 void coll_check_barrier(fiber *f, const char *file, int line) {
     warp_state &w = g.warps[(size_t)f->warp];
+    if (w.n_active == 0) return;
     for (coll &c : w.colls) {
         if (!c.active || !(c.mask >> f->lane & 1)) continue;
         char t[48];
@@ -191,6 +193,7 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
      * may complete first, so it is no error. */
     coll *c = nullptr;
     for (coll &o : w.colls) {
+        if (w.n_active == 0) break;
         if (!o.active || !(o.mask & bit) || (o.arrived & bit)) continue;
         if (o.mask == mask && o.kind == kind && o.variant == variant) {
             c = &o;
@@ -198,7 +201,8 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
         }
     }
     for (coll &o : w.colls) {
-        if (c || !o.active || !(o.mask & bit) || (o.arrived & bit) || !(o.arrived & mask)) continue;
+        if (c || w.n_active == 0) break;
+        if (!o.active || !(o.mask & bit) || (o.arrived & bit) || !(o.arrived & mask)) continue;
         if (o.mask != mask)
             refuse(cudaErrorLaunchFailure, f,
                    "%s (%s:%d) with mask %#x while lane %d (thread %s) waits for this lane in %s (%s:%d) with mask "
@@ -224,6 +228,7 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
             abort();
         }
         c->active = true;
+        w.n_active++;
         c->kind = kind;
         c->variant = variant;
         c->mask = mask;
@@ -237,6 +242,7 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
     if (c->arrived == c->mask) {
         compute(c);
         c->active = false;
+        w.n_active--;
         for (int l = 0; l < 32; l++)
             if ((mask >> l & 1) && l != f->lane) {
                 fiber *o = lane_fiber(f->warp, l);
