@@ -1,0 +1,354 @@
+// CUDA paged attention (kernels/cuda/attention.cuh), compiled for the CPU test harness,
+// against the CPU backend's scalar attention on the same keys, values and queries.
+//
+// Each case builds a ragged batch (decodes, prefill chunks from empty and after a cached
+// prefix) over shuffled, non-contiguous pages; stores every position's K/V in the CPU
+// cache through its kv_store and in the device pool (the CUDA layout, written here); puts
+// NaN in every other slot of the pool (spare pages, the tails of last pages, the other
+// layer) and in the outputs before the run.
+//
+// Tolerance: ||out - ref|| / ||ref|| <= 4e-3 (kBound). Keys and values are f16 on both
+// sides, so the difference is what the tensor cores round: Q is converted to f16 (relative
+// error <= 2^-11 per element, so a score of magnitude |s| moves by about |s| 2^-11; the
+// scores here reach a few units, so softmax weights move by up to ~0.3%), and P is
+// rounded to f16 before P.V (2^-11 relative per weight). Both are random in sign across
+// keys and dims, so the norm of the error stays well below the worst case; measured
+// ~7e-4 to 1.5e-3 (the largest at head_dim 256, whose scores are largest).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.cuh"
+
+extern "C" {
+#include "kernels/cpu/simd.h"
+}
+
+namespace {
+
+const double kBound = 4e-3;
+const uint16_t kHalfNaN = 0x7e00;
+
+struct Seq {
+    int ctx, q_len; // context after the step; new tokens (the last q_len positions)
+};
+
+struct Case {
+    int n_kv_heads, group, head_dim, block_size;
+    std::vector<Seq> seqs;
+    uint32_t seed;
+    int n_sm = 132;           // SMs the plan fills: few force split-KV
+    bool both_layers = false; // also run layer 0 in the same step (the plan is reused)
+};
+
+std::vector<float> randu(size_t n, std::mt19937 &g, float lo, float hi) {
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(g);
+    return v;
+}
+
+template <class T>
+T *to_device(const std::vector<T> &v) {
+    T *p = nullptr;
+    EXPECT_EQ(cudaMalloc((void **)&p, std::max<size_t>(v.size(), 1) * sizeof(T)), cudaSuccess);
+    if (!v.empty()) {
+        EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    return p;
+}
+
+// One batch step: the sequences' pages, K/V of both layers, queries, index arrays.
+struct Data {
+    Case c;
+    int n_heads = 0, n_tokens = 0, n_blocks = 0, max_blocks = 0;
+    static const int n_layers = 2;
+    std::vector<std::vector<float>> K[n_layers], V[n_layers]; // [layer][seq] (ctx, n_kv_heads, head_dim)
+    std::vector<float> q;                                     // (n_tokens, n_heads, head_dim)
+    std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
+    float scale = 0;
+
+    explicit Data(const Case &cs) : c(cs) {
+        std::mt19937 g(c.seed);
+        n_heads = c.n_kv_heads * c.group;
+        int total = 0;
+        for (const Seq &s : c.seqs) {
+            int nb = (s.ctx + c.block_size - 1) / c.block_size;
+            total += nb;
+            max_blocks = std::max(max_blocks, nb + 1); // a spare column of -1
+        }
+        n_blocks = total + 3; // spare pages stay NaN
+        std::vector<int32_t> pages(n_blocks);
+        std::iota(pages.begin(), pages.end(), 0);
+        std::shuffle(pages.begin(), pages.end(), g);
+        table.assign(c.seqs.size() * max_blocks, -1);
+        int next = 0;
+        seq_start.push_back(0);
+        for (size_t s = 0; s < c.seqs.size(); s++) {
+            const Seq &sq = c.seqs[s];
+            for (int b = 0; b * c.block_size < sq.ctx; b++) table[s * max_blocks + b] = pages[next++];
+            const size_t n = (size_t)sq.ctx * c.n_kv_heads * c.head_dim;
+            for (int l = 0; l < n_layers; l++) {
+                K[l].push_back(randu(n, g, -1.0f, 1.0f));
+                V[l].push_back(randu(n, g, -1.0f, 1.0f));
+            }
+            for (int i = 0; i < sq.q_len; i++) {
+                const int p = sq.ctx - sq.q_len + i;
+                pos.push_back(p);
+                tokens.push_back(0);
+                slots.push_back(slot(s, p));
+            }
+            ctx_len.push_back(sq.ctx);
+            n_tokens += sq.q_len;
+            seq_start.push_back(n_tokens);
+        }
+        // scores of a few units: the softmax is neither flat nor one-hot
+        q = randu((size_t)n_tokens * n_heads * c.head_dim, g, -3.0f, 3.0f);
+        scale = 1.0f / std::sqrt((float)c.head_dim);
+    }
+
+    int slot(size_t s, int p) const { return table[s * max_blocks + p / c.block_size] * c.block_size + p % c.block_size; }
+
+    tm_batch batch() const {
+        tm_batch b = {};
+        b.n_tokens = n_tokens;
+        b.n_seqs = (int)c.seqs.size();
+        b.tokens = tokens.data();
+        b.pos = pos.data();
+        b.seq_start = seq_start.data();
+        b.ctx_len = ctx_len.data();
+        b.block_table = table.data();
+        b.max_blocks = max_blocks;
+        b.slots = slots.data();
+        return b;
+    }
+
+    tm_kv_shape shape() const { return {n_layers, n_blocks, c.block_size, c.n_kv_heads, c.head_dim, TM_KV_F16}; }
+
+    // The CPU scalar backend's attention of layer l.
+    std::vector<float> reference(int layer) const {
+        char err[256] = "";
+        tm_backend *be = tm_backend_cpu_create(1, TM_SIMD_SCALAR, err, sizeof err);
+        EXPECT_NE(be, nullptr) << err;
+        tm_kv_shape sh = shape();
+        tm_kv_cache *kv = nullptr;
+        EXPECT_EQ(be->kv_create(be, &sh, &kv), 0);
+        for (size_t s = 0; s < c.seqs.size(); s++) {
+            std::vector<int32_t> sl(c.seqs[s].ctx);
+            for (int p = 0; p < c.seqs[s].ctx; p++) sl[p] = slot(s, p);
+            be->kv_store(be, kv, layer, K[layer][s].data(), V[layer][s].data(), sl.data(), (int)sl.size());
+        }
+        std::vector<float> out((size_t)n_tokens * n_heads * c.head_dim, NAN);
+        tm_batch b = batch();
+        be->attention(be, out.data(), q.data(), kv, layer, &b, n_heads, scale);
+        be->kv_destroy(be, kv);
+        be->destroy(be);
+        return out;
+    }
+
+    // The device pool (n_layers, n_blocks, n_kv_heads, block_size, head_dim) f16 of K or
+    // V: every sequence position of both layers, NaN everywhere else.
+    std::vector<uint16_t> pool(bool values) const {
+        const int hd = c.head_dim, bs = c.block_size, nkv = c.n_kv_heads;
+        const size_t layer_elems = (size_t)n_blocks * nkv * bs * hd;
+        std::vector<uint16_t> p(n_layers * layer_elems, kHalfNaN);
+        for (int l = 0; l < n_layers; l++)
+            for (size_t s = 0; s < c.seqs.size(); s++)
+                for (int t = 0; t < c.seqs[s].ctx; t++)
+                    for (int h = 0; h < nkv; h++)
+                        for (int i = 0; i < hd; i++) {
+                            const int sl = slot(s, t);
+                            const size_t dst = l * layer_elems + (((size_t)(sl / bs) * nkv + h) * bs + sl % bs) * hd + i;
+                            const auto &src = values ? V[l][s] : K[l][s];
+                            p[dst] = tm_f32_to_f16(src[((size_t)t * nkv + h) * hd + i]);
+                        }
+        return p;
+    }
+};
+
+double rel_err(const std::vector<float> &got, const std::vector<float> &ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) {
+        if (!std::isfinite(got[i])) return INFINITY;
+        num += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return std::sqrt(num / den);
+}
+
+// One plan state and step counter for the whole binary, as one backend has: every case
+// after the first re-plans in a state that held another batch's plan.
+tm_cuda_attn_state g_state;
+uint64_t g_step;
+
+struct Device {
+    cudaStream_t stream = nullptr;
+    tm_cuda_scratch scratch = {nullptr, 0};
+    tm_cuda_ctx ctx = {};
+    explicit Device(int n_sm) {
+        EXPECT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+        ctx.stream = stream;
+        ctx.cublas = nullptr;
+        ctx.scratch = &scratch;
+        ctx.n_sm = n_sm;
+        ctx.cc = 90;
+        ctx.max_smem = 227 * 1024;
+    }
+    ~Device() {
+        if (scratch.data) cudaFree(scratch.data);
+        cudaStreamDestroy(stream);
+    }
+};
+
+// Runs the case's step on the device (layer 1, then layer 0 in the same step if asked)
+// and compares each layer with the CPU reference. Returns the worst relative error.
+double check(const Case &c) {
+    Data d(c);
+    Device dev(c.n_sm);
+    const tm_batch hb = d.batch();
+    tm_cuda_batch cb = {};
+    cb.host = &hb;
+    cb.step = ++g_step;
+    cb.tokens = to_device(d.tokens);
+    cb.pos = to_device(d.pos);
+    cb.seq_start = to_device(d.seq_start);
+    cb.ctx_len = to_device(d.ctx_len);
+    cb.block_table = to_device(d.table);
+    cb.slots = to_device(d.slots);
+    struct tm_kv_cache kv;
+    kv.shape = d.shape();
+    kv.k = (__half *)to_device(d.pool(false));
+    kv.v = (__half *)to_device(d.pool(true));
+    float *q = to_device(d.q);
+    const size_t n_out = d.q.size();
+    float *out = to_device(std::vector<float>(n_out, NAN));
+
+    double worst = 0;
+    for (int layer : {1, 0}) {
+        if (layer == 0 && !c.both_layers) break;
+        SCOPED_TRACE("layer " + std::to_string(layer));
+        EXPECT_EQ(cudaMemcpy(out, std::vector<float>(n_out, NAN).data(), n_out * sizeof(float), cudaMemcpyHostToDevice),
+                  cudaSuccess);
+        EXPECT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, q, &kv, layer, &cb, d.n_heads, d.scale), cudaSuccess);
+        EXPECT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
+        std::vector<float> got(n_out);
+        EXPECT_EQ(cudaMemcpy(got.data(), out, n_out * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+        const double err = rel_err(got, d.reference(layer));
+        EXPECT_LE(err, kBound);
+        worst = std::max(worst, err);
+    }
+    for (void *p : {(void *)cb.tokens, (void *)cb.pos, (void *)cb.seq_start, (void *)cb.ctx_len,
+                    (void *)cb.block_table, (void *)cb.slots, (void *)kv.k, (void *)kv.v, (void *)q, (void *)out})
+        cudaFree(p);
+    return worst;
+}
+
+void run(const char *what, const Case &c) {
+    SCOPED_TRACE(what);
+    const double err = check(c);
+    printf("  %-48s kvh %d g %d hd %3d bs %2d sm %3d: rel err %.2e\n", what, c.n_kv_heads, c.group, c.head_dim,
+           c.block_size, c.n_sm, err);
+}
+
+class CudaAttention : public ::testing::Test {
+  protected:
+    static void TearDownTestSuite() { tm_cuda_attn_state_free(&g_state); }
+};
+
+TEST_F(CudaAttention, OneToken) {
+    run("one token, empty cache", {3, 3, 64, 16, {{1, 1}}, 1});
+}
+
+TEST_F(CudaAttention, DecodeBatch) {
+    run("decodes at page edges", {3, 3, 64, 16, {{1, 1}, {15, 1}, {16, 1}, {17, 1}, {200, 1}, {333, 1}}, 2});
+    run("decodes, group 4, head dim 128", {2, 4, 128, 16, {{5, 1}, {64, 1}, {65, 1}, {190, 1}}, 3});
+}
+
+TEST_F(CudaAttention, PrefillFromEmpty) {
+    run("prefill 70 tokens, group 3", {3, 3, 64, 16, {{70, 70}}, 4});
+    run("prefill 40 tokens, group 1, head dim 128", {2, 1, 128, 16, {{40, 40}}, 5});
+}
+
+TEST_F(CudaAttention, PrefillAfterCachedPrefix) {
+    // bottom-right causal alignment: query i sees keys 0..ctx - q_len + i
+    run("chunk of 37 after 263 cached", {3, 3, 64, 16, {{300, 37}}, 6});
+    run("chunk of 17 after 16 cached, group 7", {1, 7, 128, 16, {{33, 17}}, 7});
+}
+
+TEST_F(CudaAttention, LongContextsSplit) {
+    // few SMs: the decode's keys split 6 ways, the chunk's 64-row tiles too
+    run("decode over 2000 keys, 4 SMs", {2, 4, 128, 16, {{2000, 1}}, 8, 4});
+    run("chunk of 20 after 1480 cached, 4 SMs", {2, 4, 64, 16, {{1500, 20}}, 9, 4});
+}
+
+TEST_F(CudaAttention, MixedRaggedBatch) {
+    // decodes and prefill chunks in one call, scattered pages, splits, both layers
+    run("mixed batch, both layers, 8 SMs",
+        {2, 3, 64, 16, {{1000, 1}, {1, 1}, {17, 1}, {300, 45}, {33, 33}, {5, 2}, {129, 3}}, 10, 8, true});
+}
+
+TEST_F(CudaAttention, HeadDims) {
+    run("head dim 256, group 2", {1, 2, 256, 16, {{100, 1}, {60, 20}}, 11, 4});
+    run("head dim 96 (padded to 128)", {2, 2, 96, 16, {{90, 1}, {50, 30}}, 12});
+    run("head dim 36 (padded to 64, unaligned rows)", {2, 3, 36, 16, {{90, 1}, {50, 30}}, 13});
+    run("head dim 200 (padded to 256)", {1, 3, 200, 16, {{90, 1}, {40, 12}}, 14});
+}
+
+TEST_F(CudaAttention, GroupSizes) {
+    for (int g : {1, 3, 4, 7, 16}) {
+        std::string what = "group " + std::to_string(g);
+        run(what.c_str(), {2, g, 64, 16, {{150, 1}, {40, 3}, {30, 30}}, 20u + g});
+    }
+}
+
+TEST_F(CudaAttention, BlockSizes) {
+    run("block size 32", {2, 3, 64, 32, {{150, 1}, {100, 40}}, 30});
+    run("block size 7", {2, 3, 64, 7, {{150, 1}, {100, 40}}, 31});
+}
+
+TEST(CudaAttentionShapes, SupportsOrRefusesAtKvCreate) {
+    Device dev(132);
+    char err[256];
+    tm_kv_shape s = {2, 8, 16, 2, 64, TM_KV_F16};
+    for (int hd : {2, 36, 64, 96, 128, 200, 256}) {
+        s.head_dim = hd;
+        EXPECT_EQ(tm_cuda_attention_supports(&dev.ctx, &s, err, sizeof err), 0) << hd;
+    }
+    for (int hd : {0, 63, 258, 512}) {
+        s.head_dim = hd;
+        err[0] = 0;
+        EXPECT_EQ(tm_cuda_attention_supports(&dev.ctx, &s, err, sizeof err), TM_EUNSUPPORTED) << hd;
+        EXPECT_NE(std::string(err).find("head_dim"), std::string::npos) << err;
+    }
+    s.head_dim = 64;
+    s.dtype = TM_KV_INT8;
+    EXPECT_EQ(tm_cuda_attention_supports(&dev.ctx, &s, err, sizeof err), TM_EUNSUPPORTED);
+    s.dtype = TM_KV_F16;
+    s.head_dim = 256;
+    dev.ctx.max_smem = 48 * 1024; // a device without the opt-in shared memory
+    EXPECT_EQ(tm_cuda_attention_supports(&dev.ctx, &s, err, sizeof err), TM_EUNSUPPORTED);
+}
+
+TEST(CudaAttentionShapes, HeadsNotAMultipleOfKvHeadsFail) {
+    Device dev(132);
+    Data d({2, 2, 64, 16, {{3, 1}}, 40});
+    const tm_batch hb = d.batch();
+    tm_cuda_batch cb = {};
+    cb.host = &hb;
+    cb.step = ++g_step;
+    struct tm_kv_cache kv;
+    kv.shape = d.shape();
+    kv.k = kv.v = nullptr;
+    tm_cuda_attn_state st = {};
+    EXPECT_EQ(tm_cuda_attention(&dev.ctx, &st, nullptr, nullptr, &kv, 0, &cb, 3, 1.0f), cudaErrorInvalidValue);
+    tm_cuda_last_where = tm_cuda_where{}; // the recorded failure was this test's
+    tm_cuda_attn_state_free(&st);
+}
+
+} // namespace
