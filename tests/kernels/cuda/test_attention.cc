@@ -298,6 +298,15 @@ TEST_F(CudaAttention, MixedRaggedBatch) {
          10, 8, true, true});
 }
 
+TEST_F(CudaAttention, RealModelShapes) {
+    // the default model (9 heads over 3 kv heads, head dim 64), Llama 3 8B (32 / 8, 128)
+    // and Qwen2.5-7B (28 / 4, 128): decodes and chunks, some split
+    const std::vector<Seq> seqs = {{900, 1}, {3, 1}, {260, 1}, {130, 24}, {64, 64}, {40, 3}};
+    run("SmolLM2-135M shape, 16 SMs", {3, 3, 64, 16, seqs, 50, 16, false, true});
+    run("Llama 3 8B shape, 16 SMs", {8, 4, 128, 16, seqs, 51, 16, false, true});
+    run("Qwen2.5-7B shape, 16 SMs", {4, 7, 128, 16, seqs, 52, 16, false, true});
+}
+
 TEST_F(CudaAttention, HeadDims) {
     run("head dim 256, group 2, split", {1, 2, 256, 16, {{600, 1}, {60, 20}}, 11, 2, false, true});
     run("head dim 96 (padded to 128)", {2, 2, 96, 16, {{90, 1}, {50, 30}}, 12});
