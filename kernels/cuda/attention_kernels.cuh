@@ -267,8 +267,8 @@ __device__ __forceinline__ void tm_attn_warp_tile(const __half *sq, const __half
     }
 }
 
-/* Writes row r of the item: normalized to out, or (unnormalized o, m, l) to the partials.
- * Called by the 4 lanes of a quad (cols 2t, 2t+1 of each n-tile), or with a stride. */
+/* Where row r of the item goes: its row of out (normalized), or its partial row
+ * (unnormalized o; m and l go to part_ml) when the item is one split of several. */
 __device__ __forceinline__ float *tm_attn_row_dst(const tm_attn_params &p, const tm_attn_item &it, int tok0,
                                                   int r) {
     if (it.part >= 0) return p.part_o + (size_t)(it.part + r) * p.head_dim;
@@ -294,7 +294,9 @@ static __global__ void __launch_bounds__(C::NT) tm_attn_kernel(tm_attn_params p,
     tm_attn_load_q<C, EXACT>(sq, p, it, tok0);
 
     /* the keys each of this lane's rows sees: pos + 1, cut at the item's end; 0 for rows
-     * past n_rows, which therefore see nothing */
+     * past n_rows, which therefore see nothing. (The plan ends every split on a tile edge
+     * or at its tile's last key, so the cut changes nothing today; it keeps the zero rows
+     * past ke out of l whatever the plan does.) */
     int lim[2], lo = 0x7fffffff, hi = 0;
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
