@@ -437,9 +437,15 @@ static int from_result(const opts *o) {
         fprintf(stderr, "tokenmill bench: cannot read the result %s: %s\n", o->from_result, je.text);
         return 1;
     }
-    json_t *sw = json_object_get(r, "sweep"); /* a sweep: the last run that met the SLOs */
+    json_t *sw = json_object_get(r, "sweep"); /* a sweep: the fastest step that met the SLOs */
     json_t *run = r;
-    if (json_is_array(sw) && json_array_size(sw)) run = json_array_get(sw, json_array_size(sw) - 1);
+    if (json_is_array(sw) && json_array_size(sw)) {
+        double need = json_number_value(json_object_get(r, "sweep_good_fraction"));
+        run = json_array_get(sw, 0);
+        for (size_t i = 0; i < json_array_size(sw); i++)
+            if (json_number_value(json_object_get(json_array_get(sw, i), "good_fraction")) >= need)
+                run = json_array_get(sw, i);
+    }
     double dur = json_number_value(json_object_get(run, "duration"));
     double in = json_number_value(json_object_get(run, "total_input_tokens"));
     double out_tps = json_number_value(json_object_get(run, "output_throughput"));
