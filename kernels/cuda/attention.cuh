@@ -58,7 +58,8 @@ struct tm_attn_cfgs<256> {
  * tm_cuda_attn_state_free. Engine thread only. */
 typedef struct tm_cuda_attn_state {
     int valid;                        /* a plan is built, for: */
-    uint64_t step;                    /* this tm_cuda_batch.step */
+    uint64_t step;                    /* this tm_cuda_batch.step (and its token and */
+    int n_tokens, n_seqs;             /* sequence counts, a cheap guard against a stale step) */
     int n_heads, n_kv_heads, head_dim; /* these shapes */
     int n_sm;                         /* and this device */
     int n_dec, n_pre, n_merge;        /* decode items, prefill items, merge groups */
@@ -205,6 +206,8 @@ static cudaError_t tm_attn_plan(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, 
     CUDA_TRY(cudaEventRecord(st->uploaded, ctx->stream));
     st->valid = 1;
     st->step = cb->step;
+    st->n_tokens = b->n_tokens;
+    st->n_seqs = b->n_seqs;
     st->n_heads = n_heads;
     st->n_kv_heads = n_kvh;
     st->head_dim = head_dim;
@@ -239,7 +242,8 @@ static cudaError_t tm_attn_run(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, f
     typedef typename tm_attn_cfgs<DP>::dec Dec;
     typedef typename tm_attn_cfgs<DP>::pre Pre;
     const tm_kv_shape *s = &kv->shape;
-    if (!st->valid || st->step != b->step || st->n_heads != n_heads || st->n_kv_heads != s->n_kv_heads ||
+    if (!st->valid || st->step != b->step || st->n_tokens != b->host->n_tokens || st->n_seqs != b->host->n_seqs ||
+        st->n_heads != n_heads || st->n_kv_heads != s->n_kv_heads ||
         st->head_dim != s->head_dim || st->n_sm != ctx->n_sm) {
         const int bc[2] = {Dec::BC, Pre::BC};
         const int target[2] = {ctx->n_sm * tm_attn_blocks_per_sm(ctx, Dec::SMEM),
