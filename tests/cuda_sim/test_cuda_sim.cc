@@ -222,6 +222,21 @@ static __global__ void k_dyn_write_past(int n) {
     if (threadIdx.x == 2) buf[n + 300] = 1.0f; /* well past: the guard page */
 }
 
+static __device__ int deep(int depth) {
+    volatile char frame[1024];
+    frame[depth % 1024] = (char)depth;
+    return depth == 0 ? frame[0] : deep(depth - 1) + frame[depth % 1024];
+}
+
+static __global__ void k_stack_overflow(int *out) {
+    out[threadIdx.x] = threadIdx.x == 4 ? deep(100000) : 0;
+}
+
+static __global__ void k_wild_pointer(int *out) {
+    if (threadIdx.x == 6) *(volatile int *)(uintptr_t)0x10 = 1;
+    out[threadIdx.x] = 1;
+}
+
 TEST(CudaSim, IndicesOverA3DGrid) {
     dim3 grid(3, 2, 2), block(4, 3, 5);
     int n = 12 * 60;
@@ -412,6 +427,26 @@ TEST(CudaSimRefuses, DynamicSharedMemoryBeyondTheLaunch) {
                    "thread (21,0,0)", "reads byte 1024 of dynamic shared memory", "1024 bytes");
     EXPECT_REFUSED(TM_LAUNCH(k_dyn_write_past, 3, 32, 64 * 4, 0, 64), cudaErrorIllegalAddress, "thread (2,0,0)",
                    "writes byte 1456", "256 bytes");
+}
+
+TEST(CudaSimRefuses, StackOverflowAndWildPointers) {
+    dbuf<int> out(32);
+    EXPECT_REFUSED(TM_LAUNCH(k_stack_overflow, 1, 32, 0, 0, out.p), cudaErrorLaunchOutOfResources,
+                   "thread (4,0,0)", "stack overflow");
+    EXPECT_REFUSED(TM_LAUNCH(k_wild_pointer, 1, 32, 0, 0, out.p), cudaErrorIllegalAddress, "thread (6,0,0)",
+                   "address 0x10");
+}
+
+TEST(CudaSim, LaunchesAreIsolated) {
+    /* the second launch of a kernel sees the poison, not what the first left in shared memory */
+    for (int round = 0; round < 2; round++) {
+        dbuf<unsigned> out(64);
+        ASSERT_EQ(TM_LAUNCH(k_read_static_first, 1, 64, 0, 0, out.p), cudaSuccess) << last_error();
+        for (unsigned v : out.get()) ASSERT_EQ(v, 0xffffffffu) << round;
+        dbuf<unsigned> dyn(100);
+        ASSERT_EQ(TM_LAUNCH(k_read_dyn_first, 1, 32, 100 * sizeof(unsigned), 0, dyn.p, 100), cudaSuccess);
+        for (unsigned v : dyn.get()) ASSERT_EQ(v, 0xffffffffu) << round;
+    }
 }
 
 TEST(CudaSim, LaunchCost) {
