@@ -84,6 +84,7 @@ struct warp_state {
     unsigned exists;     /* lanes of this warp that exist in the block */
     unsigned live;       /* ... and have not exited */
     int n_active;        /* collectives pending in colls */
+    int n_slots;         /* colls[n_slots..] are all inactive (reset when none is pending) */
     coll colls[16];      /* pending collectives (some lanes wait in each) */
 };
 

@@ -202,6 +202,7 @@ static void run_block(uint3 b) {
         ws.exists = n >= 32 ? 0xffffffffu : (1u << n) - 1;
         ws.live = ws.exists;
         ws.n_active = 0;
+        ws.n_slots = 0;
         for (coll &c : ws.colls) c.active = false;
     }
     for (int i = 0; i < g.n_threads; i++) {

@@ -29,8 +29,8 @@ static fiber *lane_fiber(int warp, int lane) { return g.fibers[(size_t)(warp * 3
 /* A lane is about to exit: a collective that waits for it can never complete. */
 void coll_check_exit(fiber *f) {
     warp_state &w = g.warps[(size_t)f->warp];
-    if (w.n_active == 0) return;
-    for (coll &c : w.colls) {
+    for (int i = 0; i < w.n_slots; i++) {
+        coll &c = w.colls[i];
         if (!c.active || !(c.mask >> f->lane & 1)) continue;
         char t[48];
         refuse(cudaErrorLaunchFailure, f,
@@ -45,8 +45,8 @@ void coll_check_exit(fiber *f) {
  * for it can never complete (and the barrier can never complete either). */
 void coll_check_barrier(fiber *f, const char *file, int line) {
     warp_state &w = g.warps[(size_t)f->warp];
-    if (w.n_active == 0) return;
-    for (coll &c : w.colls) {
+    for (int i = 0; i < w.n_slots; i++) {
+        coll &c = w.colls[i];
         if (!c.active || !(c.mask >> f->lane & 1)) continue;
         char t[48];
         refuse(cudaErrorLaunchFailure, f,
@@ -192,16 +192,16 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
      * collective that does not wait for this lane is an earlier step of other lanes; it
      * may complete first, so it is no error. */
     coll *c = nullptr;
-    for (coll &o : w.colls) {
-        if (w.n_active == 0) break;
+    for (int i = 0; i < w.n_slots; i++) {
+        coll &o = w.colls[i];
         if (!o.active || !(o.mask & bit) || (o.arrived & bit)) continue;
         if (o.mask == mask && o.kind == kind && o.variant == variant) {
             c = &o;
             break;
         }
     }
-    for (coll &o : w.colls) {
-        if (c || w.n_active == 0) break;
+    for (int i = 0; i < w.n_slots && !c; i++) {
+        coll &o = w.colls[i];
         if (!o.active || !(o.mask & bit) || (o.arrived & bit) || !(o.arrived & mask)) continue;
         if (o.mask != mask)
             refuse(cudaErrorLaunchFailure, f,
@@ -218,14 +218,17 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
                o.variant, mask);
     }
     if (!c) {
-        for (coll &o : w.colls)
-            if (!o.active) {
-                c = &o;
+        for (int i = 0; i < w.n_slots; i++)
+            if (!w.colls[i].active) {
+                c = &w.colls[i];
                 break;
             }
         if (!c) {
-            fprintf(stderr, "tm_sim: more than 16 pending collectives in one warp\n");
-            abort();
+            if (w.n_slots == (int)(sizeof w.colls / sizeof w.colls[0])) {
+                fprintf(stderr, "tm_sim: more than 16 pending collectives in one warp\n");
+                abort();
+            }
+            c = &w.colls[w.n_slots++];
         }
         c->active = true;
         w.n_active++;
@@ -242,7 +245,7 @@ void warp_collective(int kind, int variant, unsigned mask, void *payload, const 
     if (c->arrived == c->mask) {
         compute(c);
         c->active = false;
-        w.n_active--;
+        if (--w.n_active == 0) w.n_slots = 0;
         for (int l = 0; l < 32; l++)
             if ((mask >> l & 1) && l != f->lane) {
                 fiber *o = lane_fiber(f->warp, l);
