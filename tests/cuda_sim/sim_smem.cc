@@ -70,6 +70,33 @@ static void chain(int sig, siginfo_t *si, void *uc) {
     o->sa_handler(sig);
 }
 
+/* "reads" or "writes" where the fault context says (x86-64: the page-fault error code;
+ * aarch64: the ESR record's WnR bit), else "accesses". */
+static const char *fault_access(void *uc) {
+#if defined(__x86_64__)
+    return ((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2 ? "writes" : "reads";
+#elif defined(__aarch64__)
+    const unsigned char *p = ((ucontext_t *)uc)->uc_mcontext.__reserved;
+    const unsigned char *end = p + sizeof(((ucontext_t *)uc)->uc_mcontext.__reserved);
+    while (p + 8 <= end) {
+        uint32_t magic, size;
+        memcpy(&magic, p, 4);
+        memcpy(&size, p + 4, 4);
+        if (magic == 0 || size < 8) break;
+        if (magic == 0x45535201u && size >= 16) { /* ESR_MAGIC: struct esr_context */
+            uint64_t esr;
+            memcpy(&esr, p + 8, 8);
+            return (esr >> 6) & 1 ? "writes" : "reads";
+        }
+        p += size;
+    }
+    return "accesses";
+#else
+    (void)uc;
+    return "accesses";
+#endif
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc) {
     fiber *f = g.cur;
     if (!f) {
@@ -77,11 +104,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc) {
         return;
     }
     char *a = (char *)si->si_addr;
-    const char *access = "accesses";
-#if defined(__x86_64__)
-    if (((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2) access = "writes";
-    else access = "reads";
-#endif
+    const char *access = fault_access(uc);
     if (a >= guard && a < guard + page)
         refuse(cudaErrorIllegalAddress, f,
                "%s byte %zu of dynamic shared memory, beyond the %zu bytes the launch asked for", access,
