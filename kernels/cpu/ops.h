@@ -2,10 +2,13 @@
  * kernels and the whole-op drivers that split work over the thread pool.
  *
  * Two layers:
- * - tm_cpu_kernels: one table per SIMD level (ops.c = scalar reference, ops_avx2.c,
- *   ops_avx512.c). Single-threaded, on one row / one attention chunk.
+ * - tm_cpu_kernels: one table per SIMD level (ops_scalar.c = the scalar reference,
+ *   ops_avx2.c, ops_avx512.c, ops_neon.c). Single-threaded, on one row / one attention
+ *   chunk.
  * - tm_cpu_op_*: the ops of kernels/backend.h, written once on top of a kernel table;
- *   they partition the work and run it on the pool (pool may be NULL: caller only). */
+ *   they partition the work and run it on the pool (pool may be NULL: caller only).
+ *   attention.c holds tm_cpu_op_attention (the paged-attention scheduler), ops.c the
+ *   others. */
 #ifndef TM_CPU_OPS_H
 #define TM_CPU_OPS_H
 
@@ -139,7 +142,7 @@ const tm_cpu_kernels *tm_cpu_kernels_avx512(void);
 const tm_cpu_kernels *tm_cpu_kernels_neon(void);
 #endif
 
-/* Scalar helpers the SIMD files share for tails. */
+/* Scalar helpers the SIMD files share for tails (ops_scalar.c). */
 void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a);
 /* int8 cache, after query i's softmax sum: p_j *= vs_j over its visible keys, the product
  * the scalar kernel weighs value row j by, so P.V needs one number per key. */
@@ -151,7 +154,18 @@ typedef struct tm_cpu_scratch {
     void *data;     /* 64-byte aligned, n_bytes */
     size_t n_bytes; /* capacity */
 } tm_cpu_scratch;
+/* Ensures capacity n_bytes (with headroom, so a growing context does not reallocate
+ * every step); old contents are not kept. TM_OK, or TM_ENOMEM with s unchanged. */
+int tm_cpu_scratch_reserve(tm_cpu_scratch *s, size_t n_bytes);
 void tm_cpu_scratch_free(tm_cpu_scratch *s);
+
+/* [*lo, *hi) = thread ith of nth's share of [0, n), boundaries rounded to `align`. */
+static inline void tm_cpu_share(int64_t n, int ith, int nth, int64_t align, int64_t *lo, int64_t *hi) {
+    const int64_t blocks = (n + align - 1) / align, a = blocks * ith / nth * align,
+                  b = blocks * (ith + 1) / nth * align;
+    *lo = a < n ? a : n;
+    *hi = b < n ? b : n;
+}
 
 enum { TM_ROPE_MAX_DIMS = 1024 }; /* rotated dims per head that tm_cpu_op_rope takes */
 

@@ -1,6 +1,6 @@
 /* ops_neon.c - arm64 NEON versions of the CPU inner kernels (see ops.h). Compiled with
  * -march=armv8.2-a+dotprod+fp16; only reached after run-time detection. Each kernel
- * matches the scalar reference in ops.c within the tolerances of
+ * matches the scalar reference in ops_scalar.c within the tolerances of
  * tests/kernels/test_ops.cc. f16 <-> f32 uses FCVTL/FCVTN (base AArch64, round to
  * nearest even under the default FPCR), so no fp16 arithmetic is needed. */
 #include <arm_neon.h>
@@ -10,9 +10,6 @@
 #include "common/common.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
-
-/* Declared in ops.c's aarch64 block (ops.h holds the x86 ones). */
-const tm_cpu_kernels *tm_cpu_kernels_neon(void);
 
 /* exp(x) for x in [-87.3, 88.3] (clamped outside), ~2 ulp: the same Cephes polynomial as
  * ops_avx2.c on r = x - n ln2, then scaled by 2^n through the exponent bits. */
