@@ -26,7 +26,7 @@ typedef struct tm_cuda_where {
 } tm_cuda_where;
 
 /* Set by CUDA_TRY on the first error of a launcher; read (and cleared) by the backend. */
-static tm_cuda_where tm_cuda_last_where;
+static tm_cuda_where tm_cuda_last_where __attribute__((unused));
 
 /* Evaluates a cudaError_t expression; on failure records where and returns the error from
  * the enclosing function (which returns cudaError_t). */
