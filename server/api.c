@@ -24,28 +24,31 @@ void tm_api_access_log(const tm_access *e) {
              e->total, e->finish ? " finish=" : "", e->finish ? e->finish : "");
 }
 
-/* Every response sent while routing goes through here. It logs before sending: sending
- * may dispatch the next pipelined request on c, which reuses the request's buffers and
- * a->cur_*. Outside on_request (a job's response) the job logs itself. */
-static void respond(tm_api *a, tm_http_conn *c, int status, const char *ctype,
-                    const char *extra, const char *body, size_t len) {
-    if (a->cur_path) {
-        tm_access e = {.id = a->cur_id, .method = a->cur_method, .path = a->cur_path,
-                       .status = status, .ttft = -1, .total = tm_time_s() - a->cur_t_start};
-        tm_api_access_log(&e);
-        a->cur_path = NULL; /* one line per request */
-    }
-    tm_http_respond(c, status, ctype, extra, body, len);
+/* The access line of a request answered while it is routed; a generation's job logs its
+ * own when it ends. The request stays intact after its response is sent (http.h). */
+static void log_answered(const tm_http_request *req, int status) {
+    char id[32]; /* "req-N": a request answered without the engine */
+    snprintf(id, sizeof id, "req-%llu", (unsigned long long)req->seq);
+    tm_access e = {.id = id, .method = req->method, .path = req->path, .status = status,
+                   .ttft = -1, .total = tm_time_s() - req->t_start};
+    tm_api_access_log(&e);
 }
 
-static void send_json(tm_api *a, tm_http_conn *c, int status, json_t *body) {
+/* Every response sent while routing goes through respond or reply_error. */
+static void respond(tm_http_request *req, int status, const char *ctype, const char *extra,
+                    const char *body, size_t len) {
+    tm_http_respond(req->conn, status, ctype, extra, body, len);
+    log_answered(req, status);
+}
+
+static void send_json(tm_http_request *req, int status, json_t *body) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     if (!s) {
-        respond(a, c, 500, "application/json", "", "{}", 2);
+        respond(req, 500, "application/json", "", "{}", 2);
         return;
     }
-    respond(a, c, status, "application/json", "", s, strlen(s));
+    respond(req, status, "application/json", "", s, strlen(s));
     free(s);
 }
 
@@ -55,8 +58,15 @@ void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
     const char *extra = status == 503 || status == 429 ? "Retry-After: 1\r\n"
                         : status == 401 ? "WWW-Authenticate: Bearer\r\n" : "";
     a->metrics.http_errors++;
-    respond(a, c, status, "application/json", extra, body ? body : "{}", body ? strlen(body) : 2);
+    tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
+                    body ? strlen(body) : 2);
     free(body);
+}
+
+static void reply_error(tm_api *a, tm_http_request *req, int status, const char *msg,
+                        const char *param, const char *code) {
+    tm_api_send_error(a, req->conn, status, msg, param, code);
+    log_answered(req, status);
 }
 
 /* An error the HTTP layer answers itself (malformed request, 408, 413, too many
@@ -89,37 +99,38 @@ static json_t *model_object(const tm_api *a) {
                      "max_model_len", a->n_ctx);
 }
 
-static void handle_models(tm_api *a, tm_http_conn *c, const char *path) {
+static void handle_models(tm_api *a, tm_http_request *req) {
+    const char *path = req->path;
     if (!strcmp(path, "/v1/models")) {
         json_t *data = json_array();
         json_array_append_new(data, model_object(a));
-        send_json(a, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+        send_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
         return;
     }
     const char *id = path + strlen("/v1/models/");
     if (strcmp(id, a->model_name) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "The model '%.300s' does not exist", id);
-        tm_api_send_error(a, c, 404, msg, "model", "model_not_found");
+        reply_error(a, req, 404, msg, "model", "model_not_found");
         return;
     }
-    send_json(a, c, 200, model_object(a));
+    send_json(req, 200, model_object(a));
 }
 
-static void handle_metrics(tm_api *a, tm_http_conn *c) {
+static void handle_metrics(tm_api *a, tm_http_request *req) {
     tm_engine_stats st;
     tm_engine_get_stats(a->engine, &st);
     size_t len = 0;
     char *text = tm_metrics_render(&a->metrics, &st, a->model_name, &len);
     if (!text) {
-        tm_api_send_error(a, c, 500, "out of memory", NULL, NULL);
+        reply_error(a, req, 500, "out of memory", NULL, NULL);
         return;
     }
-    respond(a, c, 200, "text/plain; version=0.0.4; charset=utf-8", "", text, len);
+    respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", "", text, len);
     free(text);
 }
 
-static json_t *load_object(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
+static json_t *load_object(tm_api *a, tm_http_request *req) {
     json_error_t je;
     json_t *root = req->body_len
                        ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
@@ -129,21 +140,21 @@ static json_t *load_object(tm_api *a, tm_http_conn *c, const tm_http_request *re
         snprintf(msg, sizeof msg, "the body must be a JSON object%s%s", root ? "" : ": ",
                  root ? "" : req->body_len ? je.text : "empty body");
         json_decref(root);
-        tm_api_send_error(a, c, 400, msg, NULL, NULL);
+        reply_error(a, req, 400, msg, NULL, NULL);
         return NULL;
     }
     return root;
 }
 
-static void handle_tokenize(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
-    json_t *root = load_object(a, c, req);
+static void handle_tokenize(tm_api *a, tm_http_request *req) {
+    json_t *root = load_object(a, req);
     if (!root) return;
     json_t *prompt = json_object_get(root, "prompt"), *ads = json_object_get(root, "add_special_tokens");
     if (json_is_null(ads)) ads = NULL; /* null means absent, as in generation requests */
     if (!json_is_string(prompt) || (ads && !json_is_boolean(ads))) {
         json_decref(root);
-        tm_api_send_error(a, c, 400, "'prompt' must be a string (and 'add_special_tokens' a "
-                                     "boolean)", "prompt", NULL);
+        reply_error(a, req, 400, "'prompt' must be a string (and 'add_special_tokens' a "
+                               "boolean)", "prompt", NULL);
         return;
     }
     int32_t *ids = NULL;
@@ -152,18 +163,18 @@ static void handle_tokenize(tm_api *a, tm_http_conn *c, const tm_http_request *r
                                  ads ? json_is_true(ads) : 1, 1, &ids, &n);
     json_decref(root);
     if (rc) {
-        tm_api_send_error(a, c, 500, "tokenization failed", NULL, NULL);
+        reply_error(a, req, 500, "tokenization failed", NULL, NULL);
         return;
     }
     json_t *arr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
     free(ids);
-    send_json(a, c, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", n,
-                                "max_model_len", a->n_ctx));
+    send_json(req, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", n,
+                                  "max_model_len", a->n_ctx));
 }
 
-static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
-    json_t *root = load_object(a, c, req);
+static void handle_detokenize(tm_api *a, tm_http_request *req) {
+    json_t *root = load_object(a, req);
     if (!root) return;
     json_t *toks = json_object_get(root, "tokens");
     size_t n = json_is_array(toks) ? json_array_size(toks) : 0;
@@ -178,8 +189,8 @@ static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request 
     json_decref(root);
     if (bad) {
         free(ids);
-        tm_api_send_error(a, c, 400, "'tokens' must be a list of token ids within the vocabulary",
-                          "tokens", NULL);
+        reply_error(a, req, 400, "'tokens' must be a list of token ids within the vocabulary",
+                    "tokens", NULL);
         return;
     }
     char *text = NULL;
@@ -187,10 +198,10 @@ static void handle_detokenize(tm_api *a, tm_http_conn *c, const tm_http_request 
     int rc = tm_tokenizer_decode(a->tok, ids, (int)n, &text, &len);
     free(ids);
     if (rc) {
-        tm_api_send_error(a, c, 500, "detokenization failed", NULL, NULL);
+        reply_error(a, req, 500, "detokenization failed", NULL, NULL);
         return;
     }
-    send_json(a, c, 200, json_pack("{s:o}", "prompt", tm_json_text(text, len)));
+    send_json(req, 200, json_pack("{s:o}", "prompt", tm_json_text(text, len)));
     free(text);
 }
 
@@ -236,11 +247,11 @@ static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n
     return 0;
 }
 
-static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_conn *c, double t_start) {
+static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_request *req) {
     tm_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->api = a;
-    j->conn = c;
+    j->req = req;
     j->kind = p->kind;
     snprintf(j->id, sizeof j->id, "%s-%016llx%08llx", p->kind == TM_API_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)a->started * 2654435761ull, (unsigned long long)++a->next_seq);
@@ -249,12 +260,11 @@ static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_conn *c, doubl
     j->include_usage = p->include_usage;
     j->logprobs = p->logprobs;
     j->top_logprobs = p->top_logprobs;
-    j->t_start = t_start;
+    j->t_start = req->t_start;
     return j;
 }
 
-static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *req,
-                            tm_api_kind kind) {
+static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     char err[512];
     const char *param = "";
     tm_api_params p;
@@ -262,21 +272,21 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
     int n_ids = 0;
     int rc = tm_api_parse(kind, req->body, req->body_len, &p, &param, err, sizeof err);
     if (rc) {
-        tm_api_send_error(a, c, rc == TM_ENOMEM ? 500 : 400, err, param, NULL);
+        reply_error(a, req, rc == TM_ENOMEM ? 500 : 400, err, param, NULL);
         goto done;
     }
     if (p.model && strcmp(p.model, a->model_name) != 0) {
         snprintf(err, sizeof err, "The model '%.300s' does not exist", p.model);
-        tm_api_send_error(a, c, 404, err, "model", "model_not_found");
+        reply_error(a, req, 404, err, "model", "model_not_found");
         goto done;
     }
     if (a->draining) {
-        tm_api_send_error(a, c, 503, "the server is shutting down", NULL, NULL);
+        reply_error(a, req, 503, "the server is shutting down", NULL, NULL);
         goto done;
     }
     if ((rc = build_prompt(a, &p, &ids, &n_ids, err, sizeof err))) {
-        tm_api_send_error(a, c, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt",
-                          rc == TM_ERANGE ? "context_length_exceeded" : NULL);
+        reply_error(a, req, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt",
+                    rc == TM_ERANGE ? "context_length_exceeded" : NULL);
         goto done;
     }
     int max_tokens = p.max_tokens > 0 ? p.max_tokens
@@ -289,8 +299,8 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
                  "length of the %s or the completion.", a->n_ctx, n_total,
                  n_ids, kind == TM_API_CHAT ? "messages" : "prompt", TM_MAX(max_tokens, 1),
                  kind == TM_API_CHAT ? "messages" : "prompt");
-        tm_api_send_error(a, c, 400, err, kind == TM_API_CHAT ? "messages" : "prompt",
-                          "context_length_exceeded");
+        reply_error(a, req, 400, err, kind == TM_API_CHAT ? "messages" : "prompt",
+                    "context_length_exceeded");
         goto done;
     }
     tm_request r = {0};
@@ -310,9 +320,9 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
     r.logprobs = p.logprobs;
     r.top_logprobs = p.top_logprobs;
     r.cache_salt = p.cache_salt;
-    tm_job *job = job_new(a, &p, c, req->t_start);
+    tm_job *job = job_new(a, &p, req);
     if (!job) {
-        tm_api_send_error(a, c, 500, "out of memory", NULL, NULL);
+        reply_error(a, req, 500, "out of memory", NULL, NULL);
         goto done;
     }
     job->n_prompt = n_ids;
@@ -320,15 +330,14 @@ static void handle_generate(tm_api *a, tm_http_conn *c, const tm_http_request *r
     rc = tm_engine_submit(a->engine, &r, &job->engine_id, err, sizeof err);
     if (rc) {
         free(job);
-        tm_api_send_error(a, c, tm_api_status_of(rc), err, NULL, NULL);
+        reply_error(a, req, tm_api_status_of(rc), err, NULL, NULL);
         goto done;
     }
-    a->cur_path = NULL; /* the job logs this request when it ends */
-    job->next = a->jobs;
+    job->next = a->jobs; /* from here the job answers and logs this request */
     if (a->jobs) a->jobs->prev = job;
     a->jobs = job;
     a->n_jobs++;
-    tm_http_conn_set_user(c, job);
+    req->user = job;
     if (job->stream) tm_job_stream_start(job);
 done:
     free(ids);
@@ -337,19 +346,8 @@ done:
 
 /* ---- routing ---- */
 
-static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req);
-
-static void on_request(void *arg, tm_http_conn *c, const tm_http_request *req) {
+static void on_request(void *arg, tm_http_request *req) {
     tm_api *a = arg;
-    a->cur_method = req->method; /* for the access log of synchronous answers */
-    a->cur_path = req->path;
-    a->cur_t_start = req->t_start;
-    snprintf(a->cur_id, sizeof a->cur_id, "req-%llu", (unsigned long long)++a->n_requests);
-    on_route(a, c, req);
-    a->cur_path = NULL;
-}
-
-static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     const char *path = req->path, *m = req->method;
     /* HEAD is GET without the body (the HTTP layer leaves the body out) */
     int is_get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), is_post = !strcmp(m, "POST");
@@ -363,36 +361,36 @@ static void on_route(tm_api *a, tm_http_conn *c, const tm_http_request *req) {
     if (want == R_NONE) {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown route %.200s", path);
-        tm_api_send_error(a, c, 404, msg, NULL, "not_found");
+        reply_error(a, req, 404, msg, NULL, "not_found");
     } else if ((want == R_GET && !is_get) || (want == R_POST && !is_post)) {
         char msg[300];
         snprintf(msg, sizeof msg, "method %.16s is not allowed for %.200s (use %s)", m, path,
                  want == R_GET ? "GET" : "POST");
-        tm_api_send_error(a, c, 405, msg, NULL, NULL);
+        reply_error(a, req, 405, msg, NULL, NULL);
     } else if (auth && !auth_ok(a, req->authorization)) {
-        tm_api_send_error(a, c, 401, req->authorization ? "Incorrect API key provided"
-                          : "Missing API key: send 'Authorization: Bearer <key>'", NULL,
-                          "invalid_api_key");
+        reply_error(a, req, 401, req->authorization ? "Incorrect API key provided"
+                    : "Missing API key: send 'Authorization: Bearer <key>'", NULL,
+                    "invalid_api_key");
     } else if (!strcmp(path, "/health")) {
-        respond(a, c, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
+        respond(req, 200, "application/json", "", "{\"status\":\"ok\"}", 15);
     } else if (!strcmp(path, "/metrics")) {
-        handle_metrics(a, c);
+        handle_metrics(a, req);
     } else if (!strncmp(path, "/v1/models", 10)) {
-        handle_models(a, c, path);
+        handle_models(a, req);
     } else if (!strcmp(path, "/tokenize")) {
-        handle_tokenize(a, c, req);
+        handle_tokenize(a, req);
     } else if (!strcmp(path, "/detokenize")) {
-        handle_detokenize(a, c, req);
+        handle_detokenize(a, req);
     } else {
-        handle_generate(a, c, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT);
+        handle_generate(a, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT);
     }
 }
 
-static void on_gone(void *arg, tm_http_conn *c, void *user) {
+static void on_gone(void *arg, tm_http_request *req) {
     tm_api *a = arg;
-    tm_job *job = user;
+    tm_job *job = req->user;
     if (!job) return;
-    job->conn = NULL; /* the rest of its events are dropped; the last one frees it */
+    job->req = NULL; /* the rest of its events are dropped; the last one frees it */
     tm_engine_abort(a->engine, job->engine_id);
 }
 

@@ -15,11 +15,12 @@
 
 /* One generation request from submit to its last engine event.
  * Invariant: on api->jobs exactly while the engine may still send events for it;
- * conn is NULL once the client is gone (then events are consumed and dropped). */
+ * req is NULL once the client is gone (then events are consumed and dropped), and once
+ * the response has ended. */
 typedef struct tm_job {
     tm_api *api;                /* owner */
     struct tm_job *prev, *next; /* api->jobs list */
-    tm_http_conn *conn;         /* client, or NULL after a disconnect */
+    tm_http_request *req;       /* the HTTP layer's request (answer on req->conn), or NULL */
     uint64_t engine_id;         /* from tm_engine_submit */
     tm_api_kind kind;           /* completion or chat */
     char id[48];                /* "cmpl-..." / "chatcmpl-..." */
@@ -55,13 +56,6 @@ struct tm_api {
     int draining;                /* refuse new generation work */
     uint64_t next_seq;           /* for ids and default seeds */
     long long started;           /* unix seconds at create (model "created") */
-    /* The request being routed by on_request (for its access log line); cur_path is NULL
-     * outside on_request. Valid only until that request's response is sent. */
-    const char *cur_method;      /* "GET", ... */
-    const char *cur_path;        /* URL path, or NULL */
-    double cur_t_start;          /* its first byte */
-    char cur_id[32];             /* "req-N": id of a request answered without the engine */
-    uint64_t n_requests;         /* requests routed so far (for cur_id) */
 };
 
 /* One access log line. Never holds prompt text, message content or the key. */
@@ -86,8 +80,7 @@ void tm_job_free(tm_job *job);
 /* api.c */
 /* Writes e as one "access:" line to stderr: the one place every request is logged. */
 void tm_api_access_log(const tm_access *e);
-/* Sends an OpenAI error object as the response and counts it (and logs it when answering
- * the request on_request is routing). */
+/* Sends an OpenAI error object as the response on c and counts it; the caller logs. */
 void tm_api_send_error(tm_api *a, tm_http_conn *c, int status, const char *msg,
                        const char *param, const char *code);
 

@@ -86,7 +86,7 @@ static json_t *envelope(const tm_job *j, const char *object, json_t *choice) {
 }
 
 static void send_sse(tm_job *j, json_t *chunk) {
-    if (!j->conn) { /* the client went away during this response */
+    if (!j->req) { /* the client went away during this response */
         json_decref(chunk);
         return;
     }
@@ -101,8 +101,8 @@ static void send_sse(tm_job *j, json_t *chunk) {
         memcpy(msg, "data: ", 6);
         memcpy(msg + 6, s, n);
         memcpy(msg + 6 + n, "\n\n", 2);
-        /* a failed write closes the connection; on_gone then clears j->conn */
-        tm_http_stream_write(j->conn, msg, n + 8);
+        /* a failed write closes the connection; on_gone then clears j->req */
+        tm_http_stream_write(j->req->conn, msg, n + 8);
         free(msg);
     }
     free(s);
@@ -123,7 +123,7 @@ static const char *chunk_object(const tm_job *j) {
 }
 
 void tm_job_stream_start(tm_job *j) {
-    tm_http_stream_begin(j->conn, 200, "text/event-stream");
+    tm_http_stream_begin(j->req->conn, 200, "text/event-stream");
     if (j->kind != TM_API_CHAT) return;
     json_t *delta = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, delta, NULL, NULL)));
@@ -147,14 +147,14 @@ static void stream_finish(tm_job *j, const tm_event *ev) {
                                                    ev->cached_tokens));
         send_sse(j, u);
     }
-    if (j->conn) tm_http_stream_write(j->conn, "data: [DONE]\n\n", 14);
-    if (j->conn) tm_http_stream_end(j->conn);
+    if (j->req) tm_http_stream_write(j->req->conn, "data: [DONE]\n\n", 14);
+    if (j->req) tm_http_stream_end(j->req->conn);
 }
 
 /* Sends the non-streamed answer; returns its status. */
 static int full_response(tm_job *j, const tm_event *ev) {
     if (ev->finish == TM_FINISH_ABORT) {
-        tm_api_send_error(j->api, j->conn, 503, "the request was aborted (server shutting down)",
+        tm_api_send_error(j->api, j->req->conn, 503, "the request was aborted (server shutting down)",
                           NULL, "aborted");
         return 503;
     }
@@ -175,8 +175,8 @@ static int full_response(tm_job *j, const tm_event *ev) {
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     int status = s ? 200 : 500;
-    if (s) tm_http_respond(j->conn, 200, "application/json", "", s, strlen(s));
-    else tm_api_send_error(j->api, j->conn, 500, "out of memory", NULL, NULL);
+    if (s) tm_http_respond(j->req->conn, 200, "application/json", "", s, strlen(s));
+    else tm_api_send_error(j->api, j->req->conn, 500, "out of memory", NULL, NULL);
     free(s);
     return status;
 }
@@ -202,7 +202,7 @@ void tm_job_free(tm_job *j) {
     else a->jobs = j->next;
     if (j->next) j->next->prev = j->prev;
     a->n_jobs--;
-    if (j->conn) tm_http_conn_set_user(j->conn, NULL);
+    if (j->req) j->req->user = NULL;
     free(j->text);
     json_decref(j->lp);
     free(j);
@@ -220,7 +220,7 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
         }
         j->t_last = now;
     }
-    if (j->conn) {
+    if (j->req) {
         int has_delta = ev->text_len > 0 || (j->logprobs && ev->token >= 0);
         if (j->stream && has_delta) {
             stream_delta(j, ev);
@@ -232,11 +232,11 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     if (ev->finish == TM_FINISH_NONE) return;
     tm_histogram_observe(&a->metrics.e2e, now - j->t_start);
     if (ev->finish >= 1 && ev->finish <= 3) a->metrics.success[ev->finish]++;
-    int client = j->conn != NULL, status = 200;
-    if (j->conn) {
+    int client = j->req != NULL, status = 200;
+    if (j->req) {
         if (j->stream) stream_finish(j, ev);
         else status = full_response(j, ev);
-        j->conn = NULL;
+        j->req = NULL; /* it ended with the response */
     }
     tm_access e = {.id = j->id, .method = "POST",
                    .path = j->kind == TM_API_CHAT ? "/v1/chat/completions" : "/v1/completions",

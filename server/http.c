@@ -1,12 +1,15 @@
 /* http.c - HTTP/1.1 on libuv + llhttp: connections, limits, framing. See http.h.
  *
- * A connection is a small state machine driven from the loop thread:
- *   idle/reading --(request complete: parser paused)--> busy --(response ended)--> idle
- * Unparsed input (pipelined requests) waits in conn->in while busy; reading continues so
- * a disconnect is seen at once, but stops when that backlog exceeds one maximal request.
- * The timer runs only while the connection waits for a request. */
+ * A connection is the state machine below; every change of state goes through
+ * conn_set_state. Unparsed input (pipelined requests) waits in conn->in while a request is
+ * handled; reading continues so a disconnect is seen at once, but stops when that backlog
+ * exceeds one maximal request. Requests are parsed and dispatched only from the loop's own
+ * callbacks (input arrived, writes completed, the resume handle): never from inside the
+ * call that ends a response, where the handler still holds its request and a pipeline of
+ * thousands of requests would nest one call per request. */
 #include "server/http.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,44 +26,88 @@ typedef struct tm_buf {
     size_t cap; /* bytes allocated */
 } tm_buf;
 
+/* The states of a connection, and what each means for its input, output and timer:
+ *
+ *   IDLE        No request in progress: waiting for one. The timer is the idle timeout.
+ *               Input may wait unparsed: behind 1 MiB of unsent answers (see
+ *               write_backlogged), or for the resume handle after a response ended.
+ *   READING     A request has begun (its first byte was parsed). The timer armed in
+ *               IDLE runs on: a request not complete in time gets 408.
+ *   HANDLING    A complete request is with the handler, which owes the response. The
+ *               parser is paused; input is buffered unparsed. No timer: a generation may
+ *               take long, and a disconnect ends it at once.
+ *   STREAMING   The handler began a streamed response and owes its end.
+ *   FLUSHING    The last response is queued; the connection closes once it is written.
+ *               Input is discarded (nothing after a "Connection: close" is served). The
+ *               timer drops a client that stops reading.
+ *   ERROR_SENT  An error the HTTP layer answered itself (400, 408, 413, 503) is going
+ *               out. Input is discarded: the parser is in its error state, and parsing
+ *               more would answer the same broken request again. The timer drops a client
+ *               that does not read.
+ *   LINGERING   That error is written and the write side shut down; input is discarded
+ *               until EOF or 2 s, then the connection closes. Closing with unread input
+ *               would make the kernel send RST, and the client could lose the answer (as
+ *               nginx's lingering_close).
+ *   CLOSED      uv_close was called; freed once its handles are closed. Terminal.
+ *
+ * Allowed transitions (conn_set_state asserts them in debug builds):
+ *   IDLE       -> READING      a request's first byte is parsed
+ *   READING    -> HANDLING     the request is complete and handed to the handler
+ *   HANDLING   -> STREAMING    tm_http_stream_begin
+ *   HANDLING,
+ *   STREAMING  -> IDLE         the response ended, keep-alive
+ *              -> FLUSHING     the response ended, and the connection closes after it
+ *   IDLE       -> FLUSHING     the server stops accepting while answers still go out
+ *   IDLE,
+ *   READING    -> ERROR_SENT   malformed (400), too large (413), too slow (408), or one
+ *                              connection too many (503, at accept)
+ *   ERROR_SENT -> LINGERING    its last write is done
+ *   any but
+ *   CLOSED     -> CLOSED       EOF, a socket error, a timeout, a write failure or a client
+ *                              that reads nothing, shutdown; from HANDLING or STREAMING
+ *                              the handler hears on_gone */
+typedef enum conn_state {
+    S_IDLE,
+    S_READING,
+    S_HANDLING,
+    S_STREAMING,
+    S_FLUSHING,
+    S_ERROR_SENT,
+    S_LINGERING,
+    S_CLOSED,
+    S_N_STATES
+} conn_state;
+
 struct tm_http_conn {
     uv_tcp_t tcp;            /* the socket; tcp.data = this */
-    uv_timer_t timer;        /* idle / slow-request timeout */
+    uv_timer_t timer;        /* idle / slow-request / non-reader timeout; linger */
+    uv_idle_t resume;        /* active while pipelined input waits for the loop to parse
+                                it after a response ended */
     tm_http_server *srv;     /* owner */
     tm_http_conn *prev, *next; /* srv->conns list */
+    conn_state state;        /* see above; changed only by conn_set_state */
+    int reading;             /* uv_read_start is in effect (stopped for backpressure) */
+    int n_handles;           /* handles still to be closed before free */
+    int n_writes;            /* writes in flight */
+    size_t write_queued;     /* bytes in flight */
+    size_t unsent_at_arm;    /* response bytes not yet handed to the kernel when the timer
+                                was armed (fewer when it fires: the client is reading) */
+    uv_shutdown_t shutdown_req; /* for LINGERING */
     llhttp_t parser;         /* request parser; parser.data = this */
     tm_buf in;               /* received, not yet parsed bytes start at in_off */
     size_t in_off;
-    /* The request being parsed (reset at message begin). */
+    /* The request being parsed (reset when a request begins), then handled. */
     tm_buf method, url, field, value, auth, ctype, body;
     size_t header_bytes;     /* URL + header bytes so far */
-    int in_request;          /* a message has begun */
-    int complete;            /* on_message_complete fired; dispatch pending */
-    int parsing;             /* conn_parse is on the stack: a response sent from inside a
-                                handler leaves the next pipelined request to its loop */
     int has_len;             /* Content-Length or chunked */
     int expect_continue;     /* "Expect: 100-continue": the client waits before its body */
     int err_status;          /* set by a callback that rejected the request (413) */
     double t_start;          /* first byte of this request */
-    /* Response side. */
-    int busy;                /* the handler owes a response */
-    int streaming;           /* a streamed response is open */
+    tm_http_request req;     /* what the handler sees, from dispatch to the response's end */
+    /* Framing of the response, fixed when the request is complete. */
     int keep_alive;          /* keep the connection after this response */
     int http11;              /* the request was HTTP/1.1 or later: chunked framing allowed */
     int chunked;             /* the open stream is chunked (else it ends at the close) */
-    int closing;             /* uv_close called */
-    int n_handles;           /* handles still to be closed before free */
-    int n_writes;            /* writes in flight */
-    size_t write_queued;     /* bytes in flight */
-    int close_after_write;   /* close once the writes in flight are done */
-    int reading;             /* uv_read_start is in effect */
-    int linger;              /* an error was answered: ignore input; after the last write
-                                shut down writing, drain input, close */
-    int lingering;           /* in that drain phase */
-    uv_shutdown_t shutdown_req; /* for the lingering close */
-    size_t unsent_at_arm;    /* response bytes not yet handed to the kernel when the timer
-                                was armed (fewer when it fires: the client is reading) */
-    void *user;              /* the handler's pointer while busy */
 };
 
 struct tm_http_server {
@@ -75,6 +122,7 @@ struct tm_http_server {
     int n_conns;             /* open connections */
     int n_handles;           /* listener (1) + connection handles still open */
     tm_http_conn *conns;     /* list of open connections */
+    uint64_t n_requests;     /* requests dispatched so far (tm_http_request.seq) */
 };
 
 void tm_http_config_default(tm_http_config *c) {
@@ -127,6 +175,60 @@ static void buf_free(tm_buf *b) {
 }
 static const char *buf_str(const tm_buf *b) { return b->p ? b->p : ""; }
 
+/* ---- states ---- */
+
+static const char *const k_state_name[S_N_STATES] = {
+    "IDLE", "READING", "HANDLING", "STREAMING", "FLUSHING", "ERROR_SENT", "LINGERING", "CLOSED",
+};
+
+#define B(st) (1u << (st))
+/* k_next[s]: the states s may change to (the table in the comment at conn_state). */
+static const unsigned k_next[S_N_STATES] = {
+    [S_IDLE] = B(S_READING) | B(S_FLUSHING) | B(S_ERROR_SENT) | B(S_CLOSED),
+    [S_READING] = B(S_HANDLING) | B(S_ERROR_SENT) | B(S_CLOSED),
+    [S_HANDLING] = B(S_STREAMING) | B(S_IDLE) | B(S_FLUSHING) | B(S_CLOSED),
+    [S_STREAMING] = B(S_IDLE) | B(S_FLUSHING) | B(S_CLOSED),
+    [S_FLUSHING] = B(S_CLOSED),
+    [S_ERROR_SENT] = B(S_LINGERING) | B(S_CLOSED),
+    [S_LINGERING] = B(S_CLOSED),
+    [S_CLOSED] = 0,
+};
+#undef B
+
+static int owes_response(const tm_http_conn *c) {
+    return c->state == S_HANDLING || c->state == S_STREAMING;
+}
+
+static void timer_arm(tm_http_conn *c);
+static void on_linger_timeout(uv_timer_t *t);
+
+/* The one place a connection changes state. Entering a state sets its timer as the table
+ * at conn_state says; everything else a change implies is done by the caller. */
+static void conn_set_state(tm_http_conn *c, conn_state next) {
+    if (!(k_next[c->state] & (1u << next))) {
+        TM_ERRORF("http: illegal connection state change %s -> %s", k_state_name[c->state],
+                  k_state_name[next]);
+        assert(!"illegal connection state change");
+    }
+    c->state = next;
+    switch (next) {
+    case S_IDLE:
+    case S_FLUSHING:
+    case S_ERROR_SENT:
+        timer_arm(c); /* no-op while it runs: a slow request is timed from IDLE */
+        break;
+    case S_HANDLING:
+        uv_timer_stop(&c->timer);
+        break;
+    case S_LINGERING:
+        uv_timer_stop(&c->timer);
+        uv_timer_start(&c->timer, on_linger_timeout, 2000, 0);
+        break;
+    default:
+        break;
+    }
+}
+
 /* ---- closing ---- */
 
 static void server_maybe_free(tm_http_server *s) {
@@ -147,20 +249,19 @@ static void on_conn_handle_closed(uv_handle_t *h) {
 
 /* Closes c now; if a response was owed the handler hears on_gone. Idempotent. */
 static void conn_close(tm_http_conn *c) {
-    if (c->closing) return;
-    c->closing = 1;
+    if (c->state == S_CLOSED) return;
+    const int owed = owes_response(c);
+    conn_set_state(c, S_CLOSED);
     tm_http_server *s = c->srv;
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->n_conns--;
-    if (c->busy) {
-        c->busy = 0;
-        if (s->h.on_gone) s->h.on_gone(s->h.arg, c, c->user);
-        c->user = NULL;
-    }
+    if (owed && s->h.on_gone) s->h.on_gone(s->h.arg, &c->req);
+    c->req.user = NULL;
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->resume, on_conn_handle_closed);
 }
 
 /* ---- writing ---- */
@@ -177,18 +278,9 @@ typedef struct tm_write {
 static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
 static void on_shutdown(uv_shutdown_t *req, int status) { (void)req, (void)status; }
 
-/* Closes after the last write. An error answered before the client finished sending
- * (413 mid-body) lingers: closing with unread input would make the kernel send RST, and
- * the client could lose the response; so shut down writing, discard input until EOF or
- * 2 s, then close (as nginx's lingering_close does). */
-static void conn_finish(tm_http_conn *c) {
-    if (!c->linger) {
-        conn_close(c);
-        return;
-    }
-    c->lingering = 1;
-    uv_timer_stop(&c->timer);
-    uv_timer_start(&c->timer, on_linger_timeout, 2000, 0);
+/* ERROR_SENT -> LINGERING: shut down writing, discard input until EOF or 2 s, close. */
+static void conn_linger(tm_http_conn *c) {
+    conn_set_state(c, S_LINGERING);
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
         conn_close(c);
         return;
@@ -211,12 +303,17 @@ static void on_written(uv_write_t *req, int status) {
     c->n_writes--;
     c->write_queued -= w->len;
     free(w);
-    if (c->closing) return;
+    if (c->state == S_CLOSED) return;
     if (status < 0) {
         conn_close(c);
-    } else if (c->close_after_write) {
-        if (c->n_writes == 0 && !c->lingering) conn_finish(c);
-    } else if (c->n_writes == 0 && !c->busy && !c->linger && c->in_off < c->in.n) {
+        return;
+    }
+    if (c->n_writes > 0) return;
+    if (c->state == S_FLUSHING) {
+        conn_close(c);
+    } else if (c->state == S_ERROR_SENT) {
+        conn_linger(c);
+    } else if (c->state == S_IDLE && c->in_off < c->in.n) {
         /* Resume a pipeline paused on its answers once all of them went out: resuming
          * earlier, each later write callback of the same turn would parse more. */
         if (!c->reading) conn_read_start(c);
@@ -227,7 +324,7 @@ static void on_written(uv_write_t *req, int status) {
 /* Queues len bytes from up to three pieces. Returns 0 or TM_EBUSY/TM_ENOMEM (closed). */
 static int conn_write3(tm_http_conn *c, const char *a, size_t na, const char *b, size_t nb,
                        const char *d, size_t nd) {
-    if (c->closing) return TM_EBUSY;
+    if (c->state == S_CLOSED) return TM_EBUSY;
     size_t len = na + nb + nd;
     /* The limit bounds a backlog of unread bytes; one response larger than the limit on
      * its own (a /tokenize answer for a large prompt) still goes out when nothing waits
@@ -272,39 +369,44 @@ static int format_head(tm_http_conn *c, char *out, size_t cap, int status, const
     return n < (int)cap ? n : (int)cap - 1;
 }
 
-static void timer_arm(tm_http_conn *c);
-
-/* The response to the current request has been queued entirely. */
-static void end_request(tm_http_conn *c) {
-    c->busy = 0;
-    c->streaming = 0;
-    c->user = NULL;
-    if (!c->keep_alive || !c->srv->listening) {
-        c->close_after_write = 1;
-        if (c->n_writes == 0) conn_finish(c);
-        else timer_arm(c); /* a client that stops reading must not hold it forever */
-        return;
-    }
-    if (!c->reading) conn_read_start(c);
-    /* A handler that answers at once (GET /health) is called from conn_parse: parsing
-     * again here would recurse once per pipelined request, and a backlog of thousands
-     * of them overflowed the stack. The caller's loop goes on instead. */
-    if (!c->parsing) conn_parse(c);
-}
-
-void tm_http_conn_set_user(tm_http_conn *c, void *user) { c->user = user; }
-
-void tm_http_respond(tm_http_conn *c, int status, const char *ctype, const char *extra,
-                     const char *body, size_t len) {
+/* Queues a complete response; returns conn_write3's result. */
+static int send_response(tm_http_conn *c, int status, const char *ctype, const char *extra,
+                         const char *body, size_t len) {
     char head[1024];
     int n = format_head(c, head, sizeof head, status, ctype, extra, (long long)len);
     /* A HEAD response has the GET response's headers and never a body (RFC 9110 9.3.2):
      * the client reads none, and sent bytes would corrupt the next response. */
     size_t n_body = strcmp(buf_str(&c->method), "HEAD") ? len : 0;
-    if (conn_write3(c, head, (size_t)n, body, n_body, NULL, 0) == 0) end_request(c);
+    return conn_write3(c, head, (size_t)n, body, n_body, NULL, 0);
+}
+
+static void on_resume(uv_idle_t *h) { conn_parse(h->data); }
+
+/* HANDLING or STREAMING: the response has been queued entirely. */
+static void end_request(tm_http_conn *c) {
+    c->req.user = NULL;
+    if (!c->keep_alive || !c->srv->listening) {
+        conn_set_state(c, S_FLUSHING);
+        if (c->n_writes == 0) conn_close(c);
+        return;
+    }
+    conn_set_state(c, S_IDLE);
+    if (!c->reading) conn_read_start(c);
+    /* The next pipelined request is the loop's to parse, on its next turn (or at once
+     * by conn_parse's loop when this response was sent from inside it). */
+    if (c->in_off < c->in.n) uv_idle_start(&c->resume, on_resume);
+}
+
+void tm_http_respond(tm_http_conn *c, int status, const char *ctype, const char *extra,
+                     const char *body, size_t len) {
+    assert(c->state == S_HANDLING || c->state == S_CLOSED);
+    if (c->state != S_HANDLING) return; /* the client is gone (on_gone said so) */
+    if (send_response(c, status, ctype, extra, body, len) == 0) end_request(c);
 }
 
 void tm_http_stream_begin(tm_http_conn *c, int status, const char *ctype) {
+    assert(c->state == S_HANDLING || c->state == S_CLOSED);
+    if (c->state != S_HANDLING) return;
     char head[512];
     /* An HTTP/1.0 client cannot read chunked framing (RFC 9112 7.1 forbids sending it):
      * the stream goes out as is and the close ends it, as h11 (vLLM's uvicorn) does. */
@@ -312,11 +414,12 @@ void tm_http_stream_begin(tm_http_conn *c, int status, const char *ctype) {
     if (!c->chunked) c->keep_alive = 0;
     int n = format_head(c, head, sizeof head, status, ctype,
                         "Cache-Control: no-cache\r\n", c->chunked ? -1 : -2);
-    c->streaming = 1;
+    conn_set_state(c, S_STREAMING);
     conn_write3(c, head, (size_t)n, NULL, 0, NULL, 0);
 }
 
 int tm_http_stream_write(tm_http_conn *c, const char *data, size_t len) {
+    if (c->state != S_STREAMING) return TM_EBUSY;
     if (len == 0) return 0;
     if (!c->chunked) return conn_write3(c, data, len, NULL, 0, NULL, 0);
     char size_line[32];
@@ -325,23 +428,20 @@ int tm_http_stream_write(tm_http_conn *c, const char *data, size_t len) {
 }
 
 void tm_http_stream_end(tm_http_conn *c) {
-    if (!c->chunked) {
-        if (!c->closing) end_request(c);
-        return;
-    }
-    if (conn_write3(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0) == 0) end_request(c);
+    if (c->state != S_STREAMING) return;
+    if (!c->chunked || conn_write3(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0) == 0) end_request(c);
 }
 
-/* An error the HTTP layer answers itself; the connection closes afterwards. */
+/* IDLE or READING: an error the HTTP layer answers itself; the connection lingers and
+ * closes afterwards. */
 static void respond_error(tm_http_conn *c, int status, const char *msg) {
     tm_http_server *s = c->srv;
     char *body = s->h.error_body ? s->h.error_body(s->h.arg, status, msg) : NULL;
     c->keep_alive = 0;
-    c->linger = 1;
-    c->busy = 1; /* so end_request's bookkeeping applies */
+    conn_set_state(c, S_ERROR_SENT);
     const char *extra = status == 503 ? "Retry-After: 1\r\n" : "";
-    tm_http_respond(c, status, "application/json", extra, body ? body : "{}",
-                    body ? strlen(body) : 2);
+    send_response(c, status, "application/json", extra, body ? body : "{}",
+                  body ? strlen(body) : 2);
     free(body);
     TM_DEBUGF("http: %d %s", status, msg); /* the access line comes from error_body */
 }
@@ -364,7 +464,7 @@ static int on_message_begin(llhttp_t *p) {
     buf_clear(&c->method), buf_clear(&c->url), buf_clear(&c->field), buf_clear(&c->value);
     buf_clear(&c->auth), buf_clear(&c->ctype), buf_clear(&c->body);
     c->header_bytes = 0;
-    c->in_request = 1;
+    conn_set_state(c, S_READING);
     c->has_len = 0;
     c->expect_continue = 0;
     c->t_start = tm_time_s();
@@ -444,7 +544,6 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
 }
 static int on_message_complete(llhttp_t *p) {
     tm_http_conn *c = conn_of(p);
-    c->complete = 1;
     c->keep_alive = llhttp_should_keep_alive(p);
     c->http11 = p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1);
     return HPE_PAUSED; /* one request at a time; conn_parse resumes after the response */
@@ -452,18 +551,15 @@ static int on_message_complete(llhttp_t *p) {
 
 /* ---- reading and dispatch ---- */
 
+/* READING -> HANDLING: hands the complete request to the handler. */
 static void dispatch(tm_http_conn *c) {
-    c->complete = 0;
-    c->in_request = 0;
-    c->busy = 1;
-    uv_timer_stop(&c->timer);
+    conn_set_state(c, S_HANDLING);
     char *q = c->url.p ? strchr(c->url.p, '?') : NULL;
     if (q) *q = 0;
-    if (buf_add(&c->body, "", 0)) { /* guarantees a NUL-terminated body */
-        respond_error(c, 500, "out of memory");
-        return;
-    }
-    tm_http_request req = {
+    /* Every tm_buf is NUL-terminated (or empty), so the body is too. */
+    c->req = (tm_http_request){
+        .conn = c,
+        .seq = ++c->srv->n_requests,
         .method = buf_str(&c->method),
         .path = buf_str(&c->url),
         .authorization = c->auth.n ? c->auth.p : NULL,
@@ -472,23 +568,26 @@ static void dispatch(tm_http_conn *c) {
         .body = buf_str(&c->body),
         .body_len = c->body.n,
         .t_start = c->t_start,
+        .user = NULL,
     };
-    c->srv->h.on_request(c->srv->h.arg, c, &req);
+    c->srv->h.on_request(c->srv->h.arg, &c->req);
 }
 
-/* Parses buffered input until a request is dispatched, the input runs out or it fails. */
+/* IDLE or READING: parses buffered input, dispatching each complete request, until one
+ * is left with the handler, the input runs out, 1 MiB of answers waits unsent, or a
+ * request is bad. Only the loop's callbacks call this: on_read, on_written, on_resume. */
 static void conn_parse(tm_http_conn *c) {
-    c->parsing = 1;
-    while (!c->closing && !c->busy && !c->linger && c->in_off < c->in.n && !write_backlogged(c)) {
+    while ((c->state == S_IDLE || c->state == S_READING) && c->in_off < c->in.n &&
+           !write_backlogged(c)) {
         const char *start = c->in.p + c->in_off;
         llhttp_errno_t e = llhttp_execute(&c->parser, start, c->in.n - c->in_off);
         /* A callback closed c (the 100 Continue could not be queued): a request
          * completed in the same bytes must not reach the handler, which would keep c
          * after it is freed, as nothing would tell it the client is gone. */
-        if (c->closing) break;
+        if (c->state == S_CLOSED) return;
         if (e == HPE_OK) {
             c->in_off = c->in.n;
-        } else if (e == HPE_PAUSED && c->complete) {
+        } else if (e == HPE_PAUSED) { /* on_message_complete: one request at a time */
             c->in_off = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.p);
             llhttp_resume(&c->parser);
             dispatch(c);
@@ -503,17 +602,16 @@ static void conn_parse(tm_http_conn *c) {
                 snprintf(msg, sizeof msg, "malformed HTTP request: %s",
                          c->parser.reason ? c->parser.reason : llhttp_errno_name(e));
             respond_error(c, status, msg);
-            c->parsing = 0;
-            return;
         }
     }
-    c->parsing = 0;
-    if (c->closing) return;
+    if (c->state == S_CLOSED) return;
+    /* Whatever stopped the loop has its own way back: more input (on_read), the answers
+     * written (on_written), or a response that ends (end_request). */
+    uv_idle_stop(&c->resume);
     if (c->in_off == c->in.n) {
         c->in_off = 0;
         buf_clear(&c->in);
     }
-    if (!c->busy) timer_arm(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -524,27 +622,27 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     tm_http_conn *c = st->data;
-    if (c->closing) return;
+    if (c->state == S_CLOSED) return;
     if (nread < 0) { /* EOF or error: the client is gone */
         conn_close(c);
         return;
     }
-    /* Discard input once an error has been answered: the parser is in its error state,
-     * and parsing more would answer (and log) the same broken request again. */
-    if (c->linger) return;
-    if (nread == 0) return;
+    /* FLUSHING, ERROR_SENT and LINGERING discard input (see conn_state). */
+    if (nread == 0 || c->state == S_FLUSHING || c->state == S_ERROR_SENT ||
+        c->state == S_LINGERING)
+        return;
     if (buf_add(&c->in, b->base, (size_t)nread)) {
         conn_close(c);
         return;
     }
     const tm_http_config *cfg = &c->srv->cfg;
-    if ((c->busy || write_backlogged(c)) &&
+    if ((owes_response(c) || write_backlogged(c)) &&
         c->in.n - c->in_off > cfg->max_header_bytes + cfg->max_body_bytes) {
         /* backpressure on a pipelining client; resumed by end_request or on_written */
         uv_read_stop(st);
         c->reading = 0;
     }
-    conn_parse(c);
+    if (c->state == S_IDLE || c->state == S_READING) conn_parse(c);
 }
 
 static void conn_read_start(tm_http_conn *c) {
@@ -559,13 +657,15 @@ static int conn_unread_bytes(tm_http_conn *c) {
     return n;
 }
 
+/* IDLE, READING, FLUSHING or ERROR_SENT (the others stop the timer or replace it). */
 static void on_timeout(uv_timer_t *t) {
     tm_http_conn *c = t->data;
-    if (c->busy || c->closing) return;
+    if (owes_response(c) || c->state == S_CLOSED) return;
+    const int parsing = c->state == S_IDLE || c->state == S_READING;
     /* libuv runs timers before it polls: after a handler kept this thread busy longer
      * than the timeout, the client's bytes may be waiting unread. The delay was ours.
-     * (Not after an error: that input is discarded unread.) */
-    if (c->reading && !c->linger && conn_unread_bytes(c) > 0) {
+     * (Only while a request may be arriving: other states discard input unread.) */
+    if (parsing && c->reading && conn_unread_bytes(c) > 0) {
         timer_arm(c);
         return;
     }
@@ -577,13 +677,13 @@ static void on_timeout(uv_timer_t *t) {
         return;
     }
     /* Nothing was read: a 408 would never leave either. An error already answered
-     * (linger) waits here for its writes, and used to wait forever: the timer that
-     * closes a lingering connection starts only once they are done. */
-    if (c->n_writes > 0 || c->linger) {
+     * (ERROR_SENT) waits here for its writes, and used to wait forever: the timer that
+     * closes a LINGERING connection starts only once they are done. */
+    if (c->n_writes > 0 || !parsing) {
         conn_close(c);
         return;
     }
-    if (c->in_request || c->in.n > c->in_off)
+    if (c->state == S_READING || c->in.n > c->in_off)
         respond_error(c, 408, "request not received in time");
     else
         conn_close(c);
@@ -606,8 +706,10 @@ static void on_connection(uv_stream_t *l, int status) {
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->n_handles = 2;
+    uv_idle_init(s->loop, &c->resume);
+    c->tcp.data = c->timer.data = c->resume.data = c;
+    c->state = S_IDLE;
+    c->n_handles = 3;
     s->n_handles++;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
@@ -691,8 +793,9 @@ void tm_http_stop_accepting(tm_http_server *s) {
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
     for (tm_http_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->busy && c->n_writes == 0) conn_close(c);
-        else c->keep_alive = 0;
+        if (owes_response(c)) c->keep_alive = 0; /* end_request closes it */
+        else if (c->state == S_IDLE && c->n_writes > 0) conn_set_state(c, S_FLUSHING);
+        else if (c->n_writes == 0) conn_close(c);
     }
 }
 

@@ -3,7 +3,8 @@
  * Knows sockets, parsing, limits and response framing; knows nothing of the API. One
  * request per connection is handled at a time: when a request is complete the parser
  * pauses, and the next pipelined request is parsed only after the current response has
- * ended, so responses always leave in request order.
+ * ended, by the loop (never from inside the call that ends a response), so responses
+ * always leave in request order and a handler's request stays intact while it answers.
  *
  * Limits: header bytes (URL + header fields/values) and body bytes are bounded (413 when
  * exceeded, then the connection closes); a connection that sends nothing, or does not
@@ -26,8 +27,15 @@ extern "C" {
 typedef struct tm_http_server tm_http_server;
 typedef struct tm_http_conn tm_http_conn;
 
-/* One parsed request. Borrowed by the handler until it responds; body is NUL-terminated. */
+/* One request, from the moment it is complete until its response ends. The HTTP layer
+ * owns it (one per connection); the handler borrows it. It and every string it points to
+ * stay valid while on_request runs, and after that until the call that ends the response
+ * (tm_http_respond, tm_http_stream_end) has returned, or on_gone has. body is
+ * NUL-terminated. */
 typedef struct tm_http_request {
+    tm_http_conn *conn;        /* answer with tm_http_respond or tm_http_stream_* on this */
+    uint64_t seq;              /* requests dispatched by this server so far, this one
+                                  included (1, 2, ...): a name for logs */
     const char *method;        /* "GET", "POST", ... */
     const char *path;          /* URL path without the query string */
     const char *authorization; /* Authorization header value, or NULL */
@@ -36,15 +44,16 @@ typedef struct tm_http_request {
     const char *body;          /* body bytes (NUL-terminated) */
     size_t body_len;           /* bytes in body */
     double t_start;            /* tm_time_s() when the request's first byte was parsed */
+    void *user;                /* the handler's, for this request (NULL at dispatch) */
 } tm_http_request;
 
 typedef struct tm_http_handlers {
     /* A complete request. The handler must eventually call tm_http_respond or
-     * tm_http_stream_begin ... tm_http_stream_end on c, now or later. */
-    void (*on_request)(void *arg, tm_http_conn *c, const tm_http_request *req);
-    /* The connection closed while the handler still owed a response: user is what the
-     * handler set with tm_http_conn_set_user. c must not be used after this call. */
-    void (*on_gone)(void *arg, tm_http_conn *c, void *user);
+     * tm_http_stream_begin ... tm_http_stream_end on req->conn, now or later. */
+    void (*on_request)(void *arg, tm_http_request *req);
+    /* The connection closed while the handler still owed req a response (req->user is
+     * what the handler left there). Neither req nor its conn may be used after this. */
+    void (*on_gone)(void *arg, tm_http_request *req);
     /* Renders an error body for a status the HTTP layer answers on its own (400, 408,
      * 413, 503); returns a malloc'd JSON string. Called once per such response, so the
      * handler may count and log it here. */
@@ -77,8 +86,6 @@ int tm_http_n_connections(const tm_http_server *s);
 /* Closes every connection (on_gone for those owing a response) and the listener; the
  * server is freed once libuv has closed all handles (run the loop afterwards). */
 void tm_http_destroy(tm_http_server *s);
-
-void tm_http_conn_set_user(tm_http_conn *c, void *user);
 
 /* Sends a complete response and ends the request. extra_headers: "" or lines each ending
  * in "\r\n". Copies body; leaves it out (Content-Length stays) for a HEAD request. */
