@@ -9,8 +9,11 @@
  * per level the median with its range, and the ratio to the first level: of the
  * medians, and its range over the rounds (each round's levels run back to back).
  *
- * usage: bench_engine [--model PATH] [--threads N] [--prompt N] [--gen N]
- *                     [--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] [--kv-cache-dtype f16|int8] */
+ * usage: bench_engine [--model PATH | --synthetic PRESET:TYPE] [--device cpu|cuda|auto]
+ *                     [--threads N] [--prompt N] [--gen N] [--seqs 1,4,8,16,32]
+ *                     [--ttft-prompt N] [--reps N] [--kv-cache-dtype f16|int8]
+ * --synthetic builds a random model of a real shape in memory (models/synth.h); --device
+ * defaults to cpu so results stay comparable with earlier runs. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 #include "kernels/cpu/simd.h"
 #include "models/model.h"
 #include "scheduler/engine.h"
+#include "server/cli_backend.h"
 
 typedef struct bench_waiter {
     pthread_mutex_t mu; /* guards signals */
@@ -159,10 +163,13 @@ static double run_ttft(tm_engine *e, bench_waiter *w, int *seen, const int32_t *
 int main(int argc, char **argv) {
     char path[1024];
     const char *model_path = tm_model_default_path(path, sizeof path);
+    const char *synthetic = NULL, *device = "cpu";
     int threads = 0, n_prompt = 128, n_gen = 128, ttft_prompt = 1000, reps = 1, kv_dtype = TM_KV_F16;
     int seqs[16] = {1, 4, 8, 16, 32}, n_levels = 5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model_path = argv[++i];
+        else if (!strcmp(argv[i], "--synthetic") && i + 1 < argc) synthetic = argv[++i];
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc && tm_cli_device_ok(argv[i + 1])) device = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
@@ -174,8 +181,9 @@ int main(int argc, char **argv) {
             for (char *s = strtok(argv[++i], ","); s && n_levels < 16; s = strtok(NULL, ","))
                 seqs[n_levels++] = atoi(s);
         } else {
-            fprintf(stderr, "usage: %s [--model PATH] [--threads N] [--prompt N] [--gen N] "
-                            "[--seqs 1,4,8,16,32] [--ttft-prompt N] [--reps N] [--kv-cache-dtype f16|int8]\n",
+            fprintf(stderr, "usage: %s [--model PATH | --synthetic PRESET:TYPE] [--device cpu|cuda|auto] "
+                            "[--threads N] [--prompt N] [--gen N] [--seqs 1,4,8,16,32] [--ttft-prompt N] "
+                            "[--reps N] [--kv-cache-dtype f16|int8]\n",
                     argv[0]);
             return 2;
         }
@@ -195,13 +203,11 @@ int main(int argc, char **argv) {
             return 2;
         }
     char err[512] = "";
-    tm_backend *be = tm_backend_cpu_create(threads, TM_SIMD_AUTO, err, sizeof err);
-    if (!be) {
-        fprintf(stderr, "backend: %s\n", err);
-        return 1;
-    }
+    tm_backend *be = tm_cli_backend_create("bench_engine", device, threads, 1);
+    if (!be) return 1;
     tm_model *model;
-    if (tm_model_load(model_path, be, &model, err, sizeof err) != TM_OK) {
+    if (tm_cli_model_open("bench_engine", synthetic ? NULL : model_path, synthetic, be, NULL, NULL, &model,
+                          err, sizeof err) != TM_OK) {
         fprintf(stderr, "model: %s\n", err);
         return 1;
     }

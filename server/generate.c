@@ -17,6 +17,7 @@
 
 #include "common/common.h"
 #include "models/model.h"
+#include "models/synth.h"
 #include "models/sampler.h"
 #include "scheduler/engine.h"
 #include "server/cli_args.h"
@@ -24,6 +25,8 @@
 
 typedef struct gen_opts {
     const char *model;             /* GGUF path, or NULL for the default model */
+    const char *synthetic;         /* --synthetic PRESET:TYPE, or NULL */
+    const char *device;            /* --device: cpu, cuda or auto */
     const char *prompt;            /* the text to continue */
     long n_predict;                /* tokens to generate at most */
     long threads;                  /* CPU workers, 0 = one per CPU */
@@ -45,6 +48,9 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: tokenmill generate -p TEXT [options]\n"
             "  -m, --model PATH        GGUF model (the default model)\n"
+            "  --synthetic PRESET:TYPE random weights of a real shape, built in memory, for\n"
+            "                          speed tests (the text is meaningless)\n"
+            "  --device auto|cpu|cuda  where to run (auto: CUDA when usable, else CPU)\n"
             "  -p, --prompt TEXT       the text to continue (required)\n"
             "  -n, --n-predict N       tokens to generate at most (128)\n"
             "  --stop STR              end before STR; repeatable, up to %d\n"
@@ -63,6 +69,7 @@ static void usage(FILE *f) {
 static int parse_opts(int argc, char **argv, gen_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
+    o->device = "auto";
     long top_k = 40;
     tm_sampling_params *sp = &o->sampling;
     tm_sampling_params_default(sp);
@@ -84,6 +91,14 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
         long lv;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             o->model = v;
+        } else if (!strcmp(a, "--synthetic")) {
+            o->synthetic = v;
+        } else if (!strcmp(a, "--device")) {
+            if (!tm_cli_device_ok(v)) {
+                fprintf(stderr, "tokenmill generate: --device must be auto, cpu or cuda, not '%s'\n", v);
+                return 2;
+            }
+            o->device = v;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             o->prompt = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
@@ -122,6 +137,18 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
     if (!o->prompt) {
         fprintf(stderr, "tokenmill generate: -p TEXT is required\n");
         return 2;
+    }
+    if (o->model && o->synthetic) {
+        fprintf(stderr, "tokenmill generate: give -m or --synthetic, not both\n");
+        return 2;
+    }
+    if (o->synthetic) { /* a bad name is a usage error, found before any loading */
+        tm_synth_options so;
+        char err[512];
+        if (tm_synth_parse(o->synthetic, &so, err, sizeof err)) {
+            fprintf(stderr, "tokenmill generate: --synthetic: %s\n", err);
+            return 2;
+        }
     }
     sp->top_k = (int)top_k;
     return 0;
@@ -258,10 +285,18 @@ int tm_generate_main(int argc, char **argv) {
     gen_opts o;
     int rc = parse_opts(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
-    tm_backend *be = tm_cli_backend_create("generate", "cpu", (int)o.threads);
+    tm_backend *be = tm_cli_backend_create("generate", o.device, (int)o.threads, 1);
     if (!be) return 1;
-    tm_model *m = tm_cli_model_load(o.model, be);
-    int status = m ? generate(m, &o) : 1;
+    tm_model *m = NULL;
+    char err[512];
+    int status = 1;
+    rc = tm_cli_model_open("generate", o.model, o.synthetic, be, NULL, NULL, &m, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "tokenmill generate: %s\n", err);
+        tm_cli_model_hint(rc, o.model, o.synthetic);
+    } else {
+        status = generate(m, &o);
+    }
     tm_model_destroy(m);
     be->destroy(be);
     return status;

@@ -1,5 +1,6 @@
-/* main.c - the tokenmill command line: generate, info, quantize, serve, bench. */
+/* main.c - the tokenmill command line: generate, info, quantize, serve, synth, bench. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench/tmbench/bench.h"
@@ -7,6 +8,8 @@
 #include "kernels/backend.h"
 #include "models/convert.h"
 #include "models/model.h"
+#include "models/synth.h"
+#include "server/cli_args.h"
 #include "server/cli_backend.h"
 #include "server/generate.h"
 #include "server/serve.h"
@@ -21,6 +24,8 @@ static void usage(FILE *f) {
             "      stream a continuation of TEXT to stdout; stats go to stderr (generate --help)\n"
             "  info MODEL              architecture, shapes, tensor types, tokenizer\n"
             "  quantize IN OUT TYPE    convert a GGUF to f16, q8_0, q4_0 or q4_1\n"
+            "  synth PRESET TYPE OUT   write a model of a real shape with random weights\n"
+            "                          (synth --help lists the presets and types)\n"
             "  serve [MODEL] [...]     OpenAI-compatible HTTP server (serve --help)\n"
             "  bench [...]             load generator for an OpenAI-compatible server (bench --help)\n"
             "\n"
@@ -33,7 +38,7 @@ static int cmd_info(int argc, char **argv) {
         fprintf(stderr, "usage: tokenmill info MODEL\n");
         return 2;
     }
-    tm_backend *be = tm_cli_backend_create("info", "cpu", 1);
+    tm_backend *be = tm_cli_backend_create("info", "cpu", 1, 0);
     if (!be) return 1;
     tm_model *m = tm_cli_model_load(argv[1], be);
     if (!m) {
@@ -57,6 +62,8 @@ static int cmd_info(int argc, char **argv) {
            c->rope.theta, c->rope.n_dims, c->rope.freq_scale, c->rope.freq_factors ? ", freq factors" : "");
     printf("tied output:   %s\n", c->tied_embeddings ? "yes" : "no");
     printf("qkv bias:      %s\n", c->qkv_bias ? "yes" : "no");
+    if (tm_cli_model_synthetic(m))
+        printf("synthetic:     %s (random weights: answers are meaningless)\n", tm_cli_model_synthetic(m));
     printf("tokenizer:     %s (pre %s), %d tokens, bos %d, eos %d, add_bos %d\n", tm_tokenizer_kind(t),
            tm_tokenizer_pre(t), tm_tokenizer_n_vocab(t), tm_tokenizer_bos(t), tm_tokenizer_eos(t),
            tm_tokenizer_add_bos(t));
@@ -101,6 +108,87 @@ static int cmd_quantize(int argc, char **argv) {
     return 0;
 }
 
+static void synth_usage(FILE *f) {
+    fprintf(f,
+            "usage: tokenmill synth PRESET TYPE OUT.gguf [options]\n"
+            "  writes a GGUF of PRESET's shape with seeded random weights (every matrix in TYPE;\n"
+            "  norms and biases f32) and the default model's tokenizer padded to the preset's\n"
+            "  vocabulary. llama.cpp loads it too. Its answers are meaningless.\n"
+            "  --seed N                 weights seed (0)\n"
+            "  --layers N               transformer blocks (the preset's)\n"
+            "  --tokenizer-from GGUF    take the tokenizer from this file instead\n"
+            "  --threads N              generator threads (one per CPU)\n"
+            "TYPE: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k\n"
+            "PRESET     arch   layers   dim    ffn  heads kv head_dim  vocab   rope theta  context tied\n");
+    for (int i = 0; i < tm_synth_n_presets(); i++) {
+        const tm_synth_preset *p = tm_synth_preset_at(i);
+        fprintf(f, "%-10s %-6s %6d %5d %6d %5d %3d %8d %7d %12.0f %8d %s\n", p->name, p->arch, p->n_layers,
+                p->dim, p->ffn_dim, p->n_heads, p->n_kv_heads, p->head_dim, p->n_vocab, p->rope_theta,
+                p->n_ctx, p->tied ? "yes" : "no");
+    }
+}
+
+static int cmd_synth(int argc, char **argv) {
+    const char *pos[3];
+    int n_pos = 0;
+    long seed = 0, layers = 0, threads = 0;
+    const char *tok_from = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            synth_usage(stdout);
+            return 0;
+        }
+        if (a[0] != '-') {
+            if (n_pos == 3) {
+                fprintf(stderr, "tokenmill synth: unexpected argument '%s'\n", a);
+                return 2;
+            }
+            pos[n_pos++] = a;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "tokenmill synth: %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--seed")) {
+            if (tm_cli_long("synth", a, v, 0, 0x7fffffffL, &seed)) return 2;
+        } else if (!strcmp(a, "--layers")) {
+            if (tm_cli_long("synth", a, v, 1, 4096, &layers)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (tm_cli_long("synth", a, v, 1, 64, &threads)) return 2;
+        } else if (!strcmp(a, "--tokenizer-from")) {
+            tok_from = v;
+        } else {
+            fprintf(stderr, "tokenmill synth: unknown option '%s' (see tokenmill synth --help)\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (n_pos != 3) {
+        synth_usage(stderr);
+        return 2;
+    }
+    tm_synth_options o;
+    char err[512];
+    if (tm_synth_options_init(&o, pos[0], pos[1], err, sizeof err)) {
+        fprintf(stderr, "tokenmill synth: %s\n", err);
+        return 2;
+    }
+    o.seed = (uint64_t)seed;
+    o.n_layers = (int)layers;
+    o.n_threads = (int)threads;
+    o.tokenizer_from = tok_from;
+    double t0 = tm_time_s();
+    if (tm_synth_write(&o, pos[2], err, sizeof err)) {
+        fprintf(stderr, "tokenmill synth: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "tokenmill synth: wrote %s (%s %s, %d layers, seed %ld) in %.1f s\n", pos[2], o.preset->name,
+            tm_dtype_name(o.type), layers ? (int)layers : o.preset->n_layers, seed, tm_time_s() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -112,6 +200,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return tm_serve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return tm_bench_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth")) return cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

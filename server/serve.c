@@ -18,6 +18,7 @@
 #include "common/common.h"
 #include "kernels/backend.h"
 #include "models/model.h"
+#include "models/synth.h"
 #include "scheduler/engine.h"
 #include "server/api.h"
 #include "server/chat_template.h"
@@ -27,6 +28,7 @@
 
 typedef struct serve_opts {
     const char *model;          /* GGUF path, or NULL for the default model */
+    const char *synthetic;      /* --synthetic PRESET:TYPE, or NULL */
     const char *host;           /* bind address */
     int port;                   /* 0 picks a free port */
     const char *api_key;        /* or NULL */
@@ -57,13 +59,17 @@ typedef struct serve_state {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tokenmill serve [MODEL] [options]\n"
+            "usage: tokenmill serve [MODEL | --synthetic PRESET:TYPE] [options]\n"
+            "  --synthetic PRESET:TYPE     random weights of a real shape built in memory, for\n"
+            "                              speed tests (answers are meaningless; tokenmill synth\n"
+            "                              --help lists presets and types)\n"
             "  --host ADDR                 bind address (127.0.0.1)\n"
             "  --port N                    port (8000; 0 picks a free one)\n"
             "  --api-key KEY               require 'Authorization: Bearer KEY' on /v1\n"
             "  --served-model-name NAME    the model name clients use (file name)\n"
             "  --device auto|cpu|cuda      (auto: CUDA if available, else CPU)\n"
-            "  --kv-cache-mem MIB          KV-cache pool size\n"
+            "  --kv-cache-mem MIB          KV-cache pool size (CPU: 256; CUDA: 0.9 of the device\n"
+            "                              memory free after weights and activations)\n"
             "  --kv-cache-dtype f16|int8   KV element type (f16; int8 holds ~1.9x the tokens, CPU only)\n"
             "  --max-num-seqs N            running sequences at most\n"
             "  --max-num-batched-tokens N  tokens per engine step\n"
@@ -98,6 +104,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         STR_OPT("--api-key", api_key)
         STR_OPT("--served-model-name", served_name)
         STR_OPT("--device", device)
+        STR_OPT("--synthetic", synthetic)
         STR_OPT("--chat-template", chat_template)
         STR_OPT("--kv-cache-dtype", kv_dtype)
         NUM_OPT("--port", port, 0, 65535)
@@ -131,9 +138,21 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
 #undef STR_OPT
 #undef NUM_OPT
     }
-    if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "cuda")) {
-        fprintf(stderr, "tokenmill serve: --device must be auto, cpu or cuda\n");
+    if (!tm_cli_device_ok(o->device)) {
+        fprintf(stderr, "tokenmill serve: --device must be auto, cpu or cuda, not '%s'\n", o->device);
         return 2;
+    }
+    if (o->model && o->synthetic) {
+        fprintf(stderr, "tokenmill serve: give MODEL or --synthetic, not both\n");
+        return 2;
+    }
+    if (o->synthetic) { /* a bad name is a usage error, found before any loading */
+        tm_synth_options so;
+        char err[512];
+        if (tm_synth_parse(o->synthetic, &so, err, sizeof err)) {
+            fprintf(stderr, "tokenmill serve: --synthetic: %s\n", err);
+            return 2;
+        }
     }
     if (o->kv_dtype && tm_kv_dtype_from_name(o->kv_dtype) < 0) {
         fprintf(stderr, "tokenmill serve: --kv-cache-dtype must be f16 or int8, not '%s'\n", o->kv_dtype);
@@ -257,6 +276,27 @@ static void on_signal(uv_signal_t *h, int signum) {
     }
 }
 
+/* Fraction of the device memory still free once the weights and the activations for the
+ * largest step are allocated that the KV cache takes by default, as vLLM's
+ * --gpu-memory-utilization 0.9 (which counts all of the device's memory; counting what is
+ * free leaves other processes on the device alone). The 10% left covers the CUDA context,
+ * library workspaces and allocator slack. */
+#define DEVICE_KV_FRACTION 0.9
+
+/* On a backend with its own memory (memory_info), sets *bytes to DEVICE_KV_FRACTION of
+ * what is free after reserving the engine's activations; returns 0 (nothing set) for a
+ * host backend or when the query fails. */
+static int device_kv_default(tm_model *m, const tm_engine_config *ec, size_t *bytes) {
+    tm_backend *be = tm_model_backend(m);
+    size_t free_b = 0, total_b = 0;
+    if (!be->memory_info) return 0;
+    /* the engine reserves the same at create; doing it first makes it count as used */
+    if (tm_model_reserve(m, ec->max_num_batched_tokens, ec->max_num_seqs) != 0) return 0;
+    if (be->memory_info(be, &free_b, &total_b) != 0 || free_b == 0) return 0;
+    *bytes = (size_t)((double)free_b * DEVICE_KV_FRACTION);
+    return 1;
+}
+
 int tm_serve_main(int argc, char **argv) {
     serve_opts o;
     int rc = parse_opts(argc, argv, &o);
@@ -273,27 +313,29 @@ int tm_serve_main(int argc, char **argv) {
     s.shutdown_timeout_s = o.shutdown_timeout_s;
     uv_loop_init(&s.loop);
 
-    const char *path = o.model ? o.model : tm_model_default_path(buf, sizeof buf);
-    if (!(be = tm_cli_backend_create("serve", o.device, (int)o.threads))) goto done;
-    TM_INFOF("serve: loading %s", path);
+    const char *path = o.synthetic ? o.synthetic : o.model ? o.model : tm_model_default_path(buf, sizeof buf);
+    if (!(be = tm_cli_backend_create("serve", o.device, (int)o.threads, 1))) goto done;
+    if (!o.synthetic) TM_INFOF("serve: loading %s", path);
     double t0 = tm_time_s();
     load_progress lp = {.tty = isatty(STDERR_FILENO), .t0 = t0};
-    if ((rc = tm_model_load_ex(path, be, on_load_progress, &lp, &model, err, sizeof err))) {
+    if ((rc = tm_cli_model_open("serve", o.model, o.synthetic, be, on_load_progress, &lp, &model, err,
+                                sizeof err))) {
         if (lp.open) fputc('\n', stderr); /* do not print the error on the bar's line */
         fprintf(stderr, "tokenmill serve: %s\n", err);
-        if (!o.model)
-            fprintf(stderr, "tokenmill serve: the default model is missing; fetch it with "
-                    "scripts/fetch-model\n");
+        tm_cli_model_hint(rc, o.model, o.synthetic);
         goto done;
     }
     const tm_model_config *mc = tm_model_get_config(model);
     TM_INFOF("serve: loaded %s (%s, %d layers, context %d) in %.1f s", mc->name, mc->arch,
              mc->n_layers, mc->n_ctx_train, tm_time_s() - t0);
+    const char *synthetic = tm_cli_model_synthetic(model);
 
     tm_api_config ac = {0};
     if (pick_template(&o, model, &ac.chat)) goto done;
     char name[256];
-    if (!o.served_name) { /* the file name without its directory and .gguf */
+    if (!o.served_name && o.synthetic) {
+        o.served_name = o.synthetic;
+    } else if (!o.served_name) { /* the file name without its directory and .gguf */
         const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
         snprintf(name, sizeof name, "%s", base);
         size_t n = strlen(name);
@@ -307,11 +349,18 @@ int tm_serve_main(int argc, char **argv) {
     s.wake.data = &s;
     tm_engine_config ec;
     tm_engine_config_default(&ec);
-    if (o.kv_mib) ec.kv_cache_bytes = (size_t)o.kv_mib << 20;
     if (o.kv_dtype) ec.kv_dtype = (tm_kv_dtype)tm_kv_dtype_from_name(o.kv_dtype);
     if (o.max_num_seqs) ec.max_num_seqs = (int)o.max_num_seqs;
     if (o.max_batched) ec.max_num_batched_tokens = (int)o.max_batched;
     if (o.max_queue) ec.max_queue = (int)o.max_queue;
+    const char *kv_how = "--kv-cache-mem";
+    if (o.kv_mib) {
+        ec.kv_cache_bytes = (size_t)o.kv_mib << 20;
+    } else if (device_kv_default(model, &ec, &ec.kv_cache_bytes)) {
+        kv_how = "0.9 of free device memory";
+    } else {
+        kv_how = "default";
+    }
     ec.on_event = notify_loop;
     ec.on_event_arg = &s.wake;
     if ((rc = tm_engine_create(model, &ec, &engine, err, sizeof err))) {
@@ -343,9 +392,14 @@ int tm_serve_main(int argc, char **argv) {
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
 
-    TM_INFOF("serve: chat template %s; KV cache %zu MiB %s; %s", tm_chat_format_name(ac.chat.format),
-             ec.kv_cache_bytes >> 20, tm_kv_dtype_name(ec.kv_dtype), o.api_key ? "API key required" : "no API key");
-    printf("tokenmill: serving %s on http://%s:%d\n", o.served_name, o.host, tm_http_port(s.http));
+    TM_INFOF("serve: chat template %s; KV cache %zu MiB %s (%s); %s", tm_chat_format_name(ac.chat.format),
+             ec.kv_cache_bytes >> 20, tm_kv_dtype_name(ec.kv_dtype), kv_how,
+             o.api_key ? "API key required" : "no API key");
+    if (synthetic)
+        printf("tokenmill: serving %s on http://%s:%d (synthetic model %s: random weights, answers "
+               "are meaningless)\n", o.served_name, o.host, tm_http_port(s.http), synthetic);
+    else
+        printf("tokenmill: serving %s on http://%s:%d\n", o.served_name, o.host, tm_http_port(s.http));
     fflush(stdout);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     status = 0;

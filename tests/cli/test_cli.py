@@ -29,7 +29,10 @@ def test_generate_greedy_is_deterministic_and_stdout_is_only_text():
     assert "Paris" in out
     err = a.stderr.decode()
     assert "prompt" in err and "tok/s" in err  # stats go to stderr
-    assert err.startswith("The capital of France is")  # the prompt is echoed there
+    # the prompt is echoed there, after the log lines (the device chosen)
+    echo = "".join(l for l in err.splitlines(keepends=True) if not l.startswith("tokenmill info: "))
+    assert echo.startswith("The capital of France is"), err
+    assert "generate: device cpu" in err
     assert "first token after" in err
     # Greedy output for -n 8 is the start of -n 16's: nothing is added after the text.
     short = run("generate", "-m", str(MODEL), "-p", "The capital of France is", "-n", "8", "--temp", "0",
@@ -129,3 +132,113 @@ def test_quantize_roundtrip_runs(tmp_path):
     assert g.returncode == 0 and "Paris" in g.stdout.decode()
     bad = run("quantize", str(MODEL), str(tmp_path / "x.gguf"), "q3_k")
     assert bad.returncode != 0 and "unsupported target type" in bad.stderr.decode()
+
+
+# --- devices and synthetic models ------------------------------------------------------
+
+SYNTH_GEN = ["generate", "--synthetic", "tiny:q4_0", "-p", "Hello world", "-n", "8", "--temp", "0",
+             "--threads", "2"]
+
+
+def chosen_device(stderr):
+    m = re.search(r"device (cpu|cuda)\b", stderr.decode())
+    assert m, stderr.decode()
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def cuda_usable():
+    """Whether --device auto picks CUDA on this machine (then the no-GPU cases skip)."""
+    r = run(*SYNTH_GEN, "--device", "auto")
+    assert r.returncode == 0, r.stderr.decode()
+    return chosen_device(r.stderr) == "cuda"
+
+
+def test_device_cpu_says_so_with_its_memory():
+    r = run(*SYNTH_GEN, "--device", "cpu")
+    assert r.returncode == 0, r.stderr.decode()
+    err = r.stderr.decode()
+    line = next(l for l in err.splitlines() if "device cpu" in l)
+    assert "auto" not in line and "threads" in line and re.search(r"host memory [\d.]+ GiB free of [\d.]+ GiB", line), line
+
+
+def test_device_auto_falls_back_to_cpu_and_says_why(cuda_usable):
+    if cuda_usable:
+        pytest.skip("a usable CUDA device is here: auto picks it")
+    r = run(*SYNTH_GEN, "--device", "auto")
+    assert r.returncode == 0, r.stderr.decode()
+    line = next(l for l in r.stderr.decode().splitlines() if "device cpu" in l)
+    assert "auto: no usable CUDA device" in line, line
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_line(cuda_usable):
+    if cuda_usable:
+        pytest.skip("a usable CUDA device is here")
+    for args in (SYNTH_GEN + ["--device", "cuda"],
+                 ["serve", "--synthetic", "tiny:q4_0", "--device", "cuda", "--port", "0"]):
+        r = run(*args, timeout=60)
+        assert r.returncode == 1, (args, r.stderr.decode())
+        lines = r.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "--device cuda:" in lines[0], lines
+        assert r.stdout == b""
+
+
+def test_generate_synthetic_runs_deterministically_and_warns():
+    a, b = run(*SYNTH_GEN, "--device", "cpu"), run(*SYNTH_GEN, "--device", "cpu")
+    assert a.returncode == 0, a.stderr.decode()
+    err = a.stderr.decode()
+    assert "synthetic model (tiny:q4_0" in err and "answers are meaningless" in err, err
+    assert 1 <= generated_tokens(a.stderr) <= 8
+    assert a.stdout == b.stdout  # seed 0 weights, greedy: the same text every time
+
+
+def test_serve_synthetic_startup_line_says_meaningless():
+    p = subprocess.Popen([BIN, "serve", "--synthetic", "tiny:q4_0", "--port", "0", "--threads", "2",
+                          "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    try:
+        line = p.stdout.readline().decode()  # the startup line comes once serving starts
+        assert "serving tiny:q4_0 on http://127.0.0.1:" in line, line
+        assert "synthetic model tiny:q4_0" in line and "answers are meaningless" in line, line
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    err = p.stderr.read().decode()
+    assert "device cpu" in err and "KV cache 256 MiB" in err, err
+
+
+def test_synth_writes_a_file_that_info_reads(tmp_path):
+    out = tmp_path / "tq.gguf"
+    r = run("synth", "tiny-qwen2", "q8_0", str(out), "--layers", "1", "--seed", "3")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "wrote" in r.stderr.decode() and not (tmp_path / "tq.gguf.tmp").exists()
+    info = run("info", str(out))
+    assert info.returncode == 0, info.stderr.decode()
+    text = info.stdout.decode()
+    for needle in ["architecture:  qwen2", "layers:        1", "dim:           256", "vocab:         49408",
+                   "tied output:   yes", "qkv bias:      yes", "synthetic:     tiny-qwen2:q8_0 seed 3 layers 1",
+                   "49408 tokens", "q8_0", "f32"]:
+        assert needle in text, (needle, text)
+    # the same options write the same bytes
+    again = tmp_path / "again.gguf"
+    assert run("synth", "tiny-qwen2", "q8_0", str(again), "--layers", "1", "--seed", "3").returncode == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_synthetic_and_device_bad_names(tmp_path):
+    x = str(tmp_path / "x.gguf")
+    for args, needle in [
+        (["synth", "llama9-1t", "q4_0", x], "unknown preset 'llama9-1t' (presets: tiny,"),
+        (["synth", "tiny", "q5_0", x], "unknown weight type 'q5_0' (types: f32,"),
+        (["synth", "tiny", "q4_0"], "usage: tokenmill synth"),
+        (["synth", "tiny", "q4_0", x, "--layers", "0"], "--layers expects an integer"),
+        (["generate", "--synthetic", "tiny", "-p", "hi"], "'tiny' is not PRESET:TYPE"),
+        (["generate", "--synthetic", "tiny:q4_0", "-m", str(MODEL), "-p", "hi"], "not both"),
+        (["generate", "--device", "tpu", "-p", "hi"], "--device must be auto, cpu or cuda"),
+        (["serve", "--synthetic", "nope:f16"], "unknown preset 'nope'"),
+        (["serve", "--device", "tpu"], "--device must be auto, cpu or cuda"),
+    ]:
+        r = run(*args, timeout=60)
+        assert r.returncode == 2, (args, r.returncode, r.stderr.decode())
+        assert needle in r.stderr.decode(), (args, r.stderr.decode())
+    assert not os.path.exists(x)
