@@ -380,10 +380,22 @@ TEST(SynthBuild, FileEqualsImage) {
 
 // --- against llama.cpp -------------------------------------------------------------------
 //
-// llama.cpp (llama-cpp-python) and tokenmill compute the logits of kIds at every position
-// on the same synthetic file, under test_golden's rule: the same top-1 at each position
-// unless llama.cpp's own best two are closer than near_tie, and every logit within
-// max_tol, their RMS within rms_tol. Logits of these models spread with sd ~3.
+// llama.cpp (llama-cpp-python 0.3.36) and tokenmill compute the logits of kIds at every
+// position (one batch of 8 tokens, a padding token among them) on the same synthetic
+// file, under test_golden's rule: the same top-1 at each position unless llama.cpp's own
+// best two are closer than near_tie, and every logit within max_tol, their RMS within
+// rms_tol. These models' logits have sd ~3.
+//
+// Measured when this was written, seeds 1-6 and 11, tokenmill's CPU backend at every SIMD
+// level (scalar, AVX2, AVX-512 give the same figures to 3 digits):
+//   tiny f16        RMS 0.0020-0.0025, max 0.009-0.013, one flip at margin 0.0008
+//   tiny-qwen2 f16  RMS 0.0018-0.0023, max 0.010-0.012
+//   tiny q8_0       RMS 0.052-0.061,   max 0.27-0.35, flips at margins 0.031, 0.035
+//   tiny q4_0       RMS 0.051-0.060,   max 0.26-0.32, one flip at margin 0.029
+// The bounds give about 2x headroom. The quantized types differ 25x more than f16 because
+// of the 8-bit activations their matmuls use, as on the default model (test_golden).
+// Checked by mutation: an attention scale 3% off gives f16 RMS 0.04, max 0.25 (fails);
+// in q8_0/q4_0 it hides in the noise (RMS 0.07-0.08), which is what f16 is here for.
 
 struct LlamaCase {
     const char *preset, *type;
@@ -476,6 +488,8 @@ TEST_P(SynthVsLlamaCpp, SameLogits) {
         const float margin = b[top_b] - b[second];
         if (top_a != top_b) {
             flips++;
+            printf("[ synth    ] position %d: top-1 %d vs llama.cpp's %d (margin %.4f)\n", t, top_a, top_b,
+                   margin);
             EXPECT_LT(margin, c.near_tie) << "position " << t << ": top-1 " << top_a << " vs llama.cpp "
                                           << top_b << " whose margin " << margin << " is no near-tie";
         }
@@ -487,13 +501,12 @@ TEST_P(SynthVsLlamaCpp, SameLogits) {
     EXPECT_LT(max_err, c.max_tol);
 }
 
-// Tolerances: see the measurements in the header comment of this section's commit and the
-// report printed by each case.
+// Bounds: the measurements above, with about 2x headroom.
 INSTANTIATE_TEST_SUITE_P(Tiny, SynthVsLlamaCpp,
-                         testing::Values(LlamaCase{"tiny", "f16", 0.1f, 0.02f, 0.1f},
-                                         LlamaCase{"tiny", "q8_0", 0.5f, 0.1f, 0.3f},
-                                         LlamaCase{"tiny", "q4_0", 0.5f, 0.1f, 0.3f},
-                                         LlamaCase{"tiny-qwen2", "f16", 0.1f, 0.02f, 0.1f}),
+                         testing::Values(LlamaCase{"tiny", "f16", 0.03f, 0.005f, 0.05f},
+                                         LlamaCase{"tiny", "q8_0", 0.7f, 0.12f, 0.3f},
+                                         LlamaCase{"tiny", "q4_0", 0.7f, 0.12f, 0.3f},
+                                         LlamaCase{"tiny-qwen2", "f16", 0.03f, 0.005f, 0.05f}),
                          [](const testing::TestParamInfo<LlamaCase> &i) {
                              std::string s = std::string(i.param.preset) + "_" + i.param.type;
                              for (char &ch : s)
