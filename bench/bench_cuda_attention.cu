@@ -147,7 +147,7 @@ static bool check_case(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, int n_hea
     }
     tm_kv_shape shape = {1, n_blocks, bs, n_kvh, hd, TM_KV_F16};
     tm_kv_cache *ckv = NULL;
-    if (be->kv_create(be, &shape, &ckv) != 0) return false;
+    if (be->kv_create(be, &shape, &ckv, NULL, 0) != 0) return false;
     for (size_t s = 0; s < seqs.size(); s++) {
         const int ctx_len = seqs[s].first;
         std::vector<float> k(ctx_len * row), v(ctx_len * row);

@@ -178,7 +178,7 @@ int main(int argc, char **argv) {
         b.slots[i] = i; /* block_table is the identity, so slot = position */
     }
     for (int i = 0; i < b.n_blocks; i++) b.block_table[i] = i;
-    if (tm_model_kv_create(b.model, b.n_blocks, TM_BENCH_BLOCK, TM_KV_F16, &b.kv) != 0 ||
+    if (tm_model_kv_create(b.model, b.n_blocks, TM_BENCH_BLOCK, TM_KV_F16, &b.kv, NULL, 0) != 0 ||
         tm_model_reserve(b.model, n_max, 1) != 0) {
         fprintf(stderr, "bench_forward: cannot size the KV cache / buffers for %d tokens\n", n_max);
         goto done;

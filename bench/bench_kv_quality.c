@@ -74,7 +74,7 @@ static int run_text(tm_model *m, tm_kv_dtype dtype, const int32_t *ids, int n, i
     const int n_vocab = tm_model_get_config(m)->n_vocab;
     const int n_blocks = (n + TM_KVQ_BLOCK - 1) / TM_KVQ_BLOCK;
     tm_kv_cache *kv = NULL;
-    int rc = tm_model_kv_create(m, n_blocks, TM_KVQ_BLOCK, dtype, &kv);
+    int rc = tm_model_kv_create(m, n_blocks, TM_KVQ_BLOCK, dtype, &kv, NULL, 0);
     int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks), *pos = malloc(sizeof(int32_t) * (size_t)chunk);
     int32_t *rows = malloc(sizeof(int32_t) * (size_t)chunk);
     if (rc || !table || !pos || !rows) {

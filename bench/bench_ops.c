@@ -56,7 +56,7 @@ static void tm_bench_attention(int level, int n_threads) {
     const int n_blocks = max_ctx / bs;
     tm_kv_shape shape = {1, n_blocks, bs, n_kvh, hd, g_kv_dtype};
     tm_kv_cache *kv = NULL;
-    if (be->kv_create(be, &shape, &kv) != 0) goto done;
+    if (be->kv_create(be, &shape, &kv, NULL, 0) != 0) goto done;
     /* Random-ish values; speed does not depend on them. Fill through kv_store. */
     {
         const int chunk = 256;
@@ -141,7 +141,7 @@ static void tm_bench_attention_batch(int level, int n_threads, const char *label
     float *k = be->alloc(be, (size_t)max_ctx * n_kvh * hd * sizeof(float));
     float *q = be->alloc(be, (size_t)n_tokens * n_heads * hd * sizeof(float));
     float *out = be->alloc(be, (size_t)n_tokens * n_heads * hd * sizeof(float));
-    if (be->kv_create(be, &shape, &kv) != 0) goto done;
+    if (be->kv_create(be, &shape, &kv, NULL, 0) != 0) goto done;
     for (size_t i = 0; i < (size_t)max_ctx * n_kvh * hd; i++) k[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
     for (int i = 0; i < n_tokens * n_heads * hd; i++) q[i] = (float)(i % 17) / 17.0f - 0.5f;
     start[0] = 0;

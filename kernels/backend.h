@@ -141,8 +141,9 @@ struct tm_backend {
                        int64_t n_cols, const void *src, char *err, size_t err_len);
     void (*weight_deinit)(tm_backend *be, tm_weight *w);
 
-    /* KV cache pool. */
-    int (*kv_create)(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out);
+    /* KV cache pool. TM_EINVAL for a bad shape, TM_EUNSUPPORTED for one the backend's
+     * attention cannot take, TM_ENOMEM; with one line in err (err may be NULL). */
+    int (*kv_create)(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out, char *err, size_t err_len);
     void (*kv_destroy)(tm_backend *be, tm_kv_cache *kv);
 
     /* out (n, table.n_cols) = rows ids[0..n) of table, as f32. */

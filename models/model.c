@@ -390,10 +390,12 @@ size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size, tm_kv_dtyp
     return tm_kv_page_bytes(&shape);
 }
 
-int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out) {
-    if (n_blocks <= 0 || block_size <= 0 || !tm_kv_dtype_name(dtype)) return TM_EINVAL;
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out, char *err,
+                       size_t err_len) {
+    if (n_blocks <= 0 || block_size <= 0 || !tm_kv_dtype_name(dtype))
+        return tm_fail(err, err_len, TM_EINVAL, "bad KV cache size or type");
     const tm_kv_shape shape = tm_model_kv_shape(m, n_blocks, block_size, dtype);
-    return m->be->kv_create(m->be, &shape, out);
+    return m->be->kv_create(m->be, &shape, out, err, err_len);
 }
 
 void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv) {

@@ -67,8 +67,10 @@ tm_backend *tm_model_backend(const tm_model *m);
 
 /* Bytes one KV page of block_size tokens takes for all layers (K and V of dtype). */
 size_t tm_model_kv_bytes_per_block(const tm_model *m, int block_size, tm_kv_dtype dtype);
-/* TM_EINVAL for a bad size or dtype; the backend's kv_create error otherwise. */
-int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out);
+/* TM_EINVAL for a bad size or dtype; the backend's kv_create error otherwise (e.g. an int8
+ * cache on CUDA), with one line in err (which may be NULL). */
+int tm_model_kv_create(tm_model *m, int n_blocks, int block_size, tm_kv_dtype dtype, tm_kv_cache **out, char *err,
+                       size_t err_len);
 void tm_model_kv_destroy(tm_model *m, tm_kv_cache *kv);
 
 /* Sizes activation buffers for batches up to max_tokens tokens and max_logits logit

@@ -387,9 +387,10 @@ int tm_engine_create(tm_model *model, const tm_engine_config *config, tm_engine 
     e->n_blocks = (int)(c->kv_cache_bytes / per_block);
     e->max_blocks = (e->n_ctx + c->block_size - 1) / c->block_size;
 
-    int rc = tm_model_kv_create(model, e->n_blocks, c->block_size, c->kv_dtype, &e->kv);
+    char why[256] = "";
+    int rc = tm_model_kv_create(model, e->n_blocks, c->block_size, c->kv_dtype, &e->kv, why, sizeof why);
     if (rc != TM_OK) {
-        tm_fail(err, err_len, rc, "KV cache of %d pages: %s", e->n_blocks, tm_strerror(rc));
+        tm_fail(err, err_len, rc, "KV cache of %d pages: %s", e->n_blocks, why);
         goto fail;
     }
     rc = tm_model_reserve(model, c->max_num_batched_tokens, c->max_num_seqs);

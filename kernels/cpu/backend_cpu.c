@@ -73,15 +73,18 @@ static void tm_cpu_weight_deinit_op(tm_backend *be, tm_weight *w) {
     tm_cpu_weight_deinit(w);
 }
 
-static int tm_cpu_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out) {
+static int tm_cpu_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out, char *err,
+                            size_t err_len) {
     (void)be;
     *out = NULL;
     tm_kv_cache *kv = malloc(sizeof *kv);
-    if (!kv) return TM_ENOMEM;
+    if (!kv) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
     int rc = tm_cpu_kv_init(kv, shape);
     if (rc != TM_OK) {
         free(kv);
-        return rc;
+        return tm_fail(err, err_len, rc,
+                       rc == TM_ENOMEM ? "out of memory for %d pages" : "bad cache shape (%d pages)",
+                       shape->n_blocks);
     }
     *out = kv;
     return TM_OK;

@@ -219,19 +219,16 @@ static void tm_cuda_weight_deinit_op(tm_backend *be, tm_weight *w) {
     tm_cuda_weight_deinit(w);
 }
 
-static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out) {
+static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cache **out, char *err,
+                             size_t err_len) {
     *out = NULL;
     if (shape->n_layers <= 0 || shape->n_blocks <= 0 || shape->block_size <= 0 || shape->n_kv_heads <= 0 ||
         shape->head_dim <= 0)
-        return TM_EINVAL;
-    char why[256] = "";
-    int rc = tm_cuda_attention_supports(&tm_cuda(be)->ctx, shape, why, sizeof why);
-    if (rc) {
-        TM_ERRORF("%s", why);
-        return rc;
-    }
+        return tm_fail(err, err_len, TM_EINVAL, "bad cache shape");
+    int rc = tm_cuda_attention_supports(&tm_cuda(be)->ctx, shape, err, err_len);
+    if (rc) return rc;
     tm_kv_cache *kv = (tm_kv_cache *)calloc(1, sizeof *kv);
-    if (!kv) return TM_ENOMEM;
+    if (!kv) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
     kv->shape = *shape;
     const size_t n_bytes = tm_cuda_kv_layer_offset(shape, shape->n_layers) * sizeof(__half);
     if (cudaMalloc((void **)&kv->k, n_bytes) != cudaSuccess || cudaMalloc((void **)&kv->v, n_bytes) != cudaSuccess ||
@@ -240,7 +237,8 @@ static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cac
         if (kv->k) cudaFree(kv->k);
         if (kv->v) cudaFree(kv->v);
         free(kv);
-        return TM_ENOMEM;
+        return tm_fail(err, err_len, TM_ENOMEM, "out of device memory for %d pages (%.1f MiB)", shape->n_blocks,
+                       2.0 * n_bytes / 1048576.0);
     }
     *out = kv;
     return TM_OK;

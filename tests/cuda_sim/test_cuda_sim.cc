@@ -233,7 +233,8 @@ static __global__ void k_stack_overflow(int *out) {
 }
 
 static __global__ void k_wild_pointer(int *out) {
-    if (threadIdx.x == 6) *(volatile int *)(uintptr_t)0x10 = 1;
+    static volatile uintptr_t wild = 0x10; /* volatile: the compiler cannot see the address */
+    if (threadIdx.x == 6) *(volatile int *)wild = 1;
     out[threadIdx.x] = 1;
 }
 

@@ -436,7 +436,7 @@ std::vector<float> run_attention(tm_backend *be, const std::vector<SeqSpec> &seq
 
     tm_kv_shape shape = {1, n_blocks, block_size, n_kv, head_dim, TM_KV_F16};
     tm_kv_cache *kv = nullptr;
-    if (be->kv_create(be, &shape, &kv) != 0) {
+    if (be->kv_create(be, &shape, &kv, NULL, 0) != 0) {
         *fail = "kv_create failed";
         return {};
     }
@@ -551,7 +551,7 @@ TEST_P(Conformance, TwoLayerModelForward) {
         ASSERT_EQ(tm_model_load(cut.c_str(), be, &m, e, sizeof e), 0) << e;
         ASSERT_EQ(tm_model_get_config(m)->n_layers, 2);
         tm_kv_cache *kv = nullptr;
-        ASSERT_EQ(tm_model_kv_create(m, 8, 16, TM_KV_F16, &kv), 0);
+        ASSERT_EQ(tm_model_kv_create(m, 8, 16, TM_KV_F16, &kv, NULL, 0), 0);
         // step 1: two prompts (9 and 20 tokens); step 2: a decode of each and a third prompt
         const std::vector<int32_t> toks = {1, 504, 3458, 282, 4193, 314, 2997, 30, 216, 17, 42, 7, 9, 1000,
                                            2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 11000, 12000,

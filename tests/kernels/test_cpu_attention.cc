@@ -142,7 +142,7 @@ tm_kv_cache *fill_cache(Backend &B, const AttnData &d) {
     const AttnCase &c = d.c;
     tm_kv_shape shape = {d.n_layers, d.n_blocks, c.block_size, c.n_kv_heads, c.head_dim, c.dtype};
     tm_kv_cache *kv = nullptr;
-    EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
+    EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv, NULL, 0), 0);
     const size_t row = (size_t)c.n_kv_heads * c.head_dim;
     std::vector<char> used((size_t)d.n_blocks * c.block_size, 0);
     for (size_t s = 0; s < c.seqs.size(); s++) {

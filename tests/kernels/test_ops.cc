@@ -324,7 +324,7 @@ TEST(CpuOps, KvStoreLayout) {
     for (int l : levels()) {
         Backend B(2, l);
         tm_kv_cache *kv = nullptr;
-        ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
+        ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv, NULL, 0), 0);
         float *pk = B.up(k), *pv = B.up(v);
         B.be->kv_store(B.be, kv, layer, pk, pv, slots.data(), n);
         // The documented layout (ops.h), f16: K dim-major in the page,
@@ -386,7 +386,7 @@ TEST(CpuOps, KvStoreInt8Layout) {
     for (int l : levels()) {
         Backend B(2, l);
         tm_kv_cache *kv = nullptr;
-        ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv), 0);
+        ASSERT_EQ(B.be->kv_create(B.be, &shape, &kv, NULL, 0), 0);
         ASSERT_EQ(kv->k, nullptr); // no f16 arrays
         float *pk = B.up(k), *pv = B.up(v);
         B.be->kv_store(B.be, kv, layer, pk, pv, slots.data(), n);
@@ -402,10 +402,10 @@ TEST(CpuOps, KvInt8RefusesShapesItCannotHold) {
     tm_kv_cache *kv = nullptr;
     for (int hd : {30, 1028}) { // not a multiple of 4; past TM_KV_INT8_MAX_HEAD_DIM
         tm_kv_shape shape = {1, 4, 16, 1, hd, TM_KV_INT8};
-        EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv), TM_EINVAL) << hd;
+        EXPECT_EQ(B.be->kv_create(B.be, &shape, &kv, NULL, 0), TM_EINVAL) << hd;
     }
     tm_kv_shape bad_dtype = {1, 4, 16, 1, 64, (tm_kv_dtype)5};
-    EXPECT_EQ(B.be->kv_create(B.be, &bad_dtype, &kv), TM_EINVAL);
+    EXPECT_EQ(B.be->kv_create(B.be, &bad_dtype, &kv, NULL, 0), TM_EINVAL);
 }
 
 TEST(CpuOps, KvInt8QuantizeRoundTrip) {

@@ -212,7 +212,7 @@ class Runner {
         }
         // Twice the pages one sequence needs: the reversed table uses the other half.
         n_blocks_ = 2 * ((max_ctx + kBlockSize - 1) / kBlockSize);
-        rc = tm_model_kv_create(model_, n_blocks_, kBlockSize, TM_KV_F16, &kv_);
+        rc = tm_model_kv_create(model_, n_blocks_, kBlockSize, TM_KV_F16, &kv_, NULL, 0);
         if (rc != 0) {
             *msg = std::string("tm_model_kv_create: ") + tm_strerror(rc);
             return false;

@@ -278,7 +278,7 @@ class Forward {
         if (!be_) return *msg = err, false;
         if (tm_model_load_gguf(g, "synth", be_, nullptr, nullptr, &m_, err, sizeof err))
             return *msg = err, false;
-        if (tm_model_kv_create(m_, 4, 16, TM_KV_F16, &kv_)) return *msg = "kv", false;
+        if (tm_model_kv_create(m_, 4, 16, TM_KV_F16, &kv_, NULL, 0)) return *msg = "kv", false;
         return true;
     }
     int n_vocab() const { return tm_model_get_config(m_)->n_vocab; }

@@ -140,7 +140,7 @@ struct Data {
         EXPECT_NE(be, nullptr) << err;
         tm_kv_shape sh = shape();
         tm_kv_cache *kv = nullptr;
-        EXPECT_EQ(be->kv_create(be, &sh, &kv), 0);
+        EXPECT_EQ(be->kv_create(be, &sh, &kv, NULL, 0), 0);
         for (size_t s = 0; s < c.seqs.size(); s++) {
             std::vector<int32_t> sl(c.seqs[s].ctx);
             for (int p = 0; p < c.seqs[s].ctx; p++) sl[p] = slot(s, p);
@@ -241,7 +241,9 @@ double check(const Case &c) {
         EXPECT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
         std::vector<float> got(n_out);
         EXPECT_EQ(cudaMemcpy(got.data(), out, n_out * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-        if (c.split) EXPECT_GT(g_state.n_merge, 0) << "expected split-KV";
+        if (c.split) {
+            EXPECT_GT(g_state.n_merge, 0) << "expected split-KV";
+        }
         const double err = rel_err(got, d.reference(layer));
         EXPECT_LE(err, kBound);
         worst = std::max(worst, err);
