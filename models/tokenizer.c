@@ -451,6 +451,12 @@ int tm_tokenizer_add_bos(const tm_tokenizer *t) { return t->add_bos; }
 int tm_tokenizer_is_eog(const tm_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab && t->eog[id];
 }
+int tm_tokenizer_is_text(const tm_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_vocab &&
+           (t->attr[id] & (TM_TATTR_NORMAL | TM_TATTR_BYTE | TM_TATTR_USER_DEFINED)) &&
+           !(t->attr[id] & (TM_TATTR_CONTROL | TM_TATTR_UNKNOWN | TM_TATTR_UNUSED));
+}
+int tm_tokenizer_strips_first_space(const tm_tokenizer *t) { return t->add_space_prefix; }
 const char *tm_tokenizer_kind(const tm_tokenizer *t) { return t->kind == TM_TOK_BPE ? "gpt2" : "llama"; }
 const char *tm_tokenizer_pre(const tm_tokenizer *t) { return t->pre_name; }
 int32_t tm_tokenizer_find(const tm_tokenizer *t, const char *text) { return find_text(t, text); }

@@ -32,6 +32,12 @@ int32_t tm_tokenizer_eos(const tm_tokenizer *t); /* -1 if none */
 int tm_tokenizer_add_bos(const tm_tokenizer *t); /* metadata add_bos_token (or vocab default) */
 /* Is id an end-of-generation token (eos, eot, <|im_end|>, <|eot_id|>, <end_of_turn>, ...)? */
 int tm_tokenizer_is_eog(const tm_tokenizer *t, int32_t id);
+/* Does id stand for text (a normal, byte or user-defined token) rather than markup (control,
+ * unknown, unused)? Structured output only builds text from text tokens. */
+int tm_tokenizer_is_text(const tm_tokenizer *t, int32_t id);
+/* 1 when the detokenizer drops the leading space of the first token's piece
+ * (SentencePiece vocabs that prefix a space when encoding). */
+int tm_tokenizer_strips_first_space(const tm_tokenizer *t);
 /* "gpt2" or "llama"; and the pre-tokenizer name ("smollm", "default", ...). */
 const char *tm_tokenizer_kind(const tm_tokenizer *t);
 const char *tm_tokenizer_pre(const tm_tokenizer *t);
