@@ -55,7 +55,13 @@ struct tm_engine {
     pthread_cond_t cv;            /* signalled on submit, abort and stop */
     /* shared */
     tm_seq *inbox_head, *inbox_tail; /* submitted, not yet seen by the engine (via next) */
-    int n_inbox;                  /* inbox length */
+    /* Requests accepted by submit whose final event is not yet queued: the admission
+     * count. It lives here, under mu, because both of its ends happen under mu: submit
+     * (any thread) counts a request as it queues it, push_event (engine thread) uncounts
+     * it as it queues its last event, just before the sequence is freed. So it is exact at
+     * every instant, where the stats snapshot lags a whole step, and a caller that keeps
+     * its own count would lag until it drains the events. */
+    int n_inflight;
     uint64_t *aborts;             /* (cap_aborts) ids to abort */
     int n_aborts, cap_aborts;     /* pending aborts, capacity */
     int stopping;                 /* destroy was called */
@@ -91,6 +97,7 @@ static void push_event(tm_engine *e, tm_event *ev) {
         int cap = e->cap_events ? 2 * e->cap_events : 256;
         tm_event *p = realloc(e->events, (size_t)cap * sizeof *p);
         if (!p) {
+            if (ev->finish != TM_FINISH_NONE) e->n_inflight--; /* it ends all the same */
             pthread_mutex_unlock(&e->mu);
             TM_ERRORF("engine: out of memory queueing an event for request %llu",
                       (unsigned long long)ev->id);
@@ -101,6 +108,7 @@ static void push_event(tm_engine *e, tm_event *ev) {
         e->cap_events = cap;
     }
     e->events[e->n_events++] = *ev;
+    if (ev->finish != TM_FINISH_NONE) e->n_inflight--;
     pthread_mutex_unlock(&e->mu);
     e->n_pushed++;
 }
@@ -287,10 +295,6 @@ static void *engine_main(void *arg) {
             pthread_cond_wait(&e->cv, &e->mu); /* idle: sleep, no spin */
         tm_seq *in = e->inbox_head;
         e->inbox_head = e->inbox_tail = NULL;
-        /* They wait in the scheduler now; count them there at once, or submits during
-         * this step would see neither them nor the next snapshot and overfill the queue. */
-        e->stats.n_waiting += e->n_inbox;
-        e->n_inbox = 0;
         /* Swap the abort arrays so callers keep appending while we apply these. */
         uint64_t *ids = e->aborts;
         int n_ids = e->n_aborts, cap = e->cap_aborts;
@@ -503,15 +507,18 @@ int tm_engine_submit(tm_engine *e, const tm_request *req, uint64_t *id, char *er
     rc = tm_seq_create(req, e->tok, e->max_piece, e->cfg.block_size, &s);
     if (rc != TM_OK) return tm_fail(err, err_len, rc, "cannot queue the request: %s", tm_strerror(rc));
     pthread_mutex_lock(&e->mu);
-    if (e->stopping || e->n_inbox + e->stats.n_waiting >= e->cfg.max_queue) {
+    /* max_queue bounds the requests that wait beyond what the batch takes. */
+    const int cap = e->cfg.max_num_seqs + e->cfg.max_queue;
+    if (e->stopping || e->n_inflight >= cap) {
         pthread_mutex_unlock(&e->mu);
         tm_seq_destroy(s);
-        return tm_fail(err, err_len, TM_EBUSY, "the waiting queue is full (%d)", e->cfg.max_queue);
+        return tm_fail(err, err_len, TM_EBUSY, "the waiting queue is full: %d requests in flight "
+                       "(max_num_seqs %d + max_queue %d)", cap, e->cfg.max_num_seqs, e->cfg.max_queue);
     }
     s->id = ++e->next_id;
     if (e->inbox_tail) e->inbox_tail->next = s; else e->inbox_head = s;
     e->inbox_tail = s;
-    e->n_inbox++;
+    e->n_inflight++;
     if (id) *id = s->id;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
@@ -555,3 +562,5 @@ void tm_engine_get_stats(tm_engine *e, tm_engine_stats *out) {
 }
 
 const tm_model *tm_engine_model(const tm_engine *e) { return e->model; }
+int tm_engine_n_ctx(const tm_engine *e) { return e->n_ctx; }
+size_t tm_engine_max_piece_bytes(const tm_engine *e) { return e->max_piece; }

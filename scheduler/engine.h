@@ -25,7 +25,8 @@ typedef struct tm_engine_config {
     tm_kv_dtype kv_dtype;       /* KV element type (--kv-cache-dtype, f16) */
     int max_num_seqs;           /* cap on running sequences */
     int max_num_batched_tokens; /* token budget per step */
-    int max_queue;              /* cap on waiting requests; submit beyond it is TM_EBUSY */
+    int max_queue;              /* requests that may wait beyond max_num_seqs: submit is
+                                   TM_EBUSY while max_num_seqs + max_queue are in flight */
     int enable_prefix_cache;    /* reuse cached prompt pages */
     void (*on_event)(void *arg);/* called from the engine thread after events are queued */
     void *on_event_arg;
@@ -101,7 +102,9 @@ void tm_engine_destroy(tm_engine *e);
 
 /* Any thread. Copies the request. Fails at once, with err, when the request can never
  * run: TM_ERANGE (prompt + max_tokens over the context, or more pages than exist),
- * TM_EINVAL (empty prompt, bad ids or parameters), TM_EBUSY (waiting queue full). */
+ * TM_EINVAL (empty prompt, bad ids or parameters); or when it cannot run now: TM_EBUSY
+ * (max_num_seqs + max_queue requests are in flight, i.e. submitted and their last event
+ * not yet queued). */
 int tm_engine_submit(tm_engine *e, const tm_request *req, uint64_t *id, char *err,
                      size_t err_len);
 /* Any thread. The request finishes with TM_FINISH_ABORT; its pages are freed at the next
@@ -112,6 +115,11 @@ int tm_engine_poll(tm_engine *e, tm_event *out, int max);
 /* Any thread. A consistent snapshot. */
 void tm_engine_get_stats(tm_engine *e, tm_engine_stats *out);
 const tm_model *tm_engine_model(const tm_engine *e);
+/* Any thread. The longest prompt + max_tokens a request may ask for (the model's
+ * training context, or 2048 when the file gives none). */
+int tm_engine_n_ctx(const tm_engine *e);
+/* Any thread. The most bytes of text one token detokenizes to. */
+size_t tm_engine_max_piece_bytes(const tm_engine *e);
 
 #ifdef __cplusplus
 }

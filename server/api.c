@@ -410,13 +410,10 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->engine = engine;
     a->model = tm_engine_model(engine);
     a->tok = tm_model_tokenizer(a->model);
-    a->n_ctx = tm_model_get_config(a->model)->n_ctx_train;
-    a->max_token_bytes = 4; /* an unknown character (<unk>) is up to 4 bytes */
-    for (int32_t id = 0; id < tm_tokenizer_n_vocab(a->tok); id++) {
-        size_t len;
-        tm_tokenizer_piece(a->tok, id, &len);
-        if (len > a->max_token_bytes) a->max_token_bytes = len;
-    }
+    a->n_ctx = tm_engine_n_ctx(engine);
+    /* A token stands for at most its piece of input text, and an unknown character
+     * (<unk>) for up to 4 bytes of it whatever its piece. */
+    a->max_token_bytes = TM_MAX(tm_engine_max_piece_bytes(engine), (size_t)4);
     a->model_name = strdup(cfg->served_model_name);
     a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
     a->chat = cfg->chat;

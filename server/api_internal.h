@@ -43,8 +43,8 @@ struct tm_api {
     tm_engine *engine;           /* borrowed */
     const tm_model *model;       /* engine's model */
     const tm_tokenizer *tok;     /* model's tokenizer */
-    int n_ctx;                   /* context length (prompt + completion) */
-    size_t max_token_bytes;      /* most bytes of text one token stands for */
+    int n_ctx;                   /* context length (prompt + completion), the engine's */
+    size_t max_token_bytes;      /* most bytes of prompt text one token stands for */
     char *model_name;            /* served name */
     char *api_key;               /* or NULL */
     tm_chat_template chat;       /* chat rendering */

@@ -73,7 +73,7 @@ static void usage(FILE *f) {
             "  --kv-cache-dtype f16|int8   KV element type (f16; int8 holds ~1.9x the tokens, CPU only)\n"
             "  --max-num-seqs N            running sequences at most\n"
             "  --max-num-batched-tokens N  tokens per engine step\n"
-            "  --max-queue N               waiting requests before 503\n"
+            "  --max-queue N               requests waiting beyond --max-num-seqs before 503 (1024)\n"
             "  --chat-template NAME|FILE   chatml, llama3, llama2, mistral, gemma, or a Jinja file\n"
             "  --threads N                 CPU backend threads (one per CPU)\n"
             "  --http-timeout S            idle/slow-request timeout (30)\n"
