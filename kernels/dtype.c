@@ -7,6 +7,9 @@
  *   Q8_0  d = amax / 127, q = roundf(x / d)
  *   Q8_1  as Q8_0, plus s = d * sum(q)
  *   Q8_K  iscale = -127 / max (signed), q = min(127, nearest(x * iscale)), d = 1 / iscale
+ *   Q5_0  d = max / -16, q = min(31, (int)(x/d + 16.5))
+ *   Q5_1  d = (max - min) / 31, m = min, q = min(31, (int)((x - min)/d + 0.5))
+ * The K-quants search their scales instead (kernels/quant_k.c).
  * Block layouts: shared/KERNELS.md section 1. */
 #include "kernels/dtype.h"
 
@@ -17,6 +20,7 @@
 
 #include "common/common.h"
 #include "kernels/backend.h"
+#include "kernels/quant_k.h"
 
 typedef struct {
     tm_dtype type;
@@ -30,9 +34,14 @@ static const tm_dtype_info tm_dtype_table[] = {
     {TM_DTYPE_F16, "f16", 1, 2},
     {TM_DTYPE_Q4_0, "q4_0", TM_QK, sizeof(tm_block_q4_0)},
     {TM_DTYPE_Q4_1, "q4_1", TM_QK, sizeof(tm_block_q4_1)},
+    {TM_DTYPE_Q5_0, "q5_0", TM_QK, sizeof(tm_block_q5_0)},
+    {TM_DTYPE_Q5_1, "q5_1", TM_QK, sizeof(tm_block_q5_1)},
     {TM_DTYPE_Q8_0, "q8_0", TM_QK, sizeof(tm_block_q8_0)},
     {TM_DTYPE_Q8_1, "q8_1", TM_QK, sizeof(tm_block_q8_1)},
+    {TM_DTYPE_Q2_K, "q2_k", TM_QK_K, sizeof(tm_block_q2_k)},
+    {TM_DTYPE_Q3_K, "q3_k", TM_QK_K, sizeof(tm_block_q3_k)},
     {TM_DTYPE_Q4_K, "q4_k", TM_QK_K, sizeof(tm_block_q4_k)},
+    {TM_DTYPE_Q5_K, "q5_k", TM_QK_K, sizeof(tm_block_q5_k)},
     {TM_DTYPE_Q6_K, "q6_k", TM_QK_K, sizeof(tm_block_q6_k)},
     {TM_DTYPE_Q8_K, "q8_k", TM_QK_K, sizeof(tm_block_q8_k)},
     {TM_DTYPE_BF16, "bf16", 1, 2},
@@ -41,6 +50,11 @@ static const tm_dtype_info tm_dtype_table[] = {
 /* The structs must have the GGUF sizes; a padded struct would corrupt every file read. */
 _Static_assert(sizeof(tm_block_q4_0) == 18, "q4_0 block size");
 _Static_assert(sizeof(tm_block_q4_1) == 20, "q4_1 block size");
+_Static_assert(sizeof(tm_block_q5_0) == 22, "q5_0 block size");
+_Static_assert(sizeof(tm_block_q5_1) == 24, "q5_1 block size");
+_Static_assert(sizeof(tm_block_q2_k) == 84, "q2_k block size");
+_Static_assert(sizeof(tm_block_q3_k) == 110, "q3_k block size");
+_Static_assert(sizeof(tm_block_q5_k) == 176, "q5_k block size");
 _Static_assert(sizeof(tm_block_q8_0) == 34, "q8_0 block size");
 _Static_assert(sizeof(tm_block_q8_1) == 36, "q8_1 block size");
 _Static_assert(sizeof(tm_block_q4_k) == 144, "q4_k block size");
@@ -95,7 +109,12 @@ int64_t tm_dtype_row_bytes(tm_dtype t, int64_t n) {
 
 /* ---- dequantization ---------------------------------------------------------------- */
 
-/* Q4_K packs 8 six-bit (scale, min) pairs into 12 bytes; see KERNELS.md section 1. */
+int tm_dtype_is_kquant(tm_dtype t) {
+    return t == TM_DTYPE_Q2_K || t == TM_DTYPE_Q3_K || t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K ||
+           t == TM_DTYPE_Q6_K;
+}
+
+/* Q4_K and Q5_K pack 8 six-bit (scale, min) pairs into 12 bytes; see KERNELS.md section 1. */
 static void tm_q4_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {
         *sc = q[j] & 63;
@@ -106,37 +125,113 @@ static void tm_q4_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) 
     }
 }
 
-static void tm_dequant_q4_k(const tm_block_q4_k *b, float *y) {
-    const float d = tm_f16_to_f32(b->d), dmin = tm_f16_to_f32(b->dmin);
-    for (int c = 0; c < 4; c++) { /* chunk c: 32 bytes -> values 64c..64c+63 */
-        const uint8_t *q = b->qs + 32 * c;
+/* Q4_K / Q5_K: sub-block j (32 values) is chunk j / 2 of qs, low nibbles if j is even;
+ * Q5_K's fifth bit of value 32j + l is bit j of qh[l]. */
+static void tm_unpack_q45_k(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, tm_kblock *o) {
+    for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        tm_q4_k_scale_min(2 * c, b->scales, &sc, &m);
-        const float d1 = d * sc, m1 = dmin * m;
-        tm_q4_k_scale_min(2 * c + 1, b->scales, &sc, &m);
-        const float d2 = d * sc, m2 = dmin * m;
-        for (int l = 0; l < 32; l++) y[64 * c + l] = d1 * (q[l] & 0x0f) - m1;
-        for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d2 * (q[l] >> 4) - m2;
+        tm_q4_k_scale_min(j, scales, &sc, &m);
+        o->sc[2 * j] = o->sc[2 * j + 1] = sc;
+        o->m[2 * j] = o->m[2 * j + 1] = m;
+        const uint8_t *q = qs + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = (j & 1) ? q[l] >> 4 : q[l] & 15;
+            if (qh) v |= ((qh[l] >> j) & 1) << 4;
+            o->q[32 * j + l] = (int8_t)v;
+        }
     }
 }
 
-static void tm_dequant_q6_k(const tm_block_q6_k *b, float *y) {
-    const float d = tm_f16_to_f32(b->d);
-    const uint8_t *ql = b->ql, *qh = b->qh;
-    const int8_t *sc = b->scales;
-    for (int half = 0; half < 2; half++) {
-        for (int l = 0; l < 32; l++) {
-            const int is = l / 16;
-            const int q1 = (int)((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
-            const int q2 = (int)((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-            const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-            const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-            y[l] = d * sc[is] * q1;
-            y[l + 32] = d * sc[is + 2] * q2;
-            y[l + 64] = d * sc[is + 4] * q3;
-            y[l + 96] = d * sc[is + 6] * q4;
+/* Q2_K / Q3_K: value 128n + 32j + l (n < 2, j < 4, l < 32) is bits 2j..2j+1 of
+ * qs[32n + l]; Q3_K subtracts 4 unless bit 4n + j of hmask[l] is set. */
+static void tm_unpack_q23_k(const uint8_t *qs, const uint8_t *hmask, tm_kblock *o) {
+    for (int n = 0; n < 2; n++)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                int v = (qs[32 * n + l] >> (2 * j)) & 3;
+                if (hmask && !((hmask[l] >> (4 * n + j)) & 1)) v -= 4;
+                o->q[128 * n + 32 * j + l] = (int8_t)v;
+            }
+}
+
+void tm_kblock_unpack(tm_dtype t, const void *block, tm_kblock *o) {
+    memset(o->m, 0, sizeof o->m);
+    o->dmin = 0.0f;
+    switch (t) {
+    case TM_DTYPE_Q2_K: {
+        const tm_block_q2_k *b = block;
+        tm_unpack_q23_k(b->qs, NULL, o);
+        for (int k = 0; k < 16; k++) o->sc[k] = b->scales[k] & 15, o->m[k] = b->scales[k] >> 4;
+        o->d = tm_f16_to_f32(b->d), o->dmin = tm_f16_to_f32(b->dmin);
+        break;
+    }
+    case TM_DTYPE_Q3_K: {
+        const tm_block_q3_k *b = block;
+        tm_unpack_q23_k(b->qs, b->hmask, o);
+        /* scale k: 4 low bits from the nibbles of bytes 0-7 (low for k < 8, high after),
+         * 2 high bits from bytes 8-11: bits 2(k/4).. of byte 8 + k%4 */
+        for (int k = 0; k < 16; k++) {
+            const int lo = k < 8 ? b->scales[k] & 15 : b->scales[k - 8] >> 4;
+            const int hi = (b->scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+            o->sc[k] = (int16_t)((lo | (hi << 4)) - 32);
         }
-        y += 128, ql += 64, qh += 32, sc += 8;
+        o->d = tm_f16_to_f32(b->d);
+        break;
+    }
+    case TM_DTYPE_Q4_K: {
+        const tm_block_q4_k *b = block;
+        tm_unpack_q45_k(b->scales, b->qs, NULL, o);
+        o->d = tm_f16_to_f32(b->d), o->dmin = tm_f16_to_f32(b->dmin);
+        break;
+    }
+    case TM_DTYPE_Q5_K: {
+        const tm_block_q5_k *b = block;
+        tm_unpack_q45_k(b->scales, b->qs, b->qh, o);
+        o->d = tm_f16_to_f32(b->d), o->dmin = tm_f16_to_f32(b->dmin);
+        break;
+    }
+    case TM_DTYPE_Q6_K: { /* KERNELS.md section 1: two halves of 128 values */
+        const tm_block_q6_k *b = block;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+            int8_t *q = o->q + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                q[l] = (int8_t)(((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
+                q[l + 32] = (int8_t)(((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        for (int k = 0; k < 16; k++) o->sc[k] = b->scales[k];
+        o->d = tm_f16_to_f32(b->d);
+        break;
+    }
+    default:
+        memset(o, 0, sizeof *o);
+        o->d = NAN;
+        break;
+    }
+}
+
+/* y = d * sc * q - dmin * m per value, with d * sc and dmin * m rounded to f32 first,
+ * which is the order of ggml's dequantizers. */
+static void tm_dequant_k(tm_dtype t, const void *block, float *y) {
+    tm_kblock k;
+    tm_kblock_unpack(t, block, &k);
+    for (int g = 0; g < 16; g++) {
+        const float dl = k.d * (float)k.sc[g], ml = k.dmin * (float)k.m[g];
+        for (int l = 0; l < 16; l++) y[16 * g + l] = dl * (float)k.q[16 * g + l] - ml;
+    }
+}
+
+/* Value j: the low nibble (j < 16) or high nibble of qs[j % 16], with bit j of qh (a
+ * little-endian u32) as its fifth bit. */
+void tm_q5_unpack(const uint8_t qs[16], const uint8_t qh4[4], uint8_t out[32]) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    for (int j = 0; j < 16; j++) {
+        out[j] = (uint8_t)((qs[j] & 15) | (((qh >> j) & 1) << 4));
+        out[j + 16] = (uint8_t)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4));
     }
 }
 
@@ -177,6 +272,26 @@ void tm_dequantize_row(tm_dtype t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case TM_DTYPE_Q5_0: {
+        const tm_block_q5_0 *b = src;
+        for (int64_t i = 0; i < n / TM_QK; i++, b++, dst += TM_QK) {
+            const float d = tm_f16_to_f32(b->d);
+            uint8_t u[TM_QK];
+            tm_q5_unpack(b->qs, b->qh, u);
+            for (int j = 0; j < TM_QK; j++) dst[j] = (u[j] - 16) * d;
+        }
+        break;
+    }
+    case TM_DTYPE_Q5_1: {
+        const tm_block_q5_1 *b = src;
+        for (int64_t i = 0; i < n / TM_QK; i++, b++, dst += TM_QK) {
+            const float d = tm_f16_to_f32(b->d), m = tm_f16_to_f32(b->m);
+            uint8_t u[TM_QK];
+            tm_q5_unpack(b->qs, b->qh, u);
+            for (int j = 0; j < TM_QK; j++) dst[j] = u[j] * d + m;
+        }
+        break;
+    }
     case TM_DTYPE_Q8_0: {
         const tm_block_q8_0 *b = src;
         for (int64_t i = 0; i < n / TM_QK; i++, b++, dst += TM_QK) {
@@ -193,14 +308,13 @@ void tm_dequantize_row(tm_dtype t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
-    case TM_DTYPE_Q4_K: {
-        const tm_block_q4_k *b = src;
-        for (int64_t i = 0; i < n / TM_QK_K; i++) tm_dequant_q4_k(b + i, dst + i * TM_QK_K);
-        break;
-    }
+    case TM_DTYPE_Q2_K:
+    case TM_DTYPE_Q3_K:
+    case TM_DTYPE_Q4_K:
+    case TM_DTYPE_Q5_K:
     case TM_DTYPE_Q6_K: {
-        const tm_block_q6_k *b = src;
-        for (int64_t i = 0; i < n / TM_QK_K; i++) tm_dequant_q6_k(b + i, dst + i * TM_QK_K);
+        const int64_t bb = tm_dtype_block_bytes(t);
+        for (int64_t i = 0; i < n / TM_QK_K; i++) tm_dequant_k(t, (const uint8_t *)src + i * bb, dst + i * TM_QK_K);
         break;
     }
     case TM_DTYPE_Q8_K: {
@@ -248,6 +362,43 @@ static void tm_quant_q4_1(const float *x, tm_block_q4_1 *y, int64_t nb) {
     }
 }
 
+/* The fifth bits of a Q5 block's values, as its qh bytes (bit j = value j). */
+static void tm_q5_store(const int *q, uint8_t *qs, uint8_t *qh4) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+        qh |= (uint32_t)((q[j] >> 4) & 1) << j;
+        qh |= (uint32_t)((q[j + 16] >> 4) & 1) << (j + 16);
+    }
+    memcpy(qh4, &qh, 4);
+}
+
+static void tm_quant_q5_0(const float *x, tm_block_q5_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += TM_QK) {
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < TM_QK; j++)
+            if (amax < fabsf(x[j])) amax = fabsf(x[j]), max = x[j];
+        const float d = max / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = tm_f32_to_f16(d);
+        int q[TM_QK];
+        for (int j = 0; j < TM_QK; j++) q[j] = TM_MIN(31, (int)(int8_t)(x[j] * id + 16.5f));
+        tm_q5_store(q, y[i].qs, y[i].qh);
+    }
+}
+
+static void tm_quant_q5_1(const float *x, tm_block_q5_1 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += TM_QK) {
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < TM_QK; j++) min = TM_MIN(min, x[j]), max = TM_MAX(max, x[j]);
+        const float d = (max - min) / 31.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = tm_f32_to_f16(d);
+        y[i].m = tm_f32_to_f16(min);
+        int q[TM_QK];
+        for (int j = 0; j < TM_QK; j++) q[j] = TM_MIN(31, (int)(int8_t)((x[j] - min) * id + 0.5f));
+        tm_q5_store(q, y[i].qs, y[i].qh);
+    }
+}
+
 /* Q8_0 and Q8_1 share the rounding; Q8_1 also stores s = d * sum(q). */
 static float tm_quant_8bit_block(const float *x, int8_t *q, int *sum) {
     float amax = 0.0f;
@@ -288,8 +439,12 @@ static void tm_quant_q8_k(const float *x, tm_block_q8_k *y, int64_t nb) {
 }
 
 int tm_quantize_row(tm_dtype t, const float *src, void *dst, int64_t n) {
-    if (t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K || !tm_dtype_valid((int)t)) return TM_EUNSUPPORTED;
+    if (!tm_dtype_valid((int)t)) return TM_EUNSUPPORTED;
     if (n % tm_dtype_block_size(t)) return TM_EINVAL;
+    if (tm_dtype_is_kquant(t)) {
+        tm_quantize_k_row(t, src, dst, n);
+        return TM_OK;
+    }
     switch (t) {
     case TM_DTYPE_F32:
         memcpy(dst, src, (size_t)n * sizeof(float));
@@ -309,6 +464,12 @@ int tm_quantize_row(tm_dtype t, const float *src, void *dst, int64_t n) {
         return TM_OK;
     case TM_DTYPE_Q4_1:
         tm_quant_q4_1(src, dst, n / TM_QK);
+        return TM_OK;
+    case TM_DTYPE_Q5_0:
+        tm_quant_q5_0(src, dst, n / TM_QK);
+        return TM_OK;
+    case TM_DTYPE_Q5_1:
+        tm_quant_q5_1(src, dst, n / TM_QK);
         return TM_OK;
     case TM_DTYPE_Q8_0: {
         tm_block_q8_0 *y = dst;

@@ -4,6 +4,7 @@
  * SIMD tables are tested against this one (tests/kernels/test_matmul.cc). */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/common.h"
 #include "kernels/cpu/matmul_impl.h"
@@ -38,7 +39,13 @@ static int32_t tm_mm_dot_i8(const int8_t *a, const int8_t *b, int n) {
     return acc;
 }
 
-/* One weight row (GGUF blocks) . one token's quantized activations. */
+static int32_t tm_mm_dot_u8_i8(const uint8_t *a, const int8_t *b, int n) {
+    int32_t acc = 0;
+    for (int j = 0; j < n; j++) acc += a[j] * b[j];
+    return acc;
+}
+
+/* One weight row (GGUF blocks) . one token's quantized activations (not K-quants). */
 static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
     const int64_t nb = a->n_cols / TM_QK;
     const int8_t *q = a->act ? a->act->q + (int64_t)t * a->n_cols : NULL;
@@ -81,6 +88,24 @@ static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
             acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]) + tm_f16_to_f32(blk->m) * as[b];
         }
         break;
+    case TM_DTYPE_Q5_0: /* as Q4_0 with a fifth bit and -16 */
+        for (int64_t b = 0; b < nb; b++) {
+            const tm_block_q5_0 *blk = (const tm_block_q5_0 *)row + b;
+            uint8_t u[TM_QK];
+            tm_q5_unpack(blk->qs, blk->qh, u);
+            const int32_t dot = tm_mm_dot_u8_i8(u, q + 32 * b, TM_QK) - 16 * asum[b];
+            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
+        }
+        break;
+    case TM_DTYPE_Q5_1: /* as Q4_1 with a fifth bit */
+        for (int64_t b = 0; b < nb; b++) {
+            const tm_block_q5_1 *blk = (const tm_block_q5_1 *)row + b;
+            uint8_t u[TM_QK];
+            tm_q5_unpack(blk->qs, blk->qh, u);
+            const int32_t dot = tm_mm_dot_u8_i8(u, q + 32 * b, TM_QK);
+            acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]) + tm_f16_to_f32(blk->m) * as[b];
+        }
+        break;
     case TM_DTYPE_Q8_0:
         for (int64_t b = 0; b < nb; b++) {
             const tm_block_q8_0 *blk = (const tm_block_q8_0 *)row + b;
@@ -88,54 +113,6 @@ static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
             acc += (float)dot * (tm_f16_to_f32(blk->d) * ad[b]);
         }
         break;
-    case TM_DTYPE_Q4_K: {
-        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
-        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
-            const tm_block_q4_k *blk = (const tm_block_q4_k *)row + i;
-            int32_t sumi = 0, summ = 0;
-            for (int j = 0; j < 8; j++) {
-                int sc, m;
-                const uint8_t *s = blk->scales;
-                if (j < 4) {
-                    sc = s[j] & 63, m = s[j + 4] & 63;
-                } else {
-                    sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-                    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-                }
-                /* sub-block j: chunk j/2, low nibbles if j even */
-                const uint8_t *qs = blk->qs + 32 * (j / 2);
-                const int8_t *aq = y[i].qs + 32 * j;
-                int32_t dot = 0;
-                for (int l = 0; l < 32; l++) dot += ((j & 1) ? qs[l] >> 4 : qs[l] & 15) * aq[l];
-                sumi += sc * dot;
-                summ += m * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-            }
-            acc += y[i].d * (tm_f16_to_f32(blk->d) * (float)sumi - tm_f16_to_f32(blk->dmin) * (float)summ);
-        }
-        break;
-    }
-    case TM_DTYPE_Q6_K: {
-        const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * (a->n_cols / TM_QK_K);
-        for (int64_t i = 0; i < a->n_cols / TM_QK_K; i++) {
-            const tm_block_q6_k *blk = (const tm_block_q6_k *)row + i;
-            int8_t v[TM_QK_K]; /* unpacked 6-bit values minus 32 */
-            for (int h = 0; h < 2; h++) {
-                const uint8_t *ql = blk->ql + 64 * h, *qh = blk->qh + 32 * h;
-                int8_t *o = v + 128 * h;
-                for (int l = 0; l < 32; l++) {
-                    o[l] = (int8_t)(((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
-                    o[l + 32] = (int8_t)(((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
-                    o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-                    o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-                }
-            }
-            /* scale g covers values 16g..16g+15 (is = l/16 over the half's 4 rows of 32) */
-            int32_t sumi = 0;
-            for (int g = 0; g < 16; g++) sumi += blk->scales[g] * tm_mm_dot_i8(v + 16 * g, y[i].qs + 16 * g, 16);
-            acc += y[i].d * tm_f16_to_f32(blk->d) * (float)sumi;
-        }
-        break;
-    }
     default:
         acc = NAN;
         break;
@@ -143,7 +120,43 @@ static float tm_mm_dot_row_scalar(const tm_mm_args *a, const void *row, int t) {
     return acc;
 }
 
+/* Rows [r0, r1) of a K-quant weight x all tokens: each super-block is unpacked once and
+ * used by every token, whose sum runs over the super-blocks in order in out. Per block:
+ *   type-1 (Q2_K, Q4_K, Q5_K)  y.d * (d * sum(sc * q.a) - dmin * sum(m * bsum))
+ *   type-0 (Q3_K, Q6_K)        (y.d * d) * sum(sc * q.a)
+ * with exact integer sums over the 16-value sub-blocks. */
+static void tm_mm_rows_kquant_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols), nsb = a->n_cols / TM_QK_K;
+    const int64_t bb = tm_dtype_block_bytes(a->dtype);
+    const int type1 = a->dtype == TM_DTYPE_Q2_K || a->dtype == TM_DTYPE_Q4_K || a->dtype == TM_DTYPE_Q5_K;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)a->w->src + r * row_bytes;
+        for (int t = 0; t < a->n; t++) a->out[(int64_t)t * a->n_rows + r] = 0.0f;
+        for (int64_t i = 0; i < nsb; i++) {
+            tm_kblock k;
+            tm_kblock_unpack(a->dtype, row + i * bb, &k);
+            for (int t = 0; t < a->n; t++) {
+                const tm_block_q8_k *y = (const tm_block_q8_k *)a->act->q8k + (int64_t)t * nsb + i;
+                int32_t sumi = 0, summ = 0;
+                for (int g = 0; g < 16; g++) {
+                    sumi += k.sc[g] * tm_mm_dot_i8(k.q + 16 * g, y->qs + 16 * g, 16);
+                    summ += k.m[g] * y->bsums[g];
+                }
+                float *o = &a->out[(int64_t)t * a->n_rows + r];
+                if (type1) *o += y->d * (k.d * (float)sumi - k.dmin * (float)summ);
+                else *o += y->d * k.d * (float)sumi;
+            }
+        }
+        if (a->bias)
+            for (int t = 0; t < a->n; t++) a->out[(int64_t)t * a->n_rows + r] += a->bias[r];
+    }
+}
+
 void tm_mm_rows_scalar(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    if (tm_dtype_is_kquant(a->dtype)) {
+        tm_mm_rows_kquant_scalar(a, r0, r1);
+        return;
+    }
     const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
     for (int64_t r = r0; r < r1; r++) {
         const void *row = (const uint8_t *)a->w->src + r * row_bytes;
@@ -166,8 +179,13 @@ static const tm_mm_kernels tm_mm_scalar = {
         [TM_DTYPE_BF16] = {TM_MM_ACT_F32, NULL, NULL, tm_mm_rows_scalar},
         [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  NULL, NULL, tm_mm_rows_scalar},
         [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  NULL, NULL, tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  NULL, NULL, tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  NULL, NULL, tm_mm_rows_scalar},
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  NULL, NULL, tm_mm_rows_scalar},
+        [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL, NULL, tm_mm_rows_scalar},
+        [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL, NULL, tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL, NULL, tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL, NULL, tm_mm_rows_scalar},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL, NULL, tm_mm_rows_scalar},
     },
 };

@@ -9,6 +9,7 @@
 
 #include "common/common.h"
 #include "kernels/dtype.h"
+#include "kernels/quant_k.h"
 
 namespace {
 
@@ -29,18 +30,23 @@ uint16_t q1(tm_dtype t, float v) {
 TEST(Dtype, Table) {
     EXPECT_STREQ(tm_dtype_name(TM_DTYPE_Q4_1), "q4_1");
     EXPECT_STREQ(tm_dtype_name(TM_DTYPE_BF16), "bf16");
-    EXPECT_STREQ(tm_dtype_name((tm_dtype)7), "unknown");
+    EXPECT_STREQ(tm_dtype_name((tm_dtype)7), "q5_1");
+    EXPECT_STREQ(tm_dtype_name((tm_dtype)5), "unknown"); // Q4_3: removed from ggml
     EXPECT_EQ(tm_dtype_from_name("Q4_K"), TM_DTYPE_Q4_K);
     EXPECT_EQ(tm_dtype_from_name("f16"), TM_DTYPE_F16);
     EXPECT_EQ(tm_dtype_from_name("q4"), -1);
     EXPECT_EQ(tm_dtype_from_name("q4_11"), -1);
     EXPECT_TRUE(tm_dtype_valid(14));
-    EXPECT_FALSE(tm_dtype_valid(13));
+    EXPECT_TRUE(tm_dtype_valid(13));
+    EXPECT_FALSE(tm_dtype_valid(4));
+    EXPECT_FALSE(tm_dtype_valid(16));
+    EXPECT_EQ(tm_dtype_from_name("Q5_K"), TM_DTYPE_Q5_K);
     struct { tm_dtype t; int64_t bs, bb; } want[] = {
         {TM_DTYPE_F32, 1, 4}, {TM_DTYPE_F16, 1, 2}, {TM_DTYPE_BF16, 1, 2},
         {TM_DTYPE_Q4_0, 32, 18}, {TM_DTYPE_Q4_1, 32, 20}, {TM_DTYPE_Q8_0, 32, 34},
         {TM_DTYPE_Q8_1, 32, 36}, {TM_DTYPE_Q4_K, 256, 144}, {TM_DTYPE_Q6_K, 256, 210},
-        {TM_DTYPE_Q8_K, 256, 292},
+        {TM_DTYPE_Q8_K, 256, 292}, {TM_DTYPE_Q5_0, 32, 22}, {TM_DTYPE_Q5_1, 32, 24},
+        {TM_DTYPE_Q2_K, 256, 84}, {TM_DTYPE_Q3_K, 256, 110}, {TM_DTYPE_Q5_K, 256, 176},
     };
     for (auto &w : want) {
         EXPECT_EQ(tm_dtype_block_size(w.t), w.bs) << tm_dtype_name(w.t);
@@ -201,6 +207,192 @@ TEST(Dtype, Q6_KBlockDLast) {
         EXPECT_EQ(y[e], 0.125f * sc[e / 16] * (q[e] - 32)) << "value " << e;
 }
 
+// Q5_0 / Q5_1: qs as Q4 (value j low nibble of byte j, j+16 high), the fifth bit of value
+// j is bit j of qh read as a little-endian u32. Packed here byte by byte.
+TEST(Dtype, Q5Blocks) {
+    std::mt19937 rng(5);
+    int q[32];
+    for (int j = 0; j < 32; j++) q[j] = (int)(rng() % 32);
+    q[0] = 31, q[1] = 0, q[16] = 16, q[31] = 31;
+    uint8_t qs[16], qh[4] = {0, 0, 0, 0};
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+    for (int j = 0; j < 32; j++) qh[j / 8] |= (uint8_t)(((q[j] >> 4) & 1) << (j % 8));
+    tm_block_q5_0 a;
+    a.d = h(0.5f);
+    std::memcpy(a.qh, qh, 4);
+    std::memcpy(a.qs, qs, 16);
+    tm_block_q5_1 b;
+    b.d = h(0.25f);
+    b.m = h(-1.5f);
+    std::memcpy(b.qh, qh, 4);
+    std::memcpy(b.qs, qs, 16);
+    float ya[32], yb[32];
+    tm_dequantize_row(TM_DTYPE_Q5_0, &a, ya, 32);
+    tm_dequantize_row(TM_DTYPE_Q5_1, &b, yb, 32);
+    for (int j = 0; j < 32; j++) {
+        EXPECT_EQ(ya[j], 0.5f * (q[j] - 16)) << j;
+        EXPECT_EQ(yb[j], 0.25f * q[j] - 1.5f) << j;
+    }
+}
+
+// Q2_K: scales[g] = scale (low nibble) | min << 4 per 16 values; value 128n + 32j + l is
+// bits 2j..2j+1 of qs[32n + l]; d and dmin come last.
+TEST(Dtype, Q2_KBlock) {
+    std::mt19937 rng(21);
+    tm_block_q2_k b;
+    int q[256];
+    for (int g = 0; g < 16; g++) b.scales[g] = (uint8_t)rng();
+    std::memset(b.qs, 0, sizeof b.qs);
+    for (int e = 0; e < 256; e++) {
+        q[e] = (int)(rng() % 4);
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        b.qs[32 * n + l] |= (uint8_t)(q[e] << (2 * j));
+    }
+    b.d = h(0.5f);
+    b.dmin = h(0.25f);
+    float y[256];
+    tm_dequantize_row(TM_DTYPE_Q2_K, &b, y, 256);
+    for (int e = 0; e < 256; e++) {
+        const int sc = b.scales[e / 16] & 15, m = b.scales[e / 16] >> 4;
+        EXPECT_EQ(y[e], 0.5f * sc * q[e] - 0.25f * m) << e;
+    }
+}
+
+// Q3_K: hmask, qs, 12 bytes of 6-bit scales (stored + 32), d. The third bit of value
+// 128n + 32j + l is bit 4n + j of hmask[l]; clear means -4. Scale k (0..15): low 4 bits
+// in the low (k < 8) or high nibble of byte k % 8, high 2 bits at bits 2(k / 4) of byte
+// 8 + k % 4.
+TEST(Dtype, Q3_KBlock) {
+    std::mt19937 rng(31);
+    tm_block_q3_k b;
+    std::memset(&b, 0, sizeof b);
+    int v[256], sc[16];
+    for (int k = 0; k < 16; k++) {
+        sc[k] = k == 3 ? 0 : k == 12 ? 63 : (int)(rng() % 64);
+        b.scales[k % 8] |= (uint8_t)((sc[k] & 15) << (k < 8 ? 0 : 4));
+        b.scales[8 + k % 4] |= (uint8_t)((sc[k] >> 4) << (2 * (k / 4)));
+    }
+    for (int e = 0; e < 256; e++) {
+        const int lo = (int)(rng() % 4), hi = (int)(rng() % 2);
+        const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+        b.qs[32 * n + l] |= (uint8_t)(lo << (2 * j));
+        b.hmask[l] |= (uint8_t)(hi << (4 * n + j));
+        v[e] = lo - (hi ? 0 : 4);
+    }
+    b.d = h(-0.125f);
+    float y[256];
+    tm_dequantize_row(TM_DTYPE_Q3_K, &b, y, 256);
+    for (int e = 0; e < 256; e++) EXPECT_EQ(y[e], -0.125f * (sc[e / 16] - 32) * v[e]) << e;
+}
+
+// Q5_K: Q4_K's scales and nibbles, plus qh: bit j of qh[l] is the fifth bit of value 32j + l.
+TEST(Dtype, Q5_KBlock) {
+    const int sc[8] = {63, 1, 17, 32, 0, 2, 60, 33};
+    const int mn[8] = {5, 63, 0, 48, 16, 31, 1, 62};
+    tm_block_q5_k b;
+    b.d = h(0.5f);
+    b.dmin = h(-0.25f); // a negative dmin is representable and must be honoured
+    for (int j = 0; j < 4; j++) {
+        b.scales[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        b.scales[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        b.scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    std::mt19937 rng(8);
+    int q[256];
+    std::memset(b.qs, 0, sizeof b.qs);
+    std::memset(b.qh, 0, sizeof b.qh);
+    for (int e = 0; e < 256; e++) {
+        q[e] = (int)(rng() % 32);
+        const int c = e / 64, w = e % 64;
+        if (w < 32) b.qs[32 * c + w] |= (uint8_t)(q[e] & 15);
+        else b.qs[32 * c + w - 32] |= (uint8_t)((q[e] & 15) << 4);
+        b.qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
+    }
+    float y[256];
+    tm_dequantize_row(TM_DTYPE_Q5_K, &b, y, 256);
+    for (int e = 0; e < 256; e++) EXPECT_EQ(y[e], 0.5f * sc[e / 32] * q[e] - -0.25f * mn[e / 32]) << e;
+}
+
+const tm_dtype kKquants[] = {TM_DTYPE_Q2_K, TM_DTYPE_Q3_K, TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K};
+
+// Integer ranges of each K-quant's tm_kblock (dtype.h): values, scales, mins, and the
+// sub-block length (Q4_K / Q5_K repeat a scale over 32 values).
+struct KRange { int qlo, qhi, slo, shi, mhi, sub; };
+KRange krange(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_Q2_K: return {0, 3, 0, 15, 15, 16};
+    case TM_DTYPE_Q3_K: return {-4, 3, -32, 31, 0, 16};
+    case TM_DTYPE_Q4_K: return {0, 15, 0, 63, 63, 32};
+    case TM_DTYPE_Q5_K: return {0, 31, 0, 63, 63, 32};
+    default: return {-32, 31, -128, 127, 0, 16};
+    }
+}
+
+tm_kblock random_kblock(tm_dtype t, std::mt19937 &rng) {
+    const KRange r = krange(t);
+    tm_kblock k;
+    for (int i = 0; i < 256; i++) k.q[i] = (int8_t)(r.qlo + (int)(rng() % (r.qhi - r.qlo + 1)));
+    for (int g = 0; g < 16; g += r.sub / 16) {
+        const int s = r.slo + (int)(rng() % (r.shi - r.slo + 1)), m = r.mhi ? (int)(rng() % (r.mhi + 1)) : 0;
+        for (int u = 0; u < r.sub / 16; u++) k.sc[g + u] = (int16_t)s, k.m[g + u] = (int16_t)m;
+    }
+    k.q[0] = (int8_t)r.qlo, k.q[255] = (int8_t)r.qhi; // both ends of the range
+    for (int u = 0; u < r.sub / 16; u++) k.sc[u] = (int16_t)r.slo;
+    k.d = tm_f16_to_f32(h(0.01f + 0.001f * (float)(rng() % 100)));
+    k.dmin = r.mhi ? tm_f16_to_f32(h(0.002f * (float)(rng() % 10))) : 0.0f;
+    return k;
+}
+
+// tm_kblock_pack is the inverse of tm_kblock_unpack for every K-quant and any integers in
+// range (the hand-built blocks above pin the layouts themselves).
+TEST(Dtype, KblockPackUnpackRoundTrip) {
+    std::mt19937 rng(77);
+    for (tm_dtype t : kKquants)
+        for (int rep = 0; rep < 50; rep++) {
+            const tm_kblock k = random_kblock(t, rng);
+            std::vector<uint8_t> raw(tm_dtype_block_bytes(t), 0xa5);
+            tm_kblock_pack(t, &k, raw.data());
+            tm_kblock back;
+            tm_kblock_unpack(t, raw.data(), &back);
+            ASSERT_EQ(std::memcmp(back.q, k.q, sizeof k.q), 0) << tm_dtype_name(t);
+            ASSERT_EQ(std::memcmp(back.sc, k.sc, sizeof k.sc), 0) << tm_dtype_name(t);
+            ASSERT_EQ(std::memcmp(back.m, k.m, sizeof k.m), 0) << tm_dtype_name(t);
+            ASSERT_EQ(back.d, k.d) << tm_dtype_name(t);
+            ASSERT_EQ(back.dmin, k.dmin) << tm_dtype_name(t);
+        }
+}
+
+// Squared error of quantizing x (n values) to t and back.
+double sq_error(tm_dtype t, const std::vector<float> &x) {
+    std::vector<uint8_t> buf(tm_dtype_row_bytes(t, (int64_t)x.size()));
+    EXPECT_EQ(tm_quantize_row(t, x.data(), buf.data(), (int64_t)x.size()), 0);
+    std::vector<float> y(x.size());
+    tm_dequantize_row(t, buf.data(), y.data(), (int64_t)x.size());
+    double e = 0;
+    for (size_t i = 0; i < x.size(); i++) e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+    return e;
+}
+
+// Values a K-quant can represent exactly come back (almost) exactly: the search finds
+// the grid they lie on. A quantizer that only looked at the range would miss blocks
+// whose sub-blocks do not reach both ends of their range.
+TEST(Dtype, KquantFindsRepresentableGrid) {
+    std::mt19937 rng(99);
+    for (tm_dtype t : kKquants) {
+        double err = 0, energy = 0;
+        for (int rep = 0; rep < 20; rep++) {
+            const tm_kblock k = random_kblock(t, rng);
+            std::vector<uint8_t> raw(tm_dtype_block_bytes(t));
+            tm_kblock_pack(t, &k, raw.data());
+            std::vector<float> x(256);
+            tm_dequantize_row(t, raw.data(), x.data(), 256);
+            err += sq_error(t, x);
+            for (float v : x) energy += (double)v * v;
+        }
+        EXPECT_LT(std::sqrt(err / energy), 0.02) << tm_dtype_name(t);
+    }
+}
+
 // The exact rounding rules of llama.cpp's reference quantizers.
 TEST(Dtype, ReferenceRounding) {
     float x[32];
@@ -278,9 +470,11 @@ TEST(Dtype, Q8_KSignedScale) {
 TEST(Dtype, QuantizeRejects) {
     float x[256] = {0};
     uint8_t buf[512];
-    EXPECT_EQ(tm_quantize_row(TM_DTYPE_Q4_K, x, buf, 256), TM_EUNSUPPORTED);
-    EXPECT_EQ(tm_quantize_row(TM_DTYPE_Q6_K, x, buf, 256), TM_EUNSUPPORTED);
+    EXPECT_EQ(tm_quantize_row((tm_dtype)4, x, buf, 256), TM_EUNSUPPORTED);
+    EXPECT_EQ(tm_quantize_row((tm_dtype)99, x, buf, 256), TM_EUNSUPPORTED);
     EXPECT_EQ(tm_quantize_row(TM_DTYPE_Q8_0, x, buf, 48), TM_EINVAL);
+    EXPECT_EQ(tm_quantize_row(TM_DTYPE_Q4_K, x, buf, 128), TM_EINVAL);
+    EXPECT_EQ(tm_quantize_row(TM_DTYPE_Q5_0, x, buf, 48), TM_EINVAL);
 }
 
 // Round trip on random rows (mixed scales, an all-zero block, a constant block) with the
@@ -295,8 +489,8 @@ TEST(Dtype, RoundTripBounds) {
     for (int i = 320; i < 352; i++) x[i] = 3.25f; // constant block
     std::vector<uint8_t> buf(n * 4);
     const float u = std::ldexp(1.0f, -11); // f16 relative rounding of scales
-    const tm_dtype types[] = {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16, TM_DTYPE_Q8_0,
-                              TM_DTYPE_Q8_1, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q8_K};
+    const tm_dtype types[] = {TM_DTYPE_F32,  TM_DTYPE_F16,  TM_DTYPE_BF16, TM_DTYPE_Q8_0, TM_DTYPE_Q8_1,
+                              TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q8_K, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1};
     for (tm_dtype t : types) {
         ASSERT_EQ(tm_quantize_row(t, x.data(), buf.data(), n), 0) << tm_dtype_name(t);
         std::fill(y.begin(), y.end(), NAN);
@@ -317,10 +511,13 @@ TEST(Dtype, RoundTripBounds) {
                 case TM_DTYPE_Q8_K: bound = amax / 254.0f * 1.0001f; break;
                 case TM_DTYPE_Q4_0: bound = amax / 16.0f + amax * u; break; // half a step
                 case TM_DTYPE_Q4_1: bound = (mx - mn) / 30.0f + ((mx - mn) + std::fabs(mn)) * u * 1.01f + 1e-6f; break;
+                case TM_DTYPE_Q5_0: bound = amax / 32.0f + amax * u; break;
+                case TM_DTYPE_Q5_1: bound = (mx - mn) / 62.0f + ((mx - mn) + std::fabs(mn)) * u * 1.01f + 1e-6f; break;
                 default: bound = 0;
                 }
-                // Q4_0's one clamped end (-max maps to 16 -> 15) is off by a full step.
+                // Q4_0's and Q5_0's one clamped end (-max maps to 16 -> 15, 32 -> 31) is off by a full step.
                 if (t == TM_DTYPE_Q4_0 && std::fabs(x[i]) > amax * 15.0f / 16.0f) bound = amax / 8.0f * (1 + u);
+                if (t == TM_DTYPE_Q5_0 && std::fabs(x[i]) > amax * 31.0f / 32.0f) bound = amax / 16.0f * (1 + u);
                 EXPECT_LE(std::fabs(y[i] - x[i]), bound) << tm_dtype_name(t) << " i=" << i;
             }
         }

@@ -20,11 +20,12 @@ extern "C" {
 
 namespace {
 
-const tm_dtype kTypes[] = {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16, TM_DTYPE_Q4_0,
-                           TM_DTYPE_Q4_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
+const tm_dtype kTypes[] = {TM_DTYPE_F32,  TM_DTYPE_F16,  TM_DTYPE_BF16, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1,
+                           TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q8_0, TM_DTYPE_Q2_K, TM_DTYPE_Q3_K,
+                           TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K};
 const int kTokens[] = {1, 2, 3, 7, 16, 33};
 
-bool is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
+bool is_kquant(tm_dtype t) { return tm_dtype_is_kquant(t); }
 bool is_dense(tm_dtype t) { return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16; }
 
 // GGUF-layout weight plus its dequantized copy.
@@ -43,18 +44,25 @@ Weight make_weight(tm_dtype t, int64_t rows, int64_t cols, uint32_t seed) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     if (is_kquant(t)) {
-        // Random bytes are valid K-quant blocks; only the f16 scales need sane values.
+        // Random bytes are valid K-quant blocks; only the f16 scales need sane values
+        // (d signed where the format's scales are, dmin >= 0).
         for (auto &b : w.raw) b = (uint8_t)rng();
         std::uniform_real_distribution<float> ud(0.001f, 0.02f);
+        int d_off = 0, dmin_off = 2;
+        bool d_signed = false;
+        switch (t) {
+        case TM_DTYPE_Q2_K: d_off = 80, dmin_off = 82; break;
+        case TM_DTYPE_Q3_K: d_off = 108, dmin_off = -1, d_signed = true; break;
+        case TM_DTYPE_Q6_K: d_off = 208, dmin_off = -1, d_signed = true; break;
+        default: break; // Q4_K, Q5_K: d, dmin first
+        }
         for (int64_t i = 0; i < rows * cols / TM_QK_K; i++) {
             uint8_t *blk = w.raw.data() + i * tm_dtype_block_bytes(t);
-            if (t == TM_DTYPE_Q4_K) {
-                tm_block_q4_k *b = (tm_block_q4_k *)blk;
-                b->d = tm_f32_to_f16(ud(rng));
-                b->dmin = tm_f32_to_f16(ud(rng));
-            } else {
-                const uint16_t d = tm_f32_to_f16(ud(rng) * ((rng() & 1) ? 1 : -1));
-                std::memcpy(blk + 208, &d, 2);
+            const uint16_t d = tm_f32_to_f16(ud(rng) * (d_signed && (rng() & 1) ? -1 : 1));
+            std::memcpy(blk + d_off, &d, 2);
+            if (dmin_off >= 0) {
+                const uint16_t dmin = tm_f32_to_f16(ud(rng));
+                std::memcpy(blk + dmin_off, &dmin, 2);
             }
         }
     } else {
@@ -335,7 +343,7 @@ TEST(Matmul, MultiWeightRunEqualsSeparateRuns) {
     const struct { tm_dtype t; int64_t rows; } specs[] = {
         {TM_DTYPE_Q4_1, 37}, {TM_DTYPE_Q4_1, 16}, {TM_DTYPE_Q4_1, 70}, {TM_DTYPE_Q8_0, 5},
         {TM_DTYPE_Q8_0, 21}, {TM_DTYPE_F16, 33}, {TM_DTYPE_F16, 3}, {TM_DTYPE_Q4_K, 18},
-        {TM_DTYPE_Q4_1, 50},
+        {TM_DTYPE_Q4_1, 50}, {TM_DTYPE_Q5_0, 23}, {TM_DTYPE_Q5_K, 9}, {TM_DTYPE_Q5_K, 40},
     };
     std::vector<Weight> wts;
     uint32_t seed = 500;
