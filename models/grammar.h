@@ -70,13 +70,16 @@ int tm_grammar_vocab_create_pieces(int32_t n_vocab, const char *const *pieces, c
                                    const uint8_t *is_text, const int32_t *eog, int32_t n_eog,
                                    int strip_first_space, tm_grammar_vocab **out, char *err,
                                    size_t err_len);
-void tm_grammar_vocab_destroy(tm_grammar_vocab *v); /* NULL is a no-op */
+/* Drops a reference (the creator holds one; each compiled grammar holds its own, so the
+ * vocabulary lives as long as any grammar compiled over it). NULL is a no-op. */
+void tm_grammar_vocab_destroy(tm_grammar_vocab *v);
+tm_grammar_vocab *tm_grammar_vocab_retain(tm_grammar_vocab *v); /* atomic: any thread */
 int tm_grammar_vocab_n_vocab(const tm_grammar_vocab *v);
 
-/* Builds the token-mask cache of g over v. Takes g over (also on failure); v is borrowed
- * and must outlive the result. The result has one reference. TM_ENOMEM. Any thread;
- * the expensive step (time grows with states x vocabulary prefixes). */
-int tm_grammar_compile(tm_grammar *g, const tm_grammar_vocab *v, tm_grammar_compiled **out,
+/* Builds the token-mask cache of g over v. Takes g over (also on failure) and holds a
+ * reference to v. The result has one reference. TM_ENOMEM. Any thread; the expensive
+ * step (time grows with states x vocabulary prefixes). */
+int tm_grammar_compile(tm_grammar *g, tm_grammar_vocab *v, tm_grammar_compiled **out,
                        char *err, size_t err_len);
 /* Reference counting (atomic: any thread). Release of the last reference frees. */
 tm_grammar_compiled *tm_grammar_compiled_retain(tm_grammar_compiled *c);

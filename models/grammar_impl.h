@@ -182,6 +182,7 @@ int tm_gstack_advance(const tm_grammar *g, tm_gstack *st, const int32_t *in, int
  * first on a tie); lcp[i] is the common prefix of sorted[i-1] and sorted[i] (0 for i=0);
  * text_mask has exactly the text tokens' bits. */
 struct tm_grammar_vocab {
+    atomic_int refs;       /* the creator's and one per compiled grammar */
     int32_t n_vocab;       /* ids 0..n_vocab-1 */
     char *bytes;           /* pieces back to back */
     uint32_t *off;         /* (n_vocab + 1) token i's bytes are [off[i], off[i+1]) */
@@ -245,7 +246,7 @@ typedef struct tm_gmask_entry {
 struct tm_grammar_compiled {
     atomic_int refs;          /* references */
     tm_grammar *g;            /* owned */
-    const tm_grammar_vocab *v;/* borrowed */
+    tm_grammar_vocab *v;      /* holds a reference */
     tm_gmask_entry *entry;    /* (g->n_states) */
     int32_t *ids;             /* (n_ids) the entries' lists */
     int64_t n_ids;

@@ -20,7 +20,8 @@ typedef struct builder {
     int32_t *ids;       /* growing pool of the entries' lists */
     uint16_t *lcp;      /* parallel: for uncertain lists, prefix shared with the previous */
     int64_t n, cap;
-    tm_gbuf acc, rej;   /* one state's accepted and rejected token ids */
+    uint8_t *cls;       /* (n_text) one state's class per sorted position (TM_GWALK_*) */
+    tm_gbuf acc;        /* its accepted token ids */
     tm_gbuf unc;        /* its uncertain tokens' sorted positions */
     tm_gbuf unc_lcp;    /* and their shared prefixes */
 } builder;
@@ -39,10 +40,12 @@ static int pool_reserve(builder *b, int64_t more) {
     return 0;
 }
 
-/* Classifies every text token for state s into b->acc / b->rej / b->unc. */
+/* Classifies every text token for state s: b->cls per sorted position, the accepted ids
+ * in b->acc, the uncertain positions in b->unc. */
 static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gstack *st,
                           tm_gwalk *w, int32_t s, builder *b) {
-    b->acc.n = b->rej.n = b->unc.n = b->unc_lcp.n = 0;
+    b->acc.n = b->unc.n = b->unc_lcp.n = 0;
+    memset(b->cls, TM_GWALK_REJECT, (size_t)v->n_text);
     tm_gstack_truncate(st, 0);
     int32_t x = tm_gstack_intern(st, s, TM_GNODE_UNKNOWN);
     if (x < 0) return x;
@@ -50,7 +53,7 @@ static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gst
     int flags = 0;
     int rc = tm_gstack_closure(g, st, &x, 1, &level0, &flags);
     if (!rc) rc = tm_gwalk_reset(w, level0.v, level0.n, flags);
-    /* First bytes the level-0 tops take. */
+    /* First bytes the level-0 tops take: other buckets stay rejected unvisited. */
     tm_gbytes first = {{0}};
     for (int32_t i = 0; i < level0.n && !rc; i++) {
         const tm_gstate *gs = &g->states[st->state[level0.v[i]]];
@@ -65,7 +68,6 @@ static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gst
         int32_t lo = v->first_lo[c], hi = v->first_lo[c + 1];
         if (lo == hi) continue;
         if (!tm_gbytes_has(&first, (uint8_t)c)) {
-            for (int32_t i = lo; i < hi && !rc; i++) rc = tm_gbuf_push(&b->rej, v->sorted[i]);
             unc_min = 0;
             continue;
         }
@@ -85,9 +87,10 @@ static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gst
                 }
                 dead_len = dl, dead_class = cls;
             }
-            if (cls == TM_GWALK_ACCEPT) rc = tm_gbuf_push(&b->acc, v->sorted[i]);
-            else if (cls == TM_GWALK_REJECT) rc = tm_gbuf_push(&b->rej, v->sorted[i]);
-            else {
+            b->cls[i] = (uint8_t)cls;
+            if (cls == TM_GWALK_ACCEPT) {
+                rc = tm_gbuf_push(&b->acc, v->sorted[i]);
+            } else if (cls == TM_GWALK_UNCERTAIN) {
                 rc = tm_gbuf_push(&b->unc, i);
                 if (!rc) rc = tm_gbuf_push(&b->unc_lcp, have_unc ? unc_min : 0);
                 have_unc = 1;
@@ -99,16 +102,23 @@ static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gst
     return rc;
 }
 
-static int store_entry(builder *b, tm_gmask_entry *e) {
-    const tm_gbuf *list = b->rej.n < b->acc.n ? &b->rej : &b->acc;
-    int rc = pool_reserve(b, (int64_t)list->n + b->unc.n);
+/* Stores the shorter of the accepted and rejected lists, then the uncertain one. */
+static int store_entry(const tm_grammar_vocab *v, builder *b, tm_gmask_entry *e) {
+    int32_t n_rej = v->n_text - b->acc.n - b->unc.n;
+    int rejected = n_rej < b->acc.n;
+    int rc = pool_reserve(b, (int64_t)(rejected ? n_rej : b->acc.n) + b->unc.n);
     if (rc) return rc;
     e->acc = b->n;
-    e->n_acc = list->n;
-    e->acc_rejected = list == &b->rej;
-    memcpy(b->ids + b->n, list->v, (size_t)list->n * sizeof *list->v);
-    memset(b->lcp + b->n, 0, (size_t)list->n * sizeof *b->lcp);
-    b->n += list->n;
+    e->acc_rejected = (uint8_t)rejected;
+    if (rejected) {
+        for (int32_t i = 0; i < v->n_text; i++)
+            if (b->cls[i] == TM_GWALK_REJECT) b->ids[b->n++] = v->sorted[i];
+    } else {
+        memcpy(b->ids + b->n, b->acc.v, (size_t)b->acc.n * sizeof *b->acc.v);
+        b->n += b->acc.n;
+    }
+    e->n_acc = (int32_t)(b->n - e->acc);
+    memset(b->lcp + e->acc, 0, (size_t)e->n_acc * sizeof *b->lcp);
     e->unc = b->n;
     e->n_unc = b->unc.n;
     memcpy(b->ids + b->n, b->unc.v, (size_t)b->unc.n * sizeof *b->unc.v);
@@ -117,7 +127,7 @@ static int store_entry(builder *b, tm_gmask_entry *e) {
     return 0;
 }
 
-int tm_grammar_compile(tm_grammar *g, const tm_grammar_vocab *v, tm_grammar_compiled **out,
+int tm_grammar_compile(tm_grammar *g, tm_grammar_vocab *v, tm_grammar_compiled **out,
                        char *err, size_t err_len) {
     *out = NULL;
     tm_grammar_compiled *c = calloc(1, sizeof *c);
@@ -127,24 +137,25 @@ int tm_grammar_compile(tm_grammar *g, const tm_grammar_vocab *v, tm_grammar_comp
     }
     atomic_init(&c->refs, 1);
     c->g = g;
-    c->v = v;
+    c->v = tm_grammar_vocab_retain(v);
     c->entry = calloc((size_t)g->n_states, sizeof *c->entry);
     builder b = {0};
     tm_gstack st;
     tm_gwalk w;
-    int rc = c->entry ? 0 : TM_ENOMEM;
+    b.cls = malloc((size_t)v->n_text + 1);
+    int rc = c->entry && b.cls ? 0 : TM_ENOMEM;
     int st_ok = 0, w_ok = 0;
     if (!rc && !(rc = tm_gstack_init(&st))) st_ok = 1;
     if (!rc && !(rc = tm_gwalk_init(&w, g, &st, v->max_len))) w_ok = 1;
     for (int32_t s = 0; s < g->n_states && !rc; s++) {
         if (!g->reachable[s] || g->states[s].n_tr == 0) continue;
         rc = classify_state(g, v, &st, &w, s, &b);
-        if (!rc) rc = store_entry(&b, &c->entry[s]);
+        if (!rc) rc = store_entry(v, &b, &c->entry[s]);
     }
     if (w_ok) tm_gwalk_deinit(&w);
     if (st_ok) tm_gstack_deinit(&st);
     free(b.acc.v);
-    free(b.rej.v);
+    free(b.cls);
     free(b.unc.v);
     free(b.unc_lcp.v);
     c->ids = b.ids;
@@ -166,6 +177,7 @@ tm_grammar_compiled *tm_grammar_compiled_retain(tm_grammar_compiled *c) {
 void tm_grammar_compiled_release(tm_grammar_compiled *c) {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
     tm_grammar_destroy(c->g);
+    tm_grammar_vocab_destroy(c->v);
     free(c->entry);
     free(c->ids);
     free(c->unc_lcp);

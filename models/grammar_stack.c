@@ -168,8 +168,13 @@ int tm_gstack_advance(const tm_grammar *g, tm_gstack *st, const int32_t *in, int
         if (x < 0) return x;
         st->seeds.v[st->seeds.n++] = x;
     }
-    if (rc) return rc;
-    return st->seeds.n ? tm_gstack_closure(g, st, st->seeds.v, st->seeds.n, out, flags) : 0;
+    if (rc || st->seeds.n == 0) return rc;
+    if (st->seeds.n == 1) { /* the common case inside a rule: nothing to enter or return from */
+        int32_t x = st->seeds.v[0];
+        const tm_gstate *gs = &g->states[st->state[x]];
+        if (gs->n_call == 0 && !gs->final) return tm_gbuf_push(out, x); /* productive: it has bytes */
+    }
+    return tm_gstack_closure(g, st, st->seeds.v, st->seeds.n, out, flags);
 }
 
 int tm_gstack_compact(tm_gstack *st, int32_t *tops, int n) {

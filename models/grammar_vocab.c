@@ -29,6 +29,7 @@ int tm_grammar_vocab_create_pieces(int32_t n, const char *const *pieces, const s
     *out = NULL;
     tm_grammar_vocab *v = calloc(1, sizeof *v);
     if (!v) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    atomic_init(&v->refs, 1);
     v->n_vocab = n;
     v->strip_first_space = strip_first_space;
     size_t total = 0;
@@ -115,8 +116,13 @@ int tm_grammar_vocab_create(const tm_tokenizer *tok, tm_grammar_vocab **out, cha
     return rc;
 }
 
+tm_grammar_vocab *tm_grammar_vocab_retain(tm_grammar_vocab *v) {
+    atomic_fetch_add(&v->refs, 1);
+    return v;
+}
+
 void tm_grammar_vocab_destroy(tm_grammar_vocab *v) {
-    if (!v) return;
+    if (!v || atomic_fetch_sub(&v->refs, 1) != 1) return;
     free(v->bytes);
     free(v->off);
     free(v->sorted);

@@ -196,7 +196,7 @@ struct Matcher {
     tm_grammar_compiled *c = nullptr;
     tm_grammar_matcher *m = nullptr;
     std::vector<uint32_t> mask;
-    Matcher(const std::string &text, const tm_grammar_vocab *v) {
+    Matcher(const std::string &text, tm_grammar_vocab *v) {
         tm_grammar *g = nullptr;
         char err[512];
         EXPECT_EQ(tm_grammar_parse(text.data(), text.size(), nullptr, &g, err, sizeof err), 0) << err;

@@ -1,0 +1,242 @@
+/* structured.c - the structured-output fields of a request -> grammar text. See
+ * structured.h. */
+#include "server/structured.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "server/gbnf_text.h"
+#include "server/json_schema.h"
+#include "server/regex_gbnf.h"
+
+static json_t *get(const json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int fail(const char **param, const char *field, char *err, size_t err_len, int code,
+                const char *fmt, const char *arg) {
+    *param = field;
+    char msg[512];
+    snprintf(msg, sizeof msg, fmt, arg ? arg : "");
+    return tm_fail(err, err_len, code, "%s", msg);
+}
+
+/* A schema given as an object, or as a string holding JSON (vLLM's `json` accepts both). */
+static int schema_grammar(const json_t *v, int compact, const char *field, char **gbnf,
+                          const char **param, char *err, size_t err_len) {
+    json_t *owned = NULL;
+    if (json_is_string(v)) {
+        json_error_t je;
+        owned = json_loadb(json_string_value(v), json_string_length(v), JSON_DECODE_ANY, &je);
+        if (!owned) return fail(param, field, err, err_len, TM_EINVAL, "'%s' is not valid JSON", field);
+        v = owned;
+    }
+    char sub[400];
+    int rc = tm_json_schema_gbnf(v, compact, gbnf, sub, sizeof sub);
+    json_decref(owned);
+    if (rc == TM_ENOMEM) return rc;
+    if (rc) {
+        *param = field;
+        return tm_fail(err, err_len, rc, "%s (in '%s')", sub, field);
+    }
+    return 0;
+}
+
+static int regex_grammar(const json_t *v, const char *field, char **gbnf, const char **param,
+                         char *err, size_t err_len) {
+    if (!json_is_string(v)) return fail(param, field, err, err_len, TM_EINVAL, "'%s' must be a string", field);
+    tm_gtext t = {0};
+    tm_gtext_puts(&t, "root ::= ");
+    char sub[300];
+    int rc = tm_regex_to_gbnf(json_string_value(v), json_string_length(v), 0, &t, sub, sizeof sub);
+    tm_gtext_puts(&t, "\n");
+    if (rc) {
+        tm_gtext_free(&t);
+        if (rc == TM_ENOMEM) return rc;
+        *param = field;
+        return tm_fail(err, err_len, rc, "%s (in '%s')", sub, field);
+    }
+    *gbnf = tm_gtext_take(&t);
+    return *gbnf ? 0 : TM_ENOMEM;
+}
+
+static int choice_grammar(const json_t *v, const char *field, char **gbnf, const char **param,
+                          char *err, size_t err_len) {
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return fail(param, field, err, err_len, TM_EINVAL, "'%s' must be a non-empty list of strings", field);
+    tm_gtext t = {0};
+    tm_gtext_puts(&t, "root ::= ");
+    size_t i;
+    json_t *c;
+    json_array_foreach(v, i, c) {
+        if (!json_is_string(c)) {
+            tm_gtext_free(&t);
+            return fail(param, field, err, err_len, TM_EINVAL, "'%s' must be a non-empty list of strings", field);
+        }
+        if (i) tm_gtext_puts(&t, " | ");
+        tm_gtext_literal(&t, json_string_value(c), json_string_length(c));
+    }
+    tm_gtext_puts(&t, "\n");
+    *gbnf = tm_gtext_take(&t);
+    return *gbnf ? 0 : TM_ENOMEM;
+}
+
+static int grammar_text(const json_t *v, const char *field, char **gbnf, const char **param,
+                        char *err, size_t err_len) {
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return fail(param, field, err, err_len, TM_EINVAL, "'%s' must be a non-empty string", field);
+    *gbnf = strdup(json_string_value(v));
+    return *gbnf ? 0 : TM_ENOMEM;
+}
+
+/* response_format */
+static int parse_response_format(const json_t *rf, tm_so_spec *out, const char **param, char *err,
+                                 size_t err_len) {
+    const char *f = "response_format";
+    if (!json_is_object(rf)) return fail(param, f, err, err_len, TM_EINVAL, "'%s' must be an object", f);
+    json_t *type = get(rf, "type");
+    if (!json_is_string(type))
+        return fail(param, f, err, err_len, TM_EINVAL, "'%s' needs a string 'type'", f);
+    const char *t = json_string_value(type);
+    if (!strcmp(t, "text")) return 0;
+    if (!strcmp(t, "json_object")) {
+        out->kind = TM_SO_JSON_OBJECT;
+        out->param = f;
+        int rc = tm_json_object_gbnf(0, &out->gbnf, err, err_len);
+        if (rc) *param = f;
+        return rc;
+    }
+    if (!strcmp(t, "json_schema")) {
+        json_t *js = get(rf, "json_schema");
+        if (!json_is_object(js))
+            return fail(param, f, err, err_len, TM_EINVAL, "'%s.json_schema' must be an object", f);
+        json_t *strict = get(js, "strict");
+        if (strict && !json_is_boolean(strict))
+            return fail(param, f, err, err_len, TM_EINVAL, "'%s.json_schema.strict' must be a boolean", f);
+        json_t *schema = get(js, "schema");
+        if (!schema)
+            return fail(param, f, err, err_len, TM_EINVAL, "'%s.json_schema.schema' is required", f);
+        out->kind = TM_SO_JSON_SCHEMA;
+        out->param = f;
+        /* strict or not, the output is constrained: the grammar is the guarantee */
+        return schema_grammar(schema, 0, "response_format.json_schema.schema", &out->gbnf, param, err, err_len);
+    }
+    return fail(param, f, err, err_len, TM_EUNSUPPORTED,
+                "'response_format' type '%.60s' is not supported (use text, json_object or json_schema)", t);
+}
+
+/* structured_outputs (vLLM 0.12+) */
+static int parse_structured_outputs(const json_t *so, tm_so_spec *out, const char **param,
+                                    char *err, size_t err_len) {
+    const char *f = "structured_outputs";
+    if (!json_is_object(so)) return fail(param, f, err, err_len, TM_EINVAL, "'%s' must be an object", f);
+    static const char *const kinds[] = {"json", "regex", "choice", "grammar", "json_object", "structural_tag"};
+    const char *which = NULL;
+    int n = 0;
+    for (size_t i = 0; i < TM_ARRAY_LEN(kinds); i++) {
+        json_t *v = get(so, kinds[i]);
+        if (!v || (!strcmp(kinds[i], "json_object") && json_is_false(v))) continue;
+        which = kinds[i];
+        n++;
+    }
+    if (n > 1)
+        return fail(param, f, err, err_len, TM_EINVAL,
+                    "'%s' takes one constraint (json, regex, choice, grammar or json_object)", f);
+    json_t *ws = get(so, "whitespace_pattern");
+    if (ws) return fail(param, f, err, err_len, TM_EUNSUPPORTED, "'%s.whitespace_pattern' is not supported", f);
+    json_t *daw = get(so, "disable_any_whitespace"), *dap = get(so, "disable_additional_properties");
+    if ((daw && !json_is_boolean(daw)) || (dap && !json_is_boolean(dap)))
+        return fail(param, f, err, err_len, TM_EINVAL, "'%s' options must be booleans", f);
+    int compact = json_is_true(daw);
+    if (!which) return 0;
+    json_t *v = get(so, which);
+    out->param = f;
+    if (!strcmp(which, "json")) {
+        out->kind = TM_SO_JSON_SCHEMA;
+        return schema_grammar(v, compact, "structured_outputs.json", &out->gbnf, param, err, err_len);
+    }
+    if (!strcmp(which, "json_object")) {
+        if (!json_is_boolean(v)) return fail(param, f, err, err_len, TM_EINVAL, "'%s.json_object' must be a boolean", f);
+        out->kind = TM_SO_JSON_OBJECT;
+        int rc = tm_json_object_gbnf(compact, &out->gbnf, err, err_len);
+        if (rc) *param = f;
+        return rc;
+    }
+    if (!strcmp(which, "regex")) {
+        out->kind = TM_SO_REGEX;
+        return regex_grammar(v, "structured_outputs.regex", &out->gbnf, param, err, err_len);
+    }
+    if (!strcmp(which, "choice")) {
+        out->kind = TM_SO_CHOICE;
+        return choice_grammar(v, "structured_outputs.choice", &out->gbnf, param, err, err_len);
+    }
+    if (!strcmp(which, "grammar")) {
+        out->kind = TM_SO_GRAMMAR;
+        return grammar_text(v, "structured_outputs.grammar", &out->gbnf, param, err, err_len);
+    }
+    return fail(param, f, err, err_len, TM_EUNSUPPORTED, "'%s.structural_tag' is not supported", f);
+}
+
+int tm_structured_parse(const json_t *root, tm_so_spec *out, const char **param, char *err,
+                        size_t err_len) {
+    memset(out, 0, sizeof *out);
+    static const char *const legacy[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar"};
+    const char *given[8];
+    int n = 0;
+    json_t *rf = get(root, "response_format"), *so = get(root, "structured_outputs");
+    int rf_set = 0;
+    if (rf) { /* {"type": "text"} asks for nothing */
+        json_t *t = json_object_get(rf, "type");
+        rf_set = !(json_is_string(t) && !strcmp(json_string_value(t), "text"));
+        if (rf_set || !json_is_object(rf)) given[n++] = "response_format";
+    }
+    if (so) given[n++] = "structured_outputs";
+    for (size_t i = 0; i < TM_ARRAY_LEN(legacy); i++)
+        if (get(root, legacy[i])) given[n++] = legacy[i];
+    json_t *gws = get(root, "guided_whitespace_pattern");
+    if (gws) return fail(param, "guided_whitespace_pattern", err, err_len, TM_EUNSUPPORTED,
+                         "'%s' is not supported", "guided_whitespace_pattern");
+    if (n > 1) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "'%s' and '%s'", given[0], given[1]);
+        return fail(param, given[1], err, err_len, TM_EINVAL,
+                    "one structured output constraint per request: %s were both given", msg);
+    }
+    if (rf && (rf_set || !json_is_object(rf))) return parse_response_format(rf, out, param, err, err_len);
+    if (so) return parse_structured_outputs(so, out, param, err, err_len);
+    json_t *v;
+    if ((v = get(root, "guided_json"))) {
+        out->kind = TM_SO_JSON_SCHEMA;
+        out->param = "guided_json";
+        return schema_grammar(v, 0, "guided_json", &out->gbnf, param, err, err_len);
+    }
+    if ((v = get(root, "guided_regex"))) {
+        out->kind = TM_SO_REGEX;
+        out->param = "guided_regex";
+        return regex_grammar(v, "guided_regex", &out->gbnf, param, err, err_len);
+    }
+    if ((v = get(root, "guided_choice"))) {
+        out->kind = TM_SO_CHOICE;
+        out->param = "guided_choice";
+        return choice_grammar(v, "guided_choice", &out->gbnf, param, err, err_len);
+    }
+    if ((v = get(root, "guided_grammar"))) {
+        out->kind = TM_SO_GRAMMAR;
+        out->param = "guided_grammar";
+        return grammar_text(v, "guided_grammar", &out->gbnf, param, err, err_len);
+    }
+    return 0;
+}
+
+void tm_so_spec_free(tm_so_spec *s) {
+    free(s->gbnf);
+    memset(s, 0, sizeof *s);
+}
+
+const char *tm_so_kind_name(tm_so_kind k) {
+    static const char *const names[] = {"none", "json_object", "json_schema", "regex", "choice", "grammar"};
+    return (unsigned)k < TM_ARRAY_LEN(names) ? names[k] : "none";
+}
