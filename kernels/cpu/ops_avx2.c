@@ -1,7 +1,7 @@
 /* ops_avx2.c - AVX2 + FMA + F16C versions of the CPU inner kernels (see ops.h). Compiled
  * with -mavx2 -mfma -mf16c; only reached after run-time detection. Each kernel matches the
  * scalar reference in ops_scalar.c within the tolerances of tests/kernels/test_ops.cc
- * and test_cpu_attention.cc. */
+ * and test_attention.cc. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* ops_avx512.c - AVX-512 (F/BW/VL/DQ) versions of the CPU inner kernels (see ops.h).
  * Only reached after run-time detection of TM_SIMD_AVX512VNNI. Each kernel matches the
  * scalar reference in ops_scalar.c within the tolerances of tests/kernels/test_ops.cc
- * and test_cpu_attention.cc. */
+ * and test_attention.cc. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>

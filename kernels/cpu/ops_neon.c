@@ -1,7 +1,7 @@
 /* ops_neon.c - arm64 NEON versions of the CPU inner kernels (see ops.h). Compiled with
  * -march=armv8.2-a+dotprod+fp16; only reached after run-time detection. Each kernel
  * matches the scalar reference in ops_scalar.c within the tolerances of
- * tests/kernels/test_ops.cc and test_cpu_attention.cc. f16 <-> f32 uses FCVTL/FCVTN
+ * tests/kernels/test_ops.cc and test_attention.cc. f16 <-> f32 uses FCVTL/FCVTN
  * (base AArch64, round to nearest even under the default FPCR), so no fp16 arithmetic
  * is needed. */
 #include <arm_neon.h>

@@ -2,7 +2,7 @@
  * add, silu_mul, rope, f32 -> f16, the int8 KV quantization and one attention chunk.
  * Portable C, written for reading: every SIMD table (ops_avx2.c, ops_avx512.c,
  * ops_neon.c) is tested against this one (tests/kernels/test_ops.cc and
- * test_cpu_attention.cc). The drivers that run a table over the thread pool are ops.c
+ * test_attention.cc). The drivers that run a table over the thread pool are ops.c
  * and attention.c. */
 #include <math.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 // cpu_ops_helpers.h - what the tests of the CPU backend's ops share (test_ops.cc,
-// test_cpu_attention.cc): seeded random vectors, the f16 and int8 cache roundings written
+// test_attention.cc): seeded random vectors, the f16 and int8 cache roundings written
 // out, tolerance and bitwise comparisons, the SIMD levels to test, and a backend whose
 // buffers go through its own alloc/upload/download.
 #pragma once

@@ -1,7 +1,7 @@
 // CPU backend ops: the scalar reference against naive double-precision implementations
 // written here, and every SIMD level this CPU supports against the scalar reference.
 // Fresh random inputs from fixed seeds; outputs poisoned with NaN before each run.
-// Attention has its own file, test_cpu_attention.cc; the helpers both use are in
+// Attention has its own file, test_attention.cc; the helpers both use are in
 // cpu_ops_helpers.h.
 //
 // Tolerances (absolute unless said):

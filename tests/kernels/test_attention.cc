@@ -8,8 +8,6 @@
 // Tolerances (absolute; V in [-1, 1], so outputs too): scalar vs naive 3e-5; SIMD vs
 // scalar 3e-5. An int8 cache: the same, the naive reference reading the dequantized
 // values (keys, values and, as the kernels quantize them, queries).
-// (Named for the CPU: tests/kernels/cuda/test_attention.cc is the CUDA one, and CMake
-// names each test binary after its file.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
