@@ -1,4 +1,16 @@
-/* convert.c - GGUF to GGUF dtype conversion, streamed row by row through f32. */
+/* convert.c - GGUF to GGUF dtype conversion, streamed in batches of rows through f32.
+ *
+ * The mixes follow llama.cpp's llama_tensor_get_type for its Q4_K_M / Q5_K_M / Q6_K
+ * ftypes (checked against files its llama_model_quantize wrote for the default model:
+ * the same type for every tensor):
+ *   - output.weight, or token_embd.weight when the model has no output.weight (tied):
+ *     Q6_K, or Q8_0 when its rows are not a multiple of 256;
+ *   - attn_v.weight and ffn_down: Q6_K in layer i of n (the tensor's "blk.i." number,
+ *     not its place in the file: llama.cpp walks the layers in order, whatever the file's
+ *     order) when use_more_bits: i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2;
+ *   - attn_qkv.weight (fused): Q5_K in Q4_K_M, Q6_K in Q5_K_M;
+ *   - a K-quant row length that is not a multiple of 256 falls back: Q4_K -> Q5_0,
+ *     Q5_K -> Q5_1, Q6_K -> Q8_0 (and to F16 if that does not fit either). */
 #define _GNU_SOURCE
 #include "models/convert.h"
 
@@ -7,8 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "common/common.h"
+#include "kernels/cpu/threadpool.h"
 #include "models/gguf.h"
 
 #define FILE_TYPE_KEY "general.file_type"
@@ -20,16 +35,86 @@ int tm_convert_ftype(tm_dtype target) {
     case TM_DTYPE_Q4_0: return 2;
     case TM_DTYPE_Q4_1: return 3;
     case TM_DTYPE_Q8_0: return 7;
+    case TM_DTYPE_Q5_0: return 8;
+    case TM_DTYPE_Q5_1: return 9;
+    case TM_DTYPE_Q2_K: return 10;
+    case TM_DTYPE_Q3_K: return 11;
+    case TM_DTYPE_Q4_K: return 14;
+    case TM_DTYPE_Q5_K: return 16;
+    case TM_DTYPE_Q6_K: return 18;
+    case TM_DTYPE_BF16: return 32;
     default: return -1;
     }
 }
 
-/* Output type of one tensor: vectors stay f32 (they are tiny and precision-sensitive);
- * matrices whose rows do not split into blocks fall back to f16. */
-static tm_dtype out_type(const tm_gguf_tensor *t, tm_dtype target) {
+static const char k_target_names[] =
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m";
+
+const char *tm_convert_target_names(void) { return k_target_names; }
+
+int tm_convert_target_from_name(const char *name, tm_convert_target *out) {
+    if (!name) return TM_EINVAL;
+    if (!strcasecmp(name, "q4_k_m") || !strcasecmp(name, "q5_k_m")) {
+        const int q4 = !strcasecmp(name, "q4_k_m");
+        *out = (tm_convert_target){q4 ? TM_DTYPE_Q4_K : TM_DTYPE_Q5_K, 1, q4 ? 15u : 17u};
+        return 0;
+    }
+    const int t = tm_dtype_from_name(name);
+    if (t < 0 || tm_convert_ftype((tm_dtype)t) < 0) return TM_EINVAL;
+    *out = (tm_convert_target){(tm_dtype)t, 0, (uint32_t)tm_convert_ftype((tm_dtype)t)};
+    return 0;
+}
+
+/* What a row length that does not split into t's blocks gets instead (llama.cpp's rule
+ * for K-quants; it uses IQ4_NL for Q2_K / Q3_K, which we do not have: Q4_0, as large). */
+static tm_dtype fallback_type(tm_dtype t) {
+    switch (t) {
+    case TM_DTYPE_Q4_K: return TM_DTYPE_Q5_0;
+    case TM_DTYPE_Q5_K: return TM_DTYPE_Q5_1;
+    case TM_DTYPE_Q6_K: return TM_DTYPE_Q8_0;
+    case TM_DTYPE_Q2_K:
+    case TM_DTYPE_Q3_K: return TM_DTYPE_Q4_0;
+    default: return TM_DTYPE_F16;
+    }
+}
+
+/* What the recipe needs to know about the whole file. */
+typedef struct recipe_state {
+    int n_attn_v, n_ffn_down; /* tensors of each kind in the file */
+    int i_attn_v, i_ffn_down; /* ... seen so far: the layer of a tensor without "blk.N." */
+    int has_output;           /* the file has output.weight (else token_embd is the output) */
+} recipe_state;
+
+/* The layer of a "blk.N." tensor, else *counter (the tensors of that kind seen so far). */
+static int layer_of(const tm_gguf_tensor *t, int *counter) {
+    int layer;
+    const int i = (*counter)++;
+    return sscanf(t->name, "blk.%d.", &layer) == 1 ? layer : i;
+}
+
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* Output type of tensor t, the next in file order: vectors stay f32 (tiny and
+ * precision-sensitive), matrices get the target or what the mix picks, then the
+ * fallback if their rows do not split into its blocks. */
+static tm_dtype out_type(const tm_gguf_tensor *t, const tm_convert_target *tg, recipe_state *st) {
     if (t->n_dims < 2) return TM_DTYPE_F32;
-    if (tm_dtype_row_bytes(target, t->ne[0]) < 0) return TM_DTYPE_F16;
-    return target;
+    tm_dtype type = tg->type;
+    if (tg->mix_m) {
+        const int is_output = !strcmp(t->name, "output.weight") || (!st->has_output && !strcmp(t->name, "token_embd.weight"));
+        if (is_output) {
+            type = t->ne[0] % tm_dtype_block_size(tg->type) ? TM_DTYPE_Q8_0 : TM_DTYPE_Q6_K;
+        } else if (strstr(t->name, "attn_v.weight")) {
+            if (use_more_bits(layer_of(t, &st->i_attn_v), st->n_attn_v)) type = TM_DTYPE_Q6_K;
+        } else if (strstr(t->name, "ffn_down")) {
+            if (use_more_bits(layer_of(t, &st->i_ffn_down), st->n_ffn_down)) type = TM_DTYPE_Q6_K;
+        } else if (strstr(t->name, "attn_qkv.weight")) {
+            type = tg->type == TM_DTYPE_Q4_K ? TM_DTYPE_Q5_K : TM_DTYPE_Q6_K;
+        }
+    }
+    if (tm_dtype_row_bytes(type, t->ne[0]) < 0) type = fallback_type(type);
+    if (tm_dtype_row_bytes(type, t->ne[0]) < 0) type = TM_DTYPE_F16;
+    return type;
 }
 
 /* Is t a block's tensor ("blk.N.*") of a layer the output drops (N >= max_layers > 0)? */
@@ -38,7 +123,7 @@ static int dropped(const tm_gguf_tensor *t, int max_layers) {
     return max_layers > 0 && sscanf(t->name, "blk.%d.", &layer) == 1 && layer >= max_layers;
 }
 
-static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, tm_dtype target, int max_layers,
+static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, uint32_t ftype, int max_layers,
                          char *err, size_t err_len) {
     int have_ftype = 0, rc;
     char block_count[160] = "";
@@ -52,7 +137,7 @@ static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, tm_dtype target,
         size_t n;
         uint32_t n_layers;
         if (!strcmp(name, FILE_TYPE_KEY)) {
-            rc = tm_gguf_writer_add_u32(w, FILE_TYPE_KEY, (uint32_t)tm_convert_ftype(target));
+            rc = tm_gguf_writer_add_u32(w, FILE_TYPE_KEY, ftype);
             have_ftype = 1;
         } else if (*block_count && !strcmp(name, block_count) && tm_gguf_get_u32(src, name, &n_layers) == 0) {
             rc = tm_gguf_writer_add_u32(w, name, TM_MIN(n_layers, (uint32_t)max_layers));
@@ -63,29 +148,57 @@ static int copy_metadata(const tm_gguf *src, tm_gguf_writer *w, tm_dtype target,
                                tm_strerror(rc));
     }
     if (!have_ftype &&
-        (rc = tm_gguf_writer_add_u32(w, FILE_TYPE_KEY, (uint32_t)tm_convert_ftype(target))))
+        (rc = tm_gguf_writer_add_u32(w, FILE_TYPE_KEY, ftype)))
         return tm_fail(err, err_len, rc, "cannot add %s (%s)", FILE_TYPE_KEY, tm_strerror(rc));
     return 0;
 }
 
-/* Streams tensor t's rows, converted to type, into w. f32 and buf hold one row. */
-static int convert_tensor(const tm_gguf_tensor *t, tm_dtype type, tm_gguf_writer *w,
-                          float *f32, void *buf, char *err, size_t err_len) {
+enum { BATCH_BYTES = 4 << 20 }; /* f32 bytes of the rows quantized per batch */
+
+/* One batch of rows for the pool: each thread converts a share. */
+typedef struct convert_batch {
+    const tm_gguf_tensor *t;
+    tm_dtype type;       /* output type */
+    const uint8_t *src;  /* first source row of the batch */
+    int64_t n_rows;      /* rows in the batch */
+    uint8_t *dst;        /* (n_rows, dst row bytes) */
+    float *f32;          /* (threads, ne0) scratch */
+    int rc[64];          /* per thread: first tm_quantize_row error */
+} convert_batch;
+
+static void convert_rows(void *ctx, int ith, int nth) {
+    convert_batch *b = ctx;
+    const int64_t ne0 = b->t->ne[0];
+    const int64_t src_row = tm_dtype_row_bytes(b->t->type, ne0), dst_row = tm_dtype_row_bytes(b->type, ne0);
+    float *f32 = b->f32 + (size_t)ith * (size_t)ne0;
+    b->rc[ith] = 0;
+    for (int64_t r = b->n_rows * ith / nth; r < b->n_rows * (ith + 1) / nth; r++) {
+        tm_dequantize_row(b->t->type, b->src + r * src_row, f32, ne0);
+        const int rc = tm_quantize_row(b->type, f32, b->dst + r * dst_row, ne0);
+        if (rc && !b->rc[ith]) b->rc[ith] = rc;
+    }
+}
+
+/* Streams tensor t, converted to type, into w: batches of rows quantized on the pool.
+ * f32 holds one row per thread, buf one batch of output rows. */
+static int convert_tensor(const tm_gguf_tensor *t, tm_dtype type, tm_gguf_writer *w, tm_threadpool *pool,
+                          float *f32, void *buf, int64_t batch_rows, char *err, size_t err_len) {
+    if (type == t->type) /* same type: copy bit for bit, no requantization loss */
+        return tm_gguf_writer_append(w, t->data, (size_t)t->n_bytes, err, err_len);
     const int64_t src_row = tm_dtype_row_bytes(t->type, t->ne[0]);
     const int64_t dst_row = tm_dtype_row_bytes(type, t->ne[0]);
     const int64_t n_rows = (int64_t)(t->n_bytes / (uint64_t)src_row);
-    const uint8_t *src = t->data;
+    convert_batch b = {.t = t, .type = type, .dst = buf, .f32 = f32};
     int rc;
-    for (int64_t r = 0; r < n_rows; r++, src += src_row) {
-        const void *row = src;
-        if (type != t->type) { /* same type: copy bit for bit, no requantization loss */
-            tm_dequantize_row(t->type, src, f32, t->ne[0]);
-            if ((rc = tm_quantize_row(type, f32, buf, t->ne[0])))
-                return tm_fail(err, err_len, rc, "tensor '%s': cannot quantize to %s",
-                               t->name, tm_dtype_name(type));
-            row = buf;
-        }
-        if ((rc = tm_gguf_writer_append(w, row, (size_t)dst_row, err, err_len))) return rc;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += batch_rows) {
+        b.src = (const uint8_t *)t->data + r0 * src_row;
+        b.n_rows = TM_MIN(batch_rows, n_rows - r0);
+        tm_threadpool_run(pool, convert_rows, &b);
+        for (int i = 0; i < tm_threadpool_size(pool); i++)
+            if (b.rc[i])
+                return tm_fail(err, err_len, b.rc[i], "tensor '%s': cannot quantize to %s", t->name,
+                               tm_dtype_name(type));
+        if ((rc = tm_gguf_writer_append(w, buf, (size_t)(b.n_rows * dst_row), err, err_len))) return rc;
     }
     return 0;
 }
@@ -97,16 +210,28 @@ int tm_convert_file(const char *in_path, const char *out_path, tm_dtype target, 
 
 int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype target, int max_layers,
                            char *err, size_t err_len) {
+    if (tm_convert_ftype(target) < 0)
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "cannot convert to %s (targets: %s)", tm_dtype_name(target),
+                       k_target_names);
+    const tm_convert_target tg = {target, 0, (uint32_t)tm_convert_ftype(target)};
+    return tm_convert_file_target(in_path, out_path, &tg, max_layers, 0, err, err_len);
+}
+
+int tm_convert_file_target(const char *in_path, const char *out_path, const tm_convert_target *target,
+                           int max_layers, int n_threads, char *err, size_t err_len) {
     tm_gguf *src = NULL;
     tm_gguf_writer *w = NULL;
+    tm_threadpool *pool = NULL;
+    tm_dtype *types = NULL;
     char *tmp = NULL;
     float *f32 = NULL;
     void *buf = NULL;
     int rc;
-    if (tm_convert_ftype(target) < 0)
-        return tm_fail(err, err_len, TM_EUNSUPPORTED,
-                       "cannot convert to %s (targets: f32, f16, q8_0, q4_0, q4_1)",
-                       tm_dtype_name(target));
+    if (tm_convert_ftype(target->type) < 0)
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "cannot convert to %s (targets: %s)",
+                       tm_dtype_name(target->type), k_target_names);
+    if (n_threads <= 0) n_threads = (int)TM_MAX(1, TM_MIN(64, sysconf(_SC_NPROCESSORS_ONLN)));
+    n_threads = TM_MIN(n_threads, 64);
     if ((rc = tm_gguf_open(in_path, &src, err, err_len))) goto fail;
     if (asprintf(&tmp, "%s.tmp", out_path) < 0) {
         tmp = NULL;
@@ -114,17 +239,28 @@ int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype t
         goto fail;
     }
     w = tm_gguf_writer_create((uint32_t)tm_gguf_alignment(src));
-    if (!w) {
+    pool = tm_threadpool_create(n_threads);
+    types = calloc((size_t)TM_MAX(1, tm_gguf_n_tensors(src)), sizeof *types);
+    if (!w || !pool || !types) {
         rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = copy_metadata(src, w, target, max_layers, err, err_len))) goto fail;
+    if ((rc = copy_metadata(src, w, target->ftype, max_layers, err, err_len))) goto fail;
 
+    recipe_state st = {0};
+    for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
+        const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
+        if (dropped(t, max_layers)) continue;
+        if (strstr(t->name, "attn_v.weight") || strstr(t->name, "attn_qkv.weight") || strstr(t->name, "attn_kv_b.weight"))
+            st.n_attn_v++;
+        if (strstr(t->name, "ffn_down")) st.n_ffn_down++;
+        if (!strcmp(t->name, "output.weight")) st.has_output = 1;
+    }
     int64_t max_ne0 = 1, max_row = 1;
     for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
         const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
         if (dropped(t, max_layers)) continue;
-        tm_dtype type = out_type(t, target);
+        const tm_dtype type = types[i] = out_type(t, target, &st);
         if ((rc = tm_gguf_writer_add_tensor_info(w, t->name, t->n_dims, t->ne, type))) {
             rc = tm_fail(err, err_len, rc, "tensor '%s': cannot declare as %s (%s)", t->name,
                          tm_dtype_name(type), tm_strerror(rc));
@@ -134,11 +270,11 @@ int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype t
         max_row = TM_MAX(max_row, tm_dtype_row_bytes(type, t->ne[0]));
     }
     /* ne[0] * 4 cannot overflow: the reader bounded every tensor by the file size */
-    f32 = malloc((size_t)max_ne0 * sizeof *f32);
-    buf = malloc((size_t)max_row);
+    const int64_t batch_rows = TM_MAX(1, BATCH_BYTES / (max_ne0 * 4));
+    f32 = malloc((size_t)n_threads * (size_t)max_ne0 * sizeof *f32);
+    buf = malloc((size_t)(batch_rows * max_row));
     if (!f32 || !buf) {
-        rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory for a row of %" PRId64 " values",
-                     max_ne0);
+        rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory for rows of %" PRId64 " values", max_ne0);
         goto fail;
     }
 
@@ -146,7 +282,7 @@ int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype t
     for (int64_t i = 0; i < tm_gguf_n_tensors(src); i++) {
         const tm_gguf_tensor *t = tm_gguf_tensor_at(src, i);
         if (dropped(t, max_layers)) continue;
-        if ((rc = convert_tensor(t, out_type(t, target), w, f32, buf, err, err_len))) goto fail;
+        if ((rc = convert_tensor(t, types[i], w, pool, f32, buf, batch_rows, err, err_len))) goto fail;
     }
     if ((rc = tm_gguf_writer_finish(w, err, err_len))) goto fail;
     if (rename(tmp, out_path) < 0) {
@@ -159,6 +295,8 @@ int tm_convert_file_layers(const char *in_path, const char *out_path, tm_dtype t
 fail:
     tm_gguf_writer_destroy(w); /* removes tmp if it was begun and not finished */
     tm_gguf_close(src);
+    tm_threadpool_destroy(pool);
+    free(types);
     free(tmp);
     free(f32);
     free(buf);

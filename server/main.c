@@ -23,7 +23,8 @@ static void usage(FILE *f) {
             "           [--top-k K] [--min-p P] [--repeat-penalty R] [--seed S] [--threads N]\n"
             "      stream a continuation of TEXT to stdout; stats go to stderr (generate --help)\n"
             "  info MODEL              architecture, shapes, tensor types, tokenizer\n"
-            "  quantize IN OUT TYPE    convert a GGUF to f16, q8_0, q4_0 or q4_1\n"
+            "  quantize IN OUT TYPE    convert a GGUF to f16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k..q6_k,\n"
+            "                          or llama.cpp's mixes q4_k_m, q5_k_m\n"
             "  synth PRESET TYPE OUT   write a model of a real shape with random weights\n"
             "                          (synth --help lists the presets and types)\n"
             "  serve [MODEL] [...]     OpenAI-compatible HTTP server (serve --help)\n"
@@ -89,22 +90,21 @@ static int cmd_info(int argc, char **argv) {
 
 static int cmd_quantize(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: tokenmill quantize IN OUT TYPE   (TYPE: f16, q8_0, q4_0, q4_1)\n");
+        fprintf(stderr, "usage: tokenmill quantize IN OUT TYPE   (TYPE: %s)\n", tm_convert_target_names());
         return 2;
     }
-    int t = tm_dtype_from_name(argv[3]);
-    if (t != TM_DTYPE_F16 && t != TM_DTYPE_Q8_0 && t != TM_DTYPE_Q4_0 && t != TM_DTYPE_Q4_1) {
-        fprintf(stderr, "tokenmill quantize: unsupported target type '%s' (f16, q8_0, q4_0, q4_1)\n", argv[3]);
+    tm_convert_target target;
+    if (tm_convert_target_from_name(argv[3], &target)) {
+        fprintf(stderr, "tokenmill quantize: unsupported target type '%s' (%s)\n", argv[3], tm_convert_target_names());
         return 2;
     }
     char err[512];
     double t0 = tm_time_s();
-    if (tm_convert_file(argv[1], argv[2], (tm_dtype)t, err, sizeof err)) {
+    if (tm_convert_file_target(argv[1], argv[2], &target, 0, 0, err, sizeof err)) {
         fprintf(stderr, "tokenmill quantize: %s\n", err);
         return 1;
     }
-    fprintf(stderr, "tokenmill quantize: wrote %s (%s) in %.1f s\n", argv[2], tm_dtype_name((tm_dtype)t),
-            tm_time_s() - t0);
+    fprintf(stderr, "tokenmill quantize: wrote %s (%s) in %.1f s\n", argv[2], argv[3], tm_time_s() - t0);
     return 0;
 }
 

@@ -130,8 +130,22 @@ def test_quantize_roundtrip_runs(tmp_path):
     assert "q8_0" in info.stdout.decode() and "q4_1" not in info.stdout.decode()
     g = run("generate", "-m", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
     assert g.returncode == 0 and "Paris" in g.stdout.decode()
-    bad = run("quantize", str(MODEL), str(tmp_path / "x.gguf"), "q3_k")
+    bad = run("quantize", str(MODEL), str(tmp_path / "x.gguf"), "iq4_nl")
     assert bad.returncode != 0 and "unsupported target type" in bad.stderr.decode()
+    assert "q4_k_m" in bad.stderr.decode()  # the message lists the targets
+
+
+def test_quantize_q4_k_m_mix_runs(tmp_path):
+    # llama.cpp's Q4_K_M recipe on the default model (576-wide rows): Q5_0 fallbacks, Q4_K and
+    # Q6_K on ffn_down, Q8_0 for the bumped attn_v and the tied token_embd.
+    out = tmp_path / "smol-q4_k_m.gguf"
+    r = run("quantize", str(MODEL), str(out), "q4_k_m")
+    assert r.returncode == 0, r.stderr.decode()
+    info = run("info", str(out)).stdout.decode()
+    for t in ("q5_0", "q4_k", "q6_k", "q8_0"):
+        assert re.search(rf"^\s+{t}\s+\d+ tensors", info, re.M), (t, info)
+    g = run("generate", "-m", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
+    assert g.returncode == 0 and "Paris" in g.stdout.decode(), g.stdout.decode()
 
 
 # --- devices and synthetic models ------------------------------------------------------

@@ -45,8 +45,35 @@ double block_tolerance(tm_dtype type, const float *x, int n) {
     case TM_DTYPE_Q8_0: return amax / 127 * 0.6 + 1e-7;
     case TM_DTYPE_Q4_0: return amax / 8 * 1.05 + 1e-7;  // +8 clamps to 7: up to one step
     case TM_DTYPE_Q4_1: return (mx - mn) / 15 * 0.6 + std::fabs(mn) * 1e-3 + 1e-7;
+    case TM_DTYPE_Q5_0: return amax / 16 * 1.05 + 1e-7;  // +16 clamps to 15: up to one step
+    case TM_DTYPE_Q5_1: return (mx - mn) / 31 * 0.6 + std::fabs(mn) * 1e-3 + 1e-7;
     default: return -1;
     }
+}
+
+// RMS error bound of a K-quant row relative to the row's RMS, for these Gaussian rows:
+// about 1.7x what the quantizer reaches (a broken bit layout gives errors near 1).
+double kquant_rel_rms(tm_dtype type) {
+    switch (type) {
+    case TM_DTYPE_Q2_K: return 0.45;
+    case TM_DTYPE_Q3_K: return 0.25;
+    case TM_DTYPE_Q4_K: return 0.12;
+    case TM_DTYPE_Q5_K: return 0.06;
+    case TM_DTYPE_Q6_K: return 0.03;
+    default: return -1;
+    }
+}
+
+// What a matrix of row length ne0 becomes for a plain target (llama.cpp's fallbacks for
+// K-quants, with Q4_0 where it uses IQ4_NL; F16 for the legacy types).
+tm_dtype plain_type(tm_dtype target, int64_t ne0) {
+    if (ne0 % tm_dtype_block_size(target) == 0) return target;
+    tm_dtype fb = TM_DTYPE_F16;
+    if (target == TM_DTYPE_Q4_K) fb = TM_DTYPE_Q5_0;
+    if (target == TM_DTYPE_Q5_K) fb = TM_DTYPE_Q5_1;
+    if (target == TM_DTYPE_Q6_K) fb = TM_DTYPE_Q8_0;
+    if (target == TM_DTYPE_Q2_K || target == TM_DTYPE_Q3_K) fb = TM_DTYPE_Q4_0;
+    return ne0 % tm_dtype_block_size(fb) == 0 ? fb : TM_DTYPE_F16;
 }
 
 class Convert : public testing::TestWithParam<tm_dtype> {};
@@ -58,6 +85,7 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
         {"blk.0.attn_norm.weight", 1, {64, 1, 1, 1}, TM_DTYPE_F32},
         {"blk.0.attn_q.weight", 2, {64, 3, 1, 1}, TM_DTYPE_Q8_0},
         {"blk.0.ffn_up.weight", 2, {32, 4, 1, 1}, TM_DTYPE_Q4_1},
+        {"blk.0.ffn_down.weight", 2, {512, 3, 1, 1}, TM_DTYPE_F16},  // K-quants fit
         {"blk.0.odd.weight", 2, {48, 2, 1, 1}, TM_DTYPE_F32},  // 48 % 32 != 0: f16 fallback
         {"blk.0.bias", 1, {16, 1, 1, 1}, TM_DTYPE_F16},
         {"blk.0.cube", 3, {32, 2, 2, 1}, TM_DTYPE_F16},
@@ -117,8 +145,22 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
     }
     uint32_t ftype;
     ASSERT_EQ(tm_gguf_get_u32(b, "general.file_type", &ftype), 0);
-    const int want_ftype = target == TM_DTYPE_F16 ? 1 : target == TM_DTYPE_Q4_0 ? 2 : target == TM_DTYPE_Q4_1 ? 3 : 7;
-    EXPECT_EQ((int)ftype, want_ftype);  // llama.cpp's LLAMA_FTYPE_MOSTLY_* ids
+    int want_ftype = -1;  // llama.cpp's LLAMA_FTYPE_MOSTLY_* ids
+    switch (target) {
+    case TM_DTYPE_F16: want_ftype = 1; break;
+    case TM_DTYPE_Q4_0: want_ftype = 2; break;
+    case TM_DTYPE_Q4_1: want_ftype = 3; break;
+    case TM_DTYPE_Q8_0: want_ftype = 7; break;
+    case TM_DTYPE_Q5_0: want_ftype = 8; break;
+    case TM_DTYPE_Q5_1: want_ftype = 9; break;
+    case TM_DTYPE_Q2_K: want_ftype = 10; break;
+    case TM_DTYPE_Q3_K: want_ftype = 11; break;  // Q3_K_S
+    case TM_DTYPE_Q4_K: want_ftype = 14; break;  // Q4_K_S
+    case TM_DTYPE_Q5_K: want_ftype = 16; break;  // Q5_K_S
+    case TM_DTYPE_Q6_K: want_ftype = 18; break;
+    default: break;
+    }
+    EXPECT_EQ((int)ftype, want_ftype);
     EXPECT_EQ(tm_convert_ftype(target), want_ftype);
 
     ASSERT_EQ(tm_gguf_n_tensors(b), (int64_t)src.size());
@@ -127,8 +169,7 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
         ASSERT_STREQ(tb->name, ta->name);
         EXPECT_EQ(tb->n_dims, ta->n_dims);
         for (int d = 0; d < 4; d++) EXPECT_EQ(tb->ne[d], ta->ne[d]);
-        tm_dtype want = ta->n_dims == 1 ? TM_DTYPE_F32
-                        : tm_dtype_row_bytes(target, ta->ne[0]) < 0 ? TM_DTYPE_F16 : target;
+        tm_dtype want = ta->n_dims == 1 ? TM_DTYPE_F32 : plain_type(target, ta->ne[0]);
         EXPECT_EQ(tb->type, want) << ta->name;
         if (tb->type == ta->type) {  // same type: copied bit for bit
             ASSERT_EQ(tb->n_bytes, ta->n_bytes);
@@ -142,6 +183,12 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
         for (int64_t r = 0; r < rows; r++) {
             tm_dequantize_row(ta->type, (const uint8_t *)ta->data + r * ra, xa.data(), ne0);
             tm_dequantize_row(tb->type, (const uint8_t *)tb->data + r * rb, xb.data(), ne0);
+            if (tm_dtype_is_kquant(tb->type)) {
+                double e = 0, x2 = 0;
+                for (int64_t j = 0; j < ne0; j++) e += (xb[j] - xa[j]) * (xb[j] - xa[j]), x2 += xa[j] * xa[j];
+                EXPECT_LE(std::sqrt(e / x2), kquant_rel_rms(tb->type)) << ta->name << " row " << r;
+                continue;
+            }
             const int blk = tm_dtype_block_size(tb->type) > 1 ? 32 : (int)ne0;
             for (int64_t j0 = 0; j0 < ne0; j0 += blk) {
                 double tol = block_tolerance(tb->type, xa.data() + j0, blk);
@@ -158,14 +205,27 @@ TEST_P(Convert, MatchesSourceWithinTolerance) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Targets, Convert,
-                         testing::Values(TM_DTYPE_F16, TM_DTYPE_Q8_0, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1),
+                         testing::Values(TM_DTYPE_F16, TM_DTYPE_Q8_0, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1,
+                                         TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q2_K, TM_DTYPE_Q3_K,
+                                         TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K),
                          [](const testing::TestParamInfo<tm_dtype> &p) { return std::string(tm_dtype_name(p.param)); });
 
 TEST(ConvertErrors, UnsupportedTargetAndBadInput) {
     char err[256];
     std::string outp = tmp_path("conv_err.gguf");
-    EXPECT_EQ(tm_convert_file("/nonexistent.gguf", outp.c_str(), TM_DTYPE_Q4_K, err, sizeof err), TM_EUNSUPPORTED);
-    EXPECT_NE(strstr(err, "q4_k"), nullptr) << err;
+    EXPECT_EQ(tm_convert_file("/nonexistent.gguf", outp.c_str(), TM_DTYPE_Q8_K, err, sizeof err), TM_EUNSUPPORTED);
+    EXPECT_NE(strstr(err, "q8_k"), nullptr) << err;
+    tm_convert_target tg;
+    EXPECT_EQ(tm_convert_target_from_name("q4_k_s", &tg), TM_EINVAL);
+    EXPECT_EQ(tm_convert_target_from_name("q8_1", &tg), TM_EINVAL);
+    EXPECT_EQ(tm_convert_target_from_name(nullptr, &tg), TM_EINVAL);
+    ASSERT_EQ(tm_convert_target_from_name("Q5_K_M", &tg), 0);
+    EXPECT_EQ(tg.type, TM_DTYPE_Q5_K);
+    EXPECT_EQ(tg.mix_m, 1);
+    EXPECT_EQ(tg.ftype, 17u);
+    ASSERT_EQ(tm_convert_target_from_name("q6_k", &tg), 0);
+    EXPECT_EQ(tg.mix_m, 0);
+    EXPECT_EQ(tg.ftype, 18u);
     EXPECT_EQ(tm_convert_file("/nonexistent.gguf", outp.c_str(), TM_DTYPE_Q8_0, err, sizeof err), TM_EIO);
     std::string bad = tmp_path("conv_bad.gguf");
     Bytes f = build(small_spec());
@@ -176,6 +236,78 @@ TEST(ConvertErrors, UnsupportedTargetAndBadInput) {
     EXPECT_NE(access(outp.c_str(), F_OK), 0);
     EXPECT_NE(access((outp + ".tmp").c_str(), F_OK), 0);
     remove(bad.c_str());
+}
+
+// llama.cpp's _M recipes, tensor by tensor, on a 16-layer model with tied and untied
+// output: the layers its use_more_bits picks (i < 2, i >= 14, (i - 2) % 3 == 2) are
+// written out here. Our q4_k_m / q5_k_m / q6_k of the default model have the same type in
+// every tensor as the files llama.cpp's llama_model_quantize made (bench/RESULTS.md).
+TEST(ConvertMix, FollowsLlamaCppRecipes) {
+    const std::vector<int> more = {0, 1, 4, 7, 10, 13, 14, 15};
+    struct MixCase { const char *name; uint32_t ftype; tm_dtype base, base_fallback; bool mix; };
+    const MixCase cases[] = {
+        {"q4_k_m", 15, TM_DTYPE_Q4_K, TM_DTYPE_Q5_0, true},
+        {"q5_k_m", 17, TM_DTYPE_Q5_K, TM_DTYPE_Q5_1, true},
+        {"q6_k", 18, TM_DTYPE_Q6_K, TM_DTYPE_Q8_0, false},
+    };
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.0f, 0.1f);
+    for (bool tied : {true, false}) {
+        tm_gguf_writer *w = tm_gguf_writer_create(32);
+        ASSERT_EQ(tm_gguf_writer_add_str(w, "general.architecture", "llama"), 0);
+        auto add = [&](const std::string &name, int n_dims, int64_t ne0, int64_t ne1) {
+            const int64_t ne[4] = {ne0, ne1, 1, 1};
+            std::vector<float> v((size_t)(ne0 * ne1));
+            for (auto &x : v) x = nd(rng);
+            ASSERT_EQ(tm_gguf_writer_add_tensor(w, name.c_str(), n_dims, ne, TM_DTYPE_F32, v.data(), v.size() * 4), 0);
+        };
+        add("token_embd.weight", 2, 256, 8);
+        // layers in name order (0, 1, 10, 11, ..., 15, 2, ...), as llama.cpp writes files:
+        // the recipe goes by the layer number, not by the place in the file
+        std::vector<std::string> layers;
+        for (int i = 0; i < 16; i++) layers.push_back(std::to_string(i));
+        std::sort(layers.begin(), layers.end());
+        for (const std::string &li : layers) {
+            const std::string b = "blk." + li + ".";
+            add(b + "attn_norm.weight", 1, 256, 1);
+            add(b + "attn_q.weight", 2, 96, 4);
+            add(b + "attn_v.weight", 2, 256, 4);
+            add(b + "ffn_down.weight", 2, 512, 4);
+        }
+        if (!tied) add("output.weight", 2, 96, 8);
+        const std::string in = tmp_path("mix_in.gguf"), outp = tmp_path("mix_out.gguf");
+        char err[256];
+        ASSERT_EQ(tm_gguf_writer_write(w, in.c_str(), err, sizeof err), 0) << err;
+        tm_gguf_writer_destroy(w);
+        for (const MixCase &mc : cases) {
+            SCOPED_TRACE(std::string(mc.name) + (tied ? " tied" : " untied"));
+            tm_convert_target tg;
+            ASSERT_EQ(tm_convert_target_from_name(mc.name, &tg), 0);
+            ASSERT_EQ(tm_convert_file_target(in.c_str(), outp.c_str(), &tg, 0, 2, err, sizeof err), 0) << err;
+            tm_gguf *g;
+            ASSERT_EQ(tm_gguf_open(outp.c_str(), &g, err, sizeof err), 0) << err;
+            uint32_t ftype;
+            ASSERT_EQ(tm_gguf_get_u32(g, "general.file_type", &ftype), 0);
+            EXPECT_EQ(ftype, mc.ftype);
+            auto type_of = [&](const std::string &name) { return tm_gguf_find_tensor(g, name.c_str())->type; };
+            // the output (a tied token_embd) is Q6_K, or Q8_0 for rows not a multiple of 256
+            EXPECT_EQ(type_of("token_embd.weight"), tied || !mc.mix ? TM_DTYPE_Q6_K : mc.base);
+            if (!tied) {
+                EXPECT_EQ(type_of("output.weight"), TM_DTYPE_Q8_0);
+            }
+            for (int i = 0; i < 16; i++) {
+                const std::string b = "blk." + std::to_string(i) + ".";
+                const bool bump = mc.mix && std::find(more.begin(), more.end(), i) != more.end();
+                EXPECT_EQ(type_of(b + "attn_norm.weight"), TM_DTYPE_F32);
+                EXPECT_EQ(type_of(b + "attn_q.weight"), mc.base_fallback) << i;
+                EXPECT_EQ(type_of(b + "attn_v.weight"), bump ? TM_DTYPE_Q6_K : mc.base) << i;
+                EXPECT_EQ(type_of(b + "ffn_down.weight"), bump ? TM_DTYPE_Q6_K : mc.base) << i;
+            }
+            tm_gguf_close(g);
+        }
+        remove(in.c_str());
+        remove(outp.c_str());
+    }
 }
 
 TEST(ConvertErrors, InPlaceConversionWorks) {
