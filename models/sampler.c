@@ -1,7 +1,8 @@
-/* sampler.c - penalties, temperature, top-k / top-p / min-p and seeded sampling.
+/* sampler.c - logit processors, penalties, temperature, top-k / top-p / min-p and seeded
+ * sampling.
  *
- * Order, as llama.cpp and vLLM apply them: penalties -> greedy? -> temperature ->
- * top-k -> softmax -> top-p -> min-p -> draw. */
+ * Order, as vLLM applies them: logit processors (logit_bias, ...) -> penalties -> greedy?
+ * -> temperature -> top-k -> softmax -> top-p -> min-p -> draw. */
 #include "models/sampler.h"
 
 #include <float.h>
@@ -48,9 +49,67 @@ static uint64_t rng_next(uint64_t s[4]) {
 static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
 
 void tm_sampler_init(tm_sampler *s, const tm_sampling_params *p) {
+    memset(s, 0, sizeof *s);
     s->params = *p;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+}
+
+void tm_sampler_deinit(tm_sampler *s) {
+    for (int i = 0; i < s->n_procs; i++)
+        if (s->procs[i].destroy) s->procs[i].destroy(s->procs[i].ctx);
+    s->n_procs = 0;
+}
+
+int tm_sampler_add_processor(tm_sampler *s, const tm_logit_processor *p) {
+    if (s->n_procs >= TM_SAMPLER_MAX_PROCESSORS) return TM_ERANGE;
+    s->procs[s->n_procs++] = *p;
+    return TM_OK;
+}
+
+/* ---- logit_bias ---- */
+
+typedef struct logit_bias {
+    int n;         /* entries */
+    int32_t *ids;  /* (n) token ids */
+    float *bias;   /* (n) added to their logits */
+} logit_bias;
+
+static int logit_bias_apply(void *ctx, float *logits, int n_vocab, const int32_t *output,
+                            int n_output) {
+    const logit_bias *b = ctx;
+    (void)output, (void)n_output;
+    for (int i = 0; i < b->n; i++)
+        if (b->ids[i] >= 0 && b->ids[i] < n_vocab) logits[b->ids[i]] += b->bias[i];
+    return TM_OK;
+}
+
+static void logit_bias_destroy(void *ctx) {
+    logit_bias *b = ctx;
+    if (!b) return;
+    free(b->ids);
+    free(b->bias);
+    free(b);
+}
+
+int tm_logit_bias_create(const int32_t *ids, const float *bias, int n, tm_logit_processor *out) {
+    logit_bias *b = calloc(1, sizeof *b);
+    if (!b) return TM_ENOMEM;
+    b->n = n;
+    b->ids = malloc((size_t)(n > 0 ? n : 1) * sizeof *b->ids);
+    b->bias = malloc((size_t)(n > 0 ? n : 1) * sizeof *b->bias);
+    if (!b->ids || !b->bias) {
+        logit_bias_destroy(b);
+        return TM_ENOMEM;
+    }
+    if (n > 0) {
+        memcpy(b->ids, ids, (size_t)n * sizeof *ids);
+        memcpy(b->bias, bias, (size_t)n * sizeof *bias);
+    }
+    out->apply = logit_bias_apply;
+    out->destroy = logit_bias_destroy;
+    out->ctx = b;
+    return TM_OK;
 }
 
 size_t tm_sampler_scratch_bytes(int n_vocab) {
@@ -69,7 +128,7 @@ static int greedy(const tm_sampling_params *p) { return p->temperature < 1e-5f |
 
 int tm_sampler_is_argmax(const tm_sampler *s) {
     const tm_sampling_params *p = &s->params;
-    return greedy(p) && !repetition_on(p) && !presence_frequency_on(p);
+    return greedy(p) && !repetition_on(p) && !presence_frequency_on(p) && s->n_procs == 0;
 }
 
 static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vocab,
@@ -114,14 +173,23 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
     int32_t *counts = (int32_t *)(val + n_vocab);  /* (n_vocab) penalty counts */
     int32_t *id = counts + n_vocab;                /* (n_vocab) candidate ids */
 
+    for (int i = 0; i < s->n_procs; i++) {
+        int rc = s->procs[i].apply(s->procs[i].ctx, logits, n_vocab, output, n_output);
+        if (rc != TM_OK) return rc < 0 ? rc : TM_EINVAL;
+    }
     apply_penalties(p, logits, n_vocab, prompt, n_prompt, output, n_output, counts);
-    if (greedy(p)) return tm_argmax(logits, n_vocab);
+    if (greedy(p)) {
+        int32_t t = tm_argmax(logits, n_vocab);
+        /* a processor may forbid tokens with -inf; never pick a forbidden one */
+        return s->n_procs > 0 && !(logits[t] > -INFINITY) ? TM_EINVAL : t;
+    }
 
     /* Temperature, then keep the candidates within the cut of the best. */
     float inv_t = 1.0f / p->temperature;
-    float best = -FLT_MAX;
+    float best = -INFINITY;
     for (int i = 0; i < n_vocab; i++)
         if (logits[i] > best) best = logits[i];
+    if (!(best > -INFINITY)) return TM_EINVAL; /* every token forbidden (or NaN) */
     best *= inv_t;
     int n = 0;
     for (int i = 0; i < n_vocab; i++) {

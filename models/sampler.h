@@ -25,24 +25,56 @@ typedef struct tm_sampling_params {
 /* Defaults: temperature 1, everything else off, seed 0. */
 void tm_sampling_params_default(tm_sampling_params *p);
 
+/* A per-request logit processor: the one hook through which logit_bias, grammar masks and
+ * anything like them change a sequence's row of logits before it is sampled. The sampler
+ * calls apply once per generated token, before penalties and temperature, on the engine
+ * thread; the engine calls it for every sequence whose sampler holds processors (such a
+ * sequence never takes the batched-argmax shortcut).
+ *   apply(ctx, logits, n_vocab, output, n_output): change logits (n_vocab, f32, host
+ *     memory) for the token after output[0..n_output) (the tokens generated so far): add
+ *     a bias, or set -INFINITY to forbid a token. Returns 0, or a negative TM_E* that ends
+ *     the request.
+ *   destroy(ctx): frees ctx when the request ends (may be NULL). */
+typedef struct tm_logit_processor {
+    int (*apply)(void *ctx, float *logits, int n_vocab, const int32_t *output, int n_output);
+    void (*destroy)(void *ctx);
+    void *ctx; /* the processor's state, owned by it */
+} tm_logit_processor;
+
+enum { TM_SAMPLER_MAX_PROCESSORS = 4 };
+
 typedef struct tm_sampler {
     tm_sampling_params params; /* copied at init */
     uint64_t rng[4];           /* xoshiro256** state from the seed */
+    tm_logit_processor procs[TM_SAMPLER_MAX_PROCESSORS]; /* (n_procs) applied in order */
+    int n_procs;
 } tm_sampler;
 
 void tm_sampler_init(tm_sampler *s, const tm_sampling_params *p);
+/* Destroys the processors the sampler holds. */
+void tm_sampler_deinit(tm_sampler *s);
+/* Takes over p (destroyed by tm_sampler_deinit). TM_ERANGE when the sampler holds
+ * TM_SAMPLER_MAX_PROCESSORS already: then p stays the caller's. */
+int tm_sampler_add_processor(tm_sampler *s, const tm_logit_processor *p);
 
-/* Picks the next token from logits (n_vocab, f32; modified in place). prompt/output are
- * the sequence so far, for penalties. scratch: tm_sampler_scratch_bytes(n_vocab) bytes owned
- * by the caller (the sampler allocates nothing). Greedy ties break toward the lower id. */
+/* Picks the next token from logits (n_vocab, f32; modified in place): processors, then
+ * penalties, then the sampling parameters. prompt/output are the sequence so far.
+ * scratch: tm_sampler_scratch_bytes(n_vocab) bytes owned by the caller (the sampler
+ * allocates nothing). Greedy ties break toward the lower id. Returns the token, or a
+ * negative TM_E*: a processor failed, or TM_EINVAL when the processors forbade every
+ * token. */
 int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32_t *prompt,
                           int n_prompt, const int32_t *output, int n_output, void *scratch);
+
+/* A processor that adds bias[i] to the logit of ids[i] (OpenAI's logit_bias). Copies the
+ * n entries (ids within the vocabulary, checked by the caller). TM_ENOMEM. */
+int tm_logit_bias_create(const int32_t *ids, const float *bias, int n, tm_logit_processor *out);
 /* Bytes of scratch tm_sampler_sample needs for n_vocab. */
 size_t tm_sampler_scratch_bytes(int n_vocab);
 
 /* 1 when tm_sampler_sample returns tm_argmax (common/common.h) of the logits as given
- * (greedy, no penalty), so a caller may take the token from a batched argmax instead
- * (tm_model_logits_argmax). */
+ * (greedy, no penalty, no processor), so a caller may take the token from a batched argmax
+ * instead (tm_model_logits_argmax). */
 int tm_sampler_is_argmax(const tm_sampler *s);
 
 /* log-softmax of the raw logits (call before tm_sampler_sample, which modifies them): logprob of token and the top n_top (ids, logprobs) in

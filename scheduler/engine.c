@@ -189,6 +189,12 @@ static void emit_token(tm_engine *e, tm_seq *s, float *row, int32_t picked) {
                               : tm_sampler_sample(&s->sampler, row, e->n_vocab, s->tokens, s->n_prompt,
                                                   s->tokens + s->n_prompt, s->n_tokens - s->n_prompt,
                                                   e->sample_scratch);
+    if (tok < 0) { /* a logit processor failed or forbade every token */
+        TM_WARNF("engine: request %llu ends: its logit processors left no token (%s)",
+                 (unsigned long long)s->id, tm_strerror(tok));
+        finish_abort(e, s);
+        return;
+    }
     s->tokens[s->n_tokens++] = tok;
     e->n_generated++;
     ev.id = s->id;
@@ -485,6 +491,11 @@ static int check_request(const tm_engine *e, const tm_request *r, char *err, siz
             return tm_fail(err, err_len, TM_EINVAL, "stop strings must not be empty");
     if (r->n_stop_ids < 0 || (r->n_stop_ids > 0 && !r->stop_ids))
         return tm_fail(err, err_len, TM_EINVAL, "bad stop token ids");
+    if (r->n_processors < 0 || r->n_processors > TM_SAMPLER_MAX_PROCESSORS ||
+        (r->n_processors > 0 && !r->processors))
+        return tm_fail(err, err_len, TM_EINVAL, "at most %d logit processors", TM_SAMPLER_MAX_PROCESSORS);
+    for (int i = 0; i < r->n_processors; i++)
+        if (!r->processors[i].apply) return tm_fail(err, err_len, TM_EINVAL, "a logit processor needs apply");
     if (r->top_logprobs < 0 || r->top_logprobs > TM_MAX_TOP_LOGPROBS)
         return tm_fail(err, err_len, TM_EINVAL, "top_logprobs must be in 0..%d", TM_MAX_TOP_LOGPROBS);
     if ((int64_t)r->n_prompt + r->max_tokens > e->n_ctx)
@@ -511,6 +522,7 @@ int tm_engine_submit(tm_engine *e, const tm_request *req, uint64_t *id, char *er
     const int cap = e->cfg.max_num_seqs + e->cfg.max_queue;
     if (e->stopping || e->n_inflight >= cap) {
         pthread_mutex_unlock(&e->mu);
+        s->sampler.n_procs = 0; /* a failed submit leaves the processors to the caller */
         tm_seq_destroy(s);
         return tm_fail(err, err_len, TM_EBUSY, "the waiting queue is full: %d requests in flight "
                        "(max_num_seqs %d + max_queue %d)", cap, e->cfg.max_num_seqs, e->cfg.max_queue);

@@ -51,6 +51,11 @@ typedef struct tm_request {
     int top_logprobs;            /* and this many alternatives (0..TM_MAX_TOP_LOGPROBS) */
     const char *cache_salt;      /* separates prefix-cache entries between tenants; NULL = none */
     int priority;                /* 0 interactive, 1 batch (lower runs first) */
+    const tm_logit_processor *processors; /* (n_processors) applied before sampling, in
+                                   order; a successful submit takes them over (the engine
+                                   destroys them with the request), a failed one leaves them
+                                   to the caller */
+    int n_processors;            /* 0..TM_SAMPLER_MAX_PROCESSORS */
     void *user;                  /* opaque, handed back in every event */
 } tm_request;
 
@@ -58,7 +63,7 @@ typedef enum tm_finish {
     TM_FINISH_NONE = 0,
     TM_FINISH_STOP = 1,   /* stop string, stop token or EOS */
     TM_FINISH_LENGTH = 2, /* max_tokens or context full */
-    TM_FINISH_ABORT = 3,  /* tm_engine_abort or engine shutdown */
+    TM_FINISH_ABORT = 3,  /* tm_engine_abort, engine shutdown, or a logit processor failed */
 } tm_finish;
 
 typedef struct tm_event {

@@ -35,6 +35,8 @@ int tm_seq_create(const tm_request *req, const tm_tokenizer *tok, size_t max_pie
     }
     s->delta = malloc(tm_output_delta_cap(&s->out));
     if (!s->delta) goto nomem;
+    /* last, so that no failure above destroys processors the caller still owns */
+    for (int i = 0; i < req->n_processors; i++) tm_sampler_add_processor(&s->sampler, &req->processors[i]);
     *out = s;
     return TM_OK;
 nomem:
@@ -44,6 +46,7 @@ nomem:
 
 void tm_seq_destroy(tm_seq *s) {
     if (!s) return;
+    tm_sampler_deinit(&s->sampler);
     tm_output_deinit(&s->out); /* safe on the zeroed state too */
     free(s->tokens);
     free(s->block_table);

@@ -59,9 +59,10 @@ typedef struct tm_seq {
     struct tm_seq *next;
 } tm_seq;
 
-/* Builds a WAITING sequence from req (copies everything it needs; the id is set by the
- * caller). tok is borrowed; max_piece is the tokenizer's longest piece in bytes. Any
- * thread. TM_EINVAL (bad stop strings), TM_ENOMEM. */
+/* Builds a WAITING sequence from req (copies everything it needs, and takes over
+ * req->processors when it succeeds; the id is set by the caller). tok is borrowed;
+ * max_piece is the tokenizer's longest piece in bytes. Any thread. TM_EINVAL (bad stop
+ * strings), TM_ENOMEM. */
 int tm_seq_create(const tm_request *req, const tm_tokenizer *tok, size_t max_piece,
                   int block_size, tm_seq **out);
 void tm_seq_destroy(tm_seq *s); /* NULL is a no-op */

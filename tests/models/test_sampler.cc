@@ -247,3 +247,84 @@ TEST(Sampler, LogprobsMatchLogSoftmax) {
 }
 
 } // namespace
+
+namespace {
+
+// Processors run before everything else, on every draw, and may forbid tokens.
+TEST(SamplerProcessors, LogitBiasMovesGreedyAndSampledDraws) {
+    const int V = 50;
+    std::vector<unsigned char> scratch(tm_sampler_scratch_bytes(V));
+    for (float temp : {0.0f, 1.0f}) {
+        tm_sampling_params p;
+        tm_sampling_params_default(&p);
+        p.temperature = temp;
+        p.seed = 9;
+        tm_sampler s;
+        tm_sampler_init(&s, &p);
+        EXPECT_EQ(tm_sampler_is_argmax(&s), temp == 0.0f);
+        int32_t ids[2] = {3, 40};
+        float bias[2] = {-100.0f, 100.0f};
+        tm_logit_processor lb;
+        ASSERT_EQ(tm_logit_bias_create(ids, bias, 2, &lb), TM_OK);
+        ASSERT_EQ(tm_sampler_add_processor(&s, &lb), TM_OK);
+        EXPECT_EQ(tm_sampler_is_argmax(&s), 0) << "a processor needs the logits on the host";
+        for (int draw = 0; draw < 20; draw++) {
+            std::vector<float> logits(V, 0.0f);
+            logits[3] = 10.0f; // the favourite, until the bias
+            int32_t t = tm_sampler_sample(&s, logits.data(), V, nullptr, 0, nullptr, 0, scratch.data());
+            EXPECT_EQ(t, 40) << "temperature " << temp;
+        }
+        tm_sampler_deinit(&s);
+        EXPECT_EQ(s.n_procs, 0);
+    }
+}
+
+TEST(SamplerProcessors, ForbiddingEveryTokenIsAnErrorNotAPick) {
+    const int V = 8;
+    std::vector<unsigned char> scratch(tm_sampler_scratch_bytes(V));
+    struct Forbid {
+        static int apply(void *ctx, float *l, int n, const int32_t *, int) {
+            for (int i = 0; i < n; i++)
+                if (i != *(int *)ctx) l[i] = -INFINITY;
+            return TM_OK;
+        }
+    };
+    for (float temp : {0.0f, 0.7f}) {
+        for (int allowed : {-1, 5}) {
+            tm_sampling_params p;
+            tm_sampling_params_default(&p);
+            p.temperature = temp;
+            p.top_k = 3;
+            p.repetition_penalty = 1.3f;
+            tm_sampler s;
+            tm_sampler_init(&s, &p);
+            tm_logit_processor f = {Forbid::apply, nullptr, &allowed};
+            ASSERT_EQ(tm_sampler_add_processor(&s, &f), TM_OK);
+            std::vector<float> logits = {5, 4, 3, 2, 1, 0, -1, -2};
+            int32_t prompt[1] = {5};
+            int32_t t = tm_sampler_sample(&s, logits.data(), V, prompt, 1, nullptr, 0, scratch.data());
+            if (allowed < 0) EXPECT_EQ(t, TM_EINVAL);
+            else EXPECT_EQ(t, allowed) << "only the allowed token may come out";
+            tm_sampler_deinit(&s);
+        }
+    }
+}
+
+TEST(SamplerProcessors, HoldsAtMostTheLimitAndFailuresEndTheDraw) {
+    tm_sampling_params p;
+    tm_sampling_params_default(&p);
+    tm_sampler s;
+    tm_sampler_init(&s, &p);
+    struct Fail {
+        static int apply(void *, float *, int, const int32_t *, int) { return TM_EUNSUPPORTED; }
+    };
+    tm_logit_processor f = {Fail::apply, nullptr, nullptr};
+    for (int i = 0; i < TM_SAMPLER_MAX_PROCESSORS; i++) EXPECT_EQ(tm_sampler_add_processor(&s, &f), TM_OK);
+    EXPECT_EQ(tm_sampler_add_processor(&s, &f), TM_ERANGE);
+    std::vector<float> logits(4, 1.0f);
+    std::vector<unsigned char> scratch(tm_sampler_scratch_bytes(4));
+    EXPECT_EQ(tm_sampler_sample(&s, logits.data(), 4, nullptr, 0, nullptr, 0, scratch.data()), TM_EUNSUPPORTED);
+    tm_sampler_deinit(&s);
+}
+
+}  // namespace

@@ -2,6 +2,8 @@
 // prefix cache, aborts, submit-time refusals. Skips when the model file is absent.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <algorithm>
 
 #include "../test_env.h"
@@ -307,6 +309,63 @@ TEST_F(EngineTest, AbortFreesPagesAndEndsWithAbort) {
     tm_engine_abort(e, id);            // finished id: ignored
     tm_engine_abort(e, 999999);        // unknown id: ignored
     tm_engine_destroy(e);
+}
+
+// A logit processor, counted: every generated token of its request passes through it,
+// greedy requests included, and the engine destroys it with the request.
+struct CountingBias {
+    int32_t token;          // pushed up by +1000
+    int calls = 0;          // apply() calls
+    int last_n_output = -1; // the n_output the last call saw
+    bool destroyed = false;
+};
+
+int counting_apply(void *ctx, float *logits, int n_vocab, const int32_t *, int n_output) {
+    auto *c = static_cast<CountingBias *>(ctx);
+    EXPECT_EQ(n_output, c->last_n_output + 1) << "one call per generated token, in order";
+    c->last_n_output = n_output;
+    c->calls++;
+    if (c->token < n_vocab) logits[c->token] += 1000.0f;
+    return TM_OK;
+}
+
+void counting_destroy(void *ctx) { static_cast<CountingBias *>(ctx)->destroyed = true; }
+
+TEST_F(EngineTest, LogitProcessorsShapeEverySampledToken) {
+    Waiter w;
+    size_t per_block = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16);
+    tm_engine_config c = config(per_block * 64, 1, &w);
+    std::vector<int32_t> p = prompt_of(20, 3);
+    // greedy and sampled requests, each with its own processor; a third without one
+    CountingBias a{77}, b{1234};
+    tm_logit_processor pa = {counting_apply, counting_destroy, &a}, pb = {counting_apply, counting_destroy, &b};
+    tm_request ra = greedy(p, 9), rb = greedy(p, 7), rc = greedy(p, 5);
+    rb.sampling.temperature = 0.8f;
+    rb.sampling.seed = 5;
+    ra.processors = &pa, ra.n_processors = 1;
+    rb.processors = &pb, rb.n_processors = 1;
+    std::vector<Result> out = run(c, {ra, rb, rc});
+    ASSERT_EQ(out.size(), 3u);
+    EXPECT_EQ(out[0].tokens, std::vector<int32_t>(9, 77));
+    EXPECT_EQ(out[1].tokens, std::vector<int32_t>(7, 1234));
+    EXPECT_EQ(a.calls, 9);
+    EXPECT_EQ(b.calls, 7);
+    EXPECT_TRUE(a.destroyed && b.destroyed);
+    EXPECT_NE(out[2].tokens, std::vector<int32_t>(5, 77)); // the others are untouched
+    // a processor that forbids everything ends its request (abort), not the engine
+    struct Forbid {
+        static int apply(void *, float *l, int n, const int32_t *, int) {
+            for (int i = 0; i < n; i++) l[i] = -INFINITY;
+            return TM_OK;
+        }
+    };
+    tm_logit_processor pf = {Forbid::apply, nullptr, nullptr};
+    tm_request rf = greedy(p, 4);
+    rf.processors = &pf, rf.n_processors = 1;
+    out = run(c, {rf, rc});
+    EXPECT_EQ(out[0].finish, TM_FINISH_ABORT);
+    EXPECT_TRUE(out[0].tokens.empty());
+    EXPECT_EQ(out[1].tokens.size(), 5u);
 }
 
 TEST_F(EngineTest, SubmitRefusesWhatCanNeverRun) {
