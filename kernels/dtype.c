@@ -425,6 +425,10 @@ static void tm_quant_q8_k(const float *x, tm_block_q8_k *y, int64_t nb) {
         /* Signed scale: the largest-magnitude value maps to exactly -127, so the other
          * sign may round to +128 and is clamped. */
         const float iscale = -127.0f / max;
+        if (isinf(iscale)) { /* |max| below ~3.7e-37: too small to invert; zero, as the GPU does */
+            memset(&y[i], 0, sizeof(y[i]));
+            continue;
+        }
         for (int j = 0; j < TM_QK_K; j++) {
             const long v = lrintf(iscale * x[j]);
             y[i].qs[j] = (int8_t)TM_MIN(127, v);

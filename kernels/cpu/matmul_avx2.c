@@ -71,6 +71,10 @@ static void tm_quantize_q8k(const float *x, tm_block_q8_k *y, int64_t nb) {
             }
         }
         const float iscale = -127.0f / max;
+        if (isinf(iscale)) { /* |max| below ~3.7e-37: too small to invert; zero, as the GPU does */
+            memset(&y[i], 0, sizeof(y[i]));
+            continue;
+        }
         const __m256 vs = _mm256_set1_ps(iscale);
         const __m256i lim = _mm256_set1_epi32(127);
         for (int g = 0; g < TM_QK_K / 16; g++) {

@@ -119,6 +119,10 @@ void tm_mm_quantize_q8k_avx512(const float *x, tm_block_q8_k *y, int64_t nb) {
             }
         }
         const float iscale = -127.0f / max;
+        if (isinf(iscale)) { /* |max| below ~3.7e-37: too small to invert; zero, as the GPU does */
+            memset(&y[i], 0, sizeof(y[i]));
+            continue;
+        }
         const __m512 vs = _mm512_set1_ps(iscale);
         for (int c = 0; c < TM_QK_K / 16; c++) {
             __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * c)));

@@ -185,16 +185,20 @@ TEST(Matmul, ScalarQuantizesActivations) {
 TEST(Matmul, SimdQ8kQuantizersEqualReference) {
 #if defined(__x86_64__)
     if (!tm_simd_supported(TM_SIMD_AVX2)) GTEST_SKIP() << "no AVX2 on this CPU";
-    const int nb = 6;
+    const int nb = 7;
     std::vector<float> x = make_x(1, nb * TM_QK_K, 77);
     for (int j = 0; j < TM_QK_K; j++) x[TM_QK_K + j] = 0.0f;                 // block 1: all zero
     x[2 * TM_QK_K + 5] = 9.0f, x[2 * TM_QK_K + 200] = -9.0f;                  // block 2: |max| tie, + first
     x[3 * TM_QK_K + 7] = -9.0f, x[3 * TM_QK_K + 100] = 9.0f;                  // block 3: |max| tie, - first
     for (int j = 0; j < TM_QK_K; j++) x[4 * TM_QK_K + j] = 0.5f * (float)(j % 7) - 1.5f; // halves
     x[4 * TM_QK_K + 3] = -127.0f;                                               // d = 1: .5 ties round to even
+    for (int j = 0; j < TM_QK_K; j++) x[6 * TM_QK_K + j] = 1e-38f * (float)(j % 5 - 2); // too small to invert
     std::vector<tm_block_q8_k> want(nb);
     std::memset(want.data(), 0x5a, nb * sizeof(tm_block_q8_k));
     ASSERT_EQ(tm_quantize_row(TM_DTYPE_Q8_K, x.data(), want.data(), nb * TM_QK_K), 0);
+    tm_block_q8_k zero;
+    std::memset(&zero, 0, sizeof zero);
+    EXPECT_EQ(std::memcmp(&want[6], &zero, sizeof zero), 0) << "a block whose 1/scale overflows quantizes to zero";
     for (int level : {TM_SIMD_AVX2, TM_SIMD_AVX512VNNI}) {
         if (!tm_simd_supported(level)) continue;
         std::vector<tm_block_q8_k> got(nb);
