@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "models/sampler.h"
 #include "models/tokenizer.h"
 
 #ifdef __cplusplus
@@ -112,6 +113,13 @@ int tm_grammar_matcher_accept_bytes(tm_grammar_matcher *m, const char *s, size_t
 int tm_grammar_matcher_can_end(const tm_grammar_matcher *m);
 /* 1 once an end-of-generation token was accepted. */
 int tm_grammar_matcher_ended(const tm_grammar_matcher *m);
+
+/* A logit processor (models/sampler.h) over its own matcher of c (it holds a reference):
+ * tokens the grammar does not allow get -INFINITY, end-of-generation tokens only when it
+ * can end, and allows() lets a greedy sequence keep the batched argmax when the grammar
+ * accepts it. A request whose vocabulary cannot continue the text ends (apply fails).
+ * TM_ENOMEM. */
+int tm_grammar_processor_create(tm_grammar_compiled *c, tm_logit_processor *out);
 
 #ifdef __cplusplus
 }

@@ -93,6 +93,7 @@ static void logit_bias_destroy(void *ctx) {
 }
 
 int tm_logit_bias_create(const int32_t *ids, const float *bias, int n, tm_logit_processor *out) {
+    memset(out, 0, sizeof *out); /* a bias changes values: no allows */
     logit_bias *b = calloc(1, sizeof *b);
     if (!b) return TM_ENOMEM;
     b->n = n;
@@ -129,6 +130,21 @@ static int greedy(const tm_sampling_params *p) { return p->temperature < 1e-5f |
 int tm_sampler_is_argmax(const tm_sampler *s) {
     const tm_sampling_params *p = &s->params;
     return greedy(p) && !repetition_on(p) && !presence_frequency_on(p) && s->n_procs == 0;
+}
+
+int tm_sampler_is_checked_argmax(const tm_sampler *s) {
+    const tm_sampling_params *p = &s->params;
+    if (!greedy(p) || repetition_on(p) || presence_frequency_on(p)) return 0;
+    for (int i = 0; i < s->n_procs; i++)
+        if (!s->procs[i].allows) return 0;
+    return 1;
+}
+
+int tm_sampler_allows(tm_sampler *s, int32_t token, const int32_t *output, int n_output) {
+    for (int i = 0; i < s->n_procs; i++)
+        if (!s->procs[i].allows || s->procs[i].allows(s->procs[i].ctx, token, output, n_output) != 1)
+            return 0;
+    return 1;
 }
 
 static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vocab,

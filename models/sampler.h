@@ -28,17 +28,24 @@ void tm_sampling_params_default(tm_sampling_params *p);
 /* A per-request logit processor: the one hook through which logit_bias, grammar masks and
  * anything like them change a sequence's row of logits before it is sampled. The sampler
  * calls apply once per generated token, before penalties and temperature, on the engine
- * thread; the engine calls it for every sequence whose sampler holds processors (such a
- * sequence never takes the batched-argmax shortcut).
+ * thread; the engine calls it for every sequence whose sampler holds processors.
  *   apply(ctx, logits, n_vocab, output, n_output): change logits (n_vocab, f32, host
  *     memory) for the token after output[0..n_output) (the tokens generated so far): add
  *     a bias, or set -INFINITY to forbid a token. Returns 0, or a negative TM_E* that ends
  *     the request.
- *   destroy(ctx): frees ctx when the request ends (may be NULL). */
+ *   destroy(ctx): frees ctx when the request ends (may be NULL).
+ *   allows(ctx, token, output, n_output): optional, for processors that only forbid
+ *     (a mask): 1 when apply would leave token's logit as it is. Then a greedy sequence may
+ *     take the batched argmax of the raw row when every processor allows it (the argmax of
+ *     the raw row, if allowed, is the argmax of the masked one), and apply runs only when
+ *     one refuses. NULL: the sequence always samples from its processed row.
+ * A processor zero-initialized and then filled (or built by a _create function) leaves
+ * the optional members NULL. */
 typedef struct tm_logit_processor {
     int (*apply)(void *ctx, float *logits, int n_vocab, const int32_t *output, int n_output);
     void (*destroy)(void *ctx);
     void *ctx; /* the processor's state, owned by it */
+    int (*allows)(void *ctx, int32_t token, const int32_t *output, int n_output);
 } tm_logit_processor;
 
 enum { TM_SAMPLER_MAX_PROCESSORS = 4 };
@@ -76,6 +83,12 @@ size_t tm_sampler_scratch_bytes(int n_vocab);
  * (greedy, no penalty, no processor), so a caller may take the token from a batched argmax
  * instead (tm_model_logits_argmax). */
 int tm_sampler_is_argmax(const tm_sampler *s);
+/* 1 when the sampler is greedy without penalties and every processor it holds has
+ * allows: a batched argmax token t may be taken when tm_sampler_allows says so (else the
+ * row is sampled with tm_sampler_sample). Also 1 whenever tm_sampler_is_argmax is. */
+int tm_sampler_is_checked_argmax(const tm_sampler *s);
+/* 1 when every processor allows token after output[0..n_output) (see allows). */
+int tm_sampler_allows(tm_sampler *s, int32_t token, const int32_t *output, int n_output);
 
 /* log-softmax of the raw logits (call before tm_sampler_sample, which modifies them): logprob of token and the top n_top (ids, logprobs) in
  * descending order. */

@@ -235,7 +235,9 @@ static int step(tm_engine *e) {
     int n_rows = 0, n_greedy = 0, need_host = 0;
     for (int i = 0; i < sc.n_seqs; i++) {
         if (!sc.sample[i]) continue;
-        const int greedy = tm_sampler_is_argmax(&sc.seqs[i]->sampler);
+        /* A greedy row under a mask (a grammar) takes the argmax too when the mask allows
+         * it; only a refused one is sampled from its processed row on the host. */
+        const int greedy = tm_sampler_is_checked_argmax(&sc.seqs[i]->sampler);
         n_rows++;
         n_greedy += greedy;
         need_host |= !greedy || sc.seqs[i]->logprobs;
@@ -255,12 +257,24 @@ static int step(tm_engine *e) {
         return sc.n_seqs;
     }
     tm_sched_update(e->sched, &sc);
-    for (int i = 0, row = 0; i < sc.n_seqs; i++) {
+    for (int i = 0, next_row = 0; i < sc.n_seqs; i++) {
         if (!sc.sample[i]) continue;
+        const int row = next_row++;
         tm_seq *s = sc.seqs[i];
-        const int32_t picked = tm_sampler_is_argmax(&s->sampler) ? e->greedy[row] : -1;
+        int32_t picked = -1;
+        if (tm_sampler_is_checked_argmax(&s->sampler)) {
+            picked = e->greedy[row];
+            if (s->sampler.n_procs > 0 &&
+                !tm_sampler_allows(&s->sampler, picked, s->tokens + s->n_prompt, s->n_tokens - s->n_prompt))
+                picked = -1;
+        }
+        if (picked < 0 && !logits && !(logits = tm_model_logits_host(e->model))) {
+            TM_ERRORF("engine: copying the logits to the host failed; request %llu ends",
+                      (unsigned long long)s->id);
+            finish_abort(e, s);
+            continue;
+        }
         emit_token(e, s, logits ? logits + (size_t)row * e->n_vocab : NULL, picked);
-        row++;
     }
     return sc.n_seqs;
 }

@@ -264,9 +264,24 @@ static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_request *req) 
     return j;
 }
 
+/* The grammar of a structured-output request as a logit processor, compiled or from the
+ * cache. Compiling runs here, on the loop thread, once per distinct grammar. */
+static int structured_processor(tm_api *a, const tm_api_params *p, tm_logit_processor *out,
+                                char *err, size_t err_len) {
+    tm_grammar_compiled *g = NULL;
+    int hit = 0;
+    int rc = tm_grammar_cache_get(a->gcache, p->so.gbnf, strlen(p->so.gbnf), &g, &hit, err, err_len);
+    if (rc) return rc;
+    rc = tm_grammar_processor_create(g, out);
+    tm_grammar_compiled_release(g); /* the processor holds its own reference */
+    if (rc) return tm_fail(err, err_len, rc, "out of memory");
+    return 0;
+}
+
 static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     char err[512];
     const char *param = "";
+    tm_logit_processor grammar = {0};
     tm_api_params p;
     int32_t *ids = NULL;
     int n_ids = 0;
@@ -320,6 +335,12 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     r.logprobs = p.logprobs;
     r.top_logprobs = p.top_logprobs;
     r.cache_salt = p.cache_salt;
+    if (p.so.kind != TM_SO_NONE && (rc = structured_processor(a, &p, &grammar, err, sizeof err))) {
+        reply_error(a, req, rc == TM_ENOMEM ? 500 : 400, err, p.so.param, NULL);
+        goto done;
+    }
+    r.processors = p.so.kind != TM_SO_NONE ? &grammar : NULL;
+    r.n_processors = p.so.kind != TM_SO_NONE;
     tm_job *job = job_new(a, &p, req);
     if (!job) {
         reply_error(a, req, 500, "out of memory", NULL, NULL);
@@ -333,6 +354,7 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
         reply_error(a, req, tm_api_status_of(rc), err, NULL, NULL);
         goto done;
     }
+    grammar.destroy = NULL; /* the engine owns the processor now */
     job->next = a->jobs; /* from here the job answers and logs this request */
     if (a->jobs) a->jobs->prev = job;
     a->jobs = job;
@@ -340,6 +362,7 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     req->user = job;
     if (job->stream) tm_job_stream_start(job);
 done:
+    if (grammar.destroy) grammar.destroy(grammar.ctx);
     free(ids);
     tm_api_params_free(&p);
 }
@@ -426,6 +449,14 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
         else if (id < 0)
             TM_WARNF("chat template end token %s is not in the vocabulary", *t);
     }
+    /* Structured output: the vocabulary sorted once, and compiled grammars kept. */
+    int rc = tm_grammar_vocab_create(a->tok, &a->gvocab, err, err_len);
+    if (!rc && (rc = tm_grammar_cache_create(a->gvocab, TM_API_GRAMMAR_CACHE_BYTES, &a->gcache)))
+        tm_fail(err, err_len, rc, "out of memory");
+    if (rc) {
+        tm_api_destroy(a);
+        return rc;
+    }
     *out = a;
     return 0;
 }
@@ -433,6 +464,8 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
 void tm_api_destroy(tm_api *a) {
     if (!a) return;
     while (a->jobs) tm_job_free(a->jobs);
+    tm_grammar_cache_destroy(a->gcache);
+    tm_grammar_vocab_destroy(a->gvocab);
     free(a->model_name);
     free(a->api_key);
     free(a);

@@ -11,7 +11,11 @@
 #include "server/api.h"
 #include "server/api_error.h"
 #include "server/api_parse.h"
+#include "server/grammar_cache.h"
 #include "server/metrics.h"
+
+/* Bytes of compiled grammars kept for structured output (least recently used go first). */
+#define TM_API_GRAMMAR_CACHE_BYTES ((size_t)512 << 20)
 
 /* One generation request from submit to its last engine event.
  * Invariant: on api->jobs exactly while the engine may still send events for it;
@@ -48,6 +52,8 @@ struct tm_api {
     char *model_name;            /* served name */
     char *api_key;               /* or NULL */
     tm_chat_template chat;       /* chat rendering */
+    tm_grammar_vocab *gvocab;    /* the vocabulary as structured output's grammars see it */
+    tm_grammar_cache *gcache;    /* compiled grammars by hash of their text */
     int32_t chat_stop_ids[4];    /* token ids of the template's end tokens */
     int n_chat_stop_ids;
     tm_metrics metrics;          /* counters and histograms */

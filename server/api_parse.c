@@ -205,21 +205,16 @@ static int parse_logprobs(pctx *x, tm_api_params *p) {
     return 0;
 }
 
-/* Fields that ask for behaviour tokenmill does not have (tools, structured output, logit
- * bias, suffix). Ignoring them like other unknown fields would answer a different
+/* Fields that ask for behaviour tokenmill does not have (tools, logit bias, suffix). Ignoring them like other unknown fields would answer a different
  * question than the one asked, so a value that is not the default is a 400. */
 static int refuse_unsupported(pctx *x) {
     static const char *const names[] = {"tools", "functions", "tool_choice", "function_call",
-                                        "response_format", "logit_bias", "suffix"};
+                                        "logit_bias", "suffix"};
     for (size_t i = 0; i < TM_ARRAY_LEN(names); i++) {
         json_t *v = get(x, names[i]);
         int is_default = !v || (json_is_array(v) && json_array_size(v) == 0) ||
                          (json_is_object(v) && json_object_size(v) == 0) ||
                          (json_is_string(v) && json_string_length(v) == 0);
-        if (!strcmp(names[i], "response_format") && json_is_object(v)) {
-            json_t *t = json_object_get(v, "type");
-            is_default |= json_is_string(t) && !strcmp(json_string_value(t), "text");
-        }
         if ((!strcmp(names[i], "tool_choice") || !strcmp(names[i], "function_call")) &&
             json_is_string(v))
             is_default |= !strcmp(json_string_value(v), "none") ||
@@ -274,6 +269,11 @@ static int parse_fields(pctx *x, tm_api_params *p) {
         p->include_usage = json_is_true(iu);
     }
     if (refuse_unsupported(x)) return TM_EINVAL;
+    /* an unsupported schema feature is a 400 like any other bad field */
+    if ((rc = tm_structured_parse(x->root, &p->so, x->param, x->err, x->err_len)))
+        return rc == TM_ENOMEM ? rc : TM_EINVAL;
+    if (p->so.kind != TM_SO_NONE && p->ignore_eos) /* the grammar's end could never end it */
+        return FAIL(x, "ignore_eos", "'ignore_eos' cannot be combined with structured output");
     int echo = 0;
     if (get_bool(x, "echo", &echo)) return TM_EINVAL;
     if (echo) return FAIL(x, "echo", "'echo' is not supported");
@@ -317,5 +317,6 @@ void tm_api_params_free(tm_api_params *p) {
     free(p->messages);
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     free(p->cache_salt);
+    tm_so_spec_free(&p->so);
     memset(p, 0, sizeof *p);
 }

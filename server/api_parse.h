@@ -4,7 +4,8 @@
  * (tests/server/test_api_parse.cc). Unknown fields are ignored, as OpenAI-compatible
  * servers do; known fields with the wrong type or an out-of-range value are a 400 that
  * names the field in `param`, and so are OpenAI fields for features tokenmill lacks
- * (tools, response_format, logit_bias, suffix, echo) unless they hold the default. */
+ * (tools, logit_bias, suffix, echo) unless they hold the default. Structured-output
+ * fields become grammar text here (server/structured.h). */
 #ifndef TM_API_PARSE_H
 #define TM_API_PARSE_H
 
@@ -13,6 +14,7 @@
 
 #include "models/sampler.h"
 #include "scheduler/engine.h"
+#include "server/structured.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,6 +55,7 @@ typedef struct tm_api_params {
     int stream;                 /* SSE response */
     int include_usage;          /* stream_options.include_usage */
     char *cache_salt;           /* prefix-cache tenant separation, or NULL */
+    tm_so_spec so;              /* structured output: response_format, structured_outputs, guided_* */
 } tm_api_params;
 
 /* Parses and validates body. On failure returns TM_EINVAL, a message in err and the

@@ -298,7 +298,7 @@ TEST(SamplerProcessors, ForbiddingEveryTokenIsAnErrorNotAPick) {
             p.repetition_penalty = 1.3f;
             tm_sampler s;
             tm_sampler_init(&s, &p);
-            tm_logit_processor f = {Forbid::apply, nullptr, &allowed};
+            tm_logit_processor f = {Forbid::apply, nullptr, &allowed, nullptr};
             ASSERT_EQ(tm_sampler_add_processor(&s, &f), TM_OK);
             std::vector<float> logits = {5, 4, 3, 2, 1, 0, -1, -2};
             int32_t prompt[1] = {5};
@@ -318,7 +318,7 @@ TEST(SamplerProcessors, HoldsAtMostTheLimitAndFailuresEndTheDraw) {
     struct Fail {
         static int apply(void *, float *, int, const int32_t *, int) { return TM_EUNSUPPORTED; }
     };
-    tm_logit_processor f = {Fail::apply, nullptr, nullptr};
+    tm_logit_processor f = {Fail::apply, nullptr, nullptr, nullptr};
     for (int i = 0; i < TM_SAMPLER_MAX_PROCESSORS; i++) EXPECT_EQ(tm_sampler_add_processor(&s, &f), TM_OK);
     EXPECT_EQ(tm_sampler_add_processor(&s, &f), TM_ERANGE);
     std::vector<float> logits(4, 1.0f);

@@ -338,7 +338,7 @@ TEST_F(EngineTest, LogitProcessorsShapeEverySampledToken) {
     std::vector<int32_t> p = prompt_of(20, 3);
     // greedy and sampled requests, each with its own processor; a third without one
     CountingBias a{77}, b{1234};
-    tm_logit_processor pa = {counting_apply, counting_destroy, &a}, pb = {counting_apply, counting_destroy, &b};
+    tm_logit_processor pa = {counting_apply, counting_destroy, &a, nullptr}, pb = {counting_apply, counting_destroy, &b, nullptr};
     tm_request ra = greedy(p, 9), rb = greedy(p, 7), rc = greedy(p, 5);
     rb.sampling.temperature = 0.8f;
     rb.sampling.seed = 5;
@@ -359,7 +359,7 @@ TEST_F(EngineTest, LogitProcessorsShapeEverySampledToken) {
             return TM_OK;
         }
     };
-    tm_logit_processor pf = {Forbid::apply, nullptr, nullptr};
+    tm_logit_processor pf = {Forbid::apply, nullptr, nullptr, nullptr};
     tm_request rf = greedy(p, 4);
     rf.processors = &pf, rf.n_processors = 1;
     out = run(c, {rf, rc});

@@ -178,8 +178,19 @@ TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
                  "tools", "not supported");
     ExpectReject(TM_API_CHAT, pre + R"("tool_choice":"required"})", "tool_choice", "not supported");
     ExpectReject(TM_API_CHAT, pre + R"("functions":[{"name":"f"}]})", "functions", "not supported");
-    ExpectReject(TM_API_CHAT, pre + R"("response_format":{"type":"json_object"}})",
+    // Structured output is supported (tests/server/test_structured.cc); what it cannot honour
+    // is refused by name, never served unconstrained.
+    ExpectReject(TM_API_CHAT, pre + R"("response_format":{"type":"structural_tag"}})",
                  "response_format", "not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("response_format":{"type":"json_schema","json_schema":)"
+                                    R"({"schema":{"type":"array","uniqueItems":true}}}})",
+                 "response_format.json_schema.schema", "'uniqueItems' is not supported");
+    ExpectReject(TM_API_CHAT, pre + R"("response_format":{"type":"json_object"},"ignore_eos":true})",
+                 "ignore_eos", "structured output");
+    Parsed so(TM_API_CHAT, pre + R"("response_format":{"type":"json_object"}})");
+    EXPECT_EQ(so.rc, 0) << so.err;
+    EXPECT_EQ(so.p.so.kind, TM_SO_JSON_OBJECT);
+    EXPECT_NE(so.p.so.gbnf, nullptr);
     ExpectReject(TM_API_CHAT, pre + R"("logit_bias":{"50256":-100}})", "logit_bias",
                  "not supported");
     ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported");
