@@ -151,6 +151,11 @@ struct tm_backend {
     /* out (n, dim) = x / rms(x) * w; w (dim) f32. out may alias x. */
     void (*rmsnorm)(tm_backend *be, float *out, const float *x, const float *w, int n, int dim,
                     float eps);
+    /* The residual step and the next norm in one pass: x (n, dim) += r, then out (n, dim) =
+     * rmsnorm(x) * w. Results equal add then rmsnorm. out may alias r, not x. NULL op:
+     * callers run add and rmsnorm. */
+    void (*add_rmsnorm)(tm_backend *be, float *x, const float *r, const float *w, float *out, int n, int dim,
+                        float eps);
     /* out (n) = a + b elementwise. out may alias a or b. */
     void (*add)(tm_backend *be, float *out, const float *a, const float *b, int64_t n);
     /* out (n, w.n_rows) = x (n, w.n_cols) @ w^T (+ bias (w.n_rows) f32 if not NULL). */

@@ -450,6 +450,17 @@ static void tm_matmul_shared_input(tm_backend *be, int n_w, float *const outs[],
     for (int k = 0; k < n_w; k++) be->matmul(be, outs[k], x, ws[k], biases ? biases[k] : NULL, n);
 }
 
+/* x += r, out = rmsnorm(x) * w: one pass over the rows where the backend fuses them. */
+static void tm_residual_norm(tm_backend *be, float *x, const float *r, const float *w, float *out, int n, int dim,
+                             float eps) {
+    if (be->add_rmsnorm) {
+        be->add_rmsnorm(be, x, r, w, out, n, dim, eps);
+        return;
+    }
+    be->add(be, x, x, r, (int64_t)n * dim);
+    be->rmsnorm(be, out, x, w, n, dim, eps);
+}
+
 static int check_batch(const tm_model *m, const tm_batch *b, char *err, size_t err_len) {
     if (b->n_tokens <= 0 || b->n_seqs <= 0 || b->n_logits < 0 || b->n_logits > b->n_tokens)
         return tm_fail(err, err_len, TM_EINVAL, "empty or inconsistent batch");
@@ -480,10 +491,10 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
 
     if (be->set_batch) be->set_batch(be, b);
     be->embed(be, a->x, &m->token_embd, b->tokens, n); /* x (n, dim) */
+    be->rmsnorm(be, a->xb, a->x, m->layers[0].attn_norm, n, dim, c->rms_eps);
     for (int l = 0; l < c->n_layers; l++) {
         const tm_layer *L = &m->layers[l];
-        /* attention block: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)) */
-        be->rmsnorm(be, a->xb, a->x, L->attn_norm, n, dim, c->rms_eps);
+        /* attention block: x += Wo · attn(rope(Wq·xb), rope(Wk·xb), Wv·xb), xb = norm(x) */
         { /* q (n, qd), k (n, kvd), v (n, kvd) */
             float *const outs[] = {a->q, a->k, a->v};
             const tm_weight *const ws[] = {&L->wq, &L->wk, &L->wv};
@@ -494,9 +505,8 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         be->kv_store(be, kv, l, a->k, a->v, b->slots, n);
         be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale); /* att (n, qd) */
         be->matmul(be, a->xb, a->att, &L->wo, NULL, n);             /* xb (n, dim) */
-        be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
-        /* feed-forward block: x += Wdown · (silu(Wgate·norm(x)) * Wup·norm(x)) */
-        be->rmsnorm(be, a->xb, a->x, L->ffn_norm, n, dim, c->rms_eps);
+        tm_residual_norm(be, a->x, a->xb, L->ffn_norm, a->xb, n, dim, c->rms_eps);
+        /* feed-forward block: x += Wdown · (silu(Wgate·xb) * Wup·xb), then the next layer's norm */
         { /* hb (n, ffn) = gate, hb2 (n, ffn) = up */
             float *const outs[] = {a->hb, a->hb2};
             const tm_weight *const ws[] = {&L->w_gate, &L->w_up};
@@ -504,7 +514,10 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         }
         be->silu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
         be->matmul(be, a->xb, a->hb, &L->w_down, NULL, n); /* xb (n, dim) */
-        be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
+        if (l + 1 < c->n_layers)
+            tm_residual_norm(be, a->x, a->xb, m->layers[l + 1].attn_norm, a->xb, n, dim, c->rms_eps);
+        else
+            be->add(be, a->x, a->x, a->xb, (int64_t)n * dim);
     }
     if (b->n_logits > 0) {
         /* only the rows that need logits go through the final norm and the output matrix */

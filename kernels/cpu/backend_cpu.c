@@ -109,6 +109,12 @@ static void tm_cpu_rmsnorm(tm_backend *be, float *out, const float *x, const flo
     tm_cpu_op_rmsnorm(c->k, c->pool, out, x, w, n, dim, eps);
 }
 
+static void tm_cpu_add_rmsnorm(tm_backend *be, float *x, const float *r, const float *w, float *out, int n,
+                               int dim, float eps) {
+    tm_cpu_backend *c = tm_cpu(be);
+    tm_cpu_op_add_rmsnorm(c->k, c->pool, x, r, w, out, n, dim, eps);
+}
+
 static void tm_cpu_add(tm_backend *be, float *out, const float *a, const float *b, int64_t n) {
     tm_cpu_backend *c = tm_cpu(be);
     tm_cpu_op_add(c->k, c->pool, out, a, b, n);
@@ -197,6 +203,7 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
         .kv_destroy = tm_cpu_kv_destroy,
         .embed = tm_cpu_embed,
         .rmsnorm = tm_cpu_rmsnorm,
+        .add_rmsnorm = tm_cpu_add_rmsnorm,
         .add = tm_cpu_add,
         .matmul = tm_cpu_matmul_op,
         .matmul_multi = tm_cpu_matmul_multi_op,

@@ -99,6 +99,7 @@ static void tm_par(tm_threadpool *pool, int64_t work, tm_pool_fn fn, void *ctx) 
 typedef struct tm_ew_job {
     const tm_cpu_kernels *k; /* kernels */
     float *out;              /* (n) */
+    float *x;                /* (n, dim) residual that add_rmsnorm updates in place */
     const float *a, *b;      /* (n) inputs */
     const float *w;          /* (dim) rmsnorm weight */
     int64_t n;               /* elements (rows for rmsnorm) */
@@ -126,6 +127,24 @@ static void tm_rmsnorm_fn(void *ctx, int ith, int nth) {
     tm_cpu_share(j->n, ith, nth, 1, &lo, &hi);
     for (int64_t r = lo; r < hi; r++)
         j->k->rmsnorm(j->out + r * j->dim, j->a + r * j->dim, j->w, j->dim, j->eps);
+}
+
+/* Each row is added and normed while it is in cache: the same kernels as add then rmsnorm. */
+static void tm_add_rmsnorm_fn(void *ctx, int ith, int nth) {
+    tm_ew_job *j = ctx;
+    int64_t lo, hi;
+    tm_cpu_share(j->n, ith, nth, 1, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++) {
+        float *xr = j->x + r * j->dim;
+        j->k->add(xr, xr, j->b + r * j->dim, j->dim);
+        j->k->rmsnorm(j->out + r * j->dim, xr, j->w, j->dim, j->eps);
+    }
+}
+
+void tm_cpu_op_add_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *x, const float *r,
+                           const float *w, float *out, int n, int dim, float eps) {
+    tm_ew_job j = {.k = k, .out = out, .x = x, .b = r, .w = w, .n = n, .dim = dim, .eps = eps};
+    tm_par(pool, n > 1 ? 2 * (int64_t)n * dim : 0, tm_add_rmsnorm_fn, &j);
 }
 
 void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *a,

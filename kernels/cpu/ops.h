@@ -182,6 +182,8 @@ typedef struct tm_cpu_rope_cache {
 /* Whole ops with the semantics of the same-named members of tm_backend. */
 void tm_cpu_op_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
                        const float *w, int n, int dim, float eps);
+void tm_cpu_op_add_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *x, const float *r,
+                           const float *w, float *out, int n, int dim, float eps);
 void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *a,
                    const float *b, int64_t n);
 void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,

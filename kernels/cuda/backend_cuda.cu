@@ -267,6 +267,12 @@ static void tm_cuda_rmsnorm_op(tm_backend *be, float *out, const float *x, const
     TM_CUDA_OP(c, "rmsnorm", tm_cuda_rmsnorm(&c->ctx, out, x, w, n, dim, eps));
 }
 
+static void tm_cuda_add_rmsnorm_op(tm_backend *be, float *x, const float *r, const float *w, float *out, int n,
+                                   int dim, float eps) {
+    tm_cuda_backend *c = tm_cuda(be);
+    TM_CUDA_OP(c, "add_rmsnorm", tm_cuda_add_rmsnorm(&c->ctx, x, r, w, out, n, dim, eps));
+}
+
 static void tm_cuda_add_op(tm_backend *be, float *out, const float *a, const float *b, int64_t n) {
     tm_cuda_backend *c = tm_cuda(be);
     TM_CUDA_OP(c, "add", tm_cuda_add(&c->ctx, out, a, b, n));
@@ -456,6 +462,7 @@ extern "C" tm_backend *tm_backend_cuda_create(int device_id, char *err, size_t e
     c->be.kv_destroy = tm_cuda_kv_destroy;
     c->be.embed = tm_cuda_embed;
     c->be.rmsnorm = tm_cuda_rmsnorm_op;
+    c->be.add_rmsnorm = tm_cuda_add_rmsnorm_op;
     c->be.add = tm_cuda_add_op;
     c->be.matmul = tm_cuda_matmul_op;
     c->be.matmul_multi = tm_cuda_matmul_multi_op;

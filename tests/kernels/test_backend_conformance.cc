@@ -239,6 +239,30 @@ TEST_P(Conformance, RmsNorm) {
     }
 }
 
+// The fused residual step equals add then rmsnorm on the reference, including out == r
+// (how the model calls it).
+TEST_P(Conformance, AddRmsNormFused) {
+    if (!be_->add_rmsnorm) GTEST_SKIP() << "no add_rmsnorm op";
+    const int shapes[][2] = {{1, 7}, {3, 576}, {9, 4096}};
+    for (auto &s : shapes) {
+        const int n = s[0], dim = s[1];
+        auto x = randn((size_t)n * dim, 91 + dim, 2.0f), r = randn((size_t)n * dim, 92 + dim), w = randn((size_t)dim, 93);
+        std::vector<float> want_x((size_t)n * dim), want((size_t)n * dim);
+        ref_->add(ref_.get(), want_x.data(), x.data(), r.data(), (int64_t)n * dim);
+        ref_->rmsnorm(ref_.get(), want.data(), want_x.data(), w.data(), n, dim, 1e-5f);
+        auto dx = DevBuf::of(be_.get(), x), dr = DevBuf::of(be_.get(), r), dw = DevBuf::of(be_.get(), w);
+        auto out = DevBuf::poisoned(be_.get(), x.size());
+        be_->add_rmsnorm(be_.get(), dx->f(), dr->f(), dw->f(), out->f(), n, dim, 1e-5f);
+        auto dx2 = DevBuf::of(be_.get(), x);
+        be_->add_rmsnorm(be_.get(), dx2->f(), dr->f(), dw->f(), dr->f(), n, dim, 1e-5f); // out aliases r
+        sync(be_.get());
+        EXPECT_EQ(rel_err(dx->floats(), want_x), 0.0) << n << "x" << dim; // one f32 add: exact
+        EXPECT_LT(rel_err(out->floats(), want), 1e-6) << n << "x" << dim;
+        EXPECT_EQ(rel_err(dx2->floats(), want_x), 0.0) << n << "x" << dim << " out == r";
+        EXPECT_LT(rel_err(dr->floats(), want), 1e-6) << n << "x" << dim << " out == r";
+    }
+}
+
 TEST_P(Conformance, AddAndSiluMul) {
     for (int64_t n : {1, 3, 1000, 1027, 65537}) {
         auto a = randn((size_t)n, 21 + (uint32_t)n, 4.0f), b = randn((size_t)n, 22 + (uint32_t)n, 4.0f);
