@@ -133,7 +133,7 @@ static void handle_metrics(tm_api *a, tm_http_request *req) {
 static json_t *load_object(tm_api *a, tm_http_request *req) {
     json_error_t je;
     json_t *root = req->body_len
-                       ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je)
+                       ? json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je)
                        : NULL;
     if (!json_is_object(root)) {
         char msg[256];
@@ -224,14 +224,16 @@ static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n
         return 0;
     }
     char *text = p->prompt;
+    size_t len = p->prompt_len;
     if (p->kind == TM_API_CHAT) {
-        int rc = tm_chat_template_render(&a->chat, p->messages, p->n_messages, &text, err, err_len);
+        int rc = tm_chat_template_render_conversation(&a->chat, p->messages, p->n_messages,
+                                                      p->conversation, p->tools, p->template_kwargs,
+                                                      &text, &len, NULL, err, err_len);
         if (rc) return rc;
     }
     /* No token stands for more than max_token_bytes of text, so a text longer than the
      * context at that rate is refused untokenized: megabytes would hold the loop thread,
      * and every stream on it, for seconds. */
-    const size_t len = strlen(text);
     if (len > (size_t)a->n_ctx * a->max_token_bytes) {
         if (text != p->prompt) free(text);
         const char *what = p->kind == TM_API_CHAT ? "messages" : "prompt";
@@ -240,7 +242,10 @@ static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n
                        "reduce the length of the %s.", a->n_ctx, what, len,
                        (len + a->max_token_bytes - 1) / a->max_token_bytes, what);
     }
-    int rc = tm_tokenizer_encode(a->tok, text, len, 1, 1, ids, n);
+    /* A Jinja template writes the BOS token itself when its model wants one; vLLM then
+     * encodes without special tokens (add_special_tokens is false for chat). */
+    const int add_special = !(p->kind == TM_API_CHAT && a->chat.jinja);
+    int rc = tm_tokenizer_encode(a->tok, text, len, add_special, 1, ids, n);
     if (text != p->prompt) free(text);
     if (rc) return tm_fail(err, err_len, rc, "tokenization failed");
     if (*n == 0) return tm_fail(err, err_len, TM_EINVAL, "the prompt encodes to no tokens");
@@ -318,6 +323,28 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
                     "context_length_exceeded");
         goto done;
     }
+    if (kind == TM_API_CHAT && (p.tool_choice == TM_TOOL_AUTO || p.tool_choice == TM_TOOL_REQUIRED) &&
+        a->tool_format == TM_TOOLS_NONE) {
+        reply_error(a, req, 400, "\"auto\" and \"required\" tool choice need a tool call parser: this "
+                    "model's chat template shows none; start the server with --tool-call-parser "
+                    "hermes|llama3_json|mistral", "tool_choice", NULL);
+        goto done;
+    }
+    tm_logit_processor bias = {0};
+    if (p.n_bias > 0) {
+        int nv = tm_tokenizer_n_vocab(a->tok), bad = -1;
+        for (int i = 0; i < p.n_bias && bad < 0; i++)
+            if (p.bias_ids[i] >= nv) bad = p.bias_ids[i];
+        if (bad >= 0) {
+            snprintf(err, sizeof err, "token_id %d in logit_bias is out of the vocabulary (%d tokens)", bad, nv);
+            reply_error(a, req, 400, err, "logit_bias", NULL);
+            goto done;
+        }
+        if (tm_logit_bias_create(p.bias_ids, p.bias_vals, p.n_bias, &bias)) {
+            reply_error(a, req, 500, "out of memory", NULL, NULL);
+            goto done;
+        }
+    }
     tm_request r = {0};
     r.prompt = ids;
     r.n_prompt = n_ids;
@@ -336,21 +363,39 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     r.top_logprobs = p.top_logprobs;
     r.cache_salt = p.cache_salt;
     if (p.so.kind != TM_SO_NONE && (rc = structured_processor(a, &p, &grammar, err, sizeof err))) {
+        if (bias.destroy) bias.destroy(bias.ctx);
         reply_error(a, req, rc == TM_ENOMEM ? 500 : 400, err, p.so.param, NULL);
         goto done;
     }
-    r.processors = p.so.kind != TM_SO_NONE ? &grammar : NULL;
-    r.n_processors = p.so.kind != TM_SO_NONE;
+    /* the request's processors, in order: logit_bias, then the grammar (which must see
+     * the biased row to mask what it forbids) */
+    tm_logit_processor procs[2];
+    int n_procs = 0;
+    if (bias.apply) procs[n_procs++] = bias;
+    if (p.so.kind != TM_SO_NONE) procs[n_procs++] = grammar;
+    r.processors = n_procs ? procs : NULL;
+    r.n_processors = n_procs;
     tm_job *job = job_new(a, &p, req);
     if (!job) {
+        if (bias.destroy) bias.destroy(bias.ctx);
         reply_error(a, req, 500, "out of memory", NULL, NULL);
         goto done;
     }
     job->n_prompt = n_ids;
+    if (kind == TM_API_CHAT && p.tool_choice == TM_TOOL_NAMED) {
+        job->tool_named = p.tool_choice_name;
+        p.tool_choice_name = NULL; /* the job owns it now */
+    } else if (kind == TM_API_CHAT && p.tool_choice != TM_TOOL_NONE &&
+               tm_tool_parser_create(a->tool_format, r.sampling.seed ^ a->next_seq, &job->tools)) {
+        job->tools = NULL;
+    }
     r.user = job;
     rc = tm_engine_submit(a->engine, &r, &job->engine_id, err, sizeof err);
     if (rc) {
+        tm_tool_parser_destroy(job->tools);
+        free(job->tool_named);
         free(job);
+        if (bias.destroy) bias.destroy(bias.ctx); /* a failed submit leaves it to us */
         reply_error(a, req, tm_api_status_of(rc), err, NULL, NULL);
         goto done;
     }
@@ -440,6 +485,7 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->model_name = strdup(cfg->served_model_name);
     a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
     a->chat = cfg->chat;
+    a->tool_format = cfg->tool_format;
     a->started = (long long)time(NULL);
     tm_metrics_init(&a->metrics);
     for (const char *const *t = tm_chat_template_end_tokens(a->chat.format); *t; t++) {

@@ -15,6 +15,7 @@
 #include "scheduler/engine.h"
 #include "server/chat_template.h"
 #include "server/http.h"
+#include "server/tool_parser.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,7 @@ typedef struct tm_api_config {
     const char *served_model_name; /* the one name `model` must match (copied) */
     const char *api_key;           /* Bearer key for /v1, /tokenize, /detokenize; NULL = open */
     tm_chat_template chat;         /* rendering of chat messages */
+    tm_tool_format tool_format;    /* how the model writes tool calls (NONE: tools refused) */
 } tm_api_config;
 
 typedef struct tm_api tm_api;

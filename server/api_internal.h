@@ -13,6 +13,7 @@
 #include "server/api_parse.h"
 #include "server/grammar_cache.h"
 #include "server/metrics.h"
+#include "server/tool_parser.h"
 
 /* Bytes of compiled grammars kept for structured output (least recently used go first). */
 #define TM_API_GRAMMAR_CACHE_BYTES ((size_t)512 << 20)
@@ -41,6 +42,11 @@ typedef struct tm_job {
     char *text;                 /* non-stream: text so far (malloc'd) */
     size_t text_len, text_cap;
     json_t *lp;                 /* non-stream logprobs accumulated (object), or NULL */
+    tm_tool_parser *tools;      /* chat with tools: splits the output into content and
+                                   tool calls (NULL otherwise) */
+    char *tool_named;           /* tool_choice named this function: the output is its
+                                   arguments (NULL otherwise) */
+    int tool_finish;            /* a tool call was sent: finish_reason "tool_calls" */
 } tm_job;
 
 struct tm_api {
@@ -54,6 +60,7 @@ struct tm_api {
     tm_chat_template chat;       /* chat rendering */
     tm_grammar_vocab *gvocab;    /* the vocabulary as structured output's grammars see it */
     tm_grammar_cache *gcache;    /* compiled grammars by hash of their text */
+    tm_tool_format tool_format;  /* parser of the model's tool calls, or NONE */
     int32_t chat_stop_ids[4];    /* token ids of the template's end tokens */
     int n_chat_stop_ids;
     tm_metrics metrics;          /* counters and histograms */

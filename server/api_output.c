@@ -129,8 +129,47 @@ void tm_job_stream_start(tm_job *j) {
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, delta, NULL, NULL)));
 }
 
+/* A tool call as OpenAI streams it: the first delta names it, the next carries the
+ * arguments (clients concatenate argument fragments). */
+static void stream_tool_call(tm_job *j, const tm_tool_delta *d) {
+    json_t *first = json_pack("{s:[{s:i, s:s, s:s, s:{s:s, s:s}}]}", "tool_calls", "index", d->index,
+                              "id", d->id, "type", "function", "function", "name", d->name,
+                              "arguments", "");
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, first, NULL, NULL)));
+    json_t *args = json_pack("{s:[{s:i, s:{s:o}}]}", "tool_calls", "index", d->index, "function",
+                             "arguments", tm_json_text(d->arguments, strlen(d->arguments)));
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, args, NULL, NULL)));
+    j->tool_finish = 1;
+}
+
+/* Streams a text delta through the tool parser: content as content, calls as tool_calls,
+ * and the token's logprobs (if asked) with the first chunk. */
+static void stream_through_tools(tm_job *j, const char *text, size_t n, int final, json_t *lp) {
+    tm_tool_delta *d = NULL;
+    int nd = 0;
+    if (tm_tool_parser_feed(j->tools, text, n, final, &d, &nd) != 0) nd = 0;
+    for (int i = 0; i < nd; i++) {
+        if (d[i].is_call) {
+            stream_tool_call(j, &d[i]);
+        } else {
+            json_t *body = json_pack("{s:o}", "content", tm_json_text(d[i].text, d[i].text_len));
+            send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, lp, NULL)));
+            lp = NULL;
+        }
+        tm_tool_delta_free(&d[i]);
+    }
+    free(d);
+    if (lp) /* the text was held back: the logprobs go alone */
+        send_sse(j, envelope(j, chunk_object(j), stream_choice(j, json_object(), lp, NULL)));
+}
+
 static void stream_delta(tm_job *j, const tm_event *ev) {
     json_t *lp = NULL;
+    if (j->tools) {
+        if (j->logprobs && ev->token >= 0) lp_append(j, &lp, ev, j->text_len);
+        stream_through_tools(j, ev->text ? ev->text : "", ev->text_len, 0, lp);
+        return;
+    }
     if (j->logprobs && ev->token >= 0) lp_append(j, &lp, ev, j->text_len);
     j->text_len += ev->text_len; /* running offset for completions' text_offset */
     json_t *text = tm_json_text(ev->text ? ev->text : "", ev->text_len);
@@ -138,9 +177,21 @@ static void stream_delta(tm_job *j, const tm_event *ev) {
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, lp, NULL)));
 }
 
+static const char *finish_of(const tm_job *j, const tm_event *ev) {
+    return j->tool_finish && ev->finish == TM_FINISH_STOP ? "tool_calls" : finish_name(ev->finish);
+}
+
 static void stream_finish(tm_job *j, const tm_event *ev) {
+    if (j->tools) stream_through_tools(j, "", 0, 1, NULL); /* what was held back */
+    if (j->tool_named) {
+        /* the whole output was the named function's arguments (vLLM's shape) */
+        tm_tool_delta d = {.is_call = 1, .index = 0, .name = j->tool_named, .arguments = j->text ? j->text : ""};
+        snprintf(d.id, sizeof d.id, "chatcmpl-tool-%s", j->id + 9);
+        stream_tool_call(j, &d);
+        j->tool_finish = 0; /* vLLM keeps the engine's finish reason here */
+    }
     json_t *body = j->kind == TM_API_CHAT ? json_object() : json_string("");
-    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, NULL, finish_name(ev->finish))));
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, NULL, finish_of(j, ev))));
     if (j->include_usage) {
         json_t *u = envelope(j, chunk_object(j), NULL);
         json_object_set_new(u, "usage", usage_json(ev->prompt_tokens, ev->completion_tokens,
@@ -149,6 +200,45 @@ static void stream_finish(tm_job *j, const tm_event *ev) {
     }
     if (j->req) tm_http_stream_write(j->req->conn, "data: [DONE]\n\n", 14);
     if (j->req) tm_http_stream_end(j->req->conn);
+}
+
+/* The tool calls of a finished, non-streamed chat (NULL when tools were not asked for);
+ * *content becomes the text left around them (null when there is none). */
+static json_t *tool_calls_of(tm_job *j, json_t **content) {
+    if (!j->tools && !j->tool_named) return NULL;
+    json_t *calls = json_array();
+    if (j->tool_named) {
+        char id[48];
+        snprintf(id, sizeof id, "chatcmpl-tool-%s", j->id + 9);
+        json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", id, "type", "function",
+                                               "function", "name", j->tool_named, "arguments", *content));
+        *content = json_string("");
+        return calls;
+    }
+    tm_tool_delta *d = NULL;
+    int nd = 0;
+    if (tm_tool_parser_feed(j->tools, j->text ? j->text : "", j->text_len, 1, &d, &nd) != 0) nd = 0;
+    char *text = NULL;
+    size_t len = 0;
+    for (int i = 0; i < nd; i++) {
+        if (d[i].is_call) {
+            json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", d[i].id, "type",
+                                                   "function", "function", "name", d[i].name, "arguments",
+                                                   tm_json_text(d[i].arguments, strlen(d[i].arguments))));
+            j->tool_finish = 1;
+        } else {
+            char *q = realloc(text, len + d[i].text_len + 1);
+            if (q) memcpy(q + len, d[i].text, d[i].text_len), len += d[i].text_len, q[len] = 0, text = q;
+        }
+        tm_tool_delta_free(&d[i]);
+    }
+    free(d);
+    if (j->tool_finish) { /* the content is what is left around the calls */
+        json_decref(*content);
+        *content = len ? tm_json_text(text, len) : json_null();
+    }
+    free(text);
+    return calls;
 }
 
 /* Sends the non-streamed answer; returns its status. */
@@ -161,11 +251,12 @@ static int full_response(tm_job *j, const tm_event *ev) {
     json_t *text = tm_json_text(j->text ? j->text : "", j->text_len);
     json_t *lp = j->lp ? j->lp : json_null();
     j->lp = NULL;
+    json_t *calls = j->kind == TM_API_CHAT ? tool_calls_of(j, &text) : NULL;
     json_t *choice;
     if (j->kind == TM_API_CHAT)
-        choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role",
-                           "assistant", "content", text, "logprobs", lp, "finish_reason",
-                           finish_name(ev->finish));
+        choice = json_pack("{s:i, s:{s:s, s:o, s:o}, s:o, s:s}", "index", 0, "message", "role",
+                           "assistant", "content", text, "tool_calls", calls ? calls : json_array(),
+                           "logprobs", lp, "finish_reason", finish_of(j, ev));
     else
         choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs", lp,
                            "finish_reason", finish_name(ev->finish));
@@ -205,6 +296,8 @@ void tm_job_free(tm_job *j) {
     if (j->req) j->req->user = NULL;
     free(j->text);
     json_decref(j->lp);
+    tm_tool_parser_destroy(j->tools);
+    free(j->tool_named);
     free(j);
 }
 
@@ -222,7 +315,9 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     }
     if (j->req) {
         int has_delta = ev->text_len > 0 || (j->logprobs && ev->token >= 0);
-        if (j->stream && has_delta) {
+        if (j->tool_named) { /* the arguments, sent as one call at the end */
+            if (ev->text_len) text_append(j, ev->text, ev->text_len);
+        } else if (j->stream && has_delta) {
             stream_delta(j, ev);
         } else if (!j->stream) {
             if (ev->text_len) text_append(j, ev->text, ev->text_len);

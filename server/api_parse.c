@@ -14,23 +14,7 @@
 #include <jansson.h>
 
 #include "common/common.h"
-
-/* Parser context: the object, where failures are reported. */
-typedef struct pctx {
-    json_t *root;       /* the request object */
-    const char **param; /* failing field */
-    char *err;
-    size_t err_len;
-} pctx;
-
-#define FAIL(ctx, field, ...) \
-    (*(ctx)->param = (field), tm_fail((ctx)->err, (ctx)->err_len, TM_EINVAL, __VA_ARGS__))
-
-/* Field lookup where JSON null counts as absent. */
-static json_t *get(pctx *x, const char *key) {
-    json_t *v = json_object_get(x->root, key);
-    return json_is_null(v) ? NULL : v;
-}
+#include "server/api_parse_internal.h"
 
 static int get_bool(pctx *x, const char *key, int *out) {
     json_t *v = get(x, key);
@@ -101,9 +85,12 @@ static int parse_prompt(pctx *x, tm_api_params *p) {
     if (json_is_array(v) && json_array_size(v) == 1 && !json_is_integer(json_array_get(v, 0)))
         v = json_array_get(v, 0);
     if (json_is_string(v)) {
-        if (json_string_length(v) == 0) return FAIL(x, "prompt", "'prompt' must not be empty");
-        p->prompt = strdup(json_string_value(v));
-        return p->prompt ? 0 : TM_ENOMEM;
+        size_t n = json_string_length(v); /* "\u0000" is text too: keep the length */
+        if (n == 0) return FAIL(x, "prompt", "'prompt' must not be empty");
+        if (!(p->prompt = malloc(n + 1))) return TM_ENOMEM;
+        memcpy(p->prompt, json_string_value(v), n + 1);
+        p->prompt_len = n;
+        return 0;
     }
     if (!json_is_array(v))
         return FAIL(x, "prompt", "'prompt' must be a string or a list of token ids");
@@ -125,63 +112,29 @@ static int parse_prompt(pctx *x, tm_api_params *p) {
     return 0;
 }
 
-/* content: a string, or a list of {"type":"text","text":...} parts. */
-static int parse_content(pctx *x, json_t *c, tm_api_role role, char **out) {
-    if (!c) {
-        if (role == TM_ROLE_ASSISTANT) return (*out = strdup("")) ? 0 : TM_ENOMEM;
-        return FAIL(x, "messages", "message 'content' is required");
-    }
-    if (json_is_string(c)) return (*out = strdup(json_string_value(c))) ? 0 : TM_ENOMEM;
-    if (!json_is_array(c))
-        return FAIL(x, "messages", "message 'content' must be a string or a list of text parts");
-    size_t total = 1, i;
-    json_t *part;
-    json_array_foreach(c, i, part) {
-        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0)
-            return FAIL(x, "messages", "only content parts of type 'text' are supported");
-        if (!json_is_string(text))
-            return FAIL(x, "messages", "a text content part needs a string 'text'");
-        total += json_string_length(text);
-    }
-    char *s = malloc(total), *w = s;
-    if (!s) return TM_ENOMEM;
-    json_array_foreach(c, i, part) {
-        json_t *text = json_object_get(part, "text");
-        memcpy(w, json_string_value(text), json_string_length(text));
-        w += json_string_length(text);
-    }
-    *w = 0;
-    *out = s;
-    return 0;
-}
-
-static int parse_messages(pctx *x, tm_api_params *p) {
-    json_t *v = get(x, "messages");
-    if (!v) return FAIL(x, "messages", "'messages' is required");
-    if (!json_is_array(v)) return FAIL(x, "messages", "'messages' must be a list");
-    size_t n = json_array_size(v);
-    if (n == 0) return FAIL(x, "messages", "'messages' must not be empty");
-    p->messages = calloc(n, sizeof *p->messages);
-    if (!p->messages) return TM_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        json_t *m = json_array_get(v, i);
-        if (!json_is_object(m)) return FAIL(x, "messages", "each message must be an object");
-        json_t *r = json_object_get(m, "role");
-        if (!json_is_string(r)) return FAIL(x, "messages", "each message needs a string 'role'");
-        const char *rs = json_string_value(r);
-        tm_api_role role;
-        if (!strcmp(rs, "system") || !strcmp(rs, "developer")) role = TM_ROLE_SYSTEM;
-        else if (!strcmp(rs, "user")) role = TM_ROLE_USER;
-        else if (!strcmp(rs, "assistant")) role = TM_ROLE_ASSISTANT;
-        else
-            return FAIL(x, "messages", "message role must be system, user or assistant "
-                                       "(tools are not supported)");
-        p->messages[i].role = role;
-        json_t *c = json_object_get(m, "content");
-        int rc = parse_content(x, json_is_null(c) ? NULL : c, role, &p->messages[i].content);
-        p->n_messages = (int)i + 1;
-        if (rc) return rc;
+/* logit_bias: {"<token id>": bias}; biases are clamped to [-100, 100] as vLLM does. The
+ * ids are checked against the vocabulary by the caller. */
+static int parse_logit_bias(pctx *x, tm_api_params *p) {
+    json_t *v = get(x, "logit_bias");
+    if (!v) return 0;
+    if (!json_is_object(v)) return FAIL(x, "logit_bias", "'logit_bias' must be an object of token ids to biases");
+    size_t n = json_object_size(v);
+    if (n == 0) return 0;
+    if (n > 65536) return FAIL(x, "logit_bias", "'logit_bias' has more than 65536 entries");
+    p->bias_ids = malloc(n * sizeof *p->bias_ids);
+    p->bias_vals = malloc(n * sizeof *p->bias_vals);
+    if (!p->bias_ids || !p->bias_vals) return TM_ENOMEM;
+    const char *k;
+    json_t *b;
+    json_object_foreach(v, k, b) {
+        char *end;
+        long long id = strtoll(k, &end, 10);
+        if (!*k || *end || id < 0 || id > INT32_MAX)
+            return FAIL(x, "logit_bias", "'logit_bias' keys must be token ids, got '%.40s'", k);
+        if (!json_is_number(b)) return FAIL(x, "logit_bias", "'logit_bias' values must be numbers");
+        double d = json_number_value(b);
+        p->bias_ids[p->n_bias] = (int32_t)id;
+        p->bias_vals[p->n_bias++] = (float)(d < -100 ? -100 : d > 100 ? 100 : d);
     }
     return 0;
 }
@@ -205,18 +158,17 @@ static int parse_logprobs(pctx *x, tm_api_params *p) {
     return 0;
 }
 
-/* Fields that ask for behaviour tokenmill does not have (tools, logit bias, suffix). Ignoring them like other unknown fields would answer a different
- * question than the one asked, so a value that is not the default is a 400. */
+/* Fields that ask for behaviour tokenmill does not have (legacy functions, suffix).
+ * Ignoring them like other unknown fields would answer a different question than the one
+ * asked, so a value that is not the default is a 400. */
 static int refuse_unsupported(pctx *x) {
-    static const char *const names[] = {"tools", "functions", "tool_choice", "function_call",
-                                        "logit_bias", "suffix"};
+    static const char *const names[] = {"functions", "function_call", "suffix"};
     for (size_t i = 0; i < TM_ARRAY_LEN(names); i++) {
         json_t *v = get(x, names[i]);
         int is_default = !v || (json_is_array(v) && json_array_size(v) == 0) ||
                          (json_is_object(v) && json_object_size(v) == 0) ||
                          (json_is_string(v) && json_string_length(v) == 0);
-        if ((!strcmp(names[i], "tool_choice") || !strcmp(names[i], "function_call")) &&
-            json_is_string(v))
+        if (!strcmp(names[i], "function_call") && json_is_string(v))
             is_default |= !strcmp(json_string_value(v), "none") ||
                           !strcmp(json_string_value(v), "auto");
         if (!is_default) return FAIL(x, names[i], "'%s' is not supported", names[i]);
@@ -227,8 +179,11 @@ static int refuse_unsupported(pctx *x) {
 static int parse_fields(pctx *x, tm_api_params *p) {
     int rc;
     if ((rc = get_str(x, "model", &p->model))) return rc;
-    if (p->kind == TM_API_COMPLETION ? (rc = parse_prompt(x, p)) : (rc = parse_messages(x, p)))
+    if (p->kind == TM_API_COMPLETION ? (rc = parse_prompt(x, p)) : (rc = tm_api_parse_messages(x, p)))
         return rc;
+    if (p->kind == TM_API_CHAT && ((rc = tm_api_parse_tools(x, p)) || (rc = tm_api_parse_template_kwargs(x, p))))
+        return rc;
+    if ((rc = parse_logit_bias(x, p))) return rc;
     int n = 1, max_tokens = -1, mct = -1;
     if (get_int(x, "n", 1, 128, &n)) return TM_EINVAL;
     if (n != 1) return FAIL(x, "n", "'n' > 1 is not supported; send separate requests");
@@ -281,6 +236,9 @@ static int parse_fields(pctx *x, tm_api_params *p) {
     rc = get_str(x, "user", &user);
     free(user);
     if (rc) return rc;
+    json_t *salt = get(x, "cache_salt");
+    if (salt && (!json_is_string(salt) || json_string_length(salt) == 0))
+        return FAIL(x, "cache_salt", "Parameter 'cache_salt' must be a non-empty string if provided.");
     return get_str(x, "cache_salt", &p->cache_salt);
 }
 
@@ -297,7 +255,7 @@ int tm_api_parse(tm_api_kind kind, const char *body, size_t len, tm_api_params *
         return tm_fail(err, err_len, TM_EINVAL, "request body is empty (a JSON object is "
                                                "required, sent with Content-Length)");
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root)
         return tm_fail(err, err_len, TM_EINVAL, "malformed JSON at line %d column %d: %s",
                        je.line, je.column, je.text);
@@ -318,5 +276,11 @@ void tm_api_params_free(tm_api_params *p) {
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     free(p->cache_salt);
     tm_so_spec_free(&p->so);
+    json_decref(p->conversation);
+    json_decref(p->tools);
+    json_decref(p->template_kwargs);
+    free(p->tool_choice_name);
+    free(p->bias_ids);
+    free(p->bias_vals);
     memset(p, 0, sizeof *p);
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "models/sampler.h"
 #include "scheduler/engine.h"
 #include "server/structured.h"
@@ -29,7 +31,15 @@ typedef enum tm_api_role {
     TM_ROLE_SYSTEM = 0, /* "system" or "developer" */
     TM_ROLE_USER = 1,
     TM_ROLE_ASSISTANT = 2,
+    TM_ROLE_TOOL = 3,   /* a tool's result, answering an assistant tool call */
 } tm_api_role;
+
+typedef enum tm_api_tool_choice {
+    TM_TOOL_NONE = 0,     /* no tool calls parsed out of the output */
+    TM_TOOL_AUTO = 1,     /* the model decides; tool calls are parsed */
+    TM_TOOL_REQUIRED = 2, /* the model should call one (or more) tools */
+    TM_TOOL_NAMED = 3,    /* the model should call tool_choice_name */
+} tm_api_tool_choice;
 
 typedef struct tm_api_message {
     tm_api_role role; /* who speaks */
@@ -40,10 +50,19 @@ typedef struct tm_api_params {
     tm_api_kind kind;           /* which endpoint */
     char *model;                /* requested model name, or NULL when absent */
     char *prompt;               /* completions: prompt text, or NULL */
+    size_t prompt_len;          /* its bytes (it may hold NUL characters) */
     int32_t *prompt_ids;        /* completions: prompt as token ids, or NULL */
     int n_prompt_ids;           /* entries in prompt_ids */
-    tm_api_message *messages;   /* chat: (n_messages) */
+    tm_api_message *messages;   /* chat: (n_messages) role and text, for the C renderers */
     int n_messages;
+    json_t *conversation;       /* chat: the messages as the Jinja template sees them (owned) */
+    json_t *tools;              /* chat: tools as passed to the template (owned), or NULL */
+    json_t *template_kwargs;    /* chat: chat_template_kwargs (owned), or NULL */
+    tm_api_tool_choice tool_choice; /* chat: what to do with tool calls */
+    char *tool_choice_name;     /* TM_TOOL_NAMED: the function */
+    int32_t *bias_ids;          /* logit_bias: (n_bias) token ids, not yet checked against the vocabulary */
+    float *bias_vals;           /* (n_bias) biases in [-100, 100] */
+    int n_bias;
     int max_tokens;             /* -1 when not given */
     tm_sampling_params sampling;/* temperature, top_p, top_k, min_p, penalties, seed */
     int has_seed;               /* seed was given (otherwise the server picks one) */

@@ -223,3 +223,69 @@ int tm_chat_template_render(const tm_chat_template *t, const tm_api_message *msg
     *out = b.p;
     return 0;
 }
+
+/* ---- Jinja templates ---- */
+
+int tm_chat_template_from_jinja(const char *src, size_t len, const char *bos, const char *eos,
+                                tm_chat_template *t, char *err, size_t err_len) {
+    memset(t, 0, sizeof *t);
+    /* the family (for end tokens) when the text shows one; any template renders anyway */
+    char *text = malloc(len + 1);
+    if (!text) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    memcpy(text, src, len);
+    text[len] = 0;
+    char ignored[256];
+    if (tm_chat_template_detect(text, t, ignored, sizeof ignored)) t->format = TM_CHAT_UNKNOWN;
+    free(text);
+    snprintf(t->bos_token, sizeof t->bos_token, "%s", bos ? bos : "");
+    snprintf(t->eos_token, sizeof t->eos_token, "%s", eos ? eos : "");
+    char why[400];
+    int rc = tm_jinja_parse(src, len, NULL, &t->jinja, why, sizeof why);
+    if (rc) return tm_fail(err, err_len, rc, "the chat template does not parse: %s", why);
+    return 0;
+}
+
+void tm_chat_template_deinit(tm_chat_template *t) {
+    tm_jinja_destroy(t->jinja);
+    t->jinja = NULL;
+}
+
+static int render_jinja(const tm_chat_template *t, const json_t *conversation, const json_t *tools,
+                        const json_t *kwargs, char **out, size_t *out_len, int *raised, char *err,
+                        size_t err_len) {
+    json_t *vars = json_object();
+    if (!vars) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+    /* kwargs first: the request may not replace what the server passes */
+    if (kwargs) json_object_update(vars, (json_t *)kwargs);
+    json_object_set(vars, "messages", (json_t *)conversation);
+    json_object_set_new(vars, "tools", tools ? json_incref((json_t *)tools) : json_null());
+    json_object_set_new(vars, "documents", json_null());
+    json_object_set_new(vars, "add_generation_prompt", json_true());
+    json_object_set_new(vars, "bos_token", json_string(t->bos_token));
+    json_object_set_new(vars, "eos_token", json_string(t->eos_token));
+    tm_jinja_failure why = TM_JINJA_OK;
+    char msg[400] = "";
+    int rc = tm_jinja_render(t->jinja, vars, NULL, NULL, out, out_len, &why, msg, sizeof msg);
+    json_decref(vars);
+    if (raised) *raised = why == TM_JINJA_RAISED;
+    if (rc == 0) return 0;
+    if (why == TM_JINJA_RAISED) return tm_fail(err, err_len, TM_EINVAL, "%s", msg);
+    return tm_fail(err, err_len, rc == TM_ENOMEM ? TM_ENOMEM : TM_EINVAL,
+                   "the chat template failed on this conversation: %s", msg);
+}
+
+int tm_chat_template_render_conversation(const tm_chat_template *t, const tm_api_message *msgs,
+                                         int n, const json_t *conversation, const json_t *tools,
+                                         const json_t *kwargs, char **out, size_t *out_len,
+                                         int *raised, char *err, size_t err_len) {
+    if (raised) *raised = 0;
+    if (t->jinja) return render_jinja(t, conversation, tools, kwargs, out, out_len, raised, err, err_len);
+    for (int i = 0; i < n; i++)
+        if (msgs[i].role == TM_ROLE_TOOL)
+            return tm_fail(err, err_len, TM_EINVAL, "the built-in %s chat format cannot express tool "
+                           "messages; serve the model with its own Jinja chat template",
+                           tm_chat_format_name(t->format));
+    int rc = tm_chat_template_render(t, msgs, n, out, err, err_len);
+    if (rc == 0) *out_len = strlen(*out);
+    return rc;
+}

@@ -101,7 +101,9 @@ struct tm_http_conn {
     size_t header_bytes;     /* URL + header bytes so far */
     int has_len;             /* Content-Length or chunked */
     int expect_continue;     /* "Expect: 100-continue": the client waits before its body */
-    int err_status;          /* set by a callback that rejected the request (413) */
+    int err_status;          /* set by a callback that rejected the request (413, 400) */
+    const char *err_msg;     /* its message (static), or NULL for the parser's */
+    int n_auth;              /* Authorization headers in this request */
     double t_start;          /* first byte of this request */
     tm_http_request req;     /* what the handler sees, from dispatch to the response's end */
     /* Framing of the response, fixed when the request is complete. */
@@ -464,6 +466,7 @@ static int on_message_begin(llhttp_t *p) {
     buf_clear(&c->method), buf_clear(&c->url), buf_clear(&c->field), buf_clear(&c->value);
     buf_clear(&c->auth), buf_clear(&c->ctype), buf_clear(&c->body);
     c->header_bytes = 0;
+    c->n_auth = 0;
     conn_set_state(c, S_READING);
     c->has_len = 0;
     c->expect_continue = 0;
@@ -494,6 +497,12 @@ static int on_header_value_complete(llhttp_t *p) {
     /* a field value excludes trailing whitespace (RFC 9110 5.5; llhttp keeps it) */
     size_t n = c->value.n;
     while (n > 0 && (c->value.p[n - 1] == ' ' || c->value.p[n - 1] == '\t')) n--;
+    if (dst == &c->auth && ++c->n_auth > 1) {
+        /* which one would count? the first and the last both have takers; refuse both */
+        c->err_status = 400;
+        c->err_msg = "more than one Authorization header";
+        return HPE_USER;
+    }
     if (dst) {
         buf_clear(dst);
         if (buf_add(dst, buf_str(&c->value), n)) return HPE_USER;
@@ -594,7 +603,9 @@ static void conn_parse(tm_http_conn *c) {
         } else {
             int status = c->err_status ? c->err_status : 400;
             char msg[160];
-            if (status == 413)
+            if (c->err_msg)
+                snprintf(msg, sizeof msg, "%s", c->err_msg);
+            else if (status == 413)
                 snprintf(msg, sizeof msg, "request headers or body too large");
             else if (e == HPE_PAUSED_H2_UPGRADE)
                 snprintf(msg, sizeof msg, "HTTP/2 is not supported; use HTTP/1.1");

@@ -62,6 +62,11 @@ int tm_jinja_render(const tm_jinja *t, const json_t *vars, const tm_jinja_limits
                     const struct tm *now, char **out, size_t *out_len,
                     tm_jinja_failure *failure, char *err, size_t err_len);
 
+/* json.dumps(v, ensure_ascii=False) as Python writes it (", " and ": " separators, floats
+ * as repr): what vLLM sends for values it re-serializes, e.g. tool call arguments. *out is
+ * malloc'd (*len bytes). TM_EINVAL (too deep), TM_ENOMEM. */
+int tm_jinja_json_dumps(const json_t *v, char **out, size_t *len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -920,3 +920,23 @@ int tm_jinja_render(const tm_jinja *t, const json_t *vars, const tm_jinja_limits
     ja_free(&x.arena);
     return rc;
 }
+
+int tm_jinja_json_dumps(const json_t *v, char **out, size_t *len) {
+    tm_jinja_limits lim;
+    tm_jinja_limits_default(&lim);
+    jctx x = {.lim = &lim};
+    ja_init(&x.arena, lim.max_memory_bytes);
+    jbuf buf = {0};
+    jv val;
+    int rc = jv_from_json(&x, v, &val, 0);
+    if (!rc) rc = jv_json_to(&x, &buf, &val, 0, -1, NULL, NULL, 0);
+    if (!rc && !buf.p) rc = jbuf_add(&x, &buf, "", 0);
+    ja_free(&x.arena);
+    if (rc) {
+        jbuf_free(&buf);
+        return rc == TM_ENOMEM ? TM_ENOMEM : TM_EINVAL;
+    }
+    *out = buf.p;
+    *len = buf.n;
+    return 0;
+}

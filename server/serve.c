@@ -38,6 +38,7 @@ typedef struct serve_opts {
     const char *kv_dtype;       /* KV element type name, or NULL for f16 */
     long max_num_seqs, max_batched, max_queue; /* 0 = engine default */
     const char *chat_template;  /* override: name or file, or NULL */
+    const char *tool_call_parser; /* hermes, llama3_json, mistral, or NULL: from the template */
     long threads;               /* CPU workers, 0 = one per CPU */
     long http_timeout_s;        /* idle / slow-request timeout */
     long max_connections;       /* open connections at most */
@@ -75,6 +76,7 @@ static void usage(FILE *f) {
             "  --max-num-batched-tokens N  tokens per engine step\n"
             "  --max-queue N               requests waiting beyond --max-num-seqs before 503 (1024)\n"
             "  --chat-template NAME|FILE   chatml, llama3, llama2, mistral, gemma, or a Jinja file\n"
+            "  --tool-call-parser NAME     hermes, llama3_json or mistral (default: from the template)\n"
             "  --threads N                 CPU backend threads (one per CPU)\n"
             "  --http-timeout S            idle/slow-request timeout (30)\n"
             "  --max-connections N         open connections at most (1024)\n"
@@ -106,6 +108,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         STR_OPT("--device", device)
         STR_OPT("--synthetic", synthetic)
         STR_OPT("--chat-template", chat_template)
+        STR_OPT("--tool-call-parser", tool_call_parser)
         STR_OPT("--kv-cache-dtype", kv_dtype)
         NUM_OPT("--port", port, 0, 65535)
         NUM_OPT("--kv-cache-mem", kv_mib, 1, 1L << 24)
@@ -161,10 +164,23 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
     return 0;
 }
 
-/* The chat template: --chat-template (a name, or a file to detect from), else the
- * model's own tokenizer.chat_template. */
-static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_template *t) {
-    char err[512];
+/* The text of token id, NUL-terminated in buf ("" when id < 0). */
+static const char *token_text(const tm_tokenizer *tok, int32_t id, char *buf, size_t cap) {
+    size_t n = 0;
+    const char *p = id >= 0 ? tm_tokenizer_piece(tok, id, &n) : "";
+    snprintf(buf, cap, "%.*s", (int)TM_MIN(n, cap - 1), p ? p : "");
+    return buf;
+}
+
+/* The chat template: --chat-template NAME (a built-in family) or FILE (a Jinja template),
+ * else the model's own tokenizer.chat_template, rendered by the Jinja interpreter. A model
+ * without one, or with one that does not parse, falls back to its recognised family. */
+static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_template *t,
+                         tm_tool_format *tools) {
+    char err[600], bos[64], eos[64];
+    const tm_tokenizer *tok = tm_model_tokenizer(m);
+    token_text(tok, tm_tokenizer_bos(tok), bos, sizeof bos);
+    token_text(tok, tm_tokenizer_eos(tok), eos, sizeof eos);
     if (o->chat_template) {
         if (tm_chat_template_from_name(o->chat_template, t) == 0) return 0;
         FILE *f = fopen(o->chat_template, "rb");
@@ -173,11 +189,14 @@ static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_templat
                     "llama2, mistral, gemma nor a readable file\n", o->chat_template);
             return -1;
         }
-        char *text = calloc(1, 1 << 20);
-        size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+        char *text = malloc(1 << 20);
+        size_t n = text ? fread(text, 1, 1 << 20, f) : 0;
+        int too_big = text && n == (1 << 20) && fgetc(f) != EOF;
         fclose(f);
-        (void)n;
-        int rc = text ? tm_chat_template_detect(text, t, err, sizeof err) : TM_ENOMEM;
+        int rc = !text ? TM_ENOMEM : too_big ? TM_ERANGE
+                 : tm_chat_template_from_jinja(text, n, bos, eos, t, err, sizeof err);
+        if (text) *tools = tm_tool_format_detect(text, n);
+        if (too_big) snprintf(err, sizeof err, "the template is larger than 1 MiB");
         free(text);
         if (rc) fprintf(stderr, "tokenmill serve: %s: %s\n", o->chat_template, err);
         return rc ? -1 : 0;
@@ -185,7 +204,14 @@ static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_templat
     const char *jinja = NULL;
     size_t len = 0;
     tm_gguf_get_str(tm_model_gguf(m), "tokenizer.chat_template", &jinja, &len);
-    if (tm_chat_template_detect(jinja, t, err, sizeof err)) {
+    *tools = tm_tool_format_detect(jinja, len);
+    if (jinja && len && tm_chat_template_from_jinja(jinja, len, bos, eos, t, err, sizeof err) == 0)
+        return 0;
+    if (jinja && len) TM_WARNF("serve: %s; using the built-in format of its family", err);
+    char *text = jinja ? strndup(jinja, len) : NULL;
+    int rc = tm_chat_template_detect(text, t, err, sizeof err);
+    free(text);
+    if (rc) {
         fprintf(stderr, "tokenmill serve: %s\n", err);
         return -1;
     }
@@ -308,6 +334,7 @@ int tm_serve_main(int argc, char **argv) {
     tm_backend *be = NULL;
     tm_model *model = NULL;
     tm_engine *engine = NULL;
+    tm_api_config ac = {0}; /* here: `done` frees its chat template */
     serve_state s;
     memset(&s, 0, sizeof s);
     s.shutdown_timeout_s = o.shutdown_timeout_s;
@@ -330,8 +357,11 @@ int tm_serve_main(int argc, char **argv) {
              mc->n_layers, mc->n_ctx_train, tm_time_s() - t0);
     const char *synthetic = tm_cli_model_synthetic(model);
 
-    tm_api_config ac = {0};
-    if (pick_template(&o, model, &ac.chat)) goto done;
+    if (pick_template(&o, model, &ac.chat, &ac.tool_format)) goto done;
+    if (o.tool_call_parser && tm_tool_format_from_name(o.tool_call_parser, &ac.tool_format)) {
+        fprintf(stderr, "tokenmill serve: --tool-call-parser must be hermes, llama3_json or mistral\n");
+        goto done;
+    }
     char name[256];
     if (!o.served_name && o.synthetic) {
         o.served_name = o.synthetic;
@@ -392,7 +422,8 @@ int tm_serve_main(int argc, char **argv) {
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
 
-    TM_INFOF("serve: chat template %s; KV cache %zu MiB %s (%s); %s", tm_chat_format_name(ac.chat.format),
+    TM_INFOF("serve: chat template %s%s; KV cache %zu MiB %s (%s); %s",
+             ac.chat.jinja ? "jinja, family " : "", tm_chat_format_name(ac.chat.format),
              ec.kv_cache_bytes >> 20, tm_kv_dtype_name(ec.kv_dtype), kv_how,
              o.api_key ? "API key required" : "no API key");
     if (synthetic)
@@ -408,6 +439,7 @@ done:
      * uv_async_send) stays valid until uv_loop_close below. */
     if (engine) tm_engine_destroy(engine);
     tm_api_destroy(s.api);
+    tm_chat_template_deinit(&ac.chat);
     uv_run(&s.loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&s.loop) != 0) TM_WARNF("serve: loop closed with handles open");
     tm_model_destroy(model);

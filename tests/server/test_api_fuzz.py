@@ -275,16 +275,20 @@ def test_stop_shapes(server):
         assert post(server, C, {**base(C), "stop": stop}).status_code == 200, stop
 
 
-def test_unsupported_tool_fields(server):
-    for field, value in [("tools", [{"type": "function", "function": {"name": "f"}}]),
-                         ("tool_choice", "required"), ("tool_choice", {"type": "function"}),
-                         ("functions", [{"name": "f"}]), ("function_call", {"name": "f"}),
-                         ("response_format", {"type": "json_object"}), ("logit_bias", {"1": 5}),
-                         ("suffix", "x"), ("tools", 5), ("logit_bias", True)]:
+def test_unsupported_and_malformed_tool_fields(server):
+    for field, value in [("functions", [{"name": "f"}]), ("function_call", {"name": "f"}),
+                         ("response_format", {"type": "structural_tag"}), ("suffix", "x")]:
         assert_error(post(server, CH, {**base(CH), field: value}), 400, param=field,
                      needle="not supported")
-    for field, value in [("tools", []), ("tool_choice", "none"), ("tool_choice", "auto"),
-                         ("response_format", {"type": "text"}), ("logit_bias", {})]:
+    for field, value in [("tool_choice", "required"), ("tool_choice", {"type": "function"}),
+                         ("tool_choice", "auto"),  # without tools, as vLLM
+                         ("tools", 5), ("tools", [{"type": "function"}]), ("logit_bias", True),
+                         ("logit_bias", {"x": 1}), ("logit_bias", {"99999999": 1})]:
+        assert_error(post(server, CH, {**base(CH), field: value}), 400, param=field)
+    for field, value in [("tools", []), ("tool_choice", "none"),
+                         ("response_format", {"type": "text"}), ("logit_bias", {}),
+                         ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                         ("logit_bias", {"1": 5})]:
         assert post(server, CH, {**base(CH), field: value}).status_code == 200, field
 
 

@@ -101,7 +101,7 @@ TEST(ApiParse, ChatMessages) {
     ASSERT_EQ(x.rc, 0) << x.err;
     ASSERT_EQ(x.p.n_messages, 4);
     EXPECT_EQ(x.p.messages[0].role, TM_ROLE_SYSTEM);
-    EXPECT_STREQ(x.p.messages[1].content, "ab");
+    EXPECT_STREQ(x.p.messages[1].content, "a\nb"); // text parts joined as vLLM joins them
     EXPECT_EQ(x.p.messages[2].role, TM_ROLE_ASSISTANT);
     EXPECT_STREQ(x.p.messages[2].content, "");
     EXPECT_EQ(x.p.messages[3].role, TM_ROLE_SYSTEM);
@@ -116,7 +116,7 @@ TEST(ApiParse, ChatRejections) {
     ExpectReject(TM_API_CHAT, R"({"messages":"hi"})", "messages", "list");
     ExpectReject(TM_API_CHAT, R"({"messages":[3]})", "messages", "object");
     ExpectReject(TM_API_CHAT, R"({"messages":[{"content":"x"}]})", "messages", "role");
-    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"tool","content":"x"}]})", "messages", "tools");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"function","content":"x"}]})", "messages", "role");
     ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user"}]})", "messages", "required");
     ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"user","content":5}]})", "messages", "string");
     ExpectReject(TM_API_CHAT,
@@ -174,9 +174,6 @@ TEST(ApiParse, TinyPositiveFloatsStayPositive) {
 
 TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
     const std::string pre = R"({"messages":[{"role":"user","content":"x"}],)";
-    ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"function","function":{"name":"f"}}]})",
-                 "tools", "not supported");
-    ExpectReject(TM_API_CHAT, pre + R"("tool_choice":"required"})", "tool_choice", "not supported");
     ExpectReject(TM_API_CHAT, pre + R"("functions":[{"name":"f"}]})", "functions", "not supported");
     // Structured output is supported (tests/server/test_structured.cc); what it cannot honour
     // is refused by name, never served unconstrained.
@@ -191,8 +188,6 @@ TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
     EXPECT_EQ(so.rc, 0) << so.err;
     EXPECT_EQ(so.p.so.kind, TM_SO_JSON_OBJECT);
     EXPECT_NE(so.p.so.gbnf, nullptr);
-    ExpectReject(TM_API_CHAT, pre + R"("logit_bias":{"50256":-100}})", "logit_bias",
-                 "not supported");
     ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported");
     // Default values (what clients send when the feature is off) are accepted.
     Parsed ok(TM_API_CHAT, pre + R"("tools":[],"tool_choice":"none","functions":null,)"
@@ -227,6 +222,82 @@ TEST(ApiError, ShapeAndStatusMapping) {
     EXPECT_NE(std::string(s).find("\"type\":\"server_error\""), std::string::npos);
     EXPECT_NE(std::string(s).find("\"param\":null"), std::string::npos);
     free(s);
+}
+
+}  // namespace
+
+namespace {
+
+// The conversation a Jinja template sees: vLLM's shape, tool calls' arguments parsed.
+TEST(ApiParse, ChatConversationForTheTemplate) {
+    Parsed x(TM_API_CHAT,
+             R"({"messages":[{"role":"user","content":"weather?","name":"ann"},)"
+             R"({"role":"assistant","content":null,"tool_calls":[{"id":"call1","type":"function",)"
+             R"("function":{"name":"get_weather","arguments":"{\"city\": \"Paris\", \"n\": 2}"}}]},)"
+             R"({"role":"tool","content":"22 C","tool_call_id":"call1"}],)"
+             R"("tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],)"
+             R"("chat_template_kwargs":{"enable_thinking":false}})");
+    ASSERT_EQ(x.rc, 0) << x.err;
+    char *conv = json_dumps(x.p.conversation, JSON_COMPACT);
+    EXPECT_STREQ(conv, R"([{"role":"user","content":"weather?","name":"ann"},)"
+                       R"({"role":"assistant","content":"","tool_calls":[{"id":"call1","type":"function",)"
+                       R"("function":{"name":"get_weather","arguments":{"city":"Paris","n":2}}}]},)"
+                       R"({"role":"tool","content":"22 C","tool_call_id":"call1"}])");
+    free(conv);
+    char *tools = json_dumps(x.p.tools, JSON_COMPACT);
+    EXPECT_STREQ(tools, R"([{"type":"function","function":{"name":"get_weather","description":null,)"
+                        R"("parameters":{"type":"object"}}}])");
+    free(tools);
+    EXPECT_EQ(x.p.tool_choice, TM_TOOL_AUTO); // the default with tools
+    EXPECT_TRUE(json_is_false(json_object_get(x.p.template_kwargs, "enable_thinking")));
+    EXPECT_EQ(x.p.messages[2].role, TM_ROLE_TOOL);
+}
+
+TEST(ApiParse, ToolErrorsAreTheRequestsFault) {
+    const std::string pre = R"({"messages":[{"role":"user","content":"x"}],)";
+    const std::string f = R"("tools":[{"type":"function","function":{"name":"f"}}])";
+    ExpectReject(TM_API_CHAT, pre + R"("tools":5})", "tools", "list");
+    ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"retrieval"}]})", "tools", "function");
+    ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"function","function":{"description":"d"}}]})",
+                 "tools", "name");
+    ExpectReject(TM_API_CHAT, pre + R"("tools":[{"type":"function","function":{"name":"f","parameters":[1]}}]})",
+                 "tools", "parameters");
+    ExpectReject(TM_API_CHAT, pre + R"("tool_choice":"required"})", "tool_choice", "`tools` must be set");
+    ExpectReject(TM_API_CHAT, pre + f + R"(,"tool_choice":"sometimes"})", "tool_choice", "required");
+    ExpectReject(TM_API_CHAT, pre + f + R"(,"tool_choice":{"type":"function","function":{"name":"g"}}})",
+                 "tool_choice", "Tool 'g' has not been passed in `tools`.");
+    ExpectReject(TM_API_CHAT, R"({"messages":[{"role":"assistant","tool_calls":[{"id":"1","type":"function",)"
+                              R"("function":{"name":"f","arguments":"{not json"}}]}]})",
+                 "messages", "not valid JSON");
+    for (const char *tc : {R"("none")", R"("auto")", R"("required")",
+                           R"({"type":"function","function":{"name":"f"}})"}) {
+        Parsed ok(TM_API_CHAT, pre + f + R"(,"tool_choice":)" + tc + "}");
+        EXPECT_EQ(ok.rc, 0) << tc << ": " << ok.err;
+    }
+    Parsed named(TM_API_CHAT, pre + f + R"(,"tool_choice":{"type":"function","function":{"name":"f"}}})");
+    EXPECT_EQ(named.p.tool_choice, TM_TOOL_NAMED);
+    EXPECT_STREQ(named.p.tool_choice_name, "f");
+}
+
+TEST(ApiParse, LogitBiasNulAndCacheSalt) {
+    Parsed b(TM_API_COMPLETION, R"({"prompt":"x","logit_bias":{"7":250,"11":-3.5}})");
+    ASSERT_EQ(b.rc, 0) << b.err;
+    ASSERT_EQ(b.p.n_bias, 2);
+    EXPECT_EQ(b.p.bias_ids[0], 7);
+    EXPECT_EQ(b.p.bias_vals[0], 100.0f); // clamped, as vLLM does
+    EXPECT_EQ(b.p.bias_ids[1], 11);
+    EXPECT_EQ(b.p.bias_vals[1], -3.5f);
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","logit_bias":{"a":1}})", "logit_bias", "token ids");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","logit_bias":{"-1":1}})", "logit_bias", "token ids");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","logit_bias":{"1":"x"}})", "logit_bias", "numbers");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","logit_bias":true})", "logit_bias", "object");
+    // "\u0000" is JSON text like any other character: kept, with the length
+    Parsed n(TM_API_COMPLETION, R"({"prompt":"a\u0000b"})");
+    ASSERT_EQ(n.rc, 0) << n.err;
+    EXPECT_EQ(n.p.prompt_len, 3u);
+    EXPECT_EQ(std::string(n.p.prompt, n.p.prompt_len), std::string("a\0b", 3));
+    // an empty cache_salt is refused, as vLLM refuses it
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","cache_salt":""})", "cache_salt", "non-empty");
 }
 
 }  // namespace
