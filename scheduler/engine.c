@@ -125,6 +125,10 @@ static void fill_usage(tm_event *ev, const tm_seq *s) {
     ev->prompt_tokens = s->n_prompt;
     ev->completion_tokens = s->n_tokens - s->n_prompt;
     ev->cached_tokens = s->n_cached;
+    ev->t_arrival = s->t_arrival;
+    ev->t_scheduled = s->t_scheduled;
+    ev->t_first_token = s->t_first_token;
+    ev->t_last_token = s->t_last_token;
 }
 
 /* Queues the final event of s with no token, frees its pages and s. */
@@ -197,6 +201,8 @@ static void emit_token(tm_engine *e, tm_seq *s, float *row, int32_t picked) {
     }
     s->tokens[s->n_tokens++] = tok;
     e->n_generated++;
+    s->t_last_token = tm_time_s();
+    if (s->t_first_token == 0) s->t_first_token = s->t_last_token;
     ev.id = s->id;
     ev.user = s->user;
     ev.token = tok;
@@ -225,6 +231,9 @@ static int step(tm_engine *e) {
     tm_schedule sc;
     if (tm_sched_schedule(e->sched, &sc) == 0) return 0;
     tm_batch b;
+    const double now = tm_time_s();
+    for (int i = 0; i < sc.n_seqs; i++)
+        if (sc.seqs[i]->t_scheduled == 0) sc.seqs[i]->t_scheduled = now; /* queue time ends */
     build_batch(e, &sc, &b);
     char err[256] = "";
     int rc = tm_model_forward(e->model, e->kv, &b, NULL, err, sizeof err);
@@ -542,6 +551,7 @@ int tm_engine_submit(tm_engine *e, const tm_request *req, uint64_t *id, char *er
                        "(max_num_seqs %d + max_queue %d)", cap, e->cfg.max_num_seqs, e->cfg.max_queue);
     }
     s->id = ++e->next_id;
+    s->t_arrival = tm_time_s();
     if (e->inbox_tail) e->inbox_tail->next = s; else e->inbox_head = s;
     e->inbox_tail = s;
     e->n_inflight++;

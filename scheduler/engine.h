@@ -80,6 +80,9 @@ typedef struct tm_event {
     int prompt_tokens;      /* usage, valid on the last event */
     int completion_tokens;
     int cached_tokens;
+    /* The request's life in engine time (tm_time_s), valid on the last event; 0 for a
+     * phase it never reached: submitted, first scheduled, first and last token. */
+    double t_arrival, t_scheduled, t_first_token, t_last_token;
 } tm_event;
 
 void tm_event_free(tm_event *ev); /* frees ev->text; not ev itself */

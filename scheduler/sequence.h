@@ -54,6 +54,10 @@ typedef struct tm_seq {
     tm_output out;            /* detokenizer, stop conditions, held-back text */
     char *delta;              /* (tm_output_delta_cap) this step's text delta */
 
+    double t_arrival;         /* tm_time_s at submit */
+    double t_scheduled;       /* first scheduled (0 until then) */
+    double t_first_token;     /* first token sampled (0 until then) */
+    double t_last_token;      /* latest token sampled */
     int aborted;              /* abort requested; acted on at the next step */
     struct tm_seq *prev;      /* waiting-queue links (NULL when not queued) */
     struct tm_seq *next;

@@ -488,6 +488,7 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->tool_format = cfg->tool_format;
     a->started = (long long)time(NULL);
     tm_metrics_init(&a->metrics);
+    tm_metrics_set_max_model_len(&a->metrics, a->n_ctx);
     for (const char *const *t = tm_chat_template_end_tokens(a->chat.format); *t; t++) {
         int32_t id = tm_tokenizer_find(a->tok, *t);
         if (id >= 0 && a->n_chat_stop_ids < (int)TM_ARRAY_LEN(a->chat_stop_ids))

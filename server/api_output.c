@@ -326,6 +326,7 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     }
     if (ev->finish == TM_FINISH_NONE) return;
     tm_histogram_observe(&a->metrics.e2e, now - j->t_start);
+    tm_metrics_observe_request(&a->metrics, ev);
     if (ev->finish >= 1 && ev->finish <= 3) a->metrics.success[ev->finish]++;
     int client = j->req != NULL, status = 200;
     if (j->req) {

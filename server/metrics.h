@@ -30,11 +30,24 @@ typedef struct tm_metrics {
     tm_histogram ttft;          /* time_to_first_token_seconds */
     tm_histogram itl;           /* inter_token_latency_seconds */
     tm_histogram e2e;           /* e2e_request_latency_seconds */
+    /* vLLM's per-request phases (engine time): waiting, first scheduling to first token,
+     * first to last token, first scheduling to last token; and token counts. */
+    tm_histogram queue;         /* request_queue_time_seconds */
+    tm_histogram prefill;       /* request_prefill_time_seconds */
+    tm_histogram decode;        /* request_decode_time_seconds */
+    tm_histogram inference;     /* request_inference_time_seconds */
+    tm_histogram prompt_tokens; /* request_prompt_tokens */
+    tm_histogram gen_tokens;    /* request_generation_tokens */
+    double token_bounds[TM_HIST_MAX_BUCKETS - 1]; /* 1, 2, 5, 10, ... up to max_model_len */
     uint64_t success[4];        /* request_success_total by tm_finish (stop, length, abort) */
     uint64_t http_errors;       /* requests answered with an error status */
 } tm_metrics;
 
 void tm_metrics_init(tm_metrics *m);
+/* Token-count buckets 1-2-5 up to max_model_len (vLLM's build_1_2_5_buckets). */
+void tm_metrics_set_max_model_len(tm_metrics *m, int max_model_len);
+/* Observes a finished request's phases and token counts from its last event. */
+void tm_metrics_observe_request(tm_metrics *m, const tm_event *last);
 void tm_histogram_observe(tm_histogram *h, double v);
 
 /* Renders the exposition text (malloc'd) for model_name with the engine snapshot st. */

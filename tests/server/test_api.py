@@ -674,10 +674,17 @@ def run_serve(*args, timeout=60):
 def test_chat_template_override_and_unknown_template(tmp_path, make_server):
     r = run_serve("--chat-template", "no-such-template")
     assert r.returncode != 0 and "--chat-template" in r.stderr and "serving" not in r.stdout
-    jinja = tmp_path / "odd.jinja"
-    jinja.write_text("{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}")
-    r = run_serve("--chat-template", str(jinja))
-    assert r.returncode != 0 and "unrecognised chat template" in r.stderr
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}<<{{ m.role }}>>")  # no endfor
+    r = run_serve("--chat-template", str(bad))
+    assert r.returncode != 0 and "does not parse" in r.stderr and "endfor" in r.stderr
+    # any template that parses is served, rendered by the Jinja interpreter
+    odd = tmp_path / "odd.jinja"
+    odd.write_text("{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}")
+    s = make_server("--chat-template", str(odd))
+    r = post(s, "/v1/chat/completions", {"messages": chat("Hello there"), "max_tokens": 1})
+    t = post(s, "/tokenize", {"prompt": "<<user>>Hello there", "add_special_tokens": False})
+    assert r.json()["usage"]["prompt_tokens"] == t.json()["count"]
 
     # An override changes how messages are rendered (llama3 headers instead of ChatML).
     msgs = chat("Hello there")

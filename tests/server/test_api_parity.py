@@ -169,3 +169,18 @@ def test_repeated_authorization_header_is_refused(make_server):
     ok = requests.post(s.url + "/v1/completions", data=body, timeout=TIMEOUT,
                        headers={"Authorization": "Bearer sekret-key", "Content-Type": "application/json"})
     assert ok.status_code == 200, ok.text
+
+
+def test_vllm_request_histograms(server):
+    from test_api import metrics
+    before = metrics(server)[1]
+    r = post(server, "/v1/completions", {"prompt": "Count: 1 2 3", "max_tokens": 4, "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    after = metrics(server)[1]
+    for name in ("request_queue_time_seconds", "request_prefill_time_seconds",
+                 "request_decode_time_seconds", "request_inference_time_seconds",
+                 "request_prompt_tokens", "request_generation_tokens"):
+        key = f"tokenmill:{name}_count"
+        assert after[key][0] == before.get(key, [0])[0] + 1, name
+    gen = "tokenmill:request_generation_tokens_sum"
+    assert after[gen][0] - before.get(gen, [0])[0] == 4
