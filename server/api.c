@@ -225,6 +225,23 @@ static int build_prompt(tm_api *a, const tm_api_params *p, int32_t **ids, int *n
     }
     char *text = p->prompt;
     size_t len = p->prompt_len;
+    if (p->suffix) { /* fill in the middle: <prefix>prompt<suffix>suffix<middle> */
+        if (!a->fim[0])
+            return tm_fail(err, err_len, TM_EUNSUPPORTED, "this model has no fill-in-the-middle "
+                           "tokens, so 'suffix' cannot be served");
+        if (!p->prompt) return tm_fail(err, err_len, TM_EINVAL, "'suffix' needs a text prompt");
+        size_t n0 = strlen(a->fim[0]), n1 = strlen(a->fim[1]), n2 = strlen(a->fim[2]);
+        if (!(text = malloc(n0 + len + n1 + p->suffix_len + n2 + 1)))
+            return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
+        char *w = text;
+        memcpy(w, a->fim[0], n0), w += n0;
+        memcpy(w, p->prompt, len), w += len;
+        memcpy(w, a->fim[1], n1), w += n1;
+        memcpy(w, p->suffix, p->suffix_len), w += p->suffix_len;
+        memcpy(w, a->fim[2], n2), w += n2;
+        *w = 0;
+        len = (size_t)(w - text);
+    }
     if (p->kind == TM_API_CHAT) {
         int rc = tm_chat_template_render_conversation(&a->chat, p->messages, p->n_messages,
                                                       p->conversation, p->tools, p->template_kwargs,
@@ -283,6 +300,111 @@ static int structured_processor(tm_api *a, const tm_api_params *p, tm_logit_proc
     return 0;
 }
 
+/* ---- n > 1: a group of choices ---- */
+
+void tm_group_free(tm_group *g) {
+    if (!g) return;
+    free(g->prompt);
+    for (int i = 0; i < TM_MAX_STOP; i++) free(g->stop[i]);
+    free(g->salt);
+    free(g->bias_ids);
+    free(g->bias_vals);
+    json_decref(g->choices);
+    if (g->grammar) tm_grammar_compiled_release(g->grammar);
+    free(g->jobs);
+    free(g);
+}
+
+/* The tool-call state of one choice (each parses its own output). */
+static int job_tools(tm_api *a, tm_job *j, const tm_api_params *p, uint64_t seed) {
+    if (p->kind != TM_API_CHAT) return 0;
+    if (p->tool_choice == TM_TOOL_NAMED) return (j->tool_named = strdup(p->tool_choice_name)) ? 0 : TM_ENOMEM;
+    if (p->tool_choice == TM_TOOL_NONE) return 0;
+    return tm_tool_parser_create(a->tool_format, seed, &j->tools);
+}
+
+static void job_discard(tm_job *j) {
+    if (!j) return;
+    tm_tool_parser_destroy(j->tools);
+    free(j->tool_named);
+    free(j);
+}
+
+/* Keeps what the choices after the first are submitted with: r's data, copied. */
+static tm_group *group_new(const tm_request *r, const tm_api_params *p) {
+    tm_group *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->n = p->n;
+    g->jobs = calloc((size_t)p->n, sizeof *g->jobs);
+    g->choices = json_array();
+    g->prompt = malloc((size_t)r->n_prompt * sizeof *g->prompt);
+    int ok = g->jobs && g->choices && g->prompt;
+    for (int i = 0; ok && i < p->n; i++) ok = json_array_append_new(g->choices, json_null()) == 0;
+    g->req = *r;
+    g->req.processors = NULL, g->req.n_processors = 0, g->req.user = NULL;
+    if (ok) memcpy(g->prompt, r->prompt, (size_t)r->n_prompt * sizeof *g->prompt), g->req.prompt = g->prompt;
+    for (int i = 0; ok && i < r->n_stop; i++) ok = (g->req.stop[i] = g->stop[i] = strdup(r->stop[i])) != NULL;
+    if (ok && r->cache_salt) ok = (g->req.cache_salt = g->salt = strdup(r->cache_salt)) != NULL;
+    if (ok && p->n_bias > 0) {
+        g->bias_ids = malloc((size_t)p->n_bias * sizeof *g->bias_ids);
+        g->bias_vals = malloc((size_t)p->n_bias * sizeof *g->bias_vals);
+        ok = g->bias_ids && g->bias_vals;
+        if (ok) {
+            memcpy(g->bias_ids, p->bias_ids, (size_t)p->n_bias * sizeof *g->bias_ids);
+            memcpy(g->bias_vals, p->bias_vals, (size_t)p->n_bias * sizeof *g->bias_vals);
+            g->n_bias = p->n_bias;
+        }
+    }
+    if (!ok) {
+        tm_group_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static void job_link(tm_api *a, tm_job *j) {
+    j->prev = NULL;
+    j->next = a->jobs;
+    if (a->jobs) a->jobs->prev = j;
+    a->jobs = j;
+    a->n_jobs++;
+}
+
+void tm_group_submit_rest(tm_group *g) {
+    while (g->n_submitted < g->n) {
+        tm_job *j = g->jobs[g->n_submitted++];
+        if (!j) continue;
+        tm_api *a = j->api;
+        tm_request r = g->req;
+        /* each choice its own stream of random numbers: seed + index, as vLLM does */
+        r.sampling.seed += (uint64_t)j->index;
+        tm_logit_processor procs[2] = {{0}, {0}};
+        int n_procs = 0;
+        if (g->n_bias > 0 && tm_logit_bias_create(g->bias_ids, g->bias_vals, g->n_bias, &procs[n_procs++])) {
+            tm_job_end_unsubmitted(j);
+            continue;
+        }
+        /* structured output: each choice walks the grammar on its own */
+        if (g->grammar && tm_grammar_processor_create(g->grammar, &procs[n_procs++])) {
+            if (procs[0].destroy) procs[0].destroy(procs[0].ctx);
+            tm_job_end_unsubmitted(j);
+            continue;
+        }
+        r.processors = n_procs ? procs : NULL;
+        r.n_processors = n_procs;
+        r.user = j;
+        char err[256];
+        if (tm_engine_submit(a->engine, &r, &j->engine_id, err, sizeof err) != 0) {
+            TM_WARNF("api: choice %d of %s was not submitted: %s", j->index, j->id, err);
+            for (int k = 0; k < n_procs; k++)
+                if (procs[k].destroy) procs[k].destroy(procs[k].ctx);
+            tm_job_end_unsubmitted(j);
+            continue;
+        }
+        job_link(a, j);
+    }
+}
+
 static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     char err[512];
     const char *param = "";
@@ -305,8 +427,11 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
         goto done;
     }
     if ((rc = build_prompt(a, &p, &ids, &n_ids, err, sizeof err))) {
-        reply_error(a, req, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt",
-                    rc == TM_ERANGE ? "context_length_exceeded" : NULL);
+        if (rc == TM_EUNSUPPORTED) /* suffix without fill-in-the-middle tokens */
+            reply_error(a, req, 400, err, "suffix", NULL);
+        else
+            reply_error(a, req, tm_api_status_of(rc), err, kind == TM_API_CHAT ? "messages" : "prompt",
+                        rc == TM_ERANGE ? "context_length_exceeded" : NULL);
         goto done;
     }
     int max_tokens = p.max_tokens > 0 ? p.max_tokens
@@ -382,28 +507,41 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
         goto done;
     }
     job->n_prompt = n_ids;
-    if (kind == TM_API_CHAT && p.tool_choice == TM_TOOL_NAMED) {
-        job->tool_named = p.tool_choice_name;
-        p.tool_choice_name = NULL; /* the job owns it now */
-    } else if (kind == TM_API_CHAT && p.tool_choice != TM_TOOL_NONE &&
-               tm_tool_parser_create(a->tool_format, r.sampling.seed ^ a->next_seq, &job->tools)) {
-        job->tools = NULL;
+    tm_group *g = NULL;
+    rc = job_tools(a, job, &p, r.sampling.seed ^ a->next_seq);
+    if (!rc && p.n > 1) { /* the other choices, submitted once the first has the prompt cached */
+        if (!(g = group_new(&r, &p))) rc = TM_ENOMEM;
+        int hit = 0;
+        if (!rc && p.so.kind != TM_SO_NONE)
+            rc = tm_grammar_cache_get(a->gcache, p.so.gbnf, strlen(p.so.gbnf), &g->grammar, &hit, err, sizeof err);
+        for (int i = 1; !rc && i < p.n; i++) {
+            tm_job *m = job_new(a, &p, req);
+            if (!m) {
+                rc = TM_ENOMEM;
+                break;
+            }
+            memcpy(m->id, job->id, sizeof m->id); /* the choices of one response */
+            m->index = i;
+            m->group = g;
+            m->n_prompt = n_ids;
+            g->jobs[i] = m;
+            rc = job_tools(a, m, &p, (r.sampling.seed ^ a->next_seq) + (uint64_t)i);
+        }
+        if (g) g->jobs[0] = job, job->group = g, g->n_submitted = 1;
     }
     r.user = job;
-    rc = tm_engine_submit(a->engine, &r, &job->engine_id, err, sizeof err);
+    if (!rc) rc = tm_engine_submit(a->engine, &r, &job->engine_id, err, sizeof err);
+    else snprintf(err, sizeof err, "out of memory");
     if (rc) {
-        tm_tool_parser_destroy(job->tools);
-        free(job->tool_named);
-        free(job);
+        for (int i = 1; g && i < g->n; i++) job_discard(g->jobs[i]);
+        job_discard(job);
+        tm_group_free(g);
         if (bias.destroy) bias.destroy(bias.ctx); /* a failed submit leaves it to us */
         reply_error(a, req, tm_api_status_of(rc), err, NULL, NULL);
         goto done;
     }
     grammar.destroy = NULL; /* the engine owns the processor now */
-    job->next = a->jobs; /* from here the job answers and logs this request */
-    if (a->jobs) a->jobs->prev = job;
-    a->jobs = job;
-    a->n_jobs++;
+    job_link(a, job); /* from here the job answers and logs this request */
     req->user = job;
     if (job->stream) tm_job_stream_start(job);
 done:
@@ -458,8 +596,14 @@ static void on_gone(void *arg, tm_http_request *req) {
     tm_api *a = arg;
     tm_job *job = req->user;
     if (!job) return;
-    job->req = NULL; /* the rest of its events are dropped; the last one frees it */
-    tm_engine_abort(a->engine, job->engine_id);
+    tm_group *g = job->group;
+    for (int i = 0; i < (g ? g->n : 1); i++) {
+        tm_job *m = g ? g->jobs[i] : job;
+        if (!m) continue;
+        m->req = NULL; /* the rest of its events are dropped; the last one frees it */
+        if (!g || i < g->n_submitted) tm_engine_abort(a->engine, m->engine_id);
+    }
+    req->user = NULL;
 }
 
 void tm_api_http_handlers(tm_api *a, tm_http_handlers *h) {
@@ -486,6 +630,14 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
     a->chat = cfg->chat;
     a->tool_format = cfg->tool_format;
+    /* fill-in-the-middle tokens, as StarCoder, Qwen2.5-Coder and Code Llama spell them */
+    static const char *const fim[][3] = {{"<fim_prefix>", "<fim_suffix>", "<fim_middle>"},
+                                         {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"},
+                                         {"<PRE>", "<SUF>", "<MID>"}};
+    for (size_t i = 0; i < TM_ARRAY_LEN(fim) && !a->fim[0]; i++)
+        if (tm_tokenizer_find(a->tok, fim[i][0]) >= 0 && tm_tokenizer_find(a->tok, fim[i][1]) >= 0 &&
+            tm_tokenizer_find(a->tok, fim[i][2]) >= 0)
+            memcpy(a->fim, fim[i], sizeof a->fim);
     a->started = (long long)time(NULL);
     tm_metrics_init(&a->metrics);
     tm_metrics_set_max_model_len(&a->metrics, a->n_ctx);

@@ -17,6 +17,32 @@
 
 /* Bytes of compiled grammars kept for structured output (least recently used go first). */
 #define TM_API_GRAMMAR_CACHE_BYTES ((size_t)512 << 20)
+struct tm_job;
+
+/* The choices of one request with n > 1: one engine request (a job) per choice. The first
+ * is submitted alone; the rest follow when its first token comes, so that they find the
+ * prompt's pages in the prefix cache instead of computing them again. The request is
+ * answered when the last choice ends; usage counts the prompt once.
+ * Invariant: n_finished <= n_submitted <= n; the group is freed with its last job. */
+typedef struct tm_group {
+    int n;                      /* choices */
+    int n_submitted;            /* handed to the engine (or ended without it) */
+    int n_finished;             /* whose last event came */
+    struct tm_job **jobs;       /* (n) members, NULL once freed */
+    json_t *choices;            /* non-stream: (n) finished choices (JSON null until then) */
+    int completion_tokens;      /* summed over the finished choices */
+    int prompt_tokens, cached_tokens; /* of the first choice */
+    int n_aborted;              /* choices that ended with finish abort */
+    /* what the followers are submitted with; req's pointers point into these */
+    tm_request req;             /* the first choice's request */
+    int32_t *prompt;            /* (req.n_prompt) */
+    char *stop[TM_MAX_STOP];    /* (req.n_stop) */
+    char *salt;                 /* or NULL */
+    int32_t *bias_ids;          /* (n_bias) logit_bias, one processor per choice */
+    float *bias_vals;
+    int n_bias;
+    tm_grammar_compiled *grammar; /* structured output (a reference), or NULL */
+} tm_group;
 
 /* One generation request from submit to its last engine event.
  * Invariant: on api->jobs exactly while the engine may still send events for it;
@@ -47,6 +73,8 @@ typedef struct tm_job {
     char *tool_named;           /* tool_choice named this function: the output is its
                                    arguments (NULL otherwise) */
     int tool_finish;            /* a tool call was sent: finish_reason "tool_calls" */
+    int index;                  /* choice index (0 unless n > 1) */
+    tm_group *group;            /* n > 1: the request's choices, or NULL */
 } tm_job;
 
 struct tm_api {
@@ -63,6 +91,8 @@ struct tm_api {
     tm_tool_format tool_format;  /* parser of the model's tool calls, or NONE */
     int32_t chat_stop_ids[4];    /* token ids of the template's end tokens */
     int n_chat_stop_ids;
+    const char *fim[3];          /* fill-in-the-middle token texts (prefix, suffix, middle),
+                                    NULL when the vocabulary has none */
     tm_metrics metrics;          /* counters and histograms */
     tm_job *jobs;                /* in flight */
     int n_jobs;
@@ -89,8 +119,15 @@ void tm_job_on_event(tm_job *job, const tm_event *ev);
 /* Sends the first chunk of a chat stream (role) - right after submit. */
 void tm_job_stream_start(tm_job *job);
 void tm_job_free(tm_job *job);
+/* Ends a member of a group that the engine never had (its submit failed or was never
+ * made): it finishes with finish abort. */
+void tm_job_end_unsubmitted(tm_job *job);
 
 /* api.c */
+/* Submits the group's choices after the first (on the first choice's first token, or
+ * when it ends). */
+void tm_group_submit_rest(tm_group *g);
+void tm_group_free(tm_group *g);
 /* Writes e as one "access:" line to stderr: the one place every request is logged. */
 void tm_api_access_log(const tm_access *e);
 /* Sends an OpenAI error object as the response on c and counts it; the caller logs. */

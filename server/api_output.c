@@ -112,9 +112,9 @@ static json_t *stream_choice(const tm_job *j, json_t *delta_or_text, json_t *lp,
     json_t *fin = finish ? json_string(finish) : json_null();
     if (!lp) lp = json_null();
     if (j->kind == TM_API_CHAT)
-        return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta_or_text, "logprobs",
+        return json_pack("{s:i, s:o, s:o, s:o}", "index", j->index, "delta", delta_or_text, "logprobs",
                          lp, "finish_reason", fin);
-    return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", delta_or_text, "logprobs", lp,
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", j->index, "text", delta_or_text, "logprobs", lp,
                      "finish_reason", fin);
 }
 
@@ -125,8 +125,13 @@ static const char *chunk_object(const tm_job *j) {
 void tm_job_stream_start(tm_job *j) {
     tm_http_stream_begin(j->req->conn, 200, "text/event-stream");
     if (j->kind != TM_API_CHAT) return;
-    json_t *delta = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
-    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, delta, NULL, NULL)));
+    /* a role chunk for every choice (those of a group share the request's id) */
+    int n = j->group ? j->group->n : 1;
+    for (int i = 0; i < n; i++) {
+        tm_job *m = j->group ? j->group->jobs[i] : j;
+        json_t *delta = json_pack("{s:s, s:s}", "role", "assistant", "content", "");
+        send_sse(j, envelope(j, chunk_object(j), stream_choice(m, delta, NULL, NULL)));
+    }
 }
 
 /* A tool call as OpenAI streams it: the first delta names it, the next carries the
@@ -192,10 +197,13 @@ static void stream_finish(tm_job *j, const tm_event *ev) {
     }
     json_t *body = j->kind == TM_API_CHAT ? json_object() : json_string("");
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, NULL, finish_of(j, ev))));
+    tm_group *g = j->group;
+    if (g && g->n_finished < g->n) return; /* the last choice ends the stream */
     if (j->include_usage) {
         json_t *u = envelope(j, chunk_object(j), NULL);
-        json_object_set_new(u, "usage", usage_json(ev->prompt_tokens, ev->completion_tokens,
-                                                   ev->cached_tokens));
+        json_object_set_new(u, "usage", g ? usage_json(g->prompt_tokens, g->completion_tokens, g->cached_tokens)
+                                          : usage_json(ev->prompt_tokens, ev->completion_tokens,
+                                                       ev->cached_tokens));
         send_sse(j, u);
     }
     if (j->req) tm_http_stream_write(j->req->conn, "data: [DONE]\n\n", 14);
@@ -241,28 +249,42 @@ static json_t *tool_calls_of(tm_job *j, json_t **content) {
     return calls;
 }
 
-/* Sends the non-streamed answer; returns its status. */
-static int full_response(tm_job *j, const tm_event *ev) {
-    if (ev->finish == TM_FINISH_ABORT) {
-        tm_api_send_error(j->api, j->req->conn, 503, "the request was aborted (server shutting down)",
-                          NULL, "aborted");
-        return 503;
-    }
+/* The finished choice of j, as the non-streamed answer lists it. */
+static json_t *choice_json(tm_job *j, const tm_event *ev) {
     json_t *text = tm_json_text(j->text ? j->text : "", j->text_len);
     json_t *lp = j->lp ? j->lp : json_null();
     j->lp = NULL;
     json_t *calls = j->kind == TM_API_CHAT ? tool_calls_of(j, &text) : NULL;
     json_t *choice;
     if (j->kind == TM_API_CHAT)
-        choice = json_pack("{s:i, s:{s:s, s:o, s:o}, s:o, s:s}", "index", 0, "message", "role",
+        choice = json_pack("{s:i, s:{s:s, s:o, s:o}, s:o, s:s}", "index", j->index, "message", "role",
                            "assistant", "content", text, "tool_calls", calls ? calls : json_array(),
                            "logprobs", lp, "finish_reason", finish_of(j, ev));
     else
-        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs", lp,
+        choice = json_pack("{s:i, s:o, s:o, s:s}", "index", j->index, "text", text, "logprobs", lp,
                            "finish_reason", finish_name(ev->finish));
-    json_t *body = envelope(j, j->kind == TM_API_CHAT ? "chat.completion" : "text_completion", choice);
-    json_object_set_new(body, "usage", usage_json(ev->prompt_tokens, ev->completion_tokens,
-                                                  ev->cached_tokens));
+    return choice;
+}
+
+/* Sends the non-streamed answer (for a group, once its last choice ended); returns its
+ * status, or 0 when the group still waits for choices. */
+static int full_response(tm_job *j, const tm_event *ev) {
+    tm_group *g = j->group;
+    if (g) {
+        json_array_set_new(g->choices, (size_t)j->index, choice_json(j, ev));
+        if (g->n_finished < g->n) return 0;
+    }
+    if (g ? g->n_aborted == g->n : ev->finish == TM_FINISH_ABORT) {
+        tm_api_send_error(j->api, j->req->conn, 503, "the request was aborted (server shutting down)",
+                          NULL, "aborted");
+        return 503;
+    }
+    json_t *body = envelope(j, j->kind == TM_API_CHAT ? "chat.completion" : "text_completion",
+                            g ? NULL : choice_json(j, ev));
+    if (g) json_object_set(body, "choices", g->choices);
+    json_object_set_new(body, "usage", g ? usage_json(g->prompt_tokens, g->completion_tokens, g->cached_tokens)
+                                         : usage_json(ev->prompt_tokens, ev->completion_tokens,
+                                                      ev->cached_tokens));
     char *s = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     int status = s ? 200 : 500;
@@ -289,11 +311,25 @@ static int text_append(tm_job *j, const char *s, size_t n) {
 
 void tm_job_free(tm_job *j) {
     tm_api *a = j->api;
-    if (j->prev) j->prev->next = j->next;
-    else a->jobs = j->next;
-    if (j->next) j->next->prev = j->prev;
-    a->n_jobs--;
-    if (j->req) j->req->user = NULL;
+    if (j->prev || a->jobs == j) { /* a group member the engine never had is not listed */
+        if (j->prev) j->prev->next = j->next;
+        else a->jobs = j->next;
+        if (j->next) j->next->prev = j->prev;
+        a->n_jobs--;
+    }
+    tm_group *g = j->group;
+    if (j->req && j->req->user == j) {
+        /* the request stays with a member still running, for on_gone */
+        j->req->user = NULL;
+        for (int i = 0; g && i < g->n && !j->req->user; i++)
+            if (g->jobs[i] && g->jobs[i] != j && g->jobs[i]->req) j->req->user = g->jobs[i];
+    }
+    if (g) {
+        g->jobs[j->index] = NULL;
+        int any = 0;
+        for (int i = 0; i < g->n; i++) any |= g->jobs[i] != NULL;
+        if (!any) tm_group_free(g);
+    }
     free(j->text);
     json_decref(j->lp);
     tm_tool_parser_destroy(j->tools);
@@ -324,7 +360,16 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
             if (j->logprobs && ev->token >= 0) lp_append(j, &j->lp, ev, j->text_len - ev->text_len);
         }
     }
+    if (j->group && j->index == 0 && j->n_tokens == 1 && ev->token >= 0)
+        tm_group_submit_rest(j->group); /* the prompt's pages are in the prefix cache now */
     if (ev->finish == TM_FINISH_NONE) return;
+    tm_group *g = j->group;
+    if (g) {
+        g->n_finished++;
+        g->completion_tokens += ev->completion_tokens;
+        g->n_aborted += ev->finish == TM_FINISH_ABORT;
+        if (j->index == 0) g->prompt_tokens = ev->prompt_tokens, g->cached_tokens = ev->cached_tokens;
+    }
     tm_histogram_observe(&a->metrics.e2e, now - j->t_start);
     tm_metrics_observe_request(&a->metrics, ev);
     if (ev->finish >= 1 && ev->finish <= 3) a->metrics.success[ev->finish]++;
@@ -332,15 +377,36 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     if (j->req) {
         if (j->stream) stream_finish(j, ev);
         else status = full_response(j, ev);
-        j->req = NULL; /* it ended with the response */
     }
+    if (g && j->index == 0 && g->n_submitted < g->n) {
+        /* it ended before its first token (aborted): the rest never start */
+        for (int i = 1; i < g->n; i++)
+            if (g->jobs[i] && i >= g->n_submitted) tm_job_end_unsubmitted(g->jobs[i]);
+        g->n_submitted = g->n;
+    }
+    if (g && g->n_finished < g->n) { /* the last choice answers and logs the request */
+        tm_job_free(j);
+        return;
+    }
+    j->req = NULL; /* it ended with the response */
     tm_access e = {.id = j->id, .method = "POST",
                    .path = j->kind == TM_API_CHAT ? "/v1/chat/completions" : "/v1/completions",
                    .status = !client ? 499 : j->stream ? 200 : status,
-                   .prompt = ev->prompt_tokens, .cached = ev->cached_tokens,
-                   .completion = ev->completion_tokens,
+                   .prompt = g ? g->prompt_tokens : ev->prompt_tokens,
+                   .cached = g ? g->cached_tokens : ev->cached_tokens,
+                   .completion = g ? g->completion_tokens : ev->completion_tokens,
                    .ttft = j->t_first ? j->t_first - j->t_start : -1, .total = now - j->t_start,
                    .finish = finish_name(ev->finish)};
     tm_api_access_log(&e);
     tm_job_free(j);
+}
+
+void tm_job_end_unsubmitted(tm_job *j) {
+    tm_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.token = -1;
+    ev.finish = TM_FINISH_ABORT;
+    ev.prompt_tokens = j->n_prompt;
+    ev.user = j;
+    tm_job_on_event(j, &ev);
 }

@@ -158,11 +158,11 @@ static int parse_logprobs(pctx *x, tm_api_params *p) {
     return 0;
 }
 
-/* Fields that ask for behaviour tokenmill does not have (legacy functions, suffix).
- * Ignoring them like other unknown fields would answer a different question than the one
- * asked, so a value that is not the default is a 400. */
+/* Fields that ask for behaviour tokenmill does not have (legacy functions). Ignoring
+ * them like other unknown fields would answer a different question than the one asked,
+ * so a value that is not the default is a 400. */
 static int refuse_unsupported(pctx *x) {
-    static const char *const names[] = {"functions", "function_call", "suffix"};
+    static const char *const names[] = {"functions", "function_call"};
     for (size_t i = 0; i < TM_ARRAY_LEN(names); i++) {
         json_t *v = get(x, names[i]);
         int is_default = !v || (json_is_array(v) && json_array_size(v) == 0) ||
@@ -185,8 +185,8 @@ static int parse_fields(pctx *x, tm_api_params *p) {
         return rc;
     if ((rc = parse_logit_bias(x, p))) return rc;
     int n = 1, max_tokens = -1, mct = -1;
-    if (get_int(x, "n", 1, 128, &n)) return TM_EINVAL;
-    if (n != 1) return FAIL(x, "n", "'n' > 1 is not supported; send separate requests");
+    if (get_int(x, "n", 1, TM_API_MAX_N, &n)) return TM_EINVAL;
+    p->n = n;
     if (get_int(x, "best_of", 1, 1, &n)) return TM_EINVAL;
     if (get_int(x, "max_tokens", 1, INT32_MAX, &max_tokens)) return TM_EINVAL;
     if (get_int(x, "max_completion_tokens", 1, INT32_MAX, &mct)) return TM_EINVAL;
@@ -229,6 +229,15 @@ static int parse_fields(pctx *x, tm_api_params *p) {
         return rc == TM_ENOMEM ? rc : TM_EINVAL;
     if (p->so.kind != TM_SO_NONE && p->ignore_eos) /* the grammar's end could never end it */
         return FAIL(x, "ignore_eos", "'ignore_eos' cannot be combined with structured output");
+    json_t *suffix = get(x, "suffix");
+    if (suffix && !json_is_string(suffix)) return FAIL(x, "suffix", "'suffix' must be a string");
+    if (suffix && p->kind == TM_API_CHAT && json_string_length(suffix) > 0)
+        return FAIL(x, "suffix", "'suffix' is not supported by chat completions (it is for /v1/completions)");
+    if (suffix && json_string_length(suffix) > 0) {
+        p->suffix_len = json_string_length(suffix);
+        if (!(p->suffix = malloc(p->suffix_len + 1))) return TM_ENOMEM;
+        memcpy(p->suffix, json_string_value(suffix), p->suffix_len + 1);
+    }
     int echo = 0;
     if (get_bool(x, "echo", &echo)) return TM_EINVAL;
     if (echo) return FAIL(x, "echo", "'echo' is not supported");
@@ -247,6 +256,7 @@ int tm_api_parse(tm_api_kind kind, const char *body, size_t len, tm_api_params *
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->max_tokens = -1;
+    out->n = 1;
     tm_sampling_params_default(&out->sampling);
     static const char *no_param;
     if (!param) param = &no_param;
@@ -276,6 +286,7 @@ void tm_api_params_free(tm_api_params *p) {
     for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
     free(p->cache_salt);
     tm_so_spec_free(&p->so);
+    free(p->suffix);
     json_decref(p->conversation);
     json_decref(p->tools);
     json_decref(p->template_kwargs);

@@ -46,8 +46,11 @@ typedef struct tm_api_message {
     char *content;    /* text (text parts concatenated), malloc'd, NUL-terminated */
 } tm_api_message;
 
+enum { TM_API_MAX_N = 128 }; /* most choices per request (OpenAI's limit) */
+
 typedef struct tm_api_params {
     tm_api_kind kind;           /* which endpoint */
+    int n;                      /* choices (1..TM_API_MAX_N) */
     char *model;                /* requested model name, or NULL when absent */
     char *prompt;               /* completions: prompt text, or NULL */
     size_t prompt_len;          /* its bytes (it may hold NUL characters) */
@@ -75,6 +78,8 @@ typedef struct tm_api_params {
     int include_usage;          /* stream_options.include_usage */
     char *cache_salt;           /* prefix-cache tenant separation, or NULL */
     tm_so_spec so;              /* structured output: response_format, structured_outputs, guided_* */
+    char *suffix;               /* completions: text after the insertion (fill in the middle), or NULL */
+    size_t suffix_len;
 } tm_api_params;
 
 /* Parses and validates body. On failure returns TM_EINVAL, a message in err and the

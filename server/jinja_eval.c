@@ -642,6 +642,7 @@ static int eval(jctx *x, jscope *s, const jnode *n, jv *out) {
         if (eval(x, s, n->a, &a) || eval(x, s, n->b, &b)) return x->code;
         return je_getitem(x, &a, &b, out);
     case N_SLICE: {
+        if (!n->a) return JX_ERR(x, "line %d: a slice outside a subscript", n->line);
         jv parts[3];
         const jv *bounds[3] = {NULL, NULL, NULL};
         const jnode *pn[3] = {n->b, n->c, n->d};

@@ -308,6 +308,8 @@ static jnode *parse_subscript(parser *P, jnode *node) {
     }
     if (expect_op(P, OP_RBRACKET)) return NULL;
     if (args.n == 0) return failp(P, "%s", "expected a subscript");
+    for (int i = 0; args.n > 1 && i < args.n; i++)
+        if (args.p[i]->kind == N_SLICE) return failp(P, "%s", "a slice inside a tuple subscript is not supported");
     jnode *key = args.p[0];
     if (args.n > 1) {
         key = mk(P, N_TUPLE, t->line);

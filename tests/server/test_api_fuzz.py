@@ -106,7 +106,7 @@ BOUNDS = [  # (field, value, endpoint)
     ("top_k", -5, C), ("top_k", 2**31, CH), ("min_p", 1.01, C), ("min_p", -0.1, CH),
     ("presence_penalty", 2.5, C), ("frequency_penalty", -3, CH),
     ("repetition_penalty", 0, C), ("repetition_penalty", -0.0, CH),
-    ("repetition_penalty", 1e30, C), ("n", 2, C), ("n", 0, CH), ("n", 2**40, C),
+    ("repetition_penalty", 1e30, C), ("n", 129, C), ("n", 0, CH), ("n", 2**40, C),
     ("best_of", 2, C), ("logprobs", 21, C), ("logprobs", -1, C), ("logprobs", 2**40, C),
     ("top_logprobs", 21, CH), ("top_logprobs", -1, CH), ("seed", 1.5, C),
 ]
@@ -520,7 +520,7 @@ def test_concurrent_abuse_leaves_nothing_behind(server):
 
     def streamer(i):
         body = {"messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 24,
-                "stream": True, "ignore_eos": True}
+                "stream": True, "ignore_eos": True, "n": 1 + i % 3}  # groups of choices too
         with requests.post(server.url + CH, json=body, stream=True, timeout=TIMEOUT) as r:
             for n, _ in enumerate(r.iter_lines()):
                 if i % 2 == 0 and n > 3:
@@ -536,7 +536,7 @@ def test_concurrent_abuse_leaves_nothing_behind(server):
         s.close()  # RST
 
     def bad(i):
-        for body in [b"{", b"[]", b'{"prompt": [99999999]}', b'{"prompt": "x", "n": 3}']:
+        for body in [b"{", b"[]", b'{"prompt": [99999999]}', b'{"prompt": "x", "n": 129}']:
             r = post(server, C, body)
             if r.status_code != 400:
                 errors.append((body, r.status_code))

@@ -184,3 +184,52 @@ def test_vllm_request_histograms(server):
         assert after[key][0] == before.get(key, [0])[0] + 1, name
     gen = "tokenmill:request_generation_tokens_sum"
     assert after[gen][0] - before.get(gen, [0])[0] == 4
+
+
+def test_n_choices_share_the_prompt_and_count_it_once(server):
+    from test_api import metrics
+    prompt = "Write one short sentence about the sea. " * 8  # several full KV pages
+    one = post(server, "/v1/completions", {"prompt": prompt + "(single)", "max_tokens": 6,
+                                           "temperature": 1.0, "seed": 11}).json()
+    hits0 = metrics(server)[1]["tokenmill:prefix_cache_hits_total"][0]
+    body = {"prompt": prompt + "(n)", "max_tokens": 6, "temperature": 1.0, "seed": 11, "n": 3,
+            "ignore_eos": True}
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    assert len({c["text"] for c in out["choices"]}) > 1, "choices differ by seed"
+    u = out["usage"]
+    assert u["prompt_tokens"] == one["usage"]["prompt_tokens"]  # the prompt, once
+    assert u["completion_tokens"] == 18
+    assert u["total_tokens"] == u["prompt_tokens"] + 18
+    # the choices after the first found the prompt's full pages in the prefix cache
+    hits = metrics(server)[1]["tokenmill:prefix_cache_hits_total"][0] - hits0
+    assert hits >= 2 * (u["prompt_tokens"] // 16) * 16 - 16, hits
+    # the same seed gives the same choices
+    again = post(server, "/v1/completions", body).json()
+    assert [c["text"] for c in again["choices"]] == [c["text"] for c in out["choices"]]
+    assert_error(post(server, "/v1/completions", {"prompt": "x", "n": 129}), 400, param="n")
+
+
+def test_n_choices_stream_through_the_openai_client(server):
+    c = client(server)
+    texts, finishes, usage, n_role = {}, {}, None, 0
+    for ch in c.chat.completions.create(model=server.name, messages=chat("Say hi."), n=2,
+                                        max_tokens=5, temperature=1.0, seed=5, stream=True,
+                                        stream_options={"include_usage": True}):
+        if ch.usage:
+            usage = ch.usage
+        for choice in ch.choices:
+            if choice.delta.role:
+                n_role += 1
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert n_role == 2 and set(texts) == {0, 1} and set(finishes) == {0, 1}
+    assert usage is not None
+    full = c.chat.completions.create(model=server.name, messages=chat("Say hi."), n=2, max_tokens=5,
+                                     temperature=1.0, seed=5)
+    assert [ch.message.content for ch in full.choices] == [texts[0], texts[1]]
+    assert usage.prompt_tokens == full.usage.prompt_tokens
+    assert usage.completion_tokens == full.usage.completion_tokens

@@ -150,7 +150,7 @@ TEST(ApiParse, TypesAndRanges) {
                  "stream_options", "boolean");
     ExpectReject(TM_API_COMPLETION, pre + R"("stop":["a","b","c","d","e"]})", "stop", "at most 4");
     ExpectReject(TM_API_COMPLETION, pre + R"("stop":[1]})", "stop", "string");
-    ExpectReject(TM_API_COMPLETION, pre + R"("n":2})", "n", "not supported");
+    ExpectReject(TM_API_COMPLETION, pre + R"("n":129})", "n", "between 1 and 128");
     ExpectReject(TM_API_COMPLETION, pre + R"("logprobs":21})", "logprobs", "between");
     ExpectReject(TM_API_COMPLETION, pre + R"("model":7})", "model", "string");
     ExpectReject(TM_API_COMPLETION, pre + R"("ignore_eos":1})", "ignore_eos", "boolean");
@@ -188,7 +188,10 @@ TEST(ApiParse, UnsupportedFeaturesAreRefusedNotIgnored) {
     EXPECT_EQ(so.rc, 0) << so.err;
     EXPECT_EQ(so.p.so.kind, TM_SO_JSON_OBJECT);
     EXPECT_NE(so.p.so.gbnf, nullptr);
-    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","suffix":"end"})", "suffix", "not supported");
+    ExpectReject(TM_API_COMPLETION, R"({"prompt":"x","suffix":5})", "suffix", "string");
+    Parsed fim(TM_API_COMPLETION, R"({"prompt":"def f(","suffix":"\n  return x"})");
+    ASSERT_EQ(fim.rc, 0) << fim.err; // served where the model has fill-in-the-middle tokens
+    EXPECT_EQ(std::string(fim.p.suffix, fim.p.suffix_len), "\n  return x");
     // Default values (what clients send when the feature is off) are accepted.
     Parsed ok(TM_API_CHAT, pre + R"("tools":[],"tool_choice":"none","functions":null,)"
                                  R"("response_format":{"type":"text"},"logit_bias":{},)"

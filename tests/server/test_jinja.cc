@@ -228,6 +228,14 @@ TEST(Jinja, NestingLimits) {
     EXPECT_EQ(r.rc, TM_ERANGE) << r.err;
 }
 
+// Inputs the coverage-guided fuzzer (tests/fuzz/fuzz_jinja.cc) found crashing, kept.
+TEST(Jinja, FuzzFindingsStayFixed) {
+    // a slice inside a tuple subscript reached the evaluator without its object
+    Result r = render_str("{{ u[1:8,2] }}{{ xs[::1, 0] }}", "{\"u\": \"abc\", \"xs\": [1]}");
+    EXPECT_EQ(r.rc, TM_EINVAL);
+    EXPECT_NE(r.err.find("slice"), std::string::npos) << r.err;
+}
+
 TEST(Jinja, RaiseExceptionIsReportedAsRaised) {
     Result r = render_str("{% if messages|length == 0 %}{{ raise_exception('No messages: ' ~ n) }}{% endif %}",
                           "{\"messages\": [], \"n\": 3}");
