@@ -233,3 +233,19 @@ def test_n_choices_stream_through_the_openai_client(server):
     assert [ch.message.content for ch in full.choices] == [texts[0], texts[1]]
     assert usage.prompt_tokens == full.usage.prompt_tokens
     assert usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_n_choices_each_follow_the_grammar(server):
+    # structured output with n > 1: every choice walks the grammar on its own
+    r = post(server, "/v1/chat/completions",
+             {"messages": chat("Give me a JSON object."), "n": 3, "max_tokens": 24, "temperature": 1.0,
+              "seed": 7, "response_format": {"type": "json_object"}})
+    assert r.status_code == 200, r.text
+    out = r.json()["choices"]
+    assert [c["index"] for c in out] == [0, 1, 2]
+    for c in out:
+        text = c["message"]["content"]
+        if c["finish_reason"] == "stop":
+            json.loads(text)  # a complete object
+        else:
+            assert text.lstrip().startswith("{"), text
