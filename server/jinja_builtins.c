@@ -555,7 +555,8 @@ static int call_method(jctx *x, const jbound *b, const jargs *a, jv *out) {
         return do_replace(x, s, p[0], p[1], p[2], out);
     case M_FIND:
     case M_RFIND: {
-        if (!p[0] || want_str(x, p[0], "find() argument")) return x->code;
+        if (!p[0]) return JX_ERR(x, "find() takes at least 1 argument");
+        if (want_str(x, p[0], "find() argument")) return x->code;
         if (p[1]) return JX_ERR(x, "start and end arguments of find are not supported");
         if (jx_steps(x, s->u.s.n / 32)) return x->code;
         const char *at = b->id == M_FIND ? find_bytes(s->u.s.p, s->u.s.n, p[0]->u.s.p, p[0]->u.s.n)
@@ -591,7 +592,8 @@ static int call_method(jctx *x, const jbound *b, const jargs *a, jv *out) {
         return 0;
     case M_REMOVEPREFIX:
     case M_REMOVESUFFIX: {
-        if (!p[0] || want_str(x, p[0], "argument")) return x->code;
+        if (!p[0]) return JX_ERR(x, "removeprefix/removesuffix take exactly one argument");
+        if (want_str(x, p[0], "argument")) return x->code;
         jv hit;
         do_affix(x, s, p[0], b->id == M_REMOVESUFFIX, &hit);
         size_t k = hit.u.i ? p[0]->u.s.n : 0;
@@ -716,6 +718,7 @@ static int call_global(jctx *x, int id, const jargs *a, jv *out) {
 
 int jb_call(jctx *x, const jv *fn, const jargs *args, jv *out) {
     const jbound *b = fn->u.b;
+    *out = jv_undef("the call gave no value");
     if (b->id >= G_RANGE && b->id < M_STRIP) return call_global(x, b->id, args, out);
     return call_method(x, b, args, out);
 }
@@ -1149,6 +1152,7 @@ static int do_tojson(jctx *x, const jv *v, const jargs *a, jv *out) {
 
 int jb_filter(jctx *x, int id, const jv *v, const jargs *a, jv *out) {
     const jv *p[4];
+    *out = jv_undef("the filter gave no value");
     if (jx_steps(x, 1)) return x->code;
     switch (id) {
     case F_TOJSON: return do_tojson(x, v, a, out);
@@ -1399,7 +1403,8 @@ int jb_filter(jctx *x, int id, const jv *v, const jargs *a, jv *out) {
     }
     case F_ATTR:
         if (bind(x, "attr", a, s_attr, 1, p)) return x->code;
-        if (!p[0] || want_str(x, p[0], "attribute name")) return x->code;
+        if (!p[0]) return JX_ERR(x, "attr needs an argument: the attribute name");
+        if (want_str(x, p[0], "attribute name")) return x->code;
         if (v->t == JV_DICT) { /* attribute only, never an item */
             if (!jb_method(x, v, p[0]->u.s.p, p[0]->u.s.n, out)) *out = jv_undef("no such attribute");
             return x->failed ? x->code : 0;
@@ -1408,7 +1413,8 @@ int jb_filter(jctx *x, int id, const jv *v, const jargs *a, jv *out) {
     case F_BATCH: {
         if (bind(x, "batch", a, s_batch, 2, p)) return x->code;
         int64_t n = 0;
-        if (!p[0] || want_int(x, p[0], "linecount", &n)) return x->code;
+        if (!p[0]) return JX_ERR(x, "batch needs an argument: the line count");
+        if (want_int(x, p[0], "linecount", &n)) return x->code;
         if (n <= 0) return JX_ERR(x, "batch size must be positive");
         jlist *items = NULL;
         if (je_iterate(x, v, &items)) return x->code;

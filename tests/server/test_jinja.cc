@@ -234,6 +234,13 @@ TEST(Jinja, FuzzFindingsStayFixed) {
     Result r = render_str("{{ u[1:8,2] }}{{ xs[::1, 0] }}", "{\"u\": \"abc\", \"xs\": [1]}");
     EXPECT_EQ(r.rc, TM_EINVAL);
     EXPECT_NE(r.err.find("slice"), std::string::npos) << r.err;
+    // filters and methods called without their argument returned success and no value
+    for (const char *src : {"{{ 'a'|attr|reverse }}", "{{ [1]|batch|list }}", "{{ 'a'.find()|list }}",
+                            "{{ 'ab'.removeprefix()|list }}"}) {
+        r = render_str(src);
+        EXPECT_EQ(r.rc, TM_EINVAL) << src;
+        EXPECT_NE(r.err.find("argument"), std::string::npos) << src << ": " << r.err;
+    }
 }
 
 TEST(Jinja, RaiseExceptionIsReportedAsRaised) {
