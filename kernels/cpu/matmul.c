@@ -309,14 +309,14 @@ static size_t tm_mm_group_scales_bytes(int64_t n_cols, int n) {
     return 2 * tm_mm_pad64((size_t)n * (size_t)(n_cols / TM_QK) * 4);
 }
 
-/* dst = src plus gd and, as the dtype's kernels need them, gs (Q4_1) or gsum (Q4_0,
- * Q8_0): the scales of src copied into buf in the quants' grouped order. Each thread
+/* dst = src plus gd and, as the dtype's kernels need them, gs (Q4_1, Q5_1) or gsum (Q4_0,
+ * Q5_0, Q8_0): the scales of src copied into buf in the quants' grouped order. Each thread
  * makes its own after the quantization barrier, so the quantizing threads still write
  * only their own tokens' lines. */
 static void tm_mm_group_scales(const tm_mm_args *a, const tm_mm_act *src, tm_mm_act *dst, uint8_t *buf) {
     const int64_t nb = a->nb;
     const size_t part = tm_mm_pad64((size_t)a->n * (size_t)nb * 4);
-    const int with_s = a->dtype == TM_DTYPE_Q4_1;
+    const int with_s = a->dtype == TM_DTYPE_Q4_1 || a->dtype == TM_DTYPE_Q5_1;
     float *gd = (float *)buf, *gs = (float *)(buf + part);
     int32_t *gsum = (int32_t *)(buf + part); /* the same place: a dtype reads one of them */
     for (int t0 = 0; t0 < a->n;) {

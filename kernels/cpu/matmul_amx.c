@@ -149,6 +149,9 @@ static const tm_mm_kernels tm_mm_amx = {
         [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_amx_tiles,             tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_amx_tiles,             tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_amx_tiles,             tm_mm_rows_scalar,     1},
+        /* Q5: the VNNI kernel for every group (no AMX unpack of the fifth bits yet) */
+        [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
     },

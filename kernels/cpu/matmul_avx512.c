@@ -165,6 +165,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
             for (int j = 0; j < 8; j++) w[j] = _mm512_load_si512(p + j);
         } else {
             tm_q4_unpack(g.tile, b, w);
+            if (kind == TM_KIND_Q5_0 || kind == TM_KIND_Q5_1) tm_q5_add_high(pw, g.tile, b, w);
         }
         __m512 dw, mw;
         tm_q_block_scales(pw, g.tile, b, kind, &dw, &mw);
@@ -184,15 +185,14 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
                 __m512i c[8];
                 for (int u = 0; u < G; u++) {
                     const int64_t is = ib + u; /* its scales: grouped */
-                    if (kind == TM_KIND_Q4_0) c[u] = _mm512_set1_epi32(-8 * g.gsum[is]);
-                    else if (kind == TM_KIND_Q8_0) c[u] = _mm512_set1_epi32(-128 * g.gsum[is]);
+                    if (TM_KIND_ZERO(kind)) c[u] = _mm512_set1_epi32(-TM_KIND_ZERO(kind) * g.gsum[is]);
                     else c[u] = _mm512_setzero_si512();
                 }
                 for (int j = 0; j < 8; j++)
                     for (int u = 0; u < G; u++) c[u] = tm_dpbusd_bc(c[u], w[j], qa + u * 32 + 4 * j);
                 for (int u = 0; u < G; u++) {
                     const int64_t is = ib + u;
-                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.gd[is], kind == TM_KIND_Q4_1 ? g.gs[is] : 0.0f, kind);
+                    acc[i0 + u] = tm_q_block_acc(acc[i0 + u], c[u], dw, mw, g.gd[is], TM_KIND_HAS_M(kind) ? g.gs[is] : 0.0f, kind);
                 }
             }
             continue;
@@ -202,8 +202,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
             const int8_t *qa = g.aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
             const int64_t is = i * nb + b; /* its scales: row-major */
             __m512i c0, c1 = _mm512_setzero_si512();
-            if (kind == TM_KIND_Q4_0) c0 = _mm512_set1_epi32(-8 * g.asum[is]);
-            else if (kind == TM_KIND_Q8_0) c0 = _mm512_set1_epi32(-128 * g.asum[is]);
+            if (TM_KIND_ZERO(kind)) c0 = _mm512_set1_epi32(-TM_KIND_ZERO(kind) * g.asum[is]);
             else c0 = _mm512_setzero_si512();
             /* Two chains when few tokens, so one block's 8 dpbusd do not serialize. */
             for (int j = 0; j < 8; j++) {
@@ -219,7 +218,8 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, con
 }
 
 void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt) {
-    const int kind = a->dtype == TM_DTYPE_Q4_1 ? TM_KIND_Q4_1 : a->dtype == TM_DTYPE_Q8_0 ? TM_KIND_Q8_0 : TM_KIND_Q4_0;
+    const int kind = a->dtype == TM_DTYPE_Q4_1 ? TM_KIND_Q4_1 : a->dtype == TM_DTYPE_Q8_0 ? TM_KIND_Q8_0
+                     : a->dtype == TM_DTYPE_Q5_0 ? TM_KIND_Q5_0 : a->dtype == TM_DTYPE_Q5_1 ? TM_KIND_Q5_1 : TM_KIND_Q4_0;
 #define TM_Q_GROUP_NT(k_)                                                                 \
     switch (nt) {                                                                         \
     case 16: tm_q_group(a, ti, t0, 16, k_); break;                                        \
@@ -230,6 +230,8 @@ void tm_mm_group_avx512(const tm_mm_args *a, int64_t ti, int t0, int nt) {
     }
     if (kind == TM_KIND_Q4_1) { TM_Q_GROUP_NT(TM_KIND_Q4_1) }
     else if (kind == TM_KIND_Q8_0) { TM_Q_GROUP_NT(TM_KIND_Q8_0) }
+    else if (kind == TM_KIND_Q5_0) { TM_Q_GROUP_NT(TM_KIND_Q5_0) }
+    else if (kind == TM_KIND_Q5_1) { TM_Q_GROUP_NT(TM_KIND_Q5_1) }
     else { TM_Q_GROUP_NT(TM_KIND_Q4_0) }
 #undef TM_Q_GROUP_NT
 }
@@ -341,8 +343,7 @@ void tm_mm_tiles_dense_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
     for (int64_t ti = t0; ti < t1; ti++) tm_dense_tile(a, ti);
 }
 
-/* Q4_0 / Q4_1 / Q8_0 tiles [t0, t1) x all tokens. */
-static void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
+void tm_mm_tiles_q_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
     for (int64_t ti = t0; ti < t1; ti++)
         for (int t = 0; t < a->n;) { /* token groups as the driver laid them out */
             const int nt = tm_mm_group_size(TM_NT_MAX, a->n - t);
@@ -511,9 +512,11 @@ static const tm_mm_kernels tm_mm_avx512 = {
         [TM_DTYPE_F32]  = {TM_MM_ACT_F32, &tm_mm_pack_f32,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
         [TM_DTYPE_F16]  = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
         [TM_DTYPE_BF16] = {TM_MM_ACT_F32, &tm_mm_pack_u16,  tm_mm_tiles_dense_avx512, tm_mm_rows_scalar,     0},
-        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q_tiles,               tm_mm_rows_scalar,     1},
-        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q_tiles,               tm_mm_rows_scalar,     1},
-        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q_tiles,               tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
+        [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
     },

@@ -16,6 +16,11 @@
  *                nibble. So one 64-byte chunk is one zmm whose 32-bit lane r is row r,
  *                and (chunk & 0xF) / (chunk >> 4 & 0xF) are ready for vpdpbusd against a
  *                broadcast of 4 activation bytes.
+ *   Q5_0 / Q5_1  [qs: nb x 256 B][qh: nb x 64 B][d][m (Q5_1 only)]: qs as Q4's, and per
+ *                block 64 bytes of fifth bits: byte 4r+i holds, in bit k (k < 4), the fifth
+ *                bit of value 4k+i of row r (the low nibble of chunk k) and in bit 4+k that
+ *                of value 16+4k+i (its high nibble). So chunk k's fifth bits are
+ *                (qh << (4-k)) & 0x10 and (qh >> k) & 0x10, lane for lane.
  *   Q8_0         [qs: nb x 512 B][d: nb x 16 f16]; 8 chunks of 64 B, byte 4r+i of chunk k
  *                = value 4k+i of row r, plus 128 (stored unsigned so vpdpbusd needs no
  *                sign trick; the -128 * sum(a) correction seeds the accumulator).
@@ -59,7 +64,8 @@ typedef struct tm_mm_weight {
     int64_t n_tiles;    /* ceil(n_rows / TM_MM_TILE) */
     size_t tile_bytes;  /* bytes per tile, a multiple of 64 */
     size_t d_off;       /* offset of the d section inside a tile (quantized types) */
-    size_t m_off;       /* offset of the m section inside a tile (Q4_1) */
+    size_t m_off;       /* offset of the m section inside a tile (Q4_1, Q5_1) */
+    size_t h_off;       /* offset of the fifth-bit section inside a tile (Q5_0, Q5_1) */
 } tm_mm_weight;
 
 /* Activations quantized for one call, carved from tm_cpu_matmul's scratch. */
@@ -113,7 +119,7 @@ typedef struct tm_mm_packing {
     void (*fill)(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti);
 } tm_mm_packing;
 
-extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0;
+extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0, tm_mm_pack_q5_0, tm_mm_pack_q5_1;
 extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
 extern const tm_mm_packing tm_mm_pack_f32;
 

@@ -27,6 +27,18 @@ static void tm_pack_q4_1_layout(tm_mm_weight *pw, int64_t n_cols) {
     pw->tile_bytes = qs + 2 * scales;
 }
 
+/* [qs: nb x 256 B][qh: nb x 64 B][d] (Q5_0), [qs][qh][d][m] (Q5_1). */
+static void tm_pack_q5_layout(tm_mm_weight *pw, int64_t n_cols, int with_m) {
+    const size_t qs = (size_t)(n_cols / TM_QK) * 256, qh = (size_t)(n_cols / TM_QK) * 64;
+    const size_t scales = tm_pack_scale_bytes(n_cols);
+    pw->h_off = qs;
+    pw->d_off = pw->m_off = qs + qh;
+    if (with_m) pw->m_off = qs + qh + scales;
+    pw->tile_bytes = qs + qh + (with_m ? 2 : 1) * scales;
+}
+static void tm_pack_q5_0_layout(tm_mm_weight *pw, int64_t n_cols) { tm_pack_q5_layout(pw, n_cols, 0); }
+static void tm_pack_q5_1_layout(tm_mm_weight *pw, int64_t n_cols) { tm_pack_q5_layout(pw, n_cols, 1); }
+
 static void tm_pack_q8_0_layout(tm_mm_weight *pw, int64_t n_cols) {
     const size_t qs = (size_t)(n_cols / TM_QK) * 512;
     pw->d_off = pw->m_off = qs;
@@ -83,6 +95,42 @@ static void tm_pack_q4_1_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_
     }
 }
 
+/* Q5_0 / Q5_1: qs as Q4, the fifth bits rearranged as matmul_impl.h says. */
+static void tm_pack_q5_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti, int with_m) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    uint16_t *dsec = (uint16_t *)(tile + pw->d_off), *msec = (uint16_t *)(tile + pw->m_off);
+    const tm_dtype t = with_m ? TM_DTYPE_Q5_1 : TM_DTYPE_Q5_0;
+    const size_t bb = with_m ? sizeof(tm_block_q5_1) : sizeof(tm_block_q5_0);
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, t, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t b = 0; b < n_cols / TM_QK; b++) {
+            const uint8_t *blk = src + b * bb;
+            uint16_t d, m;
+            uint32_t qh;
+            memcpy(&d, blk, 2);
+            memcpy(&m, blk + 2, 2);
+            memcpy(&qh, blk + (with_m ? 4 : 2), 4);
+            dsec[b * TM_MM_TILE + r] = d;
+            if (with_m) msec[b * TM_MM_TILE + r] = m;
+            tm_pack_q4_block(tile, b, r, blk + (with_m ? 8 : 6));
+            uint8_t *h = tile + pw->h_off + b * 64 + 4 * r;
+            for (int i = 0; i < 4; i++) {
+                uint8_t v = 0;
+                for (int k = 0; k < 4; k++)
+                    v |= (uint8_t)((((qh >> (4 * k + i)) & 1) << k) | (((qh >> (16 + 4 * k + i)) & 1) << (4 + k)));
+                h[i] = v;
+            }
+        }
+    }
+}
+static void tm_pack_q5_0_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    tm_pack_q5_fill(pw, n_rows, n_cols, ti, 0);
+}
+static void tm_pack_q5_1_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    tm_pack_q5_fill(pw, n_rows, n_cols, ti, 1);
+}
+
 /* Q8_0: chunk k holds values 4k..4k+3 of each row, plus 128 (unsigned for vpdpbusd). */
 static void tm_pack_q8_0_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
     uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
@@ -123,5 +171,7 @@ static void tm_pack_f32_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_c
 const tm_mm_packing tm_mm_pack_q4_0 = {tm_pack_q4_0_layout, tm_pack_q4_0_fill};
 const tm_mm_packing tm_mm_pack_q4_1 = {tm_pack_q4_1_layout, tm_pack_q4_1_fill};
 const tm_mm_packing tm_mm_pack_q8_0 = {tm_pack_q8_0_layout, tm_pack_q8_0_fill};
+const tm_mm_packing tm_mm_pack_q5_0 = {tm_pack_q5_0_layout, tm_pack_q5_0_fill};
+const tm_mm_packing tm_mm_pack_q5_1 = {tm_pack_q5_1_layout, tm_pack_q5_1_fill};
 const tm_mm_packing tm_mm_pack_u16 = {tm_pack_u16_layout, tm_pack_u16_fill};
 const tm_mm_packing tm_mm_pack_f32 = {tm_pack_f32_layout, tm_pack_f32_fill};
