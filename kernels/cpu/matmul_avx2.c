@@ -5,6 +5,8 @@
  * pairs) and vpmaddwd with ones (-> i32):
  *   Q4_0/Q4_1  nibbles are <= 15, so the eight i16 partial sums of a block cannot
  *              overflow (8 * 2 * 15 * 127 = 30480) and are added before one vpmaddwd.
+ *   Q5_0/Q5_1  the Q4 nibbles with their fifth bits or'ed in (matmul_impl.h): values <= 31,
+ *              so only 4 partial sums fit in int16 (4 * 2 * 31 * 127 = 31496): two vpmaddwd.
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
@@ -19,7 +21,7 @@
 
 #define TM_AI static inline __attribute__((always_inline))
 
-enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0, TM_KIND_Q5_0, TM_KIND_Q5_1 };
 enum { TM_NT_MAX = 4, TM_KC = 256 }; /* largest token group (the table's max_nt); panel columns */
 
 TM_AI float tm_hmax8(__m256 v) {
@@ -163,10 +165,22 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
                 w[k] = _mm256_and_si256(v, m4);
                 w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             }
+            if (kind == TM_KIND_Q5_0 || kind == TM_KIND_Q5_1) { /* bit k -> 4 and bit 4 + k -> 4 */
+                const __m256i hb = _mm256_load_si256((const __m256i *)(tile + pw->h_off + b * 64 + 32 * h));
+                const __m256i m10 = _mm256_set1_epi8(0x10);
+                w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(hb, 4), m10));
+                w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(hb, 3), m10));
+                w[2] = _mm256_or_si256(w[2], _mm256_and_si256(_mm256_slli_epi16(hb, 2), m10));
+                w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_slli_epi16(hb, 1), m10));
+                w[4] = _mm256_or_si256(w[4], _mm256_and_si256(hb, m10));
+                w[5] = _mm256_or_si256(w[5], _mm256_and_si256(_mm256_srli_epi16(hb, 1), m10));
+                w[6] = _mm256_or_si256(w[6], _mm256_and_si256(_mm256_srli_epi16(hb, 2), m10));
+                w[7] = _mm256_or_si256(w[7], _mm256_and_si256(_mm256_srli_epi16(hb, 3), m10));
+            }
         }
         const __m256 dw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dsec + b * TM_MM_TILE)));
         __m256 mw = _mm256_setzero_ps();
-        if (kind == TM_KIND_Q4_1) mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(msec + b * TM_MM_TILE)));
+        if (kind == TM_KIND_Q4_1 || kind == TM_KIND_Q5_1) mw = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(msec + b * TM_MM_TILE)));
         for (int i = 0; i < NT; i++) {
             const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
             const int64_t ib = i * nb + b;             /* its scales: row-major */
@@ -177,6 +191,14 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
                     const __m256i p = _mm256_maddubs_epi16(wabs[j], _mm256_sign_epi8(tm_bcast4(qa + 4 * j), w[j]));
                     c = _mm256_add_epi32(c, _mm256_madd_epi16(p, ones));
                 }
+            } else if (kind == TM_KIND_Q5_0 || kind == TM_KIND_Q5_1) {
+                __m256i p0 = _mm256_maddubs_epi16(w[0], tm_bcast4(qa)), p1 = _mm256_maddubs_epi16(w[4], tm_bcast4(qa + 16));
+                for (int j = 1; j < 4; j++) {
+                    p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(w[j], tm_bcast4(qa + 4 * j)));
+                    p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(w[j + 4], tm_bcast4(qa + 16 + 4 * j)));
+                }
+                c = _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones));
+                if (kind == TM_KIND_Q5_0) c = _mm256_add_epi32(c, _mm256_set1_epi32(-16 * asum[ib]));
             } else {
                 __m256i p = _mm256_maddubs_epi16(w[0], tm_bcast4(qa));
                 for (int j = 1; j < 8; j++) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[j], tm_bcast4(qa + 4 * j)));
@@ -184,7 +206,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int 
                 if (kind == TM_KIND_Q4_0) c = _mm256_add_epi32(c, _mm256_set1_epi32(-8 * asum[ib]));
             }
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(dw, _mm256_set1_ps(ad[ib])), acc[i]);
-            if (kind == TM_KIND_Q4_1) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as[ib]), acc[i]);
+            if (kind == TM_KIND_Q4_1 || kind == TM_KIND_Q5_1) acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as[ib]), acc[i]);
         }
     }
 
@@ -212,6 +234,8 @@ TM_AI void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int kin
 static void tm_q4_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_0); }
 static void tm_q4_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_1); }
 static void tm_q8_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q8_0); }
+static void tm_q5_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q5_0); }
+static void tm_q5_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q5_1); }
 
 /* ---- dense tiles ----------------------------------------------------------------- */
 
@@ -471,6 +495,8 @@ static const tm_mm_kernels tm_mm_avx2 = {
         [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q4_0_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q4_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q8_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_q5_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
     },
