@@ -389,10 +389,114 @@ TM_AI __m256i tm_fold512(__m512i v) {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
 
-enum { TM_KQ4, TM_KQ6 };
+enum { TM_KQ2, TM_KQ3, TM_KQ4, TM_KQ5, TM_KQ6 };
+/* type-1 kinds subtract dmin * sum(m * bsum); the others have a zero point instead */
+#define TM_KQ_HAS_MIN(kind) ((kind) == TM_KQ2 || (kind) == TM_KQ4 || (kind) == TM_KQ5)
+
+/* Bits b (per byte, b < 8) of v moved to bit `to` and masked there: 16-bit shifts, whose
+ * bits crossing into the next byte fall outside the mask. */
+TM_AI __m256i tm_bit_to(__m256i v, int b, int to) {
+    const __m256i m = _mm256_set1_epi8((char)(1 << to));
+    if (b < to) return _mm256_and_si256(_mm256_slli_epi16(v, to - b), m);
+    if (b > to) return _mm256_and_si256(_mm256_srli_epi16(v, b - to), m);
+    return _mm256_and_si256(v, m);
+}
+
+TM_AI __m512i tm_join256(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+/* One super-block of one row, unpacked for the token loop of tm_kq_pass:
+ *   w[c]   values 64c..64c+63 as u8 (Q3_K / Q6_K: plus their zero point 4 / 32)
+ *   scv[c] the int16 scale of each maddubs pair of w[c]
+ *   sc16   the 16 sub-block scales (zero-point correction), mp the 16 mins per bsums
+ *          group (type-1), d and dmin the f16 scales. */
+typedef struct tm_kq_unpacked {
+    __m512i w[4], scv[4];
+    __m256i sc16, mp;
+    float d, dmin;
+} tm_kq_unpacked;
+
+/* Q2_K / Q3_K: the 2-bit field of value 128n + 32j + l is bits 2j of qs[32n + l]. */
+TM_AI void tm_kq_unpack23(const uint8_t *qs, const uint8_t *hmask, tm_kq_unpacked *u) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i hm = hmask ? _mm256_loadu_si256((const __m256i *)hmask) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        const int n = c / 2, j0 = 2 * (c % 2);
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j0), m3);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j0 + 2), m3);
+        if (hmask) { /* the third bit: bit 4n + j of hmask[l] -> bit 2 */
+            lo = _mm256_or_si256(lo, tm_bit_to(hm, 4 * n + j0, 2));
+            hi = _mm256_or_si256(hi, tm_bit_to(hm, 4 * n + j0 + 1, 2));
+        }
+        u->w[c] = tm_join256(lo, hi);
+    }
+}
+
+/* Scale words for scales per 16 values: word w of zmm c covers values 64c + 2w. */
+TM_AI void tm_kq_scv16(__m256i sc16, const __m512i idx[4], __m512i scv[4]) {
+    for (int c = 0; c < 4; c++) scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi256_si512(sc16));
+}
+
+TM_AI void tm_kq_unpack(const uint8_t *row, int64_t i, const int kind, const __m512i idx[4], tm_kq_unpacked *u) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    const __m256i idxm = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    u->mp = u->sc16 = _mm256_setzero_si256();
+    u->dmin = 0.0f;
+    if (kind == TM_KQ4 || kind == TM_KQ5) {
+        const uint8_t *scales = kind == TM_KQ4 ? ((const tm_block_q4_k *)row + i)->scales : ((const tm_block_q5_k *)row + i)->scales;
+        const uint8_t *qs = kind == TM_KQ4 ? ((const tm_block_q4_k *)row + i)->qs : ((const tm_block_q5_k *)row + i)->qs;
+        const uint16_t *dd = (const uint16_t *)(row + i * (kind == TM_KQ4 ? sizeof(tm_block_q4_k) : sizeof(tm_block_q5_k)));
+        const __m256i sm16 = _mm256_cvtepu8_epi16(tm_q4k_scales_mins(scales)); /* 8 scales, 8 mins */
+        u->mp = _mm256_permutexvar_epi16(idxm, sm16);
+        __m256i qh = _mm256_setzero_si256();
+        if (kind == TM_KQ5) qh = _mm256_loadu_si256((const __m256i *)((const tm_block_q5_k *)row + i)->qh);
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m512i w = _mm512_and_si512(tm_join256(q, _mm256_srli_epi16(q, 4)), m4);
+            if (kind == TM_KQ5) /* fifth bits: bit 2c of qh[l] for values 64c + l, 2c + 1 for the next 32 */
+                w = _mm512_or_si512(w, tm_join256(tm_bit_to(qh, 2 * c, 4), tm_bit_to(qh, 2 * c + 1, 4)));
+            u->w[c] = w;
+            u->scv[c] = _mm512_permutexvar_epi16(idx[4 + c], _mm512_castsi256_si512(sm16));
+        }
+        u->d = _cvtsh_ss(dd[0]), u->dmin = _cvtsh_ss(dd[1]);
+    } else if (kind == TM_KQ6) {
+        const tm_block_q6_k *b = (const tm_block_q6_k *)row + i;
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            /* bytes 0-31: qh, 32-63: qh >> 2; bits 4-5 of each byte are then the high
+             * bits of the low-nibble values, bits 0-1 (shifted up) of the high-nibble ones */
+            const __m512i qhz = tm_join256(qh, _mm256_srli_epi16(qh, 2));
+            u->w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(qhz, 4), m30));
+            u->w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(qhz, m30));
+        }
+        u->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        tm_kq_scv16(u->sc16, idx, u->scv);
+        u->d = _cvtsh_ss(b->d);
+    } else if (kind == TM_KQ2) {
+        const tm_block_q2_k *b = (const tm_block_q2_k *)row + i;
+        tm_kq_unpack23(b->qs, NULL, u);
+        const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(s, _mm_set1_epi8(15)));
+        u->mp = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15)));
+        tm_kq_scv16(sc16, idx, u->scv);
+        u->d = _cvtsh_ss(b->d), u->dmin = _cvtsh_ss(b->dmin);
+    } else { /* TM_KQ3 */
+        const tm_block_q3_k *b = (const tm_block_q3_k *)row + i;
+        tm_kq_unpack23(b->qs, b->hmask, u);
+        _Alignas(32) int16_t sc[16]; /* the 6-bit scales, by the reference unpacker's rule */
+        for (int g = 0; g < 16; g++) {
+            const int lo = g < 8 ? b->scales[g] & 15 : b->scales[g - 8] >> 4;
+            sc[g] = (int16_t)((lo | (((b->scales[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32);
+        }
+        u->sc16 = _mm256_load_si256((const __m256i *)sc);
+        tm_kq_scv16(u->sc16, idx, u->scv);
+        u->d = _cvtsh_ss(b->d);
+    }
+}
 
 /* Rows r + i (i < 4; rows past r_last repeat r_last and are not stored) x tokens
- * [t0, t0 + NT) of a Q4_K / Q6_K weight; NT and kind are constants after inlining. */
+ * [t0, t0 + NT) of a K-quant weight; NT and kind are constants after inlining. */
 TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, const int NT, const int kind) {
     const int64_t nsb = a->n_cols / TM_QK_K;
     const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
@@ -400,70 +504,43 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int i = 0; i < TM_KQ_ROWS; i++)
         rows[i] = (const uint8_t *)a->w->src + (r + i < r_last ? r + i : r_last) * row_bytes;
     const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    /* Q4_K: zmm c holds sub-blocks 2c (words 0-15) and 2c+1 (16-31); bsums g belongs to
-     * sub-block g / 2, whose min is word 8 + g / 2 of the scales/mins vector.
-     * Q6_K: word w of zmm k covers values 64k + 2w, 2w + 1, so scale 4k + w / 8. */
-    __m512i idx[4];
+    /* idx[c] (scales per 16 values): word w of zmm c covers values 64c + 2w, so scale
+     * 4c + w / 8. idx[4 + c] (Q4_K / Q5_K, per 32): zmm c holds sub-blocks 2c (words
+     * 0-15) and 2c+1 (16-31). */
+    __m512i idx[8];
     for (int c = 0; c < 4; c++) {
-        if (kind == TM_KQ4) {
-            idx[c] = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)), 1);
-        } else {
-            const __m256i base = _mm256_add_epi16(_mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                                  _mm256_set1_epi16((short)(4 * c)));
-            idx[c] = _mm512_inserti64x4(_mm512_castsi256_si512(base), _mm256_add_epi16(base, _mm256_set1_epi16(2)), 1);
-        }
+        const __m256i base = _mm256_add_epi16(_mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                              _mm256_set1_epi16((short)(4 * c)));
+        idx[c] = tm_join256(base, _mm256_add_epi16(base, _mm256_set1_epi16(2)));
+        idx[4 + c] = tm_join256(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
     }
-    const __m256i idxm = _mm256_setr_epi16(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const int zero = kind == TM_KQ3 ? 4 : kind == TM_KQ6 ? 32 : 0; /* type-0 zero points */
     __m128 acc[TM_KQ_NT];
     for (int k = 0; k < NT; k++) acc[k] = _mm_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (Q4_K: sumi and summ, hadd'ed) */
+        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (type-1: sumi and summ, hadd'ed) */
         float dr[TM_KQ_ROWS], dminr[TM_KQ_ROWS];
         for (int rr = 0; rr < TM_KQ_ROWS; rr++) {
-            __m512i w[4], scv[4]; /* w[c]: values 64c..64c+63 as u8 */
-            __m256i mp = _mm256_setzero_si256(), sc16 = _mm256_setzero_si256();
-            if (kind == TM_KQ4) {
-                const tm_block_q4_k *b = (const tm_block_q4_k *)rows[rr] + i;
-                const __m256i sm16 = _mm256_cvtepu8_epi16(tm_q4k_scales_mins(b->scales)); /* 8 scales, 8 mins */
-                mp = _mm256_permutexvar_epi16(idxm, sm16);
-                for (int c = 0; c < 4; c++) {
-                    const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-                    w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-                    scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi256_si512(sm16));
-                }
-                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = _cvtsh_ss(b->dmin);
-            } else {
-                const tm_block_q6_k *b = (const tm_block_q6_k *)rows[rr] + i;
-                for (int h = 0; h < 2; h++) {
-                    const __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-                    /* bytes 0-31: qh, 32-63: qh >> 2; bits 4-5 of each byte are then the high
-                     * bits of the low-nibble values, bits 0-1 (shifted up) of the high-nibble ones */
-                    const __m512i qhz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-                    w[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_slli_epi16(qhz, 4), m30));
-                    w[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(qhz, m30));
-                }
-                sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-                for (int c = 0; c < 4; c++) scv[c] = _mm512_permutexvar_epi16(idx[c], _mm512_castsi256_si512(sc16));
-                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = 0.0f;
-            }
+            tm_kq_unpacked u;
+            tm_kq_unpack(rows[rr], i, kind, idx, &u);
+            dr[rr] = u.d, dminr[rr] = u.dmin;
             for (int k = 0; k < NT; k++) {
                 const tm_block_q8_k *y = y0 + k * nsb + i;
                 const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
                 __m512i sv = _mm512_setzero_si512();
-                if (kind == TM_KQ6) /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
-                    sv = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5)));
+                if (zero) /* sum((v - z) * a * sc) = sum(v * a * sc) - z * sum(sc * bsum) */
+                    sv = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
+                                                                 _mm256_slli_epi32(_mm256_madd_epi16(bs, u.sc16), zero == 4 ? 2 : 5)));
                 for (int c = 0; c < 4; c++)
-                    sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), scv[c]);
-                /* Q4_K: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
-                part[k][rr] = kind == TM_KQ4 ? _mm256_hadd_epi32(tm_fold512(sv), _mm256_madd_epi16(bs, mp)) : tm_fold512(sv);
+                    sv = _mm512_dpwssd_epi32(sv, _mm512_maddubs_epi16(u.w[c], _mm512_loadu_si512(y->qs + 64 * c)), u.scv[c]);
+                /* type-1: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
+                part[k][rr] = TM_KQ_HAS_MIN(kind) ? _mm256_hadd_epi32(tm_fold512(sv), _mm256_madd_epi16(bs, u.mp)) : tm_fold512(sv);
             }
         }
         const __m128 d4 = _mm_setr_ps(dr[0], dr[1], dr[2], dr[3]);
         for (int k = 0; k < NT; k++) {
             const __m128 yd = _mm_set1_ps(y0[k * nsb + i].d);
-            if (kind == TM_KQ4) {
+            if (TM_KQ_HAS_MIN(kind)) {
                 /* rows 0,1: [sumi0 summ0 sumi1 summ1], rows 2,3 likewise */
                 const __m256i h01 = _mm256_hadd_epi32(part[k][0], part[k][1]);
                 const __m256i h23 = _mm256_hadd_epi32(part[k][2], part[k][3]);
@@ -472,7 +549,7 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
                 const __m128 sumi = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
                 const __m128 summ = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
                 const __m128 dmin4 = _mm_setr_ps(dminr[0], dminr[1], dminr[2], dminr[3]);
-                /* y.d * (d * sumi - dmin * summ), as tm_mm_dot_row_scalar */
+                /* y.d * (d * sumi - dmin * summ), as the scalar reference */
                 acc[k] = _mm_fmadd_ps(yd, _mm_fmsub_ps(d4, sumi, _mm_mul_ps(dmin4, summ)), acc[k]);
             } else {
                 const __m128 sumi = _mm_cvtepi32_ps(tm_hsum4x8(part[k][0], part[k][1], part[k][2], part[k][3]));
@@ -499,6 +576,9 @@ TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kin
 }
 void tm_mm_rows_q4k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ4); }
 void tm_mm_rows_q6k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ6); }
+void tm_mm_rows_q2k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ2); }
+void tm_mm_rows_q3k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ3); }
+void tm_mm_rows_q5k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ5); }
 
 /* ---- the table ------------------------------------------------------------------------ */
 
@@ -519,6 +599,9 @@ static const tm_mm_kernels tm_mm_avx512 = {
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
+        [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q2k_avx512, 0},
+        [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q3k_avx512, 0},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q5k_avx512, 0},
     },
 };
 

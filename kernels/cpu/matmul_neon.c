@@ -13,6 +13,8 @@
  *              sdot is signed x signed: Q8_0's +128 bias is removed by one xor, Q4
  *              nibbles (0..15) are already valid int8, Q4_0's -8 is -8 * sum(a) as in
  *              the scalar reference. Every integer dot is exact.
+ *   Q5_0/Q5_1  Q4's nibbles with their fifth bits (matmul_impl.h) or'ed in by byte shifts;
+ *              values 0..31 are valid int8 too, Q5_0's -16 is -16 * sum(a).
  *   dense      f32 FMA over a (KC, 16) f32 panel (f16/bf16 widened once per panel) that
  *              all tokens reuse; n = 1 streams the tile directly.
  * Token groups (matmul_impl.h) are up to TM_NT_MAX = 8 tokens; dense groups are worked
@@ -28,7 +30,7 @@
 
 #define TM_AI static inline __attribute__((always_inline))
 
-enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0 };
+enum { TM_KIND_Q4_0, TM_KIND_Q4_1, TM_KIND_Q8_0, TM_KIND_Q5_0, TM_KIND_Q5_1 };
 enum { TM_NT_MAX = 8, TM_KC = 256 }; /* largest token group (the table's max_nt); panel columns */
 
 /* ---- activation quantization (bit-identical to matmul_scalar.c) ------------------- */
@@ -112,16 +114,23 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int 
                 w[k] = vreinterpretq_s8_u8(vandq_u8(v, m4));
                 w[k + 4] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
             }
+            if (kind == TM_KIND_Q5_0 || kind == TM_KIND_Q5_1) { /* bit k -> 4, bit 4 + k -> 4 */
+                const uint8x16_t h = vld1q_u8(tile + pw->h_off + b * 64 + 16 * g), m10 = vdupq_n_u8(0x10);
+                const uint8x16_t hs[8] = {vshlq_n_u8(h, 4), vshlq_n_u8(h, 3), vshlq_n_u8(h, 2), vshlq_n_u8(h, 1),
+                                          h, vshrq_n_u8(h, 1), vshrq_n_u8(h, 2), vshrq_n_u8(h, 3)};
+                for (int j = 0; j < 8; j++) w[j] = vreinterpretq_s8_u8(vorrq_u8(vreinterpretq_u8_s8(w[j]), vandq_u8(hs[j], m10)));
+            }
         }
         const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dsec + b * TM_MM_TILE)));
         float32x4_t mw = vdupq_n_f32(0.0f);
-        if (kind == TM_KIND_Q4_1) mw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(msec + b * TM_MM_TILE)));
+        if (kind == TM_KIND_Q4_1 || kind == TM_KIND_Q5_1) mw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(msec + b * TM_MM_TILE)));
         for (int i = 0; i < NT; i++) {
             const int8_t *qa = aq + (b * NT + i) * 32; /* grouped layout: matmul_impl.h */
             const int64_t ib = i * nb + b;             /* its scales: row-major */
             const int8x16_t a0 = vld1q_s8(qa), a1 = vld1q_s8(qa + 16);
             /* two chains so the sdots of one token overlap */
-            int32x4_t c0 = vdupq_n_s32(kind == TM_KIND_Q4_0 ? -8 * asum[ib] : 0), c1 = vdupq_n_s32(0);
+            const int zero = kind == TM_KIND_Q4_0 ? 8 : kind == TM_KIND_Q5_0 ? 16 : 0;
+            int32x4_t c0 = vdupq_n_s32(-zero * asum[ib]), c1 = vdupq_n_s32(0);
             c0 = vdotq_laneq_s32(c0, w[0], a0, 0);
             c1 = vdotq_laneq_s32(c1, w[1], a0, 1);
             c0 = vdotq_laneq_s32(c0, w[2], a0, 2);
@@ -132,7 +141,7 @@ TM_AI void tm_q_group(const tm_mm_args *a, int64_t ti, int g, int t0, const int 
             c1 = vdotq_laneq_s32(c1, w[7], a1, 3);
             const int32x4_t c = vaddq_s32(c0, c1);
             acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(c), vmulq_n_f32(dw, ad[ib]));
-            if (kind == TM_KIND_Q4_1) acc[i] = vfmaq_n_f32(acc[i], mw, as[ib]);
+            if (kind == TM_KIND_Q4_1 || kind == TM_KIND_Q5_1) acc[i] = vfmaq_n_f32(acc[i], mw, as[ib]);
         }
     }
 
@@ -161,6 +170,8 @@ TM_AI void tm_q_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int kin
 static void tm_q4_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_0); }
 static void tm_q4_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q4_1); }
 static void tm_q8_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q8_0); }
+static void tm_q5_0_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q5_0); }
+static void tm_q5_1_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_q_tiles(a, t0, t1, TM_KIND_Q5_1); }
 
 /* ---- dense tiles ----------------------------------------------------------------- */
 
@@ -420,6 +431,8 @@ static const tm_mm_kernels tm_mm_neon = {
         [TM_DTYPE_Q4_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_0, tm_q4_0_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q4_1, tm_q4_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q8_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_q5_0_tiles,  tm_mm_rows_scalar},
+        [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
     },
