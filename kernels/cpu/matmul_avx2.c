@@ -10,7 +10,7 @@
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
- * Q4_K and Q6_K are not packed: their row kernels (tm_q4k_rows, tm_q6k_rows) read the
+ * The K-quants are not packed: their row kernels (tm_q2k_rows .. tm_q6k_rows) read the
  * GGUF blocks in place. The file ends with the level's kernel table. */
 #include <immintrin.h>
 #include <math.h>
@@ -355,7 +355,9 @@ static void tm_dense_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) {
  * with the same operations in every lane, so results do not depend on row grouping. */
 
 enum { TM_KQ_ROWS = 4, TM_KQ_NT = 4 };
-enum { TM_KQ4, TM_KQ6 };
+enum { TM_KQ2, TM_KQ3, TM_KQ4, TM_KQ5, TM_KQ6 };
+/* type-1 kinds subtract dmin * sum(m * bsum); the others have a zero point instead */
+#define TM_KQ_HAS_MIN(kind) ((kind) == TM_KQ2 || (kind) == TM_KQ4 || (kind) == TM_KQ5)
 
 /* Q4_K's 12 packed scale bytes (read as 16; the 4 past them are the block's own qs) ->
  * bytes 0-7 the sub-block scales, 8-15 the mins: KERNELS.md's bit layout, with four
@@ -370,8 +372,112 @@ TM_AI __m128i tm_q4k_scales_mins(const uint8_t *s) {
     return _mm_blend_epi32(lo6, _mm_or_si128(nib, top), 0xa);         /* scales 4-7, mins 4-7 */
 }
 
+/* Bit b of every byte of v moved to bit `to` and masked there (16-bit shifts: bits that
+ * cross into the next byte fall outside the mask). */
+TM_AI __m256i tm_bit_to(__m256i v, int b, int to) {
+    const __m256i m = _mm256_set1_epi8((char)(1 << to));
+    if (b < to) return _mm256_and_si256(_mm256_slli_epi16(v, to - b), m);
+    if (b > to) return _mm256_and_si256(_mm256_srli_epi16(v, b - to), m);
+    return _mm256_and_si256(v, m);
+}
+
+/* One super-block of one row for the token loop of tm_kq_pass: w[j] values 32j..32j+31
+ * as u8 (Q3_K / Q6_K plus their zero point 4 / 32), scv[j] the int16 scale of each of
+ * its maddubs pairs, sc16 the 16 scales per 16 values (zero-point correction), mp the
+ * mins per bsums group (type-1), d and dmin. */
+typedef struct tm_kq_unpacked {
+    __m256i w[8], scv[8];
+    __m256i sc16, mp;
+    float d, dmin;
+} tm_kq_unpacked;
+
+/* scv[j] from scales per 16 values: words 0-7 scale 2j, 8-15 scale 2j + 1. */
+TM_AI void tm_kq_scv16(__m256i sc16, __m256i scv[8]) {
+    const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                         2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    for (int j = 0; j < 8; j++) scv[j] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), pat);
+}
+
+/* Q2_K / Q3_K: value 128n + 32jj + l is bits 2jj of qs[32n + l]; Q3_K's third bit is bit
+ * 4n + jj of hmask[l]. */
+TM_AI void tm_kq_unpack23(const uint8_t *qs, const uint8_t *hmask, __m256i w[8]) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i hm = hmask ? _mm256_loadu_si256((const __m256i *)hmask) : _mm256_setzero_si256();
+    for (int n = 0; n < 2; n++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+        for (int jj = 0; jj < 4; jj++) {
+            __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * jj), m3);
+            if (hmask) v = _mm256_or_si256(v, tm_bit_to(hm, 4 * n + jj, 2));
+            w[4 * n + jj] = v;
+        }
+    }
+}
+
+TM_AI void tm_kq_unpack(const uint8_t *row, int64_t i, const int kind, tm_kq_unpacked *u) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    /* Q4_K: word g = min of sub-block g / 2 (bsums g covers 16 values) */
+    const __m128i mins_pat = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    u->mp = u->sc16 = _mm256_setzero_si256();
+    u->dmin = 0.0f;
+    if (kind == TM_KQ4 || kind == TM_KQ5) {
+        const size_t bb = kind == TM_KQ4 ? sizeof(tm_block_q4_k) : sizeof(tm_block_q5_k);
+        const uint8_t *blk = row + i * bb;
+        const uint8_t *scales = blk + 4, *qs = blk + (kind == TM_KQ4 ? 16 : 48), *qhp = blk + 16;
+        const __m128i sm = tm_q4k_scales_mins(scales);
+        u->mp = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, mins_pat));
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, twice */
+        const __m256i qh = kind == TM_KQ5 ? _mm256_loadu_si256((const __m256i *)qhp) : _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            u->w[2 * c] = _mm256_and_si256(q, m4);
+            u->w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+        if (kind == TM_KQ5) /* fifth bit of value 32j + l: bit j of qh[l] */
+            for (int j = 0; j < 8; j++) u->w[j] = _mm256_or_si256(u->w[j], tm_bit_to(qh, j, 4));
+        for (int j = 0; j < 8; j++) /* broadcast word j: bytes 2j, 2j + 1 */
+            u->scv[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+        uint16_t dd[2];
+        memcpy(dd, blk, 4);
+        u->d = _cvtsh_ss(dd[0]), u->dmin = _cvtsh_ss(dd[1]);
+    } else if (kind == TM_KQ6) {
+        const tm_block_q6_k *b = (const tm_block_q6_k *)row + i;
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+            /* bits 2q..2q+1 of qh are the high bits of quarter q: moved to bits 4-5 */
+            u->w[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            u->w[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            u->w[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
+            u->w[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        }
+        u->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+        tm_kq_scv16(u->sc16, u->scv);
+        u->d = _cvtsh_ss(b->d);
+    } else if (kind == TM_KQ2) {
+        const tm_block_q2_k *b = (const tm_block_q2_k *)row + i;
+        tm_kq_unpack23(b->qs, NULL, u->w);
+        const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
+        tm_kq_scv16(_mm256_cvtepu8_epi16(_mm_and_si128(s, _mm_set1_epi8(15))), u->scv);
+        u->mp = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15)));
+        u->d = _cvtsh_ss(b->d), u->dmin = _cvtsh_ss(b->dmin);
+    } else { /* TM_KQ3 */
+        const tm_block_q3_k *b = (const tm_block_q3_k *)row + i;
+        tm_kq_unpack23(b->qs, b->hmask, u->w);
+        _Alignas(32) int16_t sc[16]; /* the 6-bit scales, by the reference unpacker's rule */
+        for (int g = 0; g < 16; g++) {
+            const int lo = g < 8 ? b->scales[g] & 15 : b->scales[g - 8] >> 4;
+            sc[g] = (int16_t)((lo | (((b->scales[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32);
+        }
+        u->sc16 = _mm256_load_si256((const __m256i *)sc);
+        tm_kq_scv16(u->sc16, u->scv);
+        u->d = _cvtsh_ss(b->d);
+    }
+}
+
 /* Rows r + i (i < 4; rows past r_last repeat r_last and are not stored) x tokens
- * [t0, t0 + NT) of a Q4_K / Q6_K weight; NT and kind are constants after inlining. */
+ * [t0, t0 + NT) of a K-quant weight; NT and kind are constants after inlining. */
 TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, const int NT, const int kind) {
     const int64_t nsb = a->n_cols / TM_QK_K;
     const int64_t row_bytes = tm_dtype_row_bytes(a->dtype, a->n_cols);
@@ -379,69 +485,34 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int i = 0; i < TM_KQ_ROWS; i++)
         rows[i] = (const uint8_t *)a->w->src + (r + i < r_last ? r + i : r_last) * row_bytes;
     const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    /* Q6_K: after broadcasting the dword of scales (2j, 2j+1): words 0-7 = scale 2j, 8-15 = 2j+1 */
-    const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                                         2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    /* Q4_K: word g = min of sub-block g / 2 (bsums g covers 16 values) */
-    const __m128i mins_pat = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const int zero_shift = kind == TM_KQ3 ? 2 : kind == TM_KQ6 ? 5 : 0; /* zero points 4, 32 */
     __m128 acc[TM_KQ_NT];
     for (int k = 0; k < NT; k++) acc[k] = _mm_setzero_ps();
     for (int64_t i = 0; i < nsb; i++) {
-        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (Q4_K: sumi and summ, hadd'ed) */
+        __m256i part[TM_KQ_NT][TM_KQ_ROWS]; /* per token and row: 8 partial sums (type-1: sumi and summ, hadd'ed) */
         float dr[TM_KQ_ROWS], dminr[TM_KQ_ROWS];
         for (int rr = 0; rr < TM_KQ_ROWS; rr++) {
-            __m256i w[8], scv[8]; /* w[j]: values 32j..32j+31 as u8 */
-            __m256i mp = _mm256_setzero_si256(), sc16 = _mm256_setzero_si256();
-            if (kind == TM_KQ4) {
-                const tm_block_q4_k *b = (const tm_block_q4_k *)rows[rr] + i;
-                const __m128i sm = tm_q4k_scales_mins(b->scales);
-                mp = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, mins_pat));
-                const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 scales, twice */
-                for (int c = 0; c < 4; c++) {
-                    const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-                    w[2 * c] = _mm256_and_si256(q, m4);
-                    w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                }
-                for (int j = 0; j < 8; j++) /* broadcast word j: bytes 2j, 2j + 1 */
-                    scv[j] = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
-                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = _cvtsh_ss(b->dmin);
-            } else {
-                const tm_block_q6_k *b = (const tm_block_q6_k *)rows[rr] + i;
-                for (int h = 0; h < 2; h++) {
-                    const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-                    const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-                    /* bits 2q..2q+1 of qh are the high bits of quarter q: moved to bits 4-5 */
-                    w[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-                    w[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-                    w[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30));
-                    w[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-                }
-                sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-                for (int j = 0; j < 8; j++)
-                    scv[j] = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(j)), pat);
-                dr[rr] = _cvtsh_ss(b->d), dminr[rr] = 0.0f;
-            }
+            tm_kq_unpacked u;
+            tm_kq_unpack(rows[rr], i, kind, &u);
+            dr[rr] = u.d, dminr[rr] = u.dmin;
             for (int k = 0; k < NT; k++) {
                 const tm_block_q8_k *y = y0 + k * nsb + i;
                 const __m256i bs = _mm256_loadu_si256((const __m256i *)y->bsums);
                 __m256i sv = _mm256_setzero_si256();
-                if (kind == TM_KQ6) /* sum((v - 32) * a * sc) = sum(v * a * sc) - 32 * sum(sc * bsum) */
-                    sv = _mm256_sub_epi32(sv, _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5));
+                if (zero_shift) /* sum((v - z) * a * sc) = sum(v * a * sc) - z * sum(sc * bsum) */
+                    sv = _mm256_sub_epi32(sv, _mm256_slli_epi32(_mm256_madd_epi16(bs, u.sc16), zero_shift));
                 for (int j = 0; j < 8; j++) {
-                    const __m256i p = _mm256_maddubs_epi16(w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
-                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, scv[j]));
+                    const __m256i p = _mm256_maddubs_epi16(u.w[j], _mm256_loadu_si256((const __m256i *)(y->qs + 32 * j)));
+                    sv = _mm256_add_epi32(sv, _mm256_madd_epi16(p, u.scv[j]));
                 }
-                /* Q4_K: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
-                part[k][rr] = kind == TM_KQ4 ? _mm256_hadd_epi32(sv, _mm256_madd_epi16(bs, mp)) : sv;
+                /* type-1: [sumi 01 23, summ 01 23 | sumi 45 67, summ 45 67] */
+                part[k][rr] = TM_KQ_HAS_MIN(kind) ? _mm256_hadd_epi32(sv, _mm256_madd_epi16(bs, u.mp)) : sv;
             }
         }
         const __m128 d4 = _mm_setr_ps(dr[0], dr[1], dr[2], dr[3]);
         for (int k = 0; k < NT; k++) {
             const __m128 yd = _mm_set1_ps(y0[k * nsb + i].d);
-            if (kind == TM_KQ4) {
+            if (TM_KQ_HAS_MIN(kind)) {
                 /* rows 0,1: [sumi0 summ0 sumi1 summ1], rows 2,3 likewise */
                 const __m256i h01 = _mm256_hadd_epi32(part[k][0], part[k][1]);
                 const __m256i h23 = _mm256_hadd_epi32(part[k][2], part[k][3]);
@@ -450,7 +521,7 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
                 const __m128 sumi = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
                 const __m128 summ = _mm_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
                 const __m128 dmin4 = _mm_setr_ps(dminr[0], dminr[1], dminr[2], dminr[3]);
-                /* y.d * (d * sumi - dmin * summ), as tm_mm_dot_row_scalar */
+                /* y.d * (d * sumi - dmin * summ), as the scalar reference */
                 acc[k] = _mm_fmadd_ps(yd, _mm_fmsub_ps(d4, sumi, _mm_mul_ps(dmin4, summ)), acc[k]);
             } else {
                 const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(part[k][0], part[k][1]),
@@ -479,6 +550,9 @@ TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kin
 }
 static void tm_q4k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ4); }
 static void tm_q6k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ6); }
+static void tm_q2k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ2); }
+static void tm_q3k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ3); }
+static void tm_q5k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) { tm_kq_rows(a, r0, r1, TM_KQ5); }
 
 /* ---- the table ------------------------------------------------------------------------ */
 
@@ -499,6 +573,9 @@ static const tm_mm_kernels tm_mm_avx2 = {
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
+        [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q2k_rows},
+        [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q3k_rows},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q5k_rows},
     },
 };
 
