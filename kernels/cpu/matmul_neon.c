@@ -405,6 +405,75 @@ static void tm_q6k_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
     for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
 }
 
+/* Row r x tokens [t0, t0 + nt) of a Q2_K / Q3_K / Q5_K weight: each super-block unpacked
+ * to signed values per 16 (Q5_K's nibbles and fifth bits here; Q2_K and Q3_K, rare, by
+ * the scalar reference's tm_kblock_unpack), then sdot per 16 values weighted by its scale. */
+static void tm_kq_row(const tm_mm_args *a, int64_t r, int t0, int nt) {
+    const int64_t nsb = a->n_cols / TM_QK_K, bb = tm_dtype_block_bytes(a->dtype);
+    const uint8_t *row = (const uint8_t *)a->w->src + r * tm_dtype_row_bytes(a->dtype, a->n_cols);
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const int type1 = a->dtype != TM_DTYPE_Q3_K;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), m10 = vdupq_n_u8(0x10);
+    float acc[TM_KQ_NT] = {0};
+    for (int64_t i = 0; i < nsb; i++) {
+        const uint8_t *blk = row + i * bb;
+        int8x16_t w[16];
+        int32_t sc[16];
+        int16_t mn[16];
+        float d, dmin;
+        if (a->dtype == TM_DTYPE_Q5_K) {
+            const tm_block_q5_k *b = (const tm_block_q5_k *)blk;
+            const uint8_t *s = b->scales;
+            for (int j = 0; j < 4; j++) { /* KERNELS.md's 6-bit packing, sub-blocks j and j + 4 */
+                sc[2 * j] = sc[2 * j + 1] = s[j] & 63;
+                sc[2 * j + 8] = sc[2 * j + 9] = (s[j + 8] & 15) | ((s[j] >> 6) << 4);
+                mn[2 * j] = mn[2 * j + 1] = (int16_t)(s[j + 4] & 63);
+                mn[2 * j + 8] = mn[2 * j + 9] = (int16_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+            }
+            for (int hlf = 0; hlf < 2; hlf++) {
+                const uint8x16_t qh = vld1q_u8(b->qh + 16 * hlf);
+                for (int c = 0; c < 4; c++) { /* values 64c + 16 hlf (+32): bits 2c, 2c + 1 of qh */
+                    const uint8x16_t q = vld1q_u8(b->qs + 32 * c + 16 * hlf);
+                    const uint8x16_t hlo = vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(4 - 2 * c))), m10);
+                    const uint8x16_t hhi = vandq_u8(vshlq_u8(qh, vdupq_n_s8((int8_t)(3 - 2 * c))), m10);
+                    w[4 * c + hlf] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, m4), hlo));
+                    w[4 * c + 2 + hlf] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), hhi));
+                }
+            }
+            d = tm_kq_f16(&b->d), dmin = tm_kq_f16(&b->dmin);
+        } else {
+            tm_kblock k;
+            tm_kblock_unpack(a->dtype, blk, &k);
+            for (int g = 0; g < 16; g++) w[g] = vld1q_s8(k.q + 16 * g), sc[g] = k.sc[g], mn[g] = k.m[g];
+            d = k.d, dmin = k.dmin;
+        }
+        const int16x8_t m0 = vld1q_s16(mn), m1 = vld1q_s16(mn + 8);
+        for (int k = 0; k < nt; k++) {
+            const tm_block_q8_k *y = y0 + k * nsb + i;
+            int32x4_t sv = vdupq_n_s32(0);
+            for (int g = 0; g < 16; g++) sv = vmlaq_n_s32(sv, vdotq_s32(vdupq_n_s32(0), w[g], vld1q_s8(y->qs + 16 * g)), sc[g]);
+            const int32_t sumi = vaddvq_s32(sv);
+            if (type1) {
+                const int16x8_t b0 = vld1q_s16(y->bsums), b1 = vld1q_s16(y->bsums + 8);
+                int32x4_t mm = vmull_s16(vget_low_s16(b0), vget_low_s16(m0));
+                mm = vmlal_high_s16(mm, b0, m0);
+                mm = vmlal_s16(mm, vget_low_s16(b1), vget_low_s16(m1));
+                mm = vmlal_high_s16(mm, b1, m1);
+                acc[k] += y->d * (d * (float)sumi - dmin * (float)vaddvq_s32(mm));
+            } else {
+                acc[k] += y->d * d * (float)sumi;
+            }
+        }
+    }
+    const float bias = a->bias ? a->bias[r] : 0.0f;
+    for (int k = 0; k < nt; k++) a->out[(int64_t)(t0 + k) * a->n_rows + r] = acc[k] + bias;
+}
+
+static void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int t0 = 0; t0 < a->n; t0 += TM_KQ_NT) tm_kq_row(a, r, t0, a->n - t0 < TM_KQ_NT ? a->n - t0 : TM_KQ_NT);
+}
+
 /* Rows [r0, r1) x all tokens, up to TM_KQ_NT tokens per unpacked superblock. */
 static void tm_q4k_rows(const tm_mm_args *a, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++)
@@ -435,6 +504,9 @@ static const tm_mm_kernels tm_mm_neon = {
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
+        [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_kq_rows},
+        [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_kq_rows},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_kq_rows},
     },
 };
 
