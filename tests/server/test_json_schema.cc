@@ -171,3 +171,41 @@ TEST(JsonSchemaGbnf, JsonObjectModeAgreesWithJanssonOnMutatedDocuments) {
 }
 
 }  // namespace
+
+namespace {
+
+// Every schema of the corpus (scripts/make_schema_corpus.py) translates to a grammar that
+// parses, or - for the ones written to use refused features - is refused naming it.
+TEST(JsonSchemaGbnf, CorpusTranslatesOrIsRefusedByName) {
+    std::string path = source_dir() + "/tests/server/data/schema_corpus.json";
+    json_error_t je;
+    json_t *root = json_load_file(path.c_str(), 0, &je);
+    ASSERT_NE(root, nullptr) << path << ": " << je.text;
+    int n_ok = 0, n_refused = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(root, "schemas"), i, c) {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        std::string expect = json_string_value(json_object_get(c, "expect"));
+        char *g = nullptr, err[512] = "";
+        int rc = tm_json_schema_gbnf(json_object_get(c, "schema"), 0, &g, err, sizeof err);
+        if (expect == "ok") {
+            ASSERT_EQ(rc, 0) << name << ": " << err;
+            tm_grammar *gr = nullptr;
+            EXPECT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << name << ": " << err << "\n" << g;
+            tm_grammar_destroy(gr);
+            n_ok++;
+        } else {
+            std::string what = expect.substr(expect.find(':') + 1);
+            EXPECT_EQ(rc, TM_EUNSUPPORTED) << name;
+            EXPECT_NE(std::string(err).find(what), std::string::npos) << name << ": '" << err << "' lacks " << what;
+            n_refused++;
+        }
+        free(g);
+    }
+    json_decref(root);
+    EXPECT_GE(n_ok, 200);
+    EXPECT_GE(n_refused, 10);
+}
+
+}  // namespace
