@@ -162,6 +162,9 @@ static void corpus_times(json_t *corpus, tm_grammar_vocab *v, int limit, times *
             continue;
         }
         t->compile_ms[t->n_compile++] = (tm_time_s() - t0) * 1e3;
+        if (getenv("TM_BENCH_SLOW") && t->compile_ms[t->n_compile - 1] > 300)
+            fprintf(stderr, "slow compile: %s %.0f ms, %d states\n", json_string_value(json_object_get(e, "name")),
+                    t->compile_ms[t->n_compile - 1], n_states);
         if (n_states > t->n_states_max) t->n_states_max = n_states;
         free(gbnf);
         walk(c, tm_grammar_vocab_n_vocab(v), t);

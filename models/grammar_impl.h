@@ -187,6 +187,8 @@ struct tm_grammar_vocab {
     char *bytes;           /* pieces back to back */
     uint32_t *off;         /* (n_vocab + 1) token i's bytes are [off[i], off[i+1]) */
     int32_t *sorted;       /* (n_text) text tokens in byte order */
+    char *sorted_bytes;    /* their pieces back to back in that order (walked in sequence) */
+    uint32_t *sorted_off;  /* (n_text + 1) sorted token i's bytes are [sorted_off[i], sorted_off[i+1]) */
     uint16_t *lcp;         /* (n_text) */
     int32_t n_text;        /* text tokens */
     int32_t first_lo[257]; /* tokens whose first byte is b are sorted[first_lo[b] .. first_lo[b+1]) */
@@ -202,6 +204,12 @@ static inline const uint8_t *tm_gvocab_piece(const tm_grammar_vocab *v, int32_t 
     return (const uint8_t *)v->bytes + v->off[id];
 }
 
+/* The piece of the token at sorted position i (sequential in memory along the order). */
+static inline const uint8_t *tm_gvocab_sorted_piece(const tm_grammar_vocab *v, int32_t i, int32_t *len) {
+    *len = (int32_t)(v->sorted_off[i + 1] - v->sorted_off[i]);
+    return (const uint8_t *)v->sorted_bytes + v->sorted_off[i];
+}
+
 /* ---- walking sorted tokens with shared prefixes (grammar_walk.c) ---- */
 
 /* The simulation of one token after another in sorted order: level k holds the tops
@@ -215,6 +223,11 @@ typedef struct tm_gwalk {
     int32_t *ckpt;        /* (max_len + 2) st->n before level k was built */
     uint8_t *flags;       /* (max_len + 1) closure flags of level k */
     uint8_t *pending;     /* (max_len + 1) an exit before level k matters (mask compile) */
+    uint8_t *single;      /* (max_len + 1) level k is one top held as (single_state, single_parent)
+                             without a node: inside a rule, where no call or return happens,
+                             the walk then needs no node store at all */
+    int32_t *single_state;  /* (max_len + 1) that top's state */
+    int32_t *single_parent; /* (max_len + 1) and its parent */
     int32_t depth;        /* levels 0..depth are valid */
     int32_t max_len;      /* longest token */
     const tm_gbytes *follow; /* bytes that may follow an exit, NULL: exits are not tracked */

@@ -75,7 +75,7 @@ static int classify_state(const tm_grammar *g, const tm_grammar_vocab *v, tm_gst
         for (int32_t i = lo; i < hi && !rc; i++) {
             int32_t shared = i == lo ? 0 : v->lcp[i], len, cls;
             if (shared < unc_min || i == lo) unc_min = i == lo ? 0 : shared;
-            const uint8_t *p = tm_gvocab_piece(v, v->sorted[i], &len);
+            const uint8_t *p = tm_gvocab_sorted_piece(v, i, &len);
             if (dead_len > 0 && shared >= dead_len) {
                 cls = dead_class;
             } else {

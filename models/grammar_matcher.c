@@ -120,7 +120,7 @@ static int check_uncertain(tm_grammar_matcher *m, int32_t x, uint32_t *mask) {
         shared_run = shared;
         if (get_bit(mask, id)) continue;
         if (dead_len > 0 && shared >= dead_len) continue; /* dies where the last one did */
-        const uint8_t *p = tm_gvocab_piece(m->v, id, &len);
+        const uint8_t *p = tm_gvocab_sorted_piece(m->v, unc[i], &len);
         int cls = tm_gwalk_token(&m->walk, p, len, shared, &dead_len);
         if (cls < 0) rc = cls;
         else if (cls == TM_GWALK_ACCEPT) set_bit(mask, id);
@@ -138,7 +138,7 @@ static int fix_first_space(tm_grammar_matcher *m, uint32_t *mask) {
     int rc = tm_gwalk_reset(&m->walk, m->tops.v, m->tops.n, m->flags);
     for (int32_t i = lo; i < hi && !rc; i++) {
         int32_t id = v->sorted[i], len;
-        const uint8_t *p = tm_gvocab_piece(v, id, &len);
+        const uint8_t *p = tm_gvocab_sorted_piece(v, i, &len);
         int32_t shared = i == lo ? 0 : v->lcp[i] - 1; /* all share the space */
         mask[id >> 5] &= ~(1u << (id & 31));
         if (dead_len > 0 && shared >= dead_len) continue;

@@ -72,6 +72,22 @@ int tm_grammar_vocab_create_pieces(int32_t n, const char *const *pieces, const s
         return tm_fail(err, err_len, TM_ENOMEM, "out of memory for the grammar vocabulary");
     }
     v->n_text = n_text;
+    size_t text_bytes = 0;
+    for (int32_t i = 0; i < n_text; i++) text_bytes += (size_t)keys[i].len;
+    v->sorted_bytes = malloc(text_bytes + 1);
+    v->sorted_off = malloc(((size_t)n_text + 1) * sizeof *v->sorted_off);
+    if (!v->sorted_bytes || !v->sorted_off) {
+        free(keys);
+        tm_grammar_vocab_destroy(v);
+        return tm_fail(err, err_len, TM_ENOMEM, "out of memory for the grammar vocabulary");
+    }
+    size_t at = 0;
+    for (int32_t i = 0; i < n_text; i++) {
+        v->sorted_off[i] = (uint32_t)at;
+        memcpy(v->sorted_bytes + at, keys[i].p, (size_t)keys[i].len);
+        at += (size_t)keys[i].len;
+    }
+    v->sorted_off[n_text] = (uint32_t)at;
     for (int b = 0; b <= 256; b++) v->first_lo[b] = n_text;
     for (int32_t i = n_text - 1; i >= 0; i--) v->first_lo[keys[i].p[0]] = i;
     for (int b = 255; b >= 0; b--) /* empty buckets start where the next one does */
@@ -126,6 +142,8 @@ void tm_grammar_vocab_destroy(tm_grammar_vocab *v) {
     free(v->bytes);
     free(v->off);
     free(v->sorted);
+    free(v->sorted_bytes);
+    free(v->sorted_off);
     free(v->lcp);
     free(v->text_mask);
     free(v->eog);

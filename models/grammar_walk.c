@@ -19,7 +19,11 @@ int tm_gwalk_init(tm_gwalk *w, const tm_grammar *g, tm_gstack *st, int32_t max_l
     w->ckpt = malloc(((size_t)max_len + 2) * sizeof *w->ckpt);
     w->flags = malloc((size_t)max_len + 1);
     w->pending = malloc((size_t)max_len + 1);
-    if (!w->start || !w->ckpt || !w->flags || !w->pending) {
+    w->single = malloc((size_t)max_len + 1);
+    w->single_state = malloc(((size_t)max_len + 1) * sizeof *w->single_state);
+    w->single_parent = malloc(((size_t)max_len + 1) * sizeof *w->single_parent);
+    if (!w->start || !w->ckpt || !w->flags || !w->pending || !w->single || !w->single_state ||
+        !w->single_parent) {
         tm_gwalk_deinit(w);
         return TM_ENOMEM;
     }
@@ -32,6 +36,9 @@ void tm_gwalk_deinit(tm_gwalk *w) {
     free(w->ckpt);
     free(w->flags);
     free(w->pending);
+    free(w->single);
+    free(w->single_state);
+    free(w->single_parent);
     memset(w, 0, sizeof *w);
 }
 
@@ -44,8 +51,49 @@ int tm_gwalk_reset(tm_gwalk *w, const int32_t *tops, int n, int flags) {
     w->start[1] = n;
     w->flags[0] = (uint8_t)flags;
     w->pending[0] = 0;
+    w->single[0] = 0;
     w->depth = 0;
     return 0;
+}
+
+/* Level k+1 from level k over byte b. A single top that stays inside its rule (the target
+ * neither calls nor may return) stays a bare (state, parent) pair; anything else goes
+ * through the node store and the closure. */
+static int next_level(tm_gwalk *w, int32_t k, uint8_t b, int *fl) {
+    tm_gstack *st = w->st;
+    const tm_grammar *g = w->g;
+    int rc = 0;
+    w->single[k + 1] = 0;
+    if (w->single[k]) {
+        int32_t t = tm_grammar_step(g, w->single_state[k], b), p = w->single_parent[k];
+        if (t >= 0) {
+            const tm_gstate *gs = &g->states[t];
+            if (gs->n_call == 0 && !gs->final) {
+                w->single[k + 1] = 1, w->single_state[k + 1] = t, w->single_parent[k + 1] = p;
+            } else {
+                int32_t x = tm_gstack_intern(st, t, p);
+                rc = x < 0 ? x : tm_gstack_closure(g, st, &x, 1, &w->tops, fl);
+            }
+        }
+    } else {
+        /* advance reads its input before it appends, so in may point into tops */
+        rc = tm_gstack_advance(g, st, w->tops.v + w->start[k], w->start[k + 1] - w->start[k], b, &w->tops, fl);
+        int32_t at = w->start[k + 1];
+        if (!rc && w->tops.n - at == 1 && *fl == 0) { /* one top left: hold it bare */
+            int32_t x = w->tops.v[at];
+            const tm_gstate *gs = &g->states[st->state[x]];
+            if (gs->n_call == 0 && !gs->final) {
+                w->single[k + 1] = 1, w->single_state[k + 1] = st->state[x], w->single_parent[k + 1] = st->parent[x];
+                w->tops.n = at;
+            }
+        }
+    }
+    w->start[k + 2] = w->tops.n;
+    return rc;
+}
+
+static int32_t level_size(const tm_gwalk *w, int32_t k) {
+    return w->single[k] ? 1 : w->start[k + 1] - w->start[k];
 }
 
 int tm_gwalk_token(tm_gwalk *w, const uint8_t *s, int32_t len, int32_t shared, int32_t *dead_len) {
@@ -59,7 +107,7 @@ int tm_gwalk_token(tm_gwalk *w, const uint8_t *s, int32_t len, int32_t shared, i
         w->depth = d;
     }
     for (int32_t k = d; k < len; k++) {
-        int32_t n_in = w->start[k + 1] - w->start[k];
+        int32_t n_in = level_size(w, k);
         const int lf = w->flags[k];
         if (n_in == 0 && !(lf & (TM_GSET_EXIT | TM_GSET_END))) {
             /* Level k is dead: tokens extending this prefix of k bytes end here. */
@@ -68,10 +116,8 @@ int tm_gwalk_token(tm_gwalk *w, const uint8_t *s, int32_t len, int32_t shared, i
         }
         w->ckpt[k + 1] = w->st->n;
         int fl = 0;
-        /* advance reads its input before it appends, so in may point into tops */
-        int rc = tm_gstack_advance(w->g, w->st, w->tops.v + w->start[k], n_in, s[k], &w->tops, &fl);
+        int rc = next_level(w, k, s[k], &fl);
         if (rc) return rc;
-        w->start[k + 2] = w->tops.n;
         w->flags[k + 1] = (uint8_t)fl;
         /* A rule returned into the unknown context after k >= 1 bytes, and byte s[k] could
          * follow it somewhere: the stack below decides (level 0's returns are the
@@ -80,7 +126,7 @@ int tm_gwalk_token(tm_gwalk *w, const uint8_t *s, int32_t len, int32_t shared, i
                             (w->follow && k >= 1 && (lf & TM_GSET_EXIT) && tm_gbytes_has(w->follow, s[k]));
         w->depth = k + 1;
     }
-    int32_t n_last = w->start[len + 1] - w->start[len];
+    int32_t n_last = level_size(w, len);
     if (n_last > 0 || (w->flags[len] & (TM_GSET_EXIT | TM_GSET_END))) return TM_GWALK_ACCEPT;
     *dead_len = len;
     return w->pending[len] ? TM_GWALK_UNCERTAIN : TM_GWALK_REJECT;
