@@ -7,14 +7,15 @@
  *     token), and the one-token check that keeps the batched argmax for greedy rows.
  *  Both on the model's vocabulary (the default model: SmolLM2, 49,152 tokens) and on a
  *  synthetic 128,256-token vocabulary (Llama 3's size): the model's pieces plus
- *  concatenations of two of them, so prefixes are shared the way a larger BPE's are.
+ *  concatenations of two of them, so prefixes are shared the way a larger BPE's are;
+ *  with --vocab GGUF also on that file's tokenizer (Gemma 3's has 262,144 tokens).
  *  3. With --tpot: time per output token of constrained against unconstrained decoding at
  *     1 and 16 streams, greedy and sampled, through the engine (no HTTP). The grammar is a
  *     schema that cannot end within the generated tokens (an array of at least 64
  *     objects), so every token is generated under the mask; both sides use ignore_eos.
  *
  * usage: bench_structured [--model PATH] [--threads N] [--corpus FILE] [--limit N]
- *                         [--no-128k] [--tpot] [--gen N] [--reps N] */
+ *                         [--no-128k] [--vocab GGUF] [--tpot] [--gen N] [--reps N] */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 
 #include "common/common.h"
 #include "kernels/backend.h"
+#include "models/gguf.h"
 #include "models/grammar.h"
 #include "models/model.h"
 #include "scheduler/engine.h"
@@ -328,18 +330,20 @@ int main(int argc, char **argv) {
     const char *model_path = tm_model_default_path(path, sizeof path);
     snprintf(corpus_path, sizeof corpus_path, "tests/server/data/schema_corpus.json"); /* from the checkout's root */
     int threads = 0, limit = 0, big = 1, tpot = 0, n_gen = 64, reps = 3;
+    const char *vocab_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--corpus") && i + 1 < argc) snprintf(corpus_path, sizeof corpus_path, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc) limit = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-128k")) big = 0;
+        else if (!strcmp(argv[i], "--vocab") && i + 1 < argc) vocab_path = argv[++i];
         else if (!strcmp(argv[i], "--tpot")) tpot = 1;
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) n_gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--model PATH] [--threads N] [--corpus FILE] [--limit N] [--no-128k] "
-                            "[--tpot] [--gen N] [--reps N]\n", argv[0]);
+                            "[--vocab GGUF] [--tpot] [--gen N] [--reps N]\n", argv[0]);
             return 2;
         }
     }
@@ -381,6 +385,25 @@ int main(int argc, char **argv) {
         corpus_times(corpus, v128, limit, &t128);
         report("synthetic (128,256)", &t128);
         tm_grammar_vocab_destroy(v128);
+    }
+    if (vocab_path) {
+        tm_gguf *f = NULL;
+        tm_tokenizer *other = NULL;
+        tm_grammar_vocab *vo = NULL;
+        if (tm_gguf_open(vocab_path, &f, err, sizeof err) || tm_tokenizer_create(f, &other, err, sizeof err) ||
+            tm_grammar_vocab_create(other, &vo, err, sizeof err)) {
+            fprintf(stderr, "%s: %s\n", vocab_path, err);
+            return 1;
+        }
+        times to = {0};
+        to.compile_ms = calloc(1024, sizeof(double));
+        char name[64];
+        snprintf(name, sizeof name, "%s (%d)", tm_tokenizer_kind(other), tm_tokenizer_n_vocab(other));
+        corpus_times(corpus, vo, limit, &to);
+        report(name, &to);
+        tm_grammar_vocab_destroy(vo);
+        tm_tokenizer_destroy(other);
+        tm_gguf_close(f);
     }
     if (tpot) tpot_bench(model, v49, n_gen, reps);
     tm_grammar_vocab_destroy(v49);

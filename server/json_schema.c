@@ -765,6 +765,11 @@ static void shared_rules(js *c, tm_gtext *g) {
 }
 
 int tm_json_schema_gbnf(const json_t *schema, int compact, char **gbnf, char *err, size_t err_len) {
+    return tm_json_schema_gbnf_rule(schema, compact, "root", gbnf, err, err_len);
+}
+
+int tm_json_schema_gbnf_rule(const json_t *schema, int compact, const char *rule, char **gbnf, char *err,
+                             size_t err_len) {
     *gbnf = NULL;
     js c;
     memset(&c, 0, sizeof c);
@@ -773,7 +778,7 @@ int tm_json_schema_gbnf(const json_t *schema, int compact, char **gbnf, char *er
     c.err = err;
     c.err_len = err_len;
     tm_gtext root = {0};
-    tm_gtext_puts(&root, "root ::= ");
+    tm_gtext_printf(&root, "%s ::= ", rule);
     int rc = emit(&c, schema, &root);
     tm_gtext_puts(&root, "\n");
     /* $ref targets, including those met while writing other targets. */

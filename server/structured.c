@@ -240,3 +240,86 @@ const char *tm_so_kind_name(tm_so_kind k) {
     static const char *const names[] = {"none", "json_object", "json_schema", "regex", "choice", "grammar"};
     return (unsigned)k < TM_ARRAY_LEN(names) ? names[k] : "none";
 }
+
+/* ---- tool calls ---- */
+
+/* Rewrites every "$ref": "#..." under v to point below base (the place v now sits). */
+static int rebase_refs(json_t *v, const char *base) {
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) if (rebase_refs(e, base)) return TM_ENOMEM;
+        return 0;
+    }
+    if (!json_is_object(v)) return 0;
+    const char *k;
+    json_t *e;
+    json_object_foreach(v, k, e) {
+        if (!strcmp(k, "$ref") && json_is_string(e) && json_string_value(e)[0] == '#') {
+            size_t n = strlen(base) + json_string_length(e) + 1;
+            char *r = malloc(n);
+            if (!r) return TM_ENOMEM;
+            snprintf(r, n, "%s%s", base, json_string_value(e) + 1);
+            int rc = json_string_set(e, r);
+            free(r);
+            if (rc) return TM_ENOMEM;
+        } else if (rebase_refs(e, base)) {
+            return TM_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *prefix,
+                            const char *suffix, char **gbnf, char *err, size_t err_len) {
+    *gbnf = NULL;
+    if (!json_is_array(tools) || json_array_size(tools) == 0)
+        return tm_fail(err, err_len, TM_EINVAL, "'tools' must be a non-empty list");
+    /* One schema for the call: anyOf over {"name": const, "arguments": parameters}. */
+    json_t *alts = json_array(), *call = json_pack("{s:o}", "anyOf", alts);
+    if (!call) return TM_ENOMEM;
+    int rc = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        json_t *fn = json_object_get(t, "function"), *name = json_object_get(fn, "name");
+        if (!json_is_object(fn) || !json_is_string(name)) {
+            rc = tm_fail(err, err_len, TM_EINVAL, "each tool needs a function with a string name");
+            break;
+        }
+        if (only && strcmp(only, json_string_value(name)) != 0) continue;
+        json_t *params = json_object_get(fn, "parameters");
+        json_t *args = params ? json_deep_copy(params) : json_pack("{s:s}", "type", "object");
+        char base[64];
+        snprintf(base, sizeof base, "#/anyOf/%zu/properties/arguments", json_array_size(alts));
+        if (!args || rebase_refs(args, base)) {
+            json_decref(args);
+            rc = TM_ENOMEM;
+            break;
+        }
+        json_t *one = json_pack("{s:s, s:{s:{s:O}, s:o}, s:[s,s], s:b}", "type", "object", "properties", "name",
+                                "const", name, "arguments", args, "required", "name", "arguments",
+                                "additionalProperties", 0);
+        if (!one || json_array_append_new(alts, one)) {
+            rc = TM_ENOMEM;
+            break;
+        }
+    }
+    if (!rc && json_array_size(alts) == 0)
+        rc = tm_fail(err, err_len, TM_EINVAL, "no function named '%s' in 'tools'", only ? only : "");
+    char *body = NULL, sub[400] = "";
+    if (!rc && (rc = tm_json_schema_gbnf_rule(call, 0, "call", &body, sub, sizeof sub)))
+        tm_fail(err, err_len, rc, "%s (in a tool's parameters)", sub);
+    json_decref(call);
+    if (rc) return rc;
+    tm_gtext g = {0};
+    tm_gtext_puts(&g, "root ::= ");
+    tm_gtext_literal(&g, prefix ? prefix : "", prefix ? strlen(prefix) : 0);
+    tm_gtext_puts(&g, " call ");
+    tm_gtext_literal(&g, suffix ? suffix : "", suffix ? strlen(suffix) : 0);
+    tm_gtext_puts(&g, "\n");
+    tm_gtext_puts(&g, body);
+    free(body);
+    *gbnf = tm_gtext_take(&g);
+    return *gbnf ? 0 : TM_ENOMEM;
+}

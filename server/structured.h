@@ -43,6 +43,17 @@ typedef struct tm_so_spec {
 int tm_structured_parse(const json_t *root, tm_so_spec *out, const char **param, char *err,
                         size_t err_len);
 void tm_so_spec_free(tm_so_spec *s);
+
+/* Grammar text for one tool call, for `strict: true` functions or a forced tool_choice:
+ * prefix, then {"name": "<function>", "arguments": <its parameters>}, then suffix, where
+ * the function is the one named `only` or, when only is NULL, any of tools (OpenAI's
+ * [{"type": "function", "function": {"name", "parameters"}}]). prefix and suffix are the
+ * chat format's markup around a call (Hermes: "<tool_call>\n" and "\n</tool_call>"); they
+ * must be text the vocabulary can spell, not control tokens. $refs inside each function's
+ * parameters keep working. TM_EINVAL (malformed tools, unknown name), TM_EUNSUPPORTED (a
+ * parameters schema outside the subset, named in err), TM_ENOMEM. */
+int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *prefix,
+                            const char *suffix, char **gbnf, char *err, size_t err_len);
 const char *tm_so_kind_name(tm_so_kind k); /* "json_schema", ... for logs and metrics */
 
 #ifdef __cplusplus

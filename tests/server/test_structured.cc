@@ -146,6 +146,45 @@ TEST(Structured, ErrorsNameTheFieldAndTheFeature) {
     }
 }
 
+TEST(Structured, ToolCallGrammarForcedOrAnyFunction) {
+    json_t *tools = json_loads(R"([
+        {"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+         "properties":{"city":{"type":"string"},"unit":{"enum":["c","f"]}},"required":["city"],
+         "additionalProperties":false}}},
+        {"type":"function","function":{"name":"add_item","strict":true,"parameters":{
+         "$defs":{"Item":{"type":"object","properties":{"sku":{"type":"string"},"qty":{"type":"integer"}},
+         "required":["sku","qty"],"additionalProperties":false}},
+         "type":"object","properties":{"item":{"$ref":"#/$defs/Item"}},"required":["item"],
+         "additionalProperties":false}}}])", 0, nullptr);
+    ASSERT_NE(tools, nullptr);
+    char *g = nullptr, err[512] = "";
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, nullptr, "<tool_call>\n", "\n</tool_call>", &g, err, sizeof err), 0) << err;
+    tm_grammar *gr = nullptr;
+    ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
+    auto acc = [&](const std::string &s) { return (bool)tm_grammar_accepts(gr, s.data(), s.size()); };
+    EXPECT_TRUE(acc("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
+    EXPECT_TRUE(acc("<tool_call>\n{\"name\": \"add_item\", \"arguments\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}\n</tool_call>"));
+    EXPECT_FALSE(acc("<tool_call>\n{\"name\": \"add_item\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
+    EXPECT_FALSE(acc("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"));
+    tm_grammar_destroy(gr);
+    free(g);
+    // A forced function: only it.
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, "get_weather", "", "", &g, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
+    EXPECT_TRUE(acc("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"c\"}}"));
+    EXPECT_FALSE(acc("{\"name\": \"add_item\", \"arguments\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}"));
+    tm_grammar_destroy(gr);
+    free(g);
+    EXPECT_EQ(tm_structured_tool_gbnf(tools, "nope", "", "", &g, err, sizeof err), TM_EINVAL);
+    EXPECT_NE(strstr(err, "no function named 'nope'"), nullptr) << err;
+    json_t *bad = json_loads(R"([{"type":"function","function":{"name":"f","parameters":{"type":"object",
+        "properties":{"a":{"type":"array","uniqueItems":true}}}}}])", 0, nullptr);
+    EXPECT_EQ(tm_structured_tool_gbnf(bad, nullptr, "", "", &g, err, sizeof err), TM_EUNSUPPORTED);
+    EXPECT_NE(strstr(err, "uniqueItems"), nullptr) << err;
+    json_decref(bad);
+    json_decref(tools);
+}
+
 TEST(GrammarCache, SameTextHitsOtherTextMissesBudgetEvicts) {
     std::vector<std::string> pieces = {"a", "b", "ab", "</s>"};
     std::vector<const char *> p;
