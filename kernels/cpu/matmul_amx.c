@@ -152,11 +152,11 @@ static const tm_mm_kernels tm_mm_amx = {
         /* Q5: the VNNI kernel for every group (no AMX unpack of the fifth bits yet) */
         [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
-        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q4_k, tm_mm_tiles_q4k_avx512,   tm_mm_rows_q4k_avx512, 0},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
         [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q2k_avx512, 0},
         [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q3k_avx512, 0},
-        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q5k_avx512, 0},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q5_k, tm_mm_tiles_q5k_avx512,   tm_mm_rows_q5k_avx512, 0},
     },
 };
 

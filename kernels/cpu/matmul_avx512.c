@@ -563,6 +563,88 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int k = 0; k < NT; k++) _mm_mask_storeu_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
+/* ---- Q4_K / Q5_K tiles (packed at load, matmul_impl.h) -----------------------------
+ *
+ * One zmm holds 4 consecutive values of each of the 16 rows, so per super-block and token
+ * a sub-block's dot is 8 vpdpbusd against broadcast activation bytes, exact in int32; it
+ * is weighted by the rows' sub-block scales (vpmulld) into sumi, and the mins term summ
+ * is 4 vpdpwssd of the rows' min pairs against the token's 32-value sums. The float step
+ * is the row kernels' y.d * (d * sumi - dmin * summ). Each unpacked chunk serves
+ * TM_KT_NT tokens. */
+
+enum { TM_KT_NT = 4 };
+
+/* Tokens [t0, t0 + NT) x tile ti; NT and q5 are constants after inlining. */
+TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, const int q5) {
+    const tm_mm_weight *pw = a->w;
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const size_t sb_bytes = q5 ? TM_MM_KQ5_SB : TM_MM_KQ4_SB;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[TM_KT_NT];
+    for (int u = 0; u < NT; u++) acc[u] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *sb = tile + s * sb_bytes;
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        __m512i sumi[TM_KT_NT], summ[TM_KT_NT];
+        for (int u = 0; u < NT; u++) sumi[u] = summ[u] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i lo[TM_KT_NT], hi[TM_KT_NT];
+            for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++) {
+                const __m512i v = _mm512_load_si512((const __m512i *)(sb + (8 * c + k) * 64));
+                __m512i wl = _mm512_and_si512(v, m4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (q5) { /* bits 2c and 2c + 1 of the rows' qh bytes -> bit 4 */
+                    const __m512i h = _mm512_load_si512((const __m512i *)(sb + TM_MM_KQ4_SB + k * 64));
+                    const __m512i m10 = _mm512_set1_epi8(0x10);
+                    const __m512i hl = 2 * c <= 4 ? _mm512_slli_epi16(h, 4 - 2 * c) : _mm512_srli_epi16(h, 2 * c - 4);
+                    const __m512i hh = 2 * c + 1 <= 4 ? _mm512_slli_epi16(h, 3 - 2 * c) : _mm512_srli_epi16(h, 2 * c - 3);
+                    wl = _mm512_ternarylogic_epi64(wl, hl, m10, 0xF8);
+                    wh = _mm512_ternarylogic_epi64(wh, hh, m10, 0xF8);
+                }
+                for (int u = 0; u < NT; u++) {
+                    const int8_t *q = y0[u * nsb + s].qs + 64 * c + 4 * k;
+                    lo[u] = tm_dpbusd_bc(lo[u], wl, q);
+                    hi[u] = tm_dpbusd_bc(hi[u], wh, q + 32);
+                }
+            }
+            const __m512i sc0 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + 2048 + 32 * c)));
+            const __m512i sc1 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + 2048 + 32 * c + 16)));
+            for (int u = 0; u < NT; u++)
+                sumi[u] = _mm512_add_epi32(sumi[u], _mm512_add_epi32(_mm512_mullo_epi32(lo[u], sc0), _mm512_mullo_epi32(hi[u], sc1)));
+        }
+        for (int q = 0; q < 4; q++) { /* mins of sub-blocks 2q, 2q + 1 against their 32-value sums */
+            const __m512i mp = _mm512_cvtepu8_epi16(_mm256_load_si256((const __m256i *)(sb + 2048 + 128 + 32 * q)));
+            for (int u = 0; u < NT; u++) {
+                const int16_t *bs = y0[u * nsb + s].bsums + 4 * q;
+                const uint32_t pair = (uint16_t)(bs[0] + bs[1]) | (uint32_t)(uint16_t)(bs[2] + bs[3]) << 16;
+                summ[u] = _mm512_dpwssd_epi32(summ[u], mp, _mm512_set1_epi32((int32_t)pair));
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 2048 + 256)));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 2048 + 256 + 32)));
+        for (int u = 0; u < NT; u++) { /* y.d * (d * sumi - dmin * summ), as the row kernels */
+            const __m512 t = _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(sumi[u]), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[u])));
+            acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(y0[u * nsb + s].d), t, acc[u]);
+        }
+    }
+    tm_q_store(a, ti, t0, NT, acc);
+}
+
+TM_AI void tm_kt_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int q5) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int t = 0; t < a->n; t += TM_KT_NT) {
+            const int nt = a->n - t < TM_KT_NT ? a->n - t : TM_KT_NT;
+            if (nt == 4) tm_kt_group(a, ti, t, 4, q5);
+            else if (nt == 3) tm_kt_group(a, ti, t, 3, q5);
+            else if (nt == 2) tm_kt_group(a, ti, t, 2, q5);
+            else tm_kt_group(a, ti, t, 1, q5);
+        }
+}
+void tm_mm_tiles_q4k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 0); }
+void tm_mm_tiles_q5k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 1); }
+
 /* Rows [r0, r1) x all tokens, 4 rows x 4 tokens a pass; kind is a constant after inlining. */
 TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kind) {
     for (int64_t r = r0; r < r1; r += TM_KQ_ROWS)
@@ -597,11 +679,11 @@ static const tm_mm_kernels tm_mm_avx512 = {
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
-        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q4k_avx512, 0},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q4_k, tm_mm_tiles_q4k_avx512,   tm_mm_rows_q4k_avx512, 0},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
         [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q2k_avx512, 0},
         [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q3k_avx512, 0},
-        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q5k_avx512, 0},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q5_k, tm_mm_tiles_q5k_avx512,   tm_mm_rows_q5k_avx512, 0},
     },
 };
 

@@ -24,10 +24,20 @@
  *   Q8_0         [qs: nb x 512 B][d: nb x 16 f16]; 8 chunks of 64 B, byte 4r+i of chunk k
  *                = value 4k+i of row r, plus 128 (stored unsigned so vpdpbusd needs no
  *                sign trick; the -128 * sum(a) correction seeds the accumulator).
+ *   Q4_K / Q5_K  per super-block s (256 values), TM_MM_KQ_SB(t) bytes at s * that:
+ *                [qs: 32 chunks of 64 B][sc: 8 x 16 u8][mn: 4 x 16 x 2 u8][d: 16 f16][dmin: 16 f16]
+ *                [qh (Q5_K): 8 x 64 B]. Chunk 8c + k, byte 4r+i = byte 32c + 4k + i of row
+ *                r's qs: value 64c + 4k + i in its low nibble (sub-block 2c), 64c + 32 +
+ *                4k + i in its high one (2c + 1). sc[j][r] = scale of sub-block j (6-bit
+ *                field decoded); mn[q][r] = the mins of sub-blocks 2q, 2q + 1 (a word pair
+ *                per row once widened: vpdpwssd against the activation's two 32-value sums).
+ *                qh chunk k, byte 4r+i = row r's qh[4k + i], whose bit 2c / 2c + 1 is the
+ *                fifth bit of the low / high nibble of chunk 8c + k.
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
- * Each scale section is padded to a multiple of 64 B. Q4_K and Q6_K are not packed: every
- * level reads their GGUF blocks in place (a table's row kernels).
+ * Each scale section is padded to a multiple of 64 B. The other K-quants (and Q4_K / Q5_K
+ * on levels without a tile kernel for them) are read in their GGUF blocks in place, by
+ * the table's row kernels.
  *
  * Quantized activations (legacy block types), our own Q8 format: per block of 32 values
  * d = amax / 127 (f32), q = round-half-even(x / d) (int8), sum = sum(q), s = d * sum.
@@ -120,6 +130,9 @@ typedef struct tm_mm_packing {
 } tm_mm_packing;
 
 extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0, tm_mm_pack_q5_0, tm_mm_pack_q5_1;
+extern const tm_mm_packing tm_mm_pack_q4_k, tm_mm_pack_q5_k;
+/* Bytes of one super-block of a packed Q4_K / Q5_K tile. */
+enum { TM_MM_KQ4_SB = 2048 + 128 + 128 + 64, TM_MM_KQ5_SB = TM_MM_KQ4_SB + 512 };
 extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
 extern const tm_mm_packing tm_mm_pack_f32;
 

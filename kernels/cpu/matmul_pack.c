@@ -148,6 +148,46 @@ static void tm_pack_q8_0_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_
     }
 }
 
+/* Q4_K / Q5_K: the super-block layout of matmul_impl.h. */
+static void tm_pack_q45_k_layout(tm_mm_weight *pw, int64_t n_cols, int q5) {
+    pw->tile_bytes = (size_t)(n_cols / TM_QK_K) * (q5 ? TM_MM_KQ5_SB : TM_MM_KQ4_SB);
+}
+static void tm_pack_q4_k_layout(tm_mm_weight *pw, int64_t n_cols) { tm_pack_q45_k_layout(pw, n_cols, 0); }
+static void tm_pack_q5_k_layout(tm_mm_weight *pw, int64_t n_cols) { tm_pack_q45_k_layout(pw, n_cols, 1); }
+
+static void tm_pack_q45_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti, int q5) {
+    const tm_dtype t = q5 ? TM_DTYPE_Q5_K : TM_DTYPE_Q4_K;
+    const size_t sb_bytes = q5 ? TM_MM_KQ5_SB : TM_MM_KQ4_SB, bb = (size_t)tm_dtype_block_bytes(t);
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, t, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t s = 0; s < n_cols / TM_QK_K; s++) {
+            const uint8_t *blk = src + s * bb; /* d, dmin, scales[12], (qh[32],) qs[128] */
+            const uint8_t *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+            uint8_t *sb = tile + s * sb_bytes;
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 8; k++) memcpy(sb + (8 * c + k) * 64 + 4 * r, qs + 32 * c + 4 * k, 4);
+            tm_kblock kb;
+            tm_kblock_unpack(t, blk, &kb); /* the 6-bit scales and mins, decoded once */
+            for (int j = 0; j < 8; j++) {
+                sb[2048 + j * 16 + r] = (uint8_t)kb.sc[2 * j];
+                sb[2048 + 128 + (j / 2) * 32 + 2 * r + (j % 2)] = (uint8_t)kb.m[2 * j];
+            }
+            memcpy(sb + 2048 + 256 + 2 * r, blk, 2);          /* d */
+            memcpy(sb + 2048 + 256 + 32 + 2 * r, blk + 2, 2); /* dmin */
+            if (q5)
+                for (int k = 0; k < 8; k++) memcpy(sb + TM_MM_KQ4_SB + k * 64 + 4 * r, qh + 4 * k, 4);
+        }
+    }
+}
+static void tm_pack_q4_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    tm_pack_q45_k_fill(pw, n_rows, n_cols, ti, 0);
+}
+static void tm_pack_q5_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    tm_pack_q45_k_fill(pw, n_rows, n_cols, ti, 1);
+}
+
 /* Dense: element (k, r) at 16k + r. F16 and BF16 rows have the same 2-byte size, so the
  * row address does not depend on which of the two it is. */
 static void tm_pack_u16_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
@@ -173,5 +213,7 @@ const tm_mm_packing tm_mm_pack_q4_1 = {tm_pack_q4_1_layout, tm_pack_q4_1_fill};
 const tm_mm_packing tm_mm_pack_q8_0 = {tm_pack_q8_0_layout, tm_pack_q8_0_fill};
 const tm_mm_packing tm_mm_pack_q5_0 = {tm_pack_q5_0_layout, tm_pack_q5_0_fill};
 const tm_mm_packing tm_mm_pack_q5_1 = {tm_pack_q5_1_layout, tm_pack_q5_1_fill};
+const tm_mm_packing tm_mm_pack_q4_k = {tm_pack_q4_k_layout, tm_pack_q4_k_fill};
+const tm_mm_packing tm_mm_pack_q5_k = {tm_pack_q5_k_layout, tm_pack_q5_k_fill};
 const tm_mm_packing tm_mm_pack_u16 = {tm_pack_u16_layout, tm_pack_u16_fill};
 const tm_mm_packing tm_mm_pack_f32 = {tm_pack_f32_layout, tm_pack_f32_fill};

@@ -193,7 +193,10 @@ static int tm_cuda_weight_init(const tm_cuda_ctx *ctx, tm_weight *w, tm_dtype dt
                                const void *host_src, char *err, size_t err_len) {
     memset(w, 0, sizeof(*w));
     if (!tm_mm_supported(dtype))
-        return tm_fail(err, err_len, TM_EUNSUPPORTED, "cuda matmul: unsupported weight dtype %s (id %d)",
+        return tm_fail(err, err_len, TM_EUNSUPPORTED,
+                       "cuda matmul: unsupported weight dtype %s (id %d): the CUDA kernels take f32, f16, bf16, "
+                       "q8_0, q4_0, q4_1, q4_k and q6_k (the CPU backend, --device cpu, takes q5_0, q5_1 and "
+                       "q2_k..q6_k too)",
                        tm_dtype_name(dtype), (int)dtype);
     const int64_t src_row = tm_dtype_row_bytes(dtype, n_cols);
     /* kernels index rows and columns with int (row bytes, blocks), so bound them */

@@ -475,6 +475,15 @@ TEST_F(CudaMatmul, BadWeightsAreRefusedWithAReason) {
     std::vector<uint8_t> src(4096);
     EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, TM_DTYPE_Q8_1, 4, 32, src.data(), err, sizeof err), TM_EUNSUPPORTED);
     EXPECT_NE(std::string(err).find("unsupported weight dtype q8_1"), std::string::npos) << err;
+    // types the CPU multiplies but these kernels do not (yet): refused, and the message
+    // says where they do run
+    for (tm_dtype t : {TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q2_K, TM_DTYPE_Q3_K, TM_DTYPE_Q5_K}) {
+        const int64_t cols = tm_dtype_block_size(t) == 32 ? 64 : 256;
+        std::vector<uint8_t> blocks(4 * tm_dtype_row_bytes(t, cols));
+        EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, t, 4, cols, blocks.data(), err, sizeof err), TM_EUNSUPPORTED);
+        EXPECT_NE(std::string(err).find(std::string("unsupported weight dtype ") + tm_dtype_name(t)), std::string::npos) << err;
+        EXPECT_NE(std::string(err).find("--device cpu"), std::string::npos) << err;
+    }
     EXPECT_EQ(w.data, nullptr);
     EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, (tm_dtype)77, 4, 32, src.data(), err, sizeof err), TM_EUNSUPPORTED);
     EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, TM_DTYPE_Q4_0, 4, 48, src.data(), err, sizeof err), TM_EINVAL);
