@@ -632,6 +632,69 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, co
     tm_q_store(a, ti, t0, NT, acc);
 }
 
+/* Q6_K tile, tokens [t0, t0 + NT): per 4 chunks two 16-value groups (the low and the high
+ * nibbles) accumulate 4 vpdpbusd each, seeded with -32 * the group's activation sum (the
+ * zero point), then are weighted by the rows' scales (vpmulld). Float step as the row
+ * kernel: (y.d * d) * sumi. */
+TM_AI void tm_kt6_group(const tm_mm_args *a, int64_t ti, int t0, const int NT) {
+    const tm_mm_weight *pw = a->w;
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[TM_KT_NT];
+    for (int u = 0; u < NT; u++) acc[u] = _mm512_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *sb = tile + s * TM_MM_KQ6_SB;
+        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        __m512i sumi[TM_KT_NT];
+        for (int u = 0; u < NT; u++) sumi[u] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++)
+            for (int p = 0; p < 2; p++)
+                for (int e = 0; e < 2; e++) { /* chunks k = 4e..4e+3: groups g (low nibbles), g + 4 (high) */
+                    const int g = 8 * h + 2 * p + e;
+                    __m512i dl[TM_KT_NT], dh[TM_KT_NT];
+                    for (int u = 0; u < NT; u++) {
+                        const int16_t *bs = y0[u * nsb + s].bsums;
+                        dl[u] = _mm512_set1_epi32(-32 * bs[g]);
+                        dh[u] = _mm512_set1_epi32(-32 * bs[g + 4]);
+                    }
+                    for (int k = 4 * e; k < 4 * e + 4; k++) {
+                        const __m512i v = _mm512_load_si512((const __m512i *)(sb + (16 * h + 8 * p + k) * 64));
+                        const __m512i qh = _mm512_load_si512((const __m512i *)(sb + 2048 + (8 * h + k) * 64));
+                        const __m512i hl = p ? _mm512_slli_epi16(qh, 2) : _mm512_slli_epi16(qh, 4);
+                        const __m512i hh = p ? _mm512_srli_epi16(qh, 2) : qh;
+                        const __m512i wl = _mm512_ternarylogic_epi64(_mm512_and_si512(v, m4), hl, m30, 0xF8);
+                        const __m512i wh = _mm512_ternarylogic_epi64(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), hh, m30, 0xF8);
+                        for (int u = 0; u < NT; u++) {
+                            const int8_t *q = y0[u * nsb + s].qs + 128 * h + 32 * p + 4 * k;
+                            dl[u] = tm_dpbusd_bc(dl[u], wl, q);
+                            dh[u] = tm_dpbusd_bc(dh[u], wh, q + 64);
+                        }
+                    }
+                    const __m512i scl = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 3072 + 16 * g)));
+                    const __m512i sch = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 3072 + 16 * (g + 4))));
+                    for (int u = 0; u < NT; u++)
+                        sumi[u] = _mm512_add_epi32(sumi[u], _mm512_add_epi32(_mm512_mullo_epi32(dl[u], scl), _mm512_mullo_epi32(dh[u], sch)));
+                }
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 3328)));
+        for (int u = 0; u < NT; u++) /* (y.d * d) * sumi, as the row kernels */
+            acc[u] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(y0[u * nsb + s].d), d), _mm512_cvtepi32_ps(sumi[u]), acc[u]);
+    }
+    tm_q_store(a, ti, t0, NT, acc);
+}
+
+void tm_mm_tiles_q6k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int t = 0; t < a->n; t += TM_KT_NT) {
+            const int nt = a->n - t < TM_KT_NT ? a->n - t : TM_KT_NT;
+            if (nt == 4) tm_kt6_group(a, ti, t, 4);
+            else if (nt == 3) tm_kt6_group(a, ti, t, 3);
+            else if (nt == 2) tm_kt6_group(a, ti, t, 2);
+            else tm_kt6_group(a, ti, t, 1);
+        }
+}
+
 TM_AI void tm_kt_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int q5) {
     for (int64_t ti = t0; ti < t1; ti++)
         for (int t = 0; t < a->n; t += TM_KT_NT) {
@@ -680,7 +743,7 @@ static const tm_mm_kernels tm_mm_avx512 = {
         [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_mm_tiles_q_avx512,     tm_mm_rows_scalar,     1},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q4_k, tm_mm_tiles_q4k_avx512,   tm_mm_rows_q4k_avx512, 0},
-        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q6k_avx512, 0},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q6_k, tm_mm_tiles_q6k_avx512,   tm_mm_rows_q6k_avx512, 0},
         [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q2k_avx512, 0},
         [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,                     tm_mm_rows_q3k_avx512, 0},
         [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q5_k, tm_mm_tiles_q5k_avx512,   tm_mm_rows_q5k_avx512, 0},

@@ -30,6 +30,7 @@ void tm_mm_tiles_q_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 /* Q4_K / Q5_K tiles (matmul_impl.h's super-block layout) [t0, t1) x all tokens. */
 void tm_mm_tiles_q4k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 void tm_mm_tiles_q5k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
+void tm_mm_tiles_q6k_avx512(const tm_mm_args *a, int64_t t0, int64_t t1);
 /* Rows [r0, r1) of a Q2_K / Q3_K / Q5_K weight x all tokens (as the Q4_K / Q6_K ones). */
 void tm_mm_rows_q2k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);
 void tm_mm_rows_q3k_avx512(const tm_mm_args *a, int64_t r0, int64_t r1);

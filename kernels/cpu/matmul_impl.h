@@ -33,6 +33,13 @@
  *                per row once widened: vpdpwssd against the activation's two 32-value sums).
  *                qh chunk k, byte 4r+i = row r's qh[4k + i], whose bit 2c / 2c + 1 is the
  *                fifth bit of the low / high nibble of chunk 8c + k.
+ *   Q6_K         per super-block s, TM_MM_KQ6_SB bytes at s * that:
+ *                [ql: 32 chunks of 64 B][qh: 16 chunks of 64 B][sc: 16 x 16 s8][d: 16 f16, 64 B]
+ *                ql chunk 16h + 8p + k, byte 4r+i = row r's ql[64h + 32p + 4k + i] (low
+ *                nibble: value 128h + 32p + 4k + i, high: that + 64); qh chunk 8h + k,
+ *                byte 4r+i = row r's qh[32h + 4k + i], bits 2p..2p+1 the high bits of the
+ *                low nibble of ql chunk (h, p, k), bits 4+2p..5+2p of its high nibble.
+ *                sc[g][r] = scale of values 16g..16g+15.
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
  * Each scale section is padded to a multiple of 64 B. The other K-quants (and Q4_K / Q5_K
@@ -130,9 +137,9 @@ typedef struct tm_mm_packing {
 } tm_mm_packing;
 
 extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0, tm_mm_pack_q5_0, tm_mm_pack_q5_1;
-extern const tm_mm_packing tm_mm_pack_q4_k, tm_mm_pack_q5_k;
-/* Bytes of one super-block of a packed Q4_K / Q5_K tile. */
-enum { TM_MM_KQ4_SB = 2048 + 128 + 128 + 64, TM_MM_KQ5_SB = TM_MM_KQ4_SB + 512 };
+extern const tm_mm_packing tm_mm_pack_q4_k, tm_mm_pack_q5_k, tm_mm_pack_q6_k;
+/* Bytes of one super-block of a packed Q4_K / Q5_K / Q6_K tile. */
+enum { TM_MM_KQ4_SB = 2048 + 128 + 128 + 64, TM_MM_KQ5_SB = TM_MM_KQ4_SB + 512, TM_MM_KQ6_SB = 2048 + 1024 + 256 + 64 };
 extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
 extern const tm_mm_packing tm_mm_pack_f32;
 

@@ -188,6 +188,27 @@ static void tm_pack_q5_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_
     tm_pack_q45_k_fill(pw, n_rows, n_cols, ti, 1);
 }
 
+/* Q6_K: the super-block layout of matmul_impl.h. */
+static void tm_pack_q6_k_layout(tm_mm_weight *pw, int64_t n_cols) {
+    pw->tile_bytes = (size_t)(n_cols / TM_QK_K) * TM_MM_KQ6_SB;
+}
+
+static void tm_pack_q6_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
+    uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    for (int r = 0; r < TM_MM_TILE; r++) {
+        const uint8_t *src = tm_pack_src_row(pw, TM_DTYPE_Q6_K, n_rows, n_cols, ti, r);
+        if (!src) break;
+        for (int64_t s = 0; s < n_cols / TM_QK_K; s++) {
+            const tm_block_q6_k *b = (const tm_block_q6_k *)src + s;
+            uint8_t *sb = tile + s * TM_MM_KQ6_SB;
+            for (int c = 0; c < 32; c++) memcpy(sb + c * 64 + 4 * r, b->ql + 4 * c, 4); /* chunk 16h+8p+k = ql[4 * that] */
+            for (int c = 0; c < 16; c++) memcpy(sb + 2048 + c * 64 + 4 * r, b->qh + 4 * c, 4);
+            for (int g = 0; g < 16; g++) sb[3072 + g * 16 + r] = (uint8_t)b->scales[g];
+            memcpy(sb + 3328 + 2 * r, &b->d, 2);
+        }
+    }
+}
+
 /* Dense: element (k, r) at 16k + r. F16 and BF16 rows have the same 2-byte size, so the
  * row address does not depend on which of the two it is. */
 static void tm_pack_u16_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_cols, int64_t ti) {
@@ -215,5 +236,6 @@ const tm_mm_packing tm_mm_pack_q5_0 = {tm_pack_q5_0_layout, tm_pack_q5_0_fill};
 const tm_mm_packing tm_mm_pack_q5_1 = {tm_pack_q5_1_layout, tm_pack_q5_1_fill};
 const tm_mm_packing tm_mm_pack_q4_k = {tm_pack_q4_k_layout, tm_pack_q4_k_fill};
 const tm_mm_packing tm_mm_pack_q5_k = {tm_pack_q5_k_layout, tm_pack_q5_k_fill};
+const tm_mm_packing tm_mm_pack_q6_k = {tm_pack_q6_k_layout, tm_pack_q6_k_fill};
 const tm_mm_packing tm_mm_pack_u16 = {tm_pack_u16_layout, tm_pack_u16_fill};
 const tm_mm_packing tm_mm_pack_f32 = {tm_pack_f32_layout, tm_pack_f32_fill};
