@@ -74,9 +74,9 @@ static cudaError_t tm_cuda_argmax_rows(const tm_cuda_ctx *ctx, int32_t *out, con
     const int max_chunks = (n_cols + 2047) / 2048;
     n_chunks = n_chunks < 1 ? 1 : n_chunks > max_chunks ? max_chunks : n_chunks;
     const int chunk = (n_cols + n_chunks - 1) / n_chunks;
-    tm_argmax_pair *part =
-        (tm_argmax_pair *)tm_cuda_scratch_get(ctx, sizeof(tm_argmax_pair) * (size_t)n_rows * n_chunks);
-    if (!part) CUDA_TRY(cudaErrorMemoryAllocation);
+    void *scratch;
+    CUDA_TRY(tm_cuda_scratch_get(ctx, sizeof(tm_argmax_pair) * (size_t)n_rows * n_chunks, &scratch));
+    tm_argmax_pair *part = (tm_argmax_pair *)scratch;
     CUDA_TRY(TM_LAUNCH(tm_argmax_chunk_kernel, dim3(n_chunks, n_rows), 256, 0, ctx->stream, part, x, n_cols, chunk));
     CUDA_TRY(TM_LAUNCH(tm_argmax_merge_kernel, n_rows, 32, 0, ctx->stream, out, part, n_chunks));
     return cudaSuccess;

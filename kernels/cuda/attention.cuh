@@ -251,11 +251,10 @@ static cudaError_t tm_attn_run(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, f
         st->valid = 0;
         CUDA_TRY(tm_attn_plan(ctx, st, b, n_heads, s->n_kv_heads, s->head_dim, bc, target));
     }
-    float *part = NULL;
-    if (st->n_part_rows) {
-        part = (float *)tm_cuda_scratch_get(ctx, st->n_part_rows * (s->head_dim + 2) * sizeof(float));
-        if (!part) CUDA_TRY(cudaErrorMemoryAllocation);
-    }
+    void *scratch = NULL;
+    if (st->n_part_rows)
+        CUDA_TRY(tm_cuda_scratch_get(ctx, st->n_part_rows * (s->head_dim + 2) * sizeof(float), &scratch));
+    float *part = (float *)scratch;
     const size_t layer_off = tm_cuda_kv_layer_offset(s, layer);
     tm_attn_params p;
     p.out = out;

@@ -91,9 +91,13 @@ static void *tm_cuda_alloc(tm_backend *be, size_t n_bytes) {
     return p;
 }
 
+/* Waits for the stream first, so that a buffer the queued ops still read is not freed
+ * under them (cudaFree's own wait for the device is not documented). A fault it meets is
+ * sticky: synchronize reports it. */
 static void tm_cuda_free(tm_backend *be, void *p) {
-    (void)be;
-    if (p) cudaFree(p);
+    if (!p) return;
+    cudaStreamSynchronize(tm_cuda(be)->ctx.stream);
+    cudaFree(p);
 }
 
 static void tm_cuda_upload(tm_backend *be, void *dst, const void *src, size_t n_bytes) {
@@ -132,17 +136,19 @@ static int tm_cuda_memory_info(tm_backend *be, size_t *free_bytes, size_t *total
 
 /* ---- the step's index arrays ------------------------------------------------------- */
 
-/* Grows a device int32 array to n; 0 or -1 when out of memory. */
-static int tm_cuda_grow(int32_t **p, size_t *cap, size_t n) {
-    if (n <= *cap) return 0;
+/* Grows a device int32 array to at least n. The old one is freed only after the stream has
+ * drained (queued kernels may still read it); on failure *p is NULL and *cap 0. */
+static cudaError_t tm_cuda_grow(cudaStream_t stream, int32_t **p, size_t *cap, size_t n) {
+    if (n <= *cap) return cudaSuccess;
     size_t want = *cap ? *cap : 1024;
     while (want < n) want *= 2;
+    CUDA_TRY(cudaStreamSynchronize(stream));
     if (*p) cudaFree(*p);
     *p = NULL;
     *cap = 0;
-    if (cudaMalloc((void **)p, want * sizeof(int32_t)) != cudaSuccess) return -1;
+    CUDA_TRY(cudaMalloc((void **)p, want * sizeof(int32_t)));
     *cap = want;
-    return 0;
+    return cudaSuccess;
 }
 
 static size_t tm_cuda_pad16(size_t n) { return (n + 15) / 16 * 16; }
@@ -156,11 +162,13 @@ static cudaError_t tm_cuda_batch_upload(tm_cuda_backend *c, const tm_batch *b) {
     size_t total = 0;
     for (int i = 0; i < TM_CUDA_BATCH_ARRAYS; i++) total += tm_cuda_pad16(len[i]);
     if (total > c->batch_cap) {
-        CUDA_TRY(cudaStreamSynchronize(c->ctx.stream));
+        /* batch_cap covers both buffers: 0 until both exist again, so that a failure here
+         * leaves no half-grown pair for the next step to write into */
+        size_t cap = c->batch_cap;
+        c->batch_cap = 0;
+        CUDA_TRY(tm_cuda_grow(c->ctx.stream, &c->batch_dev, &cap, total)); /* drains the stream */
         if (c->batch_pinned) cudaFreeHost(c->batch_pinned);
         c->batch_pinned = NULL;
-        size_t cap = c->batch_cap;
-        if (tm_cuda_grow(&c->batch_dev, &cap, total)) CUDA_TRY(cudaErrorMemoryAllocation);
         CUDA_TRY(cudaMallocHost((void **)&c->batch_pinned, cap * sizeof(int32_t)));
         c->batch_cap = cap;
     }
@@ -187,7 +195,9 @@ static void tm_cuda_set_batch(tm_backend *be, const tm_batch *b) {
 
 /* The device copy of n host int32s: the step's own copy when host is one of its arrays
  * (set_batch), else a fresh upload into index_dev (stream order keeps it intact until the
- * op that reads it has run). */
+ * op that reads it has run). That upload is from pageable memory, which the driver stages
+ * before cudaMemcpyAsync returns, so the caller may reuse host at once (a test runs two
+ * queued get_rows through one host array to show it on a GPU). */
 static cudaError_t tm_cuda_index(tm_cuda_backend *c, const int32_t *host, size_t n, const int32_t **dev) {
     const tm_cuda_batch *bt = &c->batch;
     if (bt->host) {
@@ -201,7 +211,7 @@ static cudaError_t tm_cuda_index(tm_cuda_backend *c, const int32_t *host, size_t
                 return cudaSuccess;
             }
     }
-    if (tm_cuda_grow(&c->index_dev, &c->index_cap, n)) CUDA_TRY(cudaErrorMemoryAllocation);
+    CUDA_TRY(tm_cuda_grow(c->ctx.stream, &c->index_dev, &c->index_cap, n));
     CUDA_TRY(cudaMemcpyAsync(c->index_dev, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, c->ctx.stream));
     *dev = c->index_dev;
     return cudaSuccess;
@@ -215,7 +225,7 @@ static int tm_cuda_weight_init_op(tm_backend *be, tm_weight *w, tm_dtype dtype, 
 }
 
 static void tm_cuda_weight_deinit_op(tm_backend *be, tm_weight *w) {
-    (void)be;
+    cudaStreamSynchronize(tm_cuda(be)->ctx.stream); /* queued matmuls may still read it */
     tm_cuda_weight_deinit(w);
 }
 
@@ -225,28 +235,39 @@ static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cac
     if (shape->n_layers <= 0 || shape->n_blocks <= 0 || shape->block_size <= 0 || shape->n_kv_heads <= 0 ||
         shape->head_dim <= 0)
         return tm_fail(err, err_len, TM_EINVAL, "bad cache shape");
-    int rc = tm_cuda_attention_supports(&tm_cuda(be)->ctx, shape, err, err_len);
-    if (rc) return rc;
+    const int supported = tm_cuda_attention_supports(&tm_cuda(be)->ctx, shape, err, err_len);
+    if (supported) return supported;
     tm_kv_cache *kv = (tm_kv_cache *)calloc(1, sizeof *kv);
     if (!kv) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
     kv->shape = *shape;
     const size_t n_bytes = tm_cuda_kv_layer_offset(shape, shape->n_layers) * sizeof(__half);
-    if (cudaMalloc((void **)&kv->k, n_bytes) != cudaSuccess || cudaMalloc((void **)&kv->v, n_bytes) != cudaSuccess ||
-        cudaMemset(kv->k, 0, n_bytes) != cudaSuccess || cudaMemset(kv->v, 0, n_bytes) != cudaSuccess) {
+    cudaStream_t stream = tm_cuda(be)->ctx.stream;
+    cudaError_t rc = cudaMalloc((void **)&kv->k, n_bytes);
+    if (rc == cudaSuccess) rc = cudaMalloc((void **)&kv->v, n_bytes);
+    const int oom = rc != cudaSuccess;
+    /* zeroed on the backend's stream: a plain cudaMemset runs on the legacy default stream,
+     * which the (non-blocking) stream does not wait for, so the first kv_store could land
+     * before the zeros and be wiped by them */
+    if (rc == cudaSuccess) rc = cudaMemsetAsync(kv->k, 0, n_bytes, stream);
+    if (rc == cudaSuccess) rc = cudaMemsetAsync(kv->v, 0, n_bytes, stream);
+    if (rc == cudaSuccess) rc = cudaStreamSynchronize(stream);
+    if (rc != cudaSuccess) {
         (void)cudaGetLastError();
         if (kv->k) cudaFree(kv->k);
         if (kv->v) cudaFree(kv->v);
         free(kv);
-        return tm_fail(err, err_len, TM_ENOMEM, "out of device memory for %d pages (%.1f MiB)", shape->n_blocks,
-                       2.0 * n_bytes / 1048576.0);
+        if (oom)
+            return tm_fail(err, err_len, TM_ENOMEM, "out of device memory for %d pages (%.1f MiB)", shape->n_blocks,
+                           2.0 * n_bytes / 1048576.0);
+        return tm_fail(err, err_len, TM_EIO, "zeroing the KV pool: %s", cudaGetErrorString(rc));
     }
     *out = kv;
     return TM_OK;
 }
 
 static void tm_cuda_kv_destroy(tm_backend *be, tm_kv_cache *kv) {
-    (void)be;
     if (!kv) return;
+    cudaStreamSynchronize(tm_cuda(be)->ctx.stream); /* queued ops may still read the pool */
     cudaFree(kv->k);
     cudaFree(kv->v);
     free(kv);
@@ -306,9 +327,14 @@ static cudaError_t tm_cuda_rope_freqs(tm_cuda_backend *c, const tm_rope *r) {
         if (has) f[i] /= r->freq_factors[i];
     }
     if (!c->inv_freq) CUDA_TRY(cudaMalloc((void **)&c->inv_freq, TM_ROPE_MAX_FACTORS * sizeof(double)));
-    /* synchronous: f is on this stack frame, and an earlier step may still read inv_freq */
+    /* On the stream, after the rope launches of earlier parameters and before this one's.
+     * (cudaMemcpy would run on the legacy default stream, which the non-blocking stream
+     * does not wait for, and may return before its DMA lands.) The wait keeps f, on this
+     * stack frame, alive until the copy has read it; parameters change rarely. */
+    c->rope_valid = 0; /* until the copy has landed */
+    CUDA_TRY(cudaMemcpyAsync(c->inv_freq, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
+                             c->ctx.stream));
     CUDA_TRY(cudaStreamSynchronize(c->ctx.stream));
-    CUDA_TRY(cudaMemcpy(c->inv_freq, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice));
     c->rope_valid = 1, c->rope_n_dims = r->n_dims, c->rope_theta = r->theta, c->rope_freq_scale = r->freq_scale;
     c->rope_has_factors = has;
     if (has) memcpy(c->rope_factors, r->freq_factors, (size_t)half * sizeof(float));
@@ -363,7 +389,7 @@ static cudaError_t tm_cuda_argmax_to_host(tm_cuda_backend *c, const float *x, in
         CUDA_TRY(cudaMallocHost((void **)&c->argmax_pinned, (size_t)n_rows * sizeof(int32_t)));
         c->argmax_cap = n_rows;
     }
-    if (tm_cuda_grow(&c->index_dev, &c->index_cap, (size_t)n_rows)) CUDA_TRY(cudaErrorMemoryAllocation);
+    CUDA_TRY(tm_cuda_grow(c->ctx.stream, &c->index_dev, &c->index_cap, (size_t)n_rows));
     CUDA_TRY(tm_cuda_argmax_rows(&c->ctx, c->index_dev, x, n_rows, n_cols));
     CUDA_TRY(cudaMemcpyAsync(c->argmax_pinned, c->index_dev, (size_t)n_rows * sizeof(int32_t),
                              cudaMemcpyDeviceToHost, c->ctx.stream));

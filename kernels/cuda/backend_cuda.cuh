@@ -44,19 +44,24 @@ typedef struct tm_cuda_ctx {
     size_t max_smem;          /* dynamic shared memory a block may opt into, bytes */
 } tm_cuda_ctx;
 
-/* At least n_bytes of scratch, or NULL when the device is out of memory. */
-static void *tm_cuda_scratch_get(const tm_cuda_ctx *ctx, size_t n_bytes) {
+/* *p = at least n_bytes of scratch. Fails with the failing call's error: the wait for the
+ * stream (which reports a fault of an earlier kernel as that fault, not as "out of memory")
+ * or the allocation. */
+static cudaError_t tm_cuda_scratch_get(const tm_cuda_ctx *ctx, size_t n_bytes, void **p) {
     tm_cuda_scratch *s = ctx->scratch;
-    if (n_bytes <= s->n_bytes) return s->data;
-    size_t cap = s->n_bytes ? s->n_bytes : (size_t)1 << 20;
-    while (cap < n_bytes) cap *= 2;
-    if (cudaStreamSynchronize(ctx->stream) != cudaSuccess) return NULL;
-    if (s->data) cudaFree(s->data);
-    s->data = NULL;
-    s->n_bytes = 0;
-    if (cudaMalloc(&s->data, cap) != cudaSuccess) return NULL;
-    s->n_bytes = cap;
-    return s->data;
+    *p = NULL;
+    if (n_bytes > s->n_bytes) {
+        size_t cap = s->n_bytes ? s->n_bytes : (size_t)1 << 20;
+        while (cap < n_bytes) cap *= 2;
+        CUDA_TRY(cudaStreamSynchronize(ctx->stream)); /* no queued kernel still reads the old buffer */
+        if (s->data) cudaFree(s->data);
+        s->data = NULL;
+        s->n_bytes = 0;
+        CUDA_TRY(cudaMalloc(&s->data, cap));
+        s->n_bytes = cap;
+    }
+    *p = s->data;
+    return cudaSuccess;
 }
 
 /* The step's batch: the host description and device copies of its index arrays, uploaded

@@ -55,8 +55,8 @@ static cudaError_t tm_mm_dense(const tm_cuda_ctx *ctx, float *out, const float *
     const void *b = x;
     cudaDataType_t type = CUDA_R_32F;
     if (w->dtype != TM_DTYPE_F32) {
-        void *xh = tm_cuda_scratch_get(ctx, (size_t)total_x * 2);
-        if (!xh) CUDA_TRY(cudaErrorMemoryAllocation);
+        void *xh;
+        CUDA_TRY(tm_cuda_scratch_get(ctx, (size_t)total_x * 2, &xh));
         const int th = 256;
         if (w->dtype == TM_DTYPE_F16) {
             type = CUDA_R_16F;

@@ -130,8 +130,9 @@ static cudaError_t tm_mm_quantize(const tm_cuda_ctx *ctx, tm_mm_act *act, const 
                                   int kq) {
     size_t q_bytes, s_bytes;
     const size_t bytes = tm_mm_act_bytes(n, n_cols, &q_bytes, &s_bytes);
-    uint8_t *p = (uint8_t *)tm_cuda_scratch_get(ctx, bytes);
-    if (!p) CUDA_TRY(cudaErrorMemoryAllocation);
+    void *scratch;
+    CUDA_TRY(tm_cuda_scratch_get(ctx, bytes, &scratch));
+    uint8_t *p = (uint8_t *)scratch;
     int8_t *q = (int8_t *)p;
     float *d = (float *)(p + q_bytes);
     int *sum = (int *)(p + q_bytes + s_bytes);

@@ -555,6 +555,156 @@ TEST_P(Conformance, AttentionRaggedPagedBatch) {
     }
 }
 
+// ---- stream discipline ---------------------------------------------------------------
+
+// A device backend's ops only queue work, so the caller may refill the host arrays it
+// passed while earlier ops have not run yet. run_queued_steps queues several steps through
+// the same host arrays and synchronizes once at the end, after queueing work that keeps a
+// GPU busy for a while (so that a copy that read a host array late would see a later
+// step's values there). Returns every step's output in order.
+std::vector<std::vector<float>> run_queued_steps(tm_backend *be, std::string *fail) {
+    char err[512] = "";
+    std::vector<std::vector<float>> results;
+    const int dim = 64, n_x = 9;
+    auto x = randn((size_t)n_x * dim, 51);
+    auto dx = DevBuf::of(be, x);
+    const int64_t n_busy = (int64_t)1 << 23; // 4 adds of 8M floats: ~0.2 ms on a GPU
+    auto busy_a = DevBuf::of(be, std::vector<float>((size_t)n_busy, 1.0f));
+    auto busy_b = DevBuf::of(be, std::vector<float>((size_t)n_busy, 1.0f));
+    auto keep_busy = [&] {
+        for (int i = 0; i < 4; i++) be->add(be, busy_a->f(), busy_a->f(), busy_b->f(), n_busy);
+    };
+    const std::vector<std::vector<int32_t>> picks = {{5, 1, 7}, {0, 8, 2}, {4, 4, 3}};
+    std::vector<std::unique_ptr<DevBuf>> outs; // allocated up front: an allocation may wait for the device
+    for (size_t i = 0; i < 2 * picks.size(); i++) outs.push_back(DevBuf::poisoned(be, 3 * (size_t)dim));
+
+    // 1. an index array that is no step's own: each get_rows copies it
+    std::vector<int32_t> rows(3);
+    keep_busy();
+    for (size_t i = 0; i < picks.size(); i++) {
+        std::copy(picks[i].begin(), picks[i].end(), rows.begin());
+        be->get_rows(be, outs[i]->f(), dx->f(), rows.data(), 3, dim);
+    }
+    // 2. the step's arrays (set_batch): the logit rows refilled in place for each step
+    std::vector<int32_t> tokens(n_x, 0), pos(n_x), slots(n_x), seq_start = {0, n_x}, ctx = {n_x}, table = {0}, lr(3);
+    std::iota(pos.begin(), pos.end(), 0);
+    std::iota(slots.begin(), slots.end(), 0);
+    tm_batch b = {n_x, 1, tokens.data(), pos.data(), seq_start.data(), ctx.data(), table.data(), 1, slots.data(), 3,
+                  lr.data()};
+    keep_busy();
+    for (size_t i = 0; i < picks.size(); i++) {
+        std::copy(picks[i].begin(), picks[i].end(), lr.begin());
+        if (be->set_batch) be->set_batch(be, &b);
+        be->get_rows(be, outs[picks.size() + i]->f(), dx->f(), b.logit_rows, 3, dim);
+    }
+    if (be->synchronize(be, err, sizeof err)) *fail = err;
+    for (auto &o : outs) results.push_back(o->floats());
+
+    // 3. attention decodes of two sequences through one tm_batch and its arrays; the long
+    //    one is split across blocks (its partials and the step's plan are per step)
+    const int n_heads = 4, n_kv = 2, hd = 64, bs = 16;
+    const int lens[2] = {600, 10};
+    const int pages0 = (lens[0] + bs - 1) / bs, n_blocks = pages0 + 1, max_blocks = pages0;
+    std::vector<int32_t> tables((size_t)2 * max_blocks, -1);
+    for (int p = 0; p < pages0; p++) tables[p] = n_blocks - 1 - p; // scattered: descending
+    tables[max_blocks] = 0;
+    tm_kv_shape shape = {1, n_blocks, bs, n_kv, hd, TM_KV_F16};
+    tm_kv_cache *kv = nullptr;
+    if (be->kv_create(be, &shape, &kv, err, sizeof err)) {
+        *fail = err;
+        return results;
+    }
+    std::vector<int32_t> all_slots;
+    for (int s = 0; s < 2; s++)
+        for (int p = 0; p < lens[s]; p++) all_slots.push_back(tables[(size_t)s * max_blocks + p / bs] * bs + p % bs);
+    auto k = randn(all_slots.size() * n_kv * hd, 52), v = randn(all_slots.size() * n_kv * hd, 53);
+    auto dk = DevBuf::of(be, k), dv = DevBuf::of(be, v);
+    be->kv_store(be, kv, 0, dk->f(), dv->f(), all_slots.data(), (int)all_slots.size());
+    const int steps[][2] = {{0, 599}, {1, 9}, {0, 300}, {1, 4}}; // (sequence, position)
+    const int n_steps = 4;
+    std::vector<std::unique_ptr<DevBuf>> qs, att;
+    for (int i = 0; i < n_steps; i++) {
+        qs.push_back(DevBuf::of(be, randn((size_t)n_heads * hd, 54 + (uint32_t)i)));
+        att.push_back(DevBuf::poisoned(be, (size_t)n_heads * hd));
+    }
+    std::vector<int32_t> one_pos(1), one_slot(1), one_start = {0, 1}, one_ctx(1), one_table(max_blocks);
+    tm_batch d = {1, 1, tokens.data(), one_pos.data(), one_start.data(), one_ctx.data(), one_table.data(), max_blocks,
+                  one_slot.data(), 0, nullptr};
+    keep_busy();
+    for (int i = 0; i < n_steps; i++) {
+        const int s = steps[i][0], p = steps[i][1];
+        one_pos[0] = p;
+        one_ctx[0] = p + 1;
+        std::copy(tables.begin() + (size_t)s * max_blocks, tables.begin() + (size_t)(s + 1) * max_blocks,
+                  one_table.begin());
+        one_slot[0] = one_table[p / bs] * bs + p % bs;
+        if (be->set_batch) be->set_batch(be, &d);
+        be->attention(be, att[i]->f(), qs[i]->f(), kv, 0, &d, n_heads, 0.125f);
+    }
+    if (be->synchronize(be, err, sizeof err)) *fail = err;
+    for (auto &o : att) results.push_back(o->floats());
+    be->kv_destroy(be, kv);
+    return results;
+}
+
+TEST_P(Conformance, QueuedStepsReuseHostArrays) {
+    std::string fail_ref, fail;
+    auto want = run_queued_steps(ref_.get(), &fail_ref);
+    auto got = run_queued_steps(be_.get(), &fail);
+    ASSERT_EQ(fail_ref, "");
+    ASSERT_EQ(fail, "");
+    ASSERT_EQ(got.size(), want.size());
+    ASSERT_EQ(want.size(), 10u);
+    for (size_t i = 0; i < 6; i++) EXPECT_EQ(rel_err(got[i], want[i]), 0.0) << "get_rows step " << i;
+    // attention: f16 q and softmax weights on the GPU (see AttentionRaggedPagedBatch)
+    const double bound = std::string(be_->name) == "cpu" ? 1e-5 : 1e-3;
+    for (size_t i = 6; i < 10; i++) {
+        EXPECT_EQ(first_nan(got[i]), -1) << "attention step " << i - 6;
+        EXPECT_LT(rel_err(got[i], want[i]), bound) << "attention step " << i - 6;
+    }
+}
+
+// A set_batch whose index arrays do not fit in device memory fails with an error that
+// names it, and the next step works (the staging buffers are not left half grown).
+TEST_P(Conformance, SetBatchOutOfMemoryRecovers) {
+    if (!be_->set_batch || !be_->memory_info) GTEST_SKIP() << "no device memory to exhaust";
+    size_t free_b = 0, total_b = 0;
+    ASSERT_EQ(be_->memory_info(be_.get(), &free_b, &total_b), 0);
+    const int dim = 16, n_x = 5;
+    auto x = randn((size_t)n_x * dim, 61);
+    auto dx = DevBuf::of(be_.get(), x);
+    std::vector<int32_t> tokens(n_x, 0), pos = {0, 1, 2, 3, 4}, slots = pos, start = {0, n_x}, ctx = {n_x},
+                         table = {0}, lr = {4, 1};
+    tm_batch b = {n_x, 1, tokens.data(), pos.data(), start.data(), ctx.data(), table.data(), 1, slots.data(), 2,
+                  lr.data()};
+    auto step = [&](const char *what) {
+        auto out = DevBuf::poisoned(be_.get(), 2 * (size_t)dim);
+        be_->set_batch(be_.get(), &b);
+        be_->get_rows(be_.get(), out->f(), dx->f(), b.logit_rows, 2, dim);
+        sync(be_.get());
+        std::vector<float> want(x.begin() + 4 * dim, x.begin() + 5 * dim);
+        want.insert(want.end(), x.begin() + dim, x.begin() + 2 * dim);
+        EXPECT_EQ(rel_err(out->floats(), want), 0.0) << what;
+    };
+    step("before");
+    // a block table of more int32s than the device has bytes / 4: its copy cannot be
+    // allocated, so the host arrays are never read past their end
+    const int n_seqs = 64;
+    std::vector<int32_t> big_start(n_seqs + 1, 0), big_ctx(n_seqs, 0), big_table(1, 0);
+    tm_batch big = b;
+    big.n_seqs = n_seqs;
+    big.seq_start = big_start.data();
+    big.ctx_len = big_ctx.data();
+    big.block_table = big_table.data();
+    big.max_blocks = (int)std::min<size_t>(total_b / 4 / n_seqs + 1, INT32_MAX);
+    ASSERT_GT((size_t)n_seqs * big.max_blocks * 4, total_b);
+    be_->set_batch(be_.get(), &big);
+    char err[512] = "";
+    EXPECT_NE(be_->synchronize(be_.get(), err, sizeof err), 0);
+    EXPECT_NE(std::string(err).find("set_batch"), std::string::npos) << err;
+    step("after");
+}
+
 // ---- the whole model ----------------------------------------------------------------
 
 // The default model cut to 2 layers by our converter: a real forward pass (every op in its
