@@ -39,17 +39,18 @@ static __device__ tm_argmax_pair tm_argmax_block(tm_argmax_pair p, tm_argmax_pai
     return p;
 }
 
-/* Block (chunk c, row r): the best pair of columns [c * chunk, (c + 1) * chunk) of row r,
- * to part[r * gridDim.x + c]. */
+/* Block (row r, chunk c): the best pair of columns [c * chunk, (c + 1) * chunk) of row r,
+ * to part[r * gridDim.y + c]. Rows go on x, whose limit is 2^31 - 1 blocks (y and z stop
+ * at 65535, and a step may ask for more logits rows than that). */
 static __global__ void tm_argmax_chunk_kernel(tm_argmax_pair *part, const float *x, int n_cols, int chunk) {
     __shared__ tm_argmax_pair red[32];
-    const float *row = x + (size_t)blockIdx.y * n_cols;
-    const int lo = blockIdx.x * chunk, hi = min(n_cols, lo + chunk);
+    const float *row = x + (size_t)blockIdx.x * n_cols;
+    const int lo = blockIdx.y * chunk, hi = min(n_cols, lo + chunk);
     tm_argmax_pair p = {0.0f, -1};
     for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) /* ascending: '>' keeps the first */
         if (tm_argmax_better(row[i], i, p.v, p.at)) p.v = row[i], p.at = i;
     p = tm_argmax_block(p, red);
-    if (threadIdx.x == 0) part[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = p;
+    if (threadIdx.x == 0) part[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = p;
 }
 
 /* Block r: merges row r's n_chunks partials into out[r] (0 when the row is all NaN). */
@@ -71,13 +72,15 @@ static cudaError_t tm_cuda_argmax_rows(const tm_cuda_ctx *ctx, int32_t *out, con
                                        int n_cols) {
     if (n_rows <= 0) return cudaSuccess;
     int n_chunks = (2 * ctx->n_sm + n_rows - 1) / n_rows;
-    const int max_chunks = (n_cols + 2047) / 2048;
+    const int max_chunks = n_cols > 2048 ? (n_cols + 2047) / 2048 : 1; /* 0 columns: one empty chunk, out 0 */
     n_chunks = n_chunks < 1 ? 1 : n_chunks > max_chunks ? max_chunks : n_chunks;
     const int chunk = (n_cols + n_chunks - 1) / n_chunks;
     void *scratch;
     CUDA_TRY(tm_cuda_scratch_get(ctx, sizeof(tm_argmax_pair) * (size_t)n_rows * n_chunks, &scratch));
     tm_argmax_pair *part = (tm_argmax_pair *)scratch;
-    CUDA_TRY(TM_LAUNCH(tm_argmax_chunk_kernel, dim3(n_chunks, n_rows), 256, 0, ctx->stream, part, x, n_cols, chunk));
+    const int threads = chunk >= 256 ? 256 : chunk > 32 ? (chunk + 31) / 32 * 32 : 32; /* short rows: no idle warps */
+    CUDA_TRY(TM_LAUNCH(tm_argmax_chunk_kernel, dim3(n_rows, n_chunks), threads, 0, ctx->stream, part, x, n_cols,
+                       chunk));
     CUDA_TRY(TM_LAUNCH(tm_argmax_merge_kernel, n_rows, 32, 0, ctx->stream, out, part, n_chunks));
     return cudaSuccess;
 }

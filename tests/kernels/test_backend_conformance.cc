@@ -318,6 +318,21 @@ TEST_P(Conformance, ArgmaxRows) {
     }
 }
 
+// More rows than a grid's y or z dimension takes (65535): a step may ask for the logits of
+// every token of a long prompt. Few columns keep it cheap.
+TEST_P(Conformance, ArgmaxRowsManyRows) {
+    if (!be_->argmax_rows) GTEST_SKIP() << "no argmax_rows op";
+    const int n_rows = 70000, n_cols = 5;
+    std::vector<float> x = randn((size_t)n_rows * n_cols, 43);
+    std::vector<int32_t> want(n_rows);
+    for (int r = 0; r < n_rows; r++) want[r] = tm_argmax(x.data() + (size_t)r * n_cols, n_cols);
+    auto dx = DevBuf::of(be_.get(), x);
+    std::vector<int32_t> got(n_rows, -7);
+    be_->argmax_rows(be_.get(), dx->f(), n_rows, n_cols, got.data());
+    sync(be_.get());
+    EXPECT_EQ(got, want);
+}
+
 // Bound of ||out - ref|| / ||ref|| for a matmul of this weight type against the scalar
 // reference, and why.
 double matmul_bound(tm_dtype t) {
