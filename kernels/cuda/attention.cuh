@@ -224,12 +224,9 @@ static cudaError_t tm_attn_launch(const tm_cuda_ctx *ctx, const tm_attn_params &
     if (n == 0) return cudaSuccess;
     if (C::SMEM > ctx->max_smem) CUDA_TRY(cudaErrorInvalidConfiguration);
     if (C::SMEM > 48 * 1024) {
-        static bool opted_in = false; /* once per kernel instance */
-        if (!opted_in) {
-            CUDA_TRY(cudaFuncSetAttribute(reinterpret_cast<const void *>(&tm_attn_kernel<C, EXACT>),
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
-            opted_in = true;
-        }
+        static unsigned opted_in = 0; /* devices done, for this kernel instance */
+        CUDA_TRY(tm_cuda_smem_opt_in(ctx, reinterpret_cast<const void *>(&tm_attn_kernel<C, EXACT>), C::SMEM,
+                                     &opted_in));
     }
     CUDA_TRY(TM_LAUNCH((tm_attn_kernel<C, EXACT>), n, C::NT, C::SMEM, ctx->stream, p, items));
     return cudaSuccess;

@@ -55,6 +55,16 @@ typedef struct tm_cuda_backend {
 
 static tm_cuda_backend *tm_cuda(tm_backend *be) { return (tm_cuda_backend *)be->impl; }
 
+/* tm_cuda, for the entry points a thread may call first (memory, weights, the cache, a
+ * step's set_batch, synchronize): makes the backend's device the calling thread's current
+ * one. The current device is per host thread, and the engine thread is not the one that
+ * created the backend; the ops of a step run on the thread of its set_batch. */
+static tm_cuda_backend *tm_cuda_enter(tm_backend *be) {
+    tm_cuda_backend *c = tm_cuda(be);
+    cudaSetDevice(c->device); /* a failure shows in the call that follows */
+    return c;
+}
+
 /* ---- errors ------------------------------------------------------------------------ */
 
 /* Records op's failure rc (first one wins); where it happened comes from CUDA_TRY. */
@@ -82,7 +92,7 @@ static void tm_cuda_fail(tm_cuda_backend *c, const char *op, cudaError_t rc) {
 /* ---- memory ------------------------------------------------------------------------ */
 
 static void *tm_cuda_alloc(tm_backend *be, size_t n_bytes) {
-    (void)be;
+    tm_cuda_enter(be);
     void *p = NULL;
     if (cudaMalloc(&p, n_bytes ? n_bytes : 256) != cudaSuccess) {
         (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it */
@@ -96,12 +106,12 @@ static void *tm_cuda_alloc(tm_backend *be, size_t n_bytes) {
  * sticky: synchronize reports it. */
 static void tm_cuda_free(tm_backend *be, void *p) {
     if (!p) return;
-    cudaStreamSynchronize(tm_cuda(be)->ctx.stream);
+    cudaStreamSynchronize(tm_cuda_enter(be)->ctx.stream);
     cudaFree(p);
 }
 
 static void tm_cuda_upload(tm_backend *be, void *dst, const void *src, size_t n_bytes) {
-    tm_cuda_backend *c = tm_cuda(be);
+    tm_cuda_backend *c = tm_cuda_enter(be);
     TM_CUDA_OP(c, "upload", cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, c->ctx.stream));
 }
 
@@ -110,14 +120,14 @@ static void tm_cuda_upload(tm_backend *be, void *dst, const void *src, size_t n_
 static void tm_cuda_end_batch(tm_cuda_backend *c) { c->batch.host = NULL; }
 
 static void tm_cuda_download(tm_backend *be, void *dst, const void *src, size_t n_bytes) {
-    tm_cuda_backend *c = tm_cuda(be);
+    tm_cuda_backend *c = tm_cuda_enter(be);
     TM_CUDA_OP(c, "download", cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, c->ctx.stream));
     TM_CUDA_OP(c, "download", cudaStreamSynchronize(c->ctx.stream));
     tm_cuda_end_batch(c);
 }
 
 static int tm_cuda_synchronize(tm_backend *be, char *err, size_t err_len) {
-    tm_cuda_backend *c = tm_cuda(be);
+    tm_cuda_backend *c = tm_cuda_enter(be);
     cudaError_t rc = cudaStreamSynchronize(c->ctx.stream);
     if (rc != cudaSuccess) tm_cuda_fail(c, "a kernel queued before synchronize", rc);
     tm_cuda_end_batch(c);
@@ -129,7 +139,7 @@ static int tm_cuda_synchronize(tm_backend *be, char *err, size_t err_len) {
 }
 
 static int tm_cuda_memory_info(tm_backend *be, size_t *free_bytes, size_t *total_bytes) {
-    (void)be;
+    tm_cuda_enter(be);
     if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) return TM_EIO;
     return TM_OK;
 }
@@ -189,7 +199,7 @@ static cudaError_t tm_cuda_batch_upload(tm_cuda_backend *c, const tm_batch *b) {
 }
 
 static void tm_cuda_set_batch(tm_backend *be, const tm_batch *b) {
-    tm_cuda_backend *c = tm_cuda(be);
+    tm_cuda_backend *c = tm_cuda_enter(be);
     TM_CUDA_OP(c, "set_batch", tm_cuda_batch_upload(c, b));
 }
 
@@ -221,11 +231,11 @@ static cudaError_t tm_cuda_index(tm_cuda_backend *c, const int32_t *host, size_t
 
 static int tm_cuda_weight_init_op(tm_backend *be, tm_weight *w, tm_dtype dtype, int64_t n_rows, int64_t n_cols,
                                   const void *src, char *err, size_t err_len) {
-    return tm_cuda_weight_init(&tm_cuda(be)->ctx, w, dtype, n_rows, n_cols, src, err, err_len);
+    return tm_cuda_weight_init(&tm_cuda_enter(be)->ctx, w, dtype, n_rows, n_cols, src, err, err_len);
 }
 
 static void tm_cuda_weight_deinit_op(tm_backend *be, tm_weight *w) {
-    cudaStreamSynchronize(tm_cuda(be)->ctx.stream); /* queued matmuls may still read it */
+    cudaStreamSynchronize(tm_cuda_enter(be)->ctx.stream); /* queued matmuls may still read it */
     tm_cuda_weight_deinit(w);
 }
 
@@ -235,7 +245,7 @@ static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cac
     if (shape->n_layers <= 0 || shape->n_blocks <= 0 || shape->block_size <= 0 || shape->n_kv_heads <= 0 ||
         shape->head_dim <= 0)
         return tm_fail(err, err_len, TM_EINVAL, "bad cache shape");
-    const int supported = tm_cuda_attention_supports(&tm_cuda(be)->ctx, shape, err, err_len);
+    const int supported = tm_cuda_attention_supports(&tm_cuda_enter(be)->ctx, shape, err, err_len);
     if (supported) return supported;
     tm_kv_cache *kv = (tm_kv_cache *)calloc(1, sizeof *kv);
     if (!kv) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
@@ -267,7 +277,7 @@ static int tm_cuda_kv_create(tm_backend *be, const tm_kv_shape *shape, tm_kv_cac
 
 static void tm_cuda_kv_destroy(tm_backend *be, tm_kv_cache *kv) {
     if (!kv) return;
-    cudaStreamSynchronize(tm_cuda(be)->ctx.stream); /* queued ops may still read the pool */
+    cudaStreamSynchronize(tm_cuda_enter(be)->ctx.stream); /* queued ops may still read the pool */
     cudaFree(kv->k);
     cudaFree(kv->v);
     free(kv);
@@ -399,7 +409,7 @@ static cudaError_t tm_cuda_argmax_to_host(tm_cuda_backend *c, const float *x, in
 }
 
 static void tm_cuda_argmax_rows_op(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out) {
-    tm_cuda_backend *c = tm_cuda(be);
+    tm_cuda_backend *c = tm_cuda_enter(be);
     TM_CUDA_OP(c, "argmax_rows", tm_cuda_argmax_to_host(c, x, n_rows, n_cols, out));
 }
 
@@ -464,6 +474,7 @@ extern "C" tm_backend *tm_backend_cuda_create(int device_id, char *err, size_t e
         return NULL;
     }
     c->ctx.scratch = &c->scratch;
+    c->ctx.device = device_id;
     c->ctx.n_sm = prop.multiProcessorCount;
     c->ctx.cc = 10 * prop.major + prop.minor;
     c->ctx.max_smem = prop.sharedMemPerBlockOptin;

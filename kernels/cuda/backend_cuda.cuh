@@ -39,6 +39,7 @@ typedef struct tm_cuda_ctx {
     cudaStream_t stream;      /* every launch and copy of the backend goes here */
     cublasHandle_t cublas;    /* bound to stream; dense (f16/bf16/f32) weights */
     tm_cuda_scratch *scratch; /* see tm_cuda_scratch */
+    int device;               /* CUDA device id (per-device state, e.g. tm_cuda_smem_opt_in) */
     int n_sm;                 /* streaming multiprocessors of the device */
     int cc;                   /* compute capability, 10 * major + minor (80, 89, 90) */
     size_t max_smem;          /* dynamic shared memory a block may opt into, bytes */
@@ -61,6 +62,18 @@ static cudaError_t tm_cuda_scratch_get(const tm_cuda_ctx *ctx, size_t n_bytes, v
         s->n_bytes = cap;
     }
     *p = s->data;
+    return cudaSuccess;
+}
+
+/* Lets kernel launch with bytes (> 48 KiB) of dynamic shared memory. The attribute belongs
+ * to the kernel's copy on one device, so it is set once per device, not once per process:
+ * done is the caller's static mask of the devices done (one per kernel instance; devices
+ * from 32 on set it every time). */
+static cudaError_t tm_cuda_smem_opt_in(const tm_cuda_ctx *ctx, const void *kernel, size_t bytes, unsigned *done) {
+    const unsigned bit = ctx->device >= 0 && ctx->device < 32 ? 1u << ctx->device : 0u;
+    if (bit && (__atomic_load_n(done, __ATOMIC_ACQUIRE) & bit)) return cudaSuccess;
+    CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    __atomic_fetch_or(done, bit, __ATOMIC_RELEASE);
     return cudaSuccess;
 }
 

@@ -339,11 +339,8 @@ static cudaError_t tm_mm_mma_launch(const tm_cuda_ctx *ctx, float *out, const tm
                                     const float *bias, int n) {
     constexpr size_t smem = 2 * (size_t)tm_mmq_cfg<T, 16 * WN>::STAGE;
     if (smem > ctx->max_smem) CUDA_TRY(cudaErrorInvalidConfiguration);
-    static bool opted_in = false; /* per instantiation; the attribute holds for the process */
-    if (!opted_in) {
-        CUDA_TRY(cudaFuncSetAttribute(tm_mm_mma_kernel<T, WN>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        opted_in = true;
-    }
+    static unsigned opted_in = 0; /* devices done, for this instantiation */
+    CUDA_TRY(tm_cuda_smem_opt_in(ctx, reinterpret_cast<const void *>(&tm_mm_mma_kernel<T, WN>), smem, &opted_in));
     const dim3 grid(tm_cdiv(w.n_rows, TM_MMQ_BM), tm_cdiv(n, 16 * WN));
     CUDA_TRY(TM_LAUNCH((tm_mm_mma_kernel<T, WN>), grid, TM_MMQ_THREADS, smem, ctx->stream, out, w, a, bias, n));
     return cudaSuccess;
