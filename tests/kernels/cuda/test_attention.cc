@@ -16,6 +16,7 @@
 // accumulation orders (a GPU's MMA sums in its own order) without hiding a real bug: a
 // mask off by one key, a wrong GQA head or a lost rescale each give 1e-2 or more.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +27,10 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cuh"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function" // for kv_store only: rope's launcher goes unused
+#include "kernels/cuda/rope.cuh"
+#pragma GCC diagnostic pop
 
 extern "C" {
 #include "kernels/cpu/simd.h"
@@ -365,6 +370,131 @@ TEST(CudaAttentionShapes, HeadsNotAMultipleOfKvHeadsFail) {
     EXPECT_EQ(tm_cuda_attention(&dev.ctx, &st, nullptr, nullptr, &kv, 0, &cb, 3, 1.0f), cudaErrorInvalidValue);
     tm_cuda_last_where = tm_cuda_where{}; // the recorded failure was this test's
     tm_cuda_attn_state_free(&st);
+}
+
+
+// A pool of real size: each layer of K (and of V) holds more than 2^31 elements, as a
+// small model's cache does on a 141 GB GPU, and the sequences sit in the last pages of
+// layer 1. So the layer's offset and the offset inside the layer both pass 2^31 elements,
+// and an int32 product anywhere on the way (the host's layer offset, kv_store's slot
+// address, attention's page loads) lands elsewhere. The pool is address space only
+// (MAP_NORESERVE): the few pages the test touches are all it costs. kv_store (the kernel)
+// writes K and V; one element of each sequence is read back at the offset computed here
+// in 64 bits (a store and a load that wrapped the same way would still agree with each
+// other), and attention (a decode, and a chunk on the prefill kernel) is compared with
+// the CPU reference over a small pool holding the same values.
+TEST_F(CudaAttention, PoolPastInt32Offsets) {
+    const int n_kv = 8, group = 4, hd = 128, bs = 16, n_layers = 2, layer = 1, n_heads = n_kv * group;
+    const int n_blocks = (int)(((size_t)1 << 31) / ((size_t)n_kv * bs * hd)) + 64;
+    const tm_kv_shape shape = {n_layers, n_blocks, bs, n_kv, hd, TM_KV_F16};
+    const size_t layer_elems = tm_cuda_kv_layer_offset(&shape, 1);
+    ASSERT_GT(layer_elems, (size_t)INT32_MAX);
+    const size_t pool_bytes = tm_cuda_kv_layer_offset(&shape, n_layers) * sizeof(__half);
+    void *kp = mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *vp = mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(kp, MAP_FAILED);
+    ASSERT_NE(vp, MAP_FAILED);
+    struct tm_kv_cache kv;
+    kv.shape = shape;
+    kv.k = (__half *)kp;
+    kv.v = (__half *)vp;
+
+    // sequence 0: 40 positions, a chunk of 8 new (32 rows: the prefill kernel); sequence 1:
+    // 20 positions, a decode. Pages from the top of the pool, out of order; the reference
+    // pool numbers the same pages 0..4.
+    const std::vector<Seq> seqs = {{40, 8}, {20, 1}};
+    const int max_blocks = 3;
+    const std::vector<int32_t> high = {n_blocks - 1, n_blocks - 3, n_blocks - 2, n_blocks - 4, n_blocks - 5, -1};
+    const std::vector<int32_t> low = {0, 1, 2, 3, 4, -1};
+    std::mt19937 g(77);
+    std::vector<float> K, V;
+    std::vector<int32_t> all_high, all_low; // slots of every position of both sequences
+    std::vector<int32_t> pos, slots, low_slots, seq_start = {0}, ctx_len;
+    for (size_t s = 0; s < seqs.size(); s++) {
+        for (int p = 0; p < seqs[s].ctx; p++) {
+            all_high.push_back(high[s * max_blocks + p / bs] * bs + p % bs);
+            all_low.push_back(low[s * max_blocks + p / bs] * bs + p % bs);
+        }
+        for (int p = seqs[s].ctx - seqs[s].q_len; p < seqs[s].ctx; p++) {
+            pos.push_back(p);
+            slots.push_back(high[s * max_blocks + p / bs] * bs + p % bs);
+            low_slots.push_back(low[s * max_blocks + p / bs] * bs + p % bs);
+        }
+        seq_start.push_back((int)pos.size());
+        ctx_len.push_back(seqs[s].ctx);
+    }
+    const int n_tokens = (int)pos.size(), n_pos = (int)all_high.size();
+    K = randu((size_t)n_pos * n_kv * hd, g, -1.0f, 1.0f);
+    V = randu((size_t)n_pos * n_kv * hd, g, -1.0f, 1.0f);
+    const std::vector<float> q = randu((size_t)n_tokens * n_heads * hd, g, -3.0f, 3.0f);
+    const float scale = 1.0f / std::sqrt((float)hd);
+
+    Device dev(132);
+    float *dk = to_device(K), *dv = to_device(V), *dq = to_device(q);
+    int32_t *d_all = to_device(all_high);
+    ASSERT_EQ(tm_cuda_kv_store(&dev.ctx, &kv, layer, dk, dv, d_all, n_pos), cudaSuccess) << tm_sim::last_error();
+    ASSERT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
+    for (int p : {0, n_pos - 1}) { // the first and the last position stored
+        const int sl = all_high[p], h = n_kv - 1, i = hd - 1;
+        const size_t at = layer_elems * layer + (((size_t)(sl / bs) * n_kv + h) * bs + sl % bs) * hd + i;
+        const size_t from = ((size_t)p * n_kv + h) * hd + i;
+        EXPECT_EQ(tm_f16_to_f32(((const uint16_t *)kp)[at]), tm_f16_to_f32(tm_f32_to_f16(K[from]))) << "K of position " << p;
+        EXPECT_EQ(tm_f16_to_f32(((const uint16_t *)vp)[at]), tm_f16_to_f32(tm_f32_to_f16(V[from]))) << "V of position " << p;
+    }
+
+    std::vector<int32_t> tokens(n_tokens, 0);
+    tm_batch hb = {};
+    hb.n_tokens = n_tokens;
+    hb.n_seqs = (int)seqs.size();
+    hb.tokens = tokens.data();
+    hb.pos = pos.data();
+    hb.seq_start = seq_start.data();
+    hb.ctx_len = ctx_len.data();
+    hb.block_table = high.data();
+    hb.max_blocks = max_blocks;
+    hb.slots = slots.data();
+    tm_cuda_batch cb = {};
+    cb.host = &hb;
+    cb.step = ++g_step;
+    cb.pos = to_device(pos);
+    cb.seq_start = to_device(seq_start);
+    cb.ctx_len = to_device(ctx_len);
+    cb.block_table = to_device(high);
+    cb.slots = to_device(slots);
+    const size_t n_out = q.size();
+    float *out = to_device(std::vector<float>(n_out, NAN));
+    ASSERT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, dq, &kv, layer, &cb, n_heads, scale), cudaSuccess)
+        << tm_sim::last_error();
+    ASSERT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
+    std::vector<float> got(n_out);
+    ASSERT_EQ(cudaMemcpy(got.data(), out, n_out * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+
+    // the reference: the CPU scalar backend over a 5-page pool holding the same values
+    char err[256] = "";
+    tm_backend *be = tm_backend_cpu_create(1, TM_SIMD_SCALAR, err, sizeof err);
+    ASSERT_NE(be, nullptr) << err;
+    tm_kv_shape small = shape;
+    small.n_blocks = 5;
+    tm_kv_cache *ref_kv = nullptr;
+    ASSERT_EQ(be->kv_create(be, &small, &ref_kv, NULL, 0), 0);
+    be->kv_store(be, ref_kv, layer, K.data(), V.data(), all_low.data(), n_pos);
+    tm_batch rb = hb;
+    rb.block_table = low.data();
+    rb.slots = low_slots.data();
+    std::vector<float> want(n_out, NAN);
+    be->attention(be, want.data(), q.data(), ref_kv, layer, &rb, n_heads, scale);
+    be->kv_destroy(be, ref_kv);
+    be->destroy(be);
+    const double e = rel_err(got, want);
+    printf("  pool of %d pages (%.1f GiB per layer of K), last pages of layer 1: rel err %.2e\n", n_blocks,
+           layer_elems * 2.0 / (1 << 30), e);
+    EXPECT_LE(e, kBound);
+
+    for (void *p : {(void *)dk, (void *)dv, (void *)dq, (void *)d_all, (void *)cb.pos, (void *)cb.seq_start,
+                    (void *)cb.ctx_len, (void *)cb.block_table, (void *)cb.slots, (void *)out})
+        cudaFree(p);
+    munmap(kp, pool_bytes);
+    munmap(vp, pool_bytes);
 }
 
 } // namespace

@@ -7,6 +7,7 @@
 //    poisoned with NaN first; weights and activations with extreme scales;
 //  - matmul_multi equals separate calls; bad dtypes and shapes are refused.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -514,6 +515,37 @@ TEST_F(CudaMatmul, DeviceOutOfMemoryIsTmEnomem) {
     const std::vector<float> x = make_x(1, 64, 2);
     EXPECT_LE(rel_err(run(w, x, nullptr, 1, TM_MM_PATH_AUTO), reference(h, x, nullptr, 1)), bound(TM_DTYPE_Q8_0));
     tm_cuda_weight_deinit(&w);
+}
+
+// A real-size embedding: Qwen2.5-7B's token_embd (152064 x 3584) in F32 is 2.2 GB, so its
+// last rows start past 2^31 bytes and an int32 row offset would read another row (or
+// fault; llama3-8b's 128256 x 4096 stays just below). The table is address space only (MAP_NORESERVE), with the rows the test reads
+// written; the view is built by hand, as tm_cuda_weight_init would lay it out.
+TEST_F(CudaMatmul, EmbeddingRowsPastInt32Bytes) {
+    const int64_t rows = 152064, cols = 3584;
+    tm_cuda_wstore st = {};
+    tm_mm_layout(TM_DTYPE_F32, cols, &st.view);
+    st.view.n_rows = rows;
+    st.n_bytes = (size_t)rows * st.view.row_qs;
+    ASSERT_GT((rows - 1) * st.view.row_qs, (int64_t)INT32_MAX);
+    void *table = mmap(nullptr, st.n_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(table, MAP_FAILED);
+    st.view.qs = (const uint8_t *)table;
+    tm_weight w = {TM_DTYPE_F32, rows, cols, table, &st};
+    const std::vector<int32_t> ids = {(int32_t)rows - 1, 0, (int32_t)rows - 2, 1 << 16};
+    std::vector<float> want;
+    for (size_t i = 0; i < ids.size(); i++) {
+        const std::vector<float> row = make_x(1, cols, 90 + (uint32_t)i);
+        std::memcpy((uint8_t *)table + (size_t)ids[i] * st.view.row_qs, row.data(), cols * sizeof(float));
+        want.insert(want.end(), row.begin(), row.end());
+    }
+    Dev<int32_t> did(ids);
+    Dev<float> dout(ids.size() * cols);
+    dout.poison();
+    ASSERT_EQ(tm_cuda_weight_rows(&ctx_, dout.p, &w, did.p, (int)ids.size()), cudaSuccess) << tm_sim::last_error();
+    ASSERT_EQ(cudaStreamSynchronize(ctx_.stream), cudaSuccess);
+    EXPECT_TRUE(dout.get() == want);
+    munmap(table, st.n_bytes);
 }
 
 } // namespace
