@@ -40,9 +40,11 @@ static __device__ tm_argmax_pair tm_argmax_block(tm_argmax_pair p, tm_argmax_pai
 }
 
 /* Block (row r, chunk c): the best pair of columns [c * chunk, (c + 1) * chunk) of row r,
- * to part[r * gridDim.y + c]. Rows go on x, whose limit is 2^31 - 1 blocks (y and z stop
- * at 65535, and a step may ask for more logits rows than that). */
-static __global__ void tm_argmax_chunk_kernel(tm_argmax_pair *part, const float *x, int n_cols, int chunk) {
+ * to part[r * gridDim.y + c]; with one chunk per row, the answer straight to out[r]. Rows
+ * go on x, whose limit is 2^31 - 1 blocks (y and z stop at 65535, and a step may ask for
+ * more logits rows than that). */
+static __global__ void tm_argmax_chunk_kernel(tm_argmax_pair *part, int32_t *out, const float *x, int n_cols,
+                                              int chunk) {
     __shared__ tm_argmax_pair red[32];
     const float *row = x + (size_t)blockIdx.x * n_cols;
     const int lo = blockIdx.y * chunk, hi = min(n_cols, lo + chunk);
@@ -50,7 +52,11 @@ static __global__ void tm_argmax_chunk_kernel(tm_argmax_pair *part, const float 
     for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) /* ascending: '>' keeps the first */
         if (tm_argmax_better(row[i], i, p.v, p.at)) p.v = row[i], p.at = i;
     p = tm_argmax_block(p, red);
-    if (threadIdx.x == 0) part[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = p;
+    if (threadIdx.x != 0) return;
+    if (gridDim.y == 1)
+        out[blockIdx.x] = p.at < 0 ? 0 : p.at;
+    else
+        part[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = p;
 }
 
 /* Block r: merges row r's n_chunks partials into out[r] (0 when the row is all NaN). */
@@ -67,7 +73,8 @@ static __global__ void tm_argmax_merge_kernel(int32_t *out, const tm_argmax_pair
 
 /* out (n_rows, device int32) = argmax of each row of x (n_rows, n_cols). A 128k row in one
  * block would leave most SMs idle at small batches, so rows are split into chunks of at
- * least 2048 columns, enough of them to give every SM about two blocks. */
+ * least 2048 columns, enough of them to give every SM about two blocks; at 2 x SMs rows
+ * or more, one chunk per row and no merge. */
 static cudaError_t tm_cuda_argmax_rows(const tm_cuda_ctx *ctx, int32_t *out, const float *x, int n_rows,
                                        int n_cols) {
     if (n_rows <= 0) return cudaSuccess;
@@ -75,13 +82,13 @@ static cudaError_t tm_cuda_argmax_rows(const tm_cuda_ctx *ctx, int32_t *out, con
     const int max_chunks = n_cols > 2048 ? (n_cols + 2047) / 2048 : 1; /* 0 columns: one empty chunk, out 0 */
     n_chunks = n_chunks < 1 ? 1 : n_chunks > max_chunks ? max_chunks : n_chunks;
     const int chunk = (n_cols + n_chunks - 1) / n_chunks;
-    void *scratch;
-    CUDA_TRY(tm_cuda_scratch_get(ctx, sizeof(tm_argmax_pair) * (size_t)n_rows * n_chunks, &scratch));
+    void *scratch = NULL;
+    if (n_chunks > 1) CUDA_TRY(tm_cuda_scratch_get(ctx, sizeof(tm_argmax_pair) * (size_t)n_rows * n_chunks, &scratch));
     tm_argmax_pair *part = (tm_argmax_pair *)scratch;
     const int threads = chunk >= 256 ? 256 : chunk > 32 ? (chunk + 31) / 32 * 32 : 32; /* short rows: no idle warps */
-    CUDA_TRY(TM_LAUNCH(tm_argmax_chunk_kernel, dim3(n_rows, n_chunks), threads, 0, ctx->stream, part, x, n_cols,
-                       chunk));
-    CUDA_TRY(TM_LAUNCH(tm_argmax_merge_kernel, n_rows, 32, 0, ctx->stream, out, part, n_chunks));
+    CUDA_TRY(TM_LAUNCH(tm_argmax_chunk_kernel, dim3(n_rows, n_chunks), threads, 0, ctx->stream, part, out, x,
+                       n_cols, chunk));
+    if (n_chunks > 1) CUDA_TRY(TM_LAUNCH(tm_argmax_merge_kernel, n_rows, 32, 0, ctx->stream, out, part, n_chunks));
     return cudaSuccess;
 }
 
