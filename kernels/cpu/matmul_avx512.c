@@ -9,9 +9,13 @@
  *              FMA with m_w * s_a).
  *   dense      F16/BF16 are widened to an f32 panel of 256 columns (16 KiB, stays in L1)
  *              that all tokens reuse; n = 1 reads the tiles directly, 4 tiles side by side.
- * Q4_K and Q6_K are not packed: their row kernels (tm_mm_rows_q4k_avx512,
- * tm_mm_rows_q6k_avx512) read the GGUF blocks in place. The file ends with the level's
- * kernel table; matmul_amx.c's table borrows what matmul_avx512_q.h declares. */
+ *   Q5_0/Q5_1  the Q4 kernel with the packed fifth bits ternlog'ed into the nibbles.
+ *   Q4_K/Q5_K/Q6_K  packed super-block tiles (matmul_impl.h): vpdpbusd per 32 (16) values
+ *              into int32, vpmulld by the rows' sub-block scales, the mins / zero point
+ *              from the Q8_K activation sums.
+ * Q2_K and Q3_K are not packed: their row kernels read the GGUF blocks in place (as the
+ * Q4_K/Q5_K/Q6_K row kernels do for weights packed for another level). The file ends with
+ * the level's kernel table; matmul_amx.c's table borrows what matmul_avx512_q.h declares. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>

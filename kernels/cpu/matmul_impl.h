@@ -98,7 +98,7 @@ typedef struct tm_mm_act {
     const float *gd, *gs;
     const int32_t *gsum;
     float *xp;      /* (n * n_cols) f32 activations grouped for dense weights (n >= 2) */
-    void *q8k;      /* (n, n_cols / 256) tm_block_q8_k, for Q4_K / Q6_K */
+    void *q8k;      /* (n, n_cols / 256) tm_block_q8_k, for the K-quants */
 } tm_mm_act;
 
 /* Everything a kernel needs for one call. */

@@ -18,9 +18,9 @@
  *   dense      f32 FMA over a (KC, 16) f32 panel (f16/bf16 widened once per panel) that
  *              all tokens reuse; n = 1 streams the tile directly.
  * Token groups (matmul_impl.h) are up to TM_NT_MAX = 8 tokens; dense groups are worked
- * in sub-groups of 4 tokens (16 accumulators). Q4_K and Q6_K are not packed: their row
- * kernels (tm_q4k_rows, tm_q6k_rows) read the GGUF blocks in place. The file ends with
- * the level's kernel table (its only symbol outside, declared in matmul_impl.h). */
+ * in sub-groups of 4 tokens (16 accumulators). The K-quants are not packed: their row
+ * kernels (tm_q4k_rows, tm_q6k_rows, tm_kq_rows) read the GGUF blocks in place. The file
+ * ends with the level's kernel table (its only symbol outside, declared in matmul_impl.h). */
 #include <arm_neon.h>
 #include <math.h>
 #include <string.h>
