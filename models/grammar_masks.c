@@ -115,14 +115,14 @@ static int store_entry(const tm_grammar_vocab *v, builder *b, tm_gmask_entry *e)
         for (int32_t i = 0; i < v->n_text; i++)
             if (b->cls[i] == TM_GWALK_REJECT) b->ids[b->n++] = v->sorted[i];
     } else {
-        memcpy(b->ids + b->n, b->acc.v, (size_t)b->acc.n * sizeof *b->acc.v);
+        if (b->acc.n) memcpy(b->ids + b->n, b->acc.v, (size_t)b->acc.n * sizeof *b->acc.v);
         b->n += b->acc.n;
     }
     e->n_acc = (int32_t)(b->n - e->acc);
-    memset(b->lcp + e->acc, 0, (size_t)e->n_acc * sizeof *b->lcp);
+    if (e->n_acc) memset(b->lcp + e->acc, 0, (size_t)e->n_acc * sizeof *b->lcp);
     e->unc = b->n;
     e->n_unc = b->unc.n;
-    memcpy(b->ids + b->n, b->unc.v, (size_t)b->unc.n * sizeof *b->unc.v);
+    if (b->unc.n) memcpy(b->ids + b->n, b->unc.v, (size_t)b->unc.n * sizeof *b->unc.v);
     for (int32_t i = 0; i < b->unc.n; i++) b->lcp[b->n + i] = (uint16_t)b->unc_lcp.v[i];
     b->n += b->unc.n;
     return 0;
