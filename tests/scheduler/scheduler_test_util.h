@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" {
@@ -159,4 +162,76 @@ inline void on_event(void *arg) {
     Waiter *w = (Waiter *)arg;
     std::lock_guard<std::mutex> lk(w->mu);
     w->cv.notify_all();
+}
+
+// Everything one request produced on a real engine.
+struct EngineOutput {
+    std::vector<int32_t> tokens;
+    std::vector<float> margins; // top-1 minus top-2 logprob at each token (0 unless the
+                                // request asked for 2 or more top_logprobs)
+    std::string text;
+    tm_finish finish = TM_FINISH_NONE;
+    int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+};
+
+// Submits reqs at once to a fresh engine over model (c's on_event is set here), waits
+// (bounded) until each has finished, and checks that every page and sequence came back
+// after the last one. *stats gets the engine's stats at the end.
+inline std::vector<EngineOutput> run_engine(tm_model *model, tm_engine_config c,
+                                            const std::vector<tm_request> &reqs,
+                                            tm_engine_stats *stats = nullptr) {
+    Waiter w;
+    c.on_event = on_event;
+    c.on_event_arg = &w;
+    tm_engine *e = nullptr;
+    char err[256] = "";
+    EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
+    if (!e) return {};
+    std::map<uint64_t, size_t> index;
+    for (size_t i = 0; i < reqs.size(); i++) {
+        uint64_t id = 0;
+        EXPECT_EQ(tm_engine_submit(e, &reqs[i], &id, err, sizeof err), TM_OK) << err;
+        index[id] = i;
+    }
+    std::vector<EngineOutput> out(reqs.size());
+    size_t n_done = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+    tm_event evs[64];
+    while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
+        int n = tm_engine_poll(e, evs, 64);
+        if (n == 0) {
+            std::unique_lock<std::mutex> lk(w.mu);
+            w.cv.wait_for(lk, std::chrono::milliseconds(20));
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            EngineOutput &o = out[index.at(evs[i].id)];
+            if (evs[i].token >= 0) {
+                o.tokens.push_back(evs[i].token);
+                o.margins.push_back(evs[i].n_top >= 2 ? evs[i].top_logprobs[0] - evs[i].top_logprobs[1] : 0.0f);
+            }
+            o.text.append(evs[i].text ? evs[i].text : "", evs[i].text_len);
+            if (evs[i].finish != TM_FINISH_NONE) {
+                o.finish = evs[i].finish;
+                o.prompt_tokens = evs[i].prompt_tokens;
+                o.completion_tokens = evs[i].completion_tokens;
+                o.cached_tokens = evs[i].cached_tokens;
+                n_done++;
+            }
+            tm_event_free(&evs[i]);
+        }
+    }
+    EXPECT_EQ(n_done, reqs.size()) << "requests did not finish in time";
+    // Pages return once the last request ended (stats are published after a step).
+    tm_engine_stats st;
+    for (int i = 0; i < 100; i++) {
+        tm_engine_get_stats(e, &st);
+        if (st.n_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(st.n_blocks_used, 0);
+    EXPECT_EQ(st.n_running + st.n_waiting, 0);
+    if (stats) *stats = st;
+    tm_engine_destroy(e);
+    return out;
 }

@@ -34,12 +34,7 @@ extern "C" {
 
 namespace {
 
-struct Result {              // everything one request produced
-    std::vector<int32_t> tokens;
-    std::string text;
-    tm_finish finish = TM_FINISH_NONE;
-    int prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
-};
+using Result = EngineOutput; // everything one request produced
 
 class EngineTest : public DefaultModelTest {
   protected:
@@ -69,59 +64,9 @@ class EngineTest : public DefaultModelTest {
     }
 
     // Submits all requests at once and waits (bounded) until each has finished.
-    static std::vector<Result> run(const tm_engine_config &c0, const std::vector<tm_request> &reqs,
+    static std::vector<Result> run(const tm_engine_config &c, const std::vector<tm_request> &reqs,
                                    tm_engine_stats *stats_out = nullptr) {
-        Waiter w;
-        tm_engine_config c = c0;
-        c.on_event_arg = &w;
-        tm_engine *e = nullptr;
-        char err[256] = "";
-        EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
-        if (!e) return {};
-        std::map<uint64_t, size_t> index;
-        for (size_t i = 0; i < reqs.size(); i++) {
-            uint64_t id = 0;
-            EXPECT_EQ(tm_engine_submit(e, &reqs[i], &id, err, sizeof err), TM_OK) << err;
-            index[id] = i;
-        }
-        std::vector<Result> out(reqs.size());
-        size_t n_done = 0;
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-        tm_event evs[64];
-        while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
-            int n = tm_engine_poll(e, evs, 64);
-            if (n == 0) {
-                std::unique_lock<std::mutex> lk(w.mu);
-                w.cv.wait_for(lk, std::chrono::milliseconds(50));
-                continue;
-            }
-            for (int i = 0; i < n; i++) {
-                Result &r = out[index.at(evs[i].id)];
-                if (evs[i].token >= 0) r.tokens.push_back(evs[i].token);
-                r.text.append(evs[i].text ? evs[i].text : "", evs[i].text_len);
-                if (evs[i].finish != TM_FINISH_NONE) {
-                    r.finish = evs[i].finish;
-                    r.prompt_tokens = evs[i].prompt_tokens;
-                    r.completion_tokens = evs[i].completion_tokens;
-                    r.cached_tokens = evs[i].cached_tokens;
-                    n_done++;
-                }
-                tm_event_free(&evs[i]);
-            }
-        }
-        EXPECT_EQ(n_done, reqs.size()) << "requests did not finish in time";
-        // Pages return once the last request ended (stats are published after a step).
-        tm_engine_stats st;
-        for (int i = 0; i < 100; i++) {
-            tm_engine_get_stats(e, &st);
-            if (st.n_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        EXPECT_EQ(st.n_blocks_used, 0);
-        EXPECT_EQ(st.n_running + st.n_waiting, 0);
-        if (stats_out) *stats_out = st;
-        tm_engine_destroy(e);
-        return out;
+        return run_engine(model, c, reqs, stats_out);
     }
 
     static std::vector<int32_t> prompt_of(int len, uint32_t seed) {

@@ -28,11 +28,7 @@ namespace {
 // (tests/models/test_golden.cc), so two backends may disagree on gaps below it.
 constexpr float kNearTie = 1.0f;
 
-struct Generated {
-    std::vector<int32_t> tokens;
-    std::vector<float> margins; // top-1 minus top-2 logprob (= logit) at each step
-    tm_finish finish = TM_FINISH_NONE;
-};
+using Generated = EngineOutput; // margins: top-1 minus top-2 logprob (= logit) at each step
 
 struct Loaded {
     tm_backend *be = nullptr;
@@ -69,51 +65,15 @@ std::vector<int32_t> prompt_of(int len, uint32_t seed, int n_vocab) {
 
 // Runs reqs together on an engine over model with kv_blocks pages; waits (bounded).
 std::vector<Generated> run(tm_model *model, int kv_blocks, const std::vector<tm_request> &reqs, uint64_t *preempted) {
-    Waiter w;
     tm_engine_config c;
     tm_engine_config_default(&c);
     c.kv_cache_bytes = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16) * (size_t)kv_blocks;
     c.enable_prefix_cache = 1;
     c.max_num_seqs = 16;
     c.max_num_batched_tokens = 512;
-    c.on_event = on_event;
-    c.on_event_arg = &w;
-    tm_engine *e = nullptr;
-    char err[256] = "";
-    EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
-    if (!e) return {};
-    std::map<uint64_t, size_t> index;
-    for (size_t i = 0; i < reqs.size(); i++) {
-        uint64_t id = 0;
-        EXPECT_EQ(tm_engine_submit(e, &reqs[i], &id, err, sizeof err), TM_OK) << err;
-        index[id] = i;
-    }
-    std::vector<Generated> out(reqs.size());
-    size_t n_done = 0;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-    tm_event evs[64];
-    while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
-        int n = tm_engine_poll(e, evs, 64);
-        if (n == 0) {
-            std::unique_lock<std::mutex> lk(w.mu);
-            w.cv.wait_for(lk, std::chrono::milliseconds(20));
-            continue;
-        }
-        for (int i = 0; i < n; i++) {
-            Generated &g = out[index.at(evs[i].id)];
-            if (evs[i].token >= 0) {
-                g.tokens.push_back(evs[i].token);
-                g.margins.push_back(evs[i].n_top >= 2 ? evs[i].top_logprobs[0] - evs[i].top_logprobs[1] : 0.0f);
-            }
-            if (evs[i].finish != TM_FINISH_NONE) g.finish = evs[i].finish, n_done++;
-            tm_event_free(&evs[i]);
-        }
-    }
-    EXPECT_EQ(n_done, reqs.size()) << "requests did not finish in time";
     tm_engine_stats st;
-    tm_engine_get_stats(e, &st);
+    std::vector<Generated> out = run_engine(model, c, reqs, &st);
     if (preempted) *preempted = st.n_preemptions;
-    tm_engine_destroy(e);
     return out;
 }
 

@@ -21,11 +21,7 @@ extern "C" {
 
 namespace {
 
-struct Out {
-    std::vector<int32_t> tokens;
-    std::string text;
-    tm_finish finish = TM_FINISH_NONE;
-};
+using Out = EngineOutput;
 
 const char *kPerson = R"(root ::= "{" ws "\"name\"" ws ":" ws string "," ws "\"age\"" ws ":" ws age ws "}"
 string ::= "\"" ( [^"\\\x00-\x1F] | "\\" ["\\/bfnrt] ){1,20} "\""
@@ -88,46 +84,12 @@ class EngineStructured : public DefaultModelTest {
     }
 
     static std::vector<Out> run(const std::vector<tm_request> &reqs) {
-        Waiter w;
         tm_engine_config c;
         tm_engine_config_default(&c);
         c.kv_cache_bytes = tm_model_kv_bytes_per_block(model, 16, TM_KV_F16) * 128;
         c.max_num_seqs = 8;
         c.max_num_batched_tokens = 256;
-        c.on_event = on_event;
-        c.on_event_arg = &w;
-        tm_engine *e = nullptr;
-        char err[256] = "";
-        EXPECT_EQ(tm_engine_create(model, &c, &e, err, sizeof err), TM_OK) << err;
-        if (!e) return {};
-        std::map<uint64_t, size_t> index;
-        for (size_t i = 0; i < reqs.size(); i++) {
-            uint64_t id = 0;
-            EXPECT_EQ(tm_engine_submit(e, &reqs[i], &id, err, sizeof err), TM_OK) << err;
-            index[id] = i;
-        }
-        std::vector<Out> out(reqs.size());
-        size_t n_done = 0;
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-        tm_event evs[64];
-        while (n_done < reqs.size() && std::chrono::steady_clock::now() < deadline) {
-            int n = tm_engine_poll(e, evs, 64);
-            if (n == 0) {
-                std::unique_lock<std::mutex> lk(w.mu);
-                w.cv.wait_for(lk, std::chrono::milliseconds(50));
-                continue;
-            }
-            for (int i = 0; i < n; i++) {
-                Out &o = out[index.at(evs[i].id)];
-                if (evs[i].token >= 0) o.tokens.push_back(evs[i].token);
-                o.text.append(evs[i].text ? evs[i].text : "", evs[i].text_len);
-                if (evs[i].finish != TM_FINISH_NONE) o.finish = evs[i].finish, n_done++;
-                tm_event_free(&evs[i]);
-            }
-        }
-        EXPECT_EQ(n_done, reqs.size()) << "requests did not finish in time";
-        tm_engine_destroy(e);
-        return out;
+        return run_engine(model, c, reqs);
     }
 };
 
