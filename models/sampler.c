@@ -24,35 +24,10 @@ void tm_sampling_params_default(tm_sampling_params *p) {
     p->repetition_penalty = 1.0f;
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* xoshiro256** */
-static uint64_t rng_next(uint64_t s[4]) {
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
 void tm_sampler_init(tm_sampler *s, const tm_sampling_params *p) {
     memset(s, 0, sizeof *s);
     s->params = *p;
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    tm_rng_seed(&s->rng, p->seed);
 }
 
 void tm_sampler_deinit(tm_sampler *s) {
@@ -249,7 +224,7 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
 
     double total = 0.0;
     for (int i = 0; i < n; i++) total += val[i];
-    double u = rng_uniform(s->rng) * total;
+    double u = tm_rng_uniform(&s->rng) * total;
     double cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += val[i];

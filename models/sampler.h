@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/rng.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -52,7 +54,7 @@ enum { TM_SAMPLER_MAX_PROCESSORS = 4 };
 
 typedef struct tm_sampler {
     tm_sampling_params params; /* copied at init */
-    uint64_t rng[4];           /* xoshiro256** state from the seed */
+    tm_rng rng;                /* from the seed */
     tm_logit_processor procs[TM_SAMPLER_MAX_PROCESSORS]; /* (n_procs) applied in order */
     int n_procs;
 } tm_sampler;

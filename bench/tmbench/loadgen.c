@@ -491,8 +491,8 @@ void tm_bench_arrivals(int n, double rate, double burstiness, uint64_t seed, dou
         for (int i = 0; i < n; i++) out[i] = 0;
         return;
     }
-    tm_bench_rng rng;
-    tm_bench_rng_seed(&rng, seed);
+    tm_rng rng;
+    tm_rng_seed(&rng, seed);
     double t = 0;
     for (int i = 0; i < n; i++) {
         t += isinf(burstiness) ? 1.0 / rate : tm_bench_rng_gamma(&rng, burstiness, 1.0 / (rate * burstiness));

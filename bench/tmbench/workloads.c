@@ -116,7 +116,7 @@ static int ids_to_text(const tm_bench_target *t, double timeout, const int32_t *
     return *out ? 0 : tm_fail(err, err_len, TM_ENOMEM, "out of memory");
 }
 
-static void draw_ids(tm_bench_rng *rng, const int32_t *pool, int n_pool, int32_t *out, int n) {
+static void draw_ids(tm_rng *rng, const int32_t *pool, int n_pool, int32_t *out, int n) {
     for (int i = 0; i < n; i++) out[i] = pool[tm_bench_rng_range(rng, 0, n_pool - 1)];
 }
 
@@ -180,7 +180,7 @@ static int add_ids_request(const tm_bench_workload_opts *o, const tm_bench_targe
     return set_body(s, b, n) ? tm_fail(err, err_len, TM_ENOMEM, "out of memory") : 0;
 }
 
-static void shuffle_specs(tm_bench_spec *s, int n, tm_bench_rng *rng) {
+static void shuffle_specs(tm_bench_spec *s, int n, tm_rng *rng) {
     for (int i = n - 1; i > 0; i--) {
         int j = (int)tm_bench_rng_range(rng, 0, i);
         tm_bench_spec tmp = s[i];
@@ -189,7 +189,7 @@ static void shuffle_specs(tm_bench_spec *s, int n, tm_bench_rng *rng) {
     }
 }
 
-static int len_in_range(tm_bench_rng *rng, int len, double r) {
+static int len_in_range(tm_rng *rng, int len, double r) {
     int lo = (int)floor(len * (1 - r)), hi = (int)ceil(len * (1 + r));
     if (lo < 1) lo = 1;
     if (hi < lo) hi = lo;
@@ -197,7 +197,7 @@ static int len_in_range(tm_bench_rng *rng, int len, double r) {
 }
 
 static int build_random(const tm_bench_workload_opts *o, const tm_bench_target *t, json_t *base,
-                        const int32_t *pool, int n_pool, tm_bench_rng *rng, tm_bench_workload *w,
+                        const int32_t *pool, int n_pool, tm_rng *rng, tm_bench_workload *w,
                         char *err, size_t err_len) {
     int max_in = (int)ceil(o->input_len * (1 + o->range_ratio)) + o->random_prefix_len + 1;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_in);
@@ -216,7 +216,7 @@ static int build_random(const tm_bench_workload_opts *o, const tm_bench_target *
 }
 
 static int build_prefix(const tm_bench_workload_opts *o, const tm_bench_target *t, json_t *base,
-                        const int32_t *pool, int n_pool, tm_bench_rng *rng, tm_bench_workload *w,
+                        const int32_t *pool, int n_pool, tm_rng *rng, tm_bench_workload *w,
                         char *err, size_t err_len) {
     int per = o->num_prompts / o->num_prefixes;
     if (per == 0)
@@ -257,7 +257,7 @@ static int chat_body(tm_bench_workload *w, int c, int turn, tm_bench_spec *s) {
 }
 
 static int build_chat(const tm_bench_workload_opts *o, const tm_bench_target *t, json_t *base,
-                      const int32_t *pool, int n_pool, tm_bench_rng *rng, tm_bench_workload *w,
+                      const int32_t *pool, int n_pool, tm_rng *rng, tm_bench_workload *w,
                       char *err, size_t err_len) {
     w->turns = o->chat_turns;
     w->n_conv = (o->num_prompts + w->turns - 1) / w->turns;
@@ -298,7 +298,7 @@ int tm_bench_workload_followup(void *user, int idx, const tm_bench_spec *spec, c
 }
 
 static int build_file(const tm_bench_workload_opts *o, const tm_bench_target *t, json_t *base,
-                      tm_bench_rng *rng, tm_bench_workload *w, char *err, size_t err_len) {
+                      tm_rng *rng, tm_bench_workload *w, char *err, size_t err_len) {
     FILE *f = fopen(o->path, "r");
     if (!f) return tm_fail(err, err_len, TM_EIO, "cannot open the dataset %s: %s", o->path, strerror(errno));
     size_t cap = 0;
@@ -381,8 +381,8 @@ int tm_bench_workload_build(const tm_bench_workload_opts *o, const tm_bench_targ
     w->chat_api = o->chat_api;
     w->specs = calloc((size_t)w->n_total, sizeof *w->specs);
     if (!w->specs) return tm_fail(err, err_len, TM_ENOMEM, "out of memory");
-    tm_bench_rng rng;
-    tm_bench_rng_seed(&rng, o->seed);
+    tm_rng rng;
+    tm_rng_seed(&rng, o->seed);
     json_t *base = base_body(o, o->dataset != TM_BENCH_FILE || o->ignore_eos, err, err_len);
     if (!base) return TM_EINVAL;
     int32_t *pool = NULL;
