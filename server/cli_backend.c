@@ -110,3 +110,20 @@ tm_model *tm_cli_model_load(const char *path, tm_backend *be) {
     }
     return m;
 }
+
+int tm_cli_model_source_check(const char *cmd, const char *path_flag, const char *path,
+                              const char *synthetic) {
+    if (path && synthetic) {
+        fprintf(stderr, "tokenmill %s: give %s or --synthetic, not both\n", cmd, path_flag);
+        return 2;
+    }
+    if (synthetic) {
+        tm_synth_options so;
+        char err[512];
+        if (tm_synth_parse(synthetic, &so, err, sizeof err)) {
+            fprintf(stderr, "tokenmill %s: --synthetic: %s\n", cmd, err);
+            return 2;
+        }
+    }
+    return 0;
+}

@@ -24,6 +24,12 @@ tm_backend *tm_cli_backend_create(const char *cmd, const char *device, int threa
 /* Is device one of "cpu", "cuda", "auto"? */
 int tm_cli_device_ok(const char *device);
 
+/* Usage check of a subcommand's model source, before anything loads: not both a path and
+ * --synthetic (path_flag names the path's option in the message), and a synthetic name
+ * that parses. Prints "tokenmill <cmd>: ..." and returns 2 (the usage exit status), or 0. */
+int tm_cli_model_source_check(const char *cmd, const char *path_flag, const char *path,
+                              const char *synthetic);
+
 /* The model a subcommand runs, loaded onto be with progress (may be NULL): the GGUF at
  * path (NULL: the default model) or, when synthetic is "PRESET:TYPE" (path must be NULL),
  * a synthetic model (models/synth.h: seed 0, the default model's tokenizer) built as a

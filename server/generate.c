@@ -17,7 +17,6 @@
 
 #include "common/common.h"
 #include "models/model.h"
-#include "models/synth.h"
 #include "models/sampler.h"
 #include "scheduler/engine.h"
 #include "server/cli_args.h"
@@ -138,18 +137,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
         fprintf(stderr, "tokenmill generate: -p TEXT is required\n");
         return 2;
     }
-    if (o->model && o->synthetic) {
-        fprintf(stderr, "tokenmill generate: give -m or --synthetic, not both\n");
-        return 2;
-    }
-    if (o->synthetic) { /* a bad name is a usage error, found before any loading */
-        tm_synth_options so;
-        char err[512];
-        if (tm_synth_parse(o->synthetic, &so, err, sizeof err)) {
-            fprintf(stderr, "tokenmill generate: --synthetic: %s\n", err);
-            return 2;
-        }
-    }
+    if (tm_cli_model_source_check("generate", "-m", o->model, o->synthetic)) return 2;
     sp->top_k = (int)top_k;
     return 0;
 }

@@ -18,7 +18,6 @@
 #include "common/common.h"
 #include "kernels/backend.h"
 #include "models/model.h"
-#include "models/synth.h"
 #include "scheduler/engine.h"
 #include "server/api.h"
 #include "server/chat_template.h"
@@ -145,18 +144,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         fprintf(stderr, "tokenmill serve: --device must be auto, cpu or cuda, not '%s'\n", o->device);
         return 2;
     }
-    if (o->model && o->synthetic) {
-        fprintf(stderr, "tokenmill serve: give MODEL or --synthetic, not both\n");
-        return 2;
-    }
-    if (o->synthetic) { /* a bad name is a usage error, found before any loading */
-        tm_synth_options so;
-        char err[512];
-        if (tm_synth_parse(o->synthetic, &so, err, sizeof err)) {
-            fprintf(stderr, "tokenmill serve: --synthetic: %s\n", err);
-            return 2;
-        }
-    }
+    if (tm_cli_model_source_check("serve", "MODEL", o->model, o->synthetic)) return 2;
     if (o->kv_dtype && tm_kv_dtype_from_name(o->kv_dtype) < 0) {
         fprintf(stderr, "tokenmill serve: --kv-cache-dtype must be f16 or int8, not '%s'\n", o->kv_dtype);
         return 2;
