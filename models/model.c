@@ -503,7 +503,7 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         }
         be->rope(be, a->q, a->k, b->pos, n, c->n_heads, c->n_kv_heads, c->head_dim, &c->rope);
         be->kv_store(be, kv, l, a->k, a->v, b->slots, n);
-        be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale); /* att (n, qd) */
+        be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale, 0, 0.0f); /* att (n, qd) */
         be->matmul(be, a->xb, a->att, &L->wo, NULL, n);             /* xb (n, dim) */
         tm_residual_norm(be, a->x, a->xb, L->ffn_norm, a->xb, n, dim, c->rms_eps);
         /* feed-forward block: x += Wdown · (silu(Wgate·xb) * Wup·xb), then the next layer's norm */
