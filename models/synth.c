@@ -15,16 +15,25 @@
 #include "common/common.h"
 #include "models/model.h"
 
-/* Published shapes (the models' config.json). tiny and tiny-qwen2 are ours, for tests:
- * every row length a multiple of 256 so that every type fits, and a vocabulary 256
- * tokens larger than the default tokenizer's so that padding is exercised. */
+/* Published shapes (the models' config.json). The tiny-* rows are ours, for tests: one
+ * per architecture, every row length a multiple of 256 so that every type fits, a
+ * vocabulary 256 tokens larger than the default tokenizer's so that padding is exercised,
+ * and each architecture's quirks at a size llama.cpp checks in seconds: tiny-mistral's
+ * heads are wider than its embedding (n_heads * head_dim = 2 dim, as Mistral Nemo's), the
+ * Gemma windows (4 keys) are shorter than the comparison's 8 tokens and their soft-caps
+ * low enough to bend. */
 static const tm_synth_preset k_presets[] = {
-    /* name          arch     layers  dim    ffn  heads kv  hd   vocab   theta       ctx   tied  eps    llama3 rope */
-    {"tiny",         "llama",  4,     256,   768,  4,  2,  64,  49408,  10000.0f,   4096,  0, 1e-5f, 0.0f},
-    {"tiny-qwen2",   "qwen2",  2,     256,   768,  4,  2,  64,  49408,  1000000.0f, 4096,  1, 1e-6f, 0.0f},
-    {"llama3-1b",    "llama", 16,    2048,  8192, 32,  8,  64, 128256,  500000.0f,  131072, 1, 1e-5f, 32.0f},
-    {"llama3-8b",    "llama", 32,    4096, 14336, 32,  8, 128, 128256,  500000.0f,  8192,  0, 1e-5f, 0.0f},
-    {"qwen2.5-7b",   "qwen2", 28,    3584, 18944, 28,  4, 128, 152064,  1000000.0f, 32768, 0, 1e-6f, 0.0f},
+    /* name          arch      layers dim   ffn   heads kv  hd   vocab   theta       ctx    tied eps    llama3 window attn  final */
+    {"tiny",         "llama",   4,    256,  768,  4,    2,  64,  49408,  10000.0f,   4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-qwen2",   "qwen2",   2,    256,  768,  4,    2,  64,  49408,  1000000.0f, 4096,  1,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-mistral", "llama",   3,    256,  768,  4,    1,  128, 49408,  1000000.0f, 4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-qwen3",   "qwen3",   3,    256,  768,  4,    2,  128, 49408,  1000000.0f, 4096,  1,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-phi3",    "phi3",    3,    256,  768,  4,    4,  64,  49408,  10000.0f,   4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-gemma2",  "gemma2",  4,    256,  768,  4,    2,  64,  49408,  10000.0f,   4096,  1,   1e-6f, 0.0f,  4,     2.0f, 4.0f},
+    {"tiny-gemma3",  "gemma3",  6,    256,  768,  4,    1,  128, 49408,  1000000.0f, 32768, 1,   1e-6f, 0.0f,  4,     0.0f, 0.0f},
+    {"llama3-1b",    "llama",   16,   2048, 8192, 32,   8,  64,  128256, 500000.0f,  131072, 1,  1e-5f, 32.0f, 0,     0.0f, 0.0f},
+    {"llama3-8b",    "llama",   32,   4096, 14336, 32,  8,  128, 128256, 500000.0f,  8192,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"qwen2.5-7b",   "qwen2",   28,   3584, 18944, 28,  4,  128, 152064, 1000000.0f, 32768, 0,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
 };
 
 /* Weight types, with llama.cpp's general.file_type for a file that is all of that type. */
@@ -342,7 +351,10 @@ static void add_t(synth_tensor *ts, int *n, const char *name, int64_t cols, int6
     t->half_width = half;
 }
 
-/* Fills ts (room for 4 + 12 per layer) in llama.cpp's order; returns the count. */
+/* Tensors per layer at most (gemma3: 4 norms, 2 post-norms, 7 matrices). */
+enum { MAX_LAYER_TENSORS = 16 };
+
+/* Fills ts (room for 4 + MAX_LAYER_TENSORS per layer) in llama.cpp's order; returns the count. */
 static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *ts) {
     const tm_synth_preset *p = o->preset;
     const int64_t qd = (int64_t)p->n_heads * p->head_dim, kvd = (int64_t)p->n_kv_heads * p->head_dim;
@@ -351,6 +363,9 @@ static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *t
                                                                      depth, so --layers keeps bytes */
     const float s_logit = 3.0f * s_dim; /* logits of std ~3, as trained models spread them */
     const int qkv_bias = !strcmp(p->arch, "qwen2");
+    const int qk_norm = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "gemma3");
+    const int post_norms = !strncmp(p->arch, "gemma", 5);
+    const int fused = !strcmp(p->arch, "phi3"); /* attn_qkv, and ffn_up holding gate then up */
     int n = 0;
     char name[64];
     add_t(ts, &n, "token_embd.weight", p->dim, p->n_vocab, o->type, KIND_MATRIX, s_logit, 0, 0);
@@ -361,21 +376,37 @@ static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *t
     for (int l = 0; l < n_layers; l++) {
 #define NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
         add_t(ts, &n, NAME("attn_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
-        add_t(ts, &n, NAME("attn_q.weight"), p->dim, qd, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("attn_k.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("attn_v.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        if (fused) {
+            add_t(ts, &n, NAME("attn_qkv.weight"), p->dim, qd + 2 * kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        } else {
+            add_t(ts, &n, NAME("attn_q.weight"), p->dim, qd, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("attn_k.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("attn_v.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        }
         if (qkv_bias) {
             add_t(ts, &n, NAME("attn_q.bias"), qd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
             add_t(ts, &n, NAME("attn_k.bias"), kvd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
             add_t(ts, &n, NAME("attn_v.bias"), kvd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
         }
+        if (qk_norm) {
+            add_t(ts, &n, NAME("attn_q_norm.weight"), p->head_dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
+            add_t(ts, &n, NAME("attn_k_norm.weight"), p->head_dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
+        }
         add_t(ts, &n, NAME("attn_output.weight"), qd, p->dim, o->type, KIND_MATRIX,
               s_res / sqrtf((float)qd), 0, 0);
+        if (post_norms)
+            add_t(ts, &n, NAME("post_attention_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
         add_t(ts, &n, NAME("ffn_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
-        add_t(ts, &n, NAME("ffn_gate.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("ffn_up.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        if (fused) {
+            add_t(ts, &n, NAME("ffn_up.weight"), p->dim, 2 * (int64_t)p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        } else {
+            add_t(ts, &n, NAME("ffn_gate.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("ffn_up.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        }
         add_t(ts, &n, NAME("ffn_down.weight"), p->ffn_dim, p->dim, o->type, KIND_MATRIX,
               s_res / sqrtf((float)p->ffn_dim), 0, 0);
+        if (post_norms)
+            add_t(ts, &n, NAME("post_ffw_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
 #undef NAME
     }
     return n;
@@ -466,9 +497,11 @@ static int add_metadata(const tm_synth_options *o, int n_layers, tm_gguf_writer 
     char key[128], text[160];
     int rc = 0;
 #define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, p->arch), key)
-    snprintf(text, sizeof text, "synthetic %s %s", p->name, tm_dtype_name(o->type));
     if (!rc) rc = tm_gguf_writer_add_str(w, "general.architecture", p->arch);
-    if (!rc) rc = tm_gguf_writer_add_str(w, "general.name", text);
+    /* no preset in the name: llama.cpp sets token attributes by general.name (a name with
+     * "phi3" in it looks up Phi-3's special tokens, which the copied tokenizer lacks); the
+     * preset is in tokenmill.synth */
+    if (!rc) rc = tm_gguf_writer_add_str(w, "general.name", "tokenmill synthetic model");
     if (!rc) rc = tm_gguf_writer_add_u32(w, "general.file_type", ftype_of(o->type));
     if (!rc) rc = tm_gguf_writer_add_u32(w, "general.quantization_version", 2);
     snprintf(text, sizeof text, "%s:%s seed %" PRIu64 " layers %d", p->name, tm_dtype_name(o->type),
@@ -486,6 +519,9 @@ static int add_metadata(const tm_synth_options *o, int n_layers, tm_gguf_writer 
     if (!rc) rc = tm_gguf_writer_add_f32(w, KEY("rope.freq_base"), p->rope_theta);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("rope.dimension_count"), (uint32_t)p->head_dim);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("vocab_size"), (uint32_t)p->n_vocab);
+    if (!rc && p->window > 0) rc = tm_gguf_writer_add_u32(w, KEY("attention.sliding_window"), (uint32_t)p->window);
+    if (!rc && p->attn_softcap > 0) rc = tm_gguf_writer_add_f32(w, KEY("attn_logit_softcapping"), p->attn_softcap);
+    if (!rc && p->final_softcap > 0) rc = tm_gguf_writer_add_f32(w, KEY("final_logit_softcapping"), p->final_softcap);
 #undef KEY
     return rc;
 }
@@ -508,7 +544,7 @@ static int synth_run(const tm_synth_options *o, const char *path, tm_gguf **imag
                        p->name, n_layers);
     int n_threads = o->n_threads > 0 ? o->n_threads : tm_n_cpus();
     n_threads = TM_MAX(1, TM_MIN(n_threads, MAX_THREADS));
-    synth_tensor *ts = calloc(4 + 12 * (size_t)n_layers, sizeof *ts);
+    synth_tensor *ts = calloc(4 + MAX_LAYER_TENSORS * (size_t)n_layers, sizeof *ts);
     tm_gguf_writer *w = tm_gguf_writer_create(32);
     tm_gguf *tok = NULL;
     uint8_t *buf = NULL;

@@ -33,10 +33,12 @@ extern "C" {
 #endif
 
 /* One model shape. The architecture decides the tensors beyond llama's (qwen2: q/k/v
- * biases); a new shape of a known architecture is one more row in synth.c's table. */
+ * biases; qwen3: q/k norms; phi3: fused attn_qkv and gate/up; gemma2: post-norms; gemma3:
+ * post-norms and q/k norms); a new shape of a known architecture is one more row in
+ * synth.c's table. */
 typedef struct tm_synth_preset {
     const char *name;        /* "llama3-8b" */
-    const char *arch;        /* general.architecture: "llama" or "qwen2" */
+    const char *arch;        /* general.architecture: llama, qwen2, qwen3, phi3, gemma2, gemma3 */
     int n_layers;            /* transformer blocks */
     int dim;                 /* embedding width */
     int ffn_dim;             /* feed-forward hidden width */
@@ -50,6 +52,10 @@ typedef struct tm_synth_preset {
     float rms_eps;           /* attention.layer_norm_rms_epsilon */
     float rope_llama3_factor;/* > 0: Llama 3.1-style rope_freqs.weight with this factor
                                 (low 1, high 4, original context 8192); 0: none */
+    int window;              /* > 0: attention.sliding_window (Gemma; its layer pattern is the
+                                architecture's default) */
+    float attn_softcap;      /* > 0: attn_logit_softcapping (Gemma 2) */
+    float final_softcap;     /* > 0: final_logit_softcapping (Gemma 2) */
 } tm_synth_preset;
 
 /* The table: index 0..tm_synth_n_presets()-1; find returns NULL for an unknown name. */

@@ -119,12 +119,12 @@ static void synth_usage(FILE *f) {
             "  --tokenizer-from GGUF    take the tokenizer from this file instead\n"
             "  --threads N              generator threads (one per CPU)\n"
             "TYPE: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k\n"
-            "PRESET     arch   layers   dim    ffn  heads kv head_dim  vocab   rope theta  context tied\n");
+            "PRESET       arch   layers   dim    ffn  heads kv head_dim  vocab   rope theta  context tied window\n");
     for (int i = 0; i < tm_synth_n_presets(); i++) {
         const tm_synth_preset *p = tm_synth_preset_at(i);
-        fprintf(f, "%-10s %-6s %6d %5d %6d %5d %3d %8d %7d %12.0f %8d %s\n", p->name, p->arch, p->n_layers,
+        fprintf(f, "%-12s %-6s %6d %5d %6d %5d %3d %8d %7d %12.0f %8d %-4s %d\n", p->name, p->arch, p->n_layers,
                 p->dim, p->ffn_dim, p->n_heads, p->n_kv_heads, p->head_dim, p->n_vocab, p->rope_theta,
-                p->n_ctx, p->tied ? "yes" : "no");
+                p->n_ctx, p->tied ? "yes" : "no", p->window);
     }
 }
 

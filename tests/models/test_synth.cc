@@ -89,7 +89,8 @@ TEST(SynthPresets, TableIsConsistent) {
         ASSERT_NE(p, nullptr);
         EXPECT_TRUE(names.insert(p->name).second) << "duplicate " << p->name;
         EXPECT_EQ(tm_synth_find_preset(p->name), p);
-        EXPECT_TRUE(!strcmp(p->arch, "llama") || !strcmp(p->arch, "qwen2")) << p->name;
+        const std::set<std::string> archs = {"llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"};
+        EXPECT_TRUE(archs.count(p->arch)) << p->name << ": " << p->arch;
         EXPECT_EQ(p->n_heads % p->n_kv_heads, 0) << p->name;
         // every type fits every preset: rows are multiples of the K-quants' 256
         EXPECT_EQ(p->dim % 256, 0) << p->name;
@@ -97,7 +98,8 @@ TEST(SynthPresets, TableIsConsistent) {
         EXPECT_EQ(p->n_heads * p->head_dim % 256, 0) << p->name;
         EXPECT_GE(p->n_vocab, 49152) << p->name << ": the default tokenizer must fit";
     }
-    for (const char *want : {"tiny", "llama3-1b", "llama3-8b", "qwen2.5-7b"})
+    for (const char *want : {"tiny", "tiny-mistral", "tiny-qwen2", "tiny-qwen3", "tiny-phi3", "tiny-gemma2",
+                             "tiny-gemma3", "llama3-1b", "llama3-8b", "qwen2.5-7b"})
         EXPECT_NE(tm_synth_find_preset(want), nullptr) << want;
     EXPECT_EQ(tm_synth_find_preset("nope"), nullptr);
     EXPECT_EQ(tm_synth_preset_at(-1), nullptr);
