@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/common.h"
+#include "models/convert.h"
 #include "models/model.h"
 
 /* Published shapes (the models' config.json). The tiny-* rows are ours, for tests: one
@@ -39,9 +41,10 @@ static const tm_synth_preset k_presets[] = {
 /* Weight types, with llama.cpp's general.file_type for a file that is all of that type. */
 static const struct { tm_dtype type; uint32_t ftype; } k_types[] = {
     {TM_DTYPE_F32, 0},   {TM_DTYPE_F16, 1},   {TM_DTYPE_BF16, 32}, {TM_DTYPE_Q8_0, 7},
-    {TM_DTYPE_Q4_0, 2},  {TM_DTYPE_Q4_1, 3},  {TM_DTYPE_Q4_K, 14}, {TM_DTYPE_Q6_K, 18},
+    {TM_DTYPE_Q4_0, 2},  {TM_DTYPE_Q4_1, 3},  {TM_DTYPE_Q5_0, 8},  {TM_DTYPE_Q5_1, 9},
+    {TM_DTYPE_Q4_K, 14}, {TM_DTYPE_Q5_K, 16}, {TM_DTYPE_Q6_K, 18},
 };
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k"
+#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 int tm_synth_n_presets(void) { return (int)TM_ARRAY_LEN(k_presets); }
 
@@ -53,6 +56,11 @@ const tm_synth_preset *tm_synth_find_preset(const char *name) {
     for (int i = 0; name && i < tm_synth_n_presets(); i++)
         if (!strcmp(k_presets[i].name, name)) return &k_presets[i];
     return NULL;
+}
+
+const char *tm_synth_type_name(const tm_synth_options *o) {
+    if (o->mix_m) return o->type == TM_DTYPE_Q4_K ? "q4_k_m" : "q5_k_m";
+    return tm_dtype_name(o->type);
 }
 
 int tm_synth_type_ok(tm_dtype t) {
@@ -77,6 +85,13 @@ int tm_synth_options_init(tm_synth_options *o, const char *preset, const char *t
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
                      k_presets[i].name);
         return tm_fail(err, err_len, TM_EINVAL, "unknown preset '%s' (presets: %s)", preset, names);
+    }
+    tm_convert_target mix;
+    if (type && (!strcasecmp(type, "q4_k_m") || !strcasecmp(type, "q5_k_m")) &&
+        tm_convert_target_from_name(type, &mix) == 0) {
+        o->type = mix.type;
+        o->mix_m = 1;
+        return 0;
     }
     int t = tm_dtype_from_name(type);
     if (t < 0 || !tm_synth_type_ok((tm_dtype)t))
@@ -186,6 +201,48 @@ static void gen_quant_row(const row_gen *g, rng *r, uint8_t *dst, int64_t n_bloc
             fill_bytes(r, q->qs, 16);
         }
         break;
+    case TM_DTYPE_Q5_0:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_0 *q = (tm_block_q5_0 *)dst + b;
+            /* d * (q - 16), q in 0..31: a random sign of d as for q4_0 */
+            uint64_t w = next64(r);
+            q->d = (uint16_t)(jittered(g->d0, w) | ((w >> 8) & 1) << 15);
+            fill_bytes(r, q->qh, 4);
+            fill_bytes(r, q->qs, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_1:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_1 *q = (tm_block_q5_1 *)dst + b;
+            uint64_t w = next64(r);
+            q->d = jittered(g->d0, w);
+            /* quants average 15.5: a min of about -15.5 d centers the block on 0 */
+            q->m = tm_f32_to_f16(-tm_f16_to_f32(q->d) * (15.0f + unit8(w >> 8)));
+            fill_bytes(r, q->qh, 4);
+            fill_bytes(r, q->qs, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_K:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_k *q = (tm_block_q5_k *)dst + b;
+            q->d = jittered(g->d0, next64(r));
+            /* as q4_k with q in 0..31: dmin = 16 d and m ~ 31/32 sc center each sub-block */
+            q->dmin = tm_f32_to_f16(16.0f * tm_f16_to_f32(q->d));
+            uint64_t w = next64(r);
+            uint8_t sc[8], m[8];
+            for (int j = 0; j < 8; j++, w >>= 7) {
+                sc[j] = (uint8_t)(16 + (w & 31));
+                m[j] = (uint8_t)TM_MIN(63, (31 * sc[j] + 16) / 32 + (int)((w >> 5) & 3) % 3 - 1);
+            }
+            for (int j = 0; j < 4; j++) {
+                q->scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+                q->scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+                q->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+            }
+            fill_bytes(r, q->qh, 32);
+            fill_bytes(r, q->qs, 128);
+        }
+        break;
     case TM_DTYPE_Q4_K:
         for (int64_t b = 0; b < n_blocks; b++) {
             tm_block_q4_k *q = (tm_block_q4_k *)dst + b;
@@ -262,15 +319,18 @@ static void gen_row(const row_gen *g, int64_t row, uint8_t *dst) {
 
 /* Root-mean-square of one quant (times d, before jitter) in each type, so that d0 =
  * sigma / this gives the matrix the wanted spread. Measured by the formulas in
- * gen_quant_row: q4_0 (q - 8) for q uniform in 0..15, q8_0 uniform in -127..127, q4_k
- * sub-block scales 16..47 times quants spread 4.61, q6_k scales 8..23 times (q - 32) for
- * q in 0..63. */
+ * gen_quant_row: q4_0 (q - 8) for q uniform in 0..15, q5_0 (q - 16) for q in 0..31, q8_0
+ * uniform in -127..127, q4_k / q5_k sub-block scales 16..47 times quants spread 4.61 /
+ * 9.23, q6_k scales 8..23 times (q - 32) for q in 0..63. */
 static float quant_rms(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_Q8_0: return 73.6f;
     case TM_DTYPE_Q4_0: return 4.64f;
     case TM_DTYPE_Q4_1: return 4.61f;
+    case TM_DTYPE_Q5_0: return 9.25f;
+    case TM_DTYPE_Q5_1: return 9.23f;
     case TM_DTYPE_Q4_K: return 33.0f * 4.61f;
+    case TM_DTYPE_Q5_K: return 33.0f * 9.23f;
     case TM_DTYPE_Q6_K: return 16.2f * 18.5f;
     default: return 1.0f;
     }
@@ -502,9 +562,10 @@ static int add_metadata(const tm_synth_options *o, int n_layers, tm_gguf_writer 
      * "phi3" in it looks up Phi-3's special tokens, which the copied tokenizer lacks); the
      * preset is in tokenmill.synth */
     if (!rc) rc = tm_gguf_writer_add_str(w, "general.name", "tokenmill synthetic model");
-    if (!rc) rc = tm_gguf_writer_add_u32(w, "general.file_type", ftype_of(o->type));
+    if (!rc) rc = tm_gguf_writer_add_u32(w, "general.file_type", o->mix_m ? (o->type == TM_DTYPE_Q4_K ? 15u : 17u)
+                                                                           : ftype_of(o->type));
     if (!rc) rc = tm_gguf_writer_add_u32(w, "general.quantization_version", 2);
-    snprintf(text, sizeof text, "%s:%s seed %" PRIu64 " layers %d", p->name, tm_dtype_name(o->type),
+    snprintf(text, sizeof text, "%s:%s seed %" PRIu64 " layers %d", p->name, tm_synth_type_name(o),
              o->seed, n_layers);
     if (!rc) rc = tm_gguf_writer_add_str(w, "tokenmill.synth", text);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)n_layers);
@@ -556,7 +617,13 @@ static int synth_run(const tm_synth_options *o, const char *path, tm_gguf **imag
         rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory");
         goto done;
     }
-    const int n_t = list_tensors(o, n_layers, ts);
+    int n_t = list_tensors(o, n_layers, ts);
+    if (o->mix_m) { /* each matrix in the type the recipe gives it */
+        tm_convert_target mix = {o->type, 1, 0};
+        for (int i = 0; i < n_t; i++)
+            if (ts[i].kind == KIND_MATRIX)
+                ts[i].type = tm_convert_tensor_type(&mix, ts[i].name, ts[i].n_dims, ts[i].ne[0], n_layers, !p->tied);
+    }
     int64_t max_row = 0;
     for (int i = 0; i < n_t; i++) {
         int64_t rb = tm_dtype_row_bytes(ts[i].type, ts[i].ne[0]);

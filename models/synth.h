@@ -17,7 +17,8 @@
  *   the preset's layers)); norm weights are 1 +- 0.1. Quantized types are drawn directly
  *   as valid random blocks (uniform quants, scales near the target spread), since our
  *   quantizer does not write every type.
- * Matrices are in the asked type (token embedding and output included); norms, biases and
+ * Matrices are in the asked type (token embedding and output included), or with a mix
+ * (q4_k_m, q5_k_m) in the type llama.cpp's recipe gives each (models/convert.h); norms, biases and
  * rope frequency factors are f32. Any thread; nothing is shared. */
 #ifndef TM_SYNTH_H
 #define TM_SYNTH_H
@@ -63,17 +64,23 @@ int tm_synth_n_presets(void);
 const tm_synth_preset *tm_synth_preset_at(int i);
 const tm_synth_preset *tm_synth_find_preset(const char *name);
 
-/* Is t a weight type synth writes (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k)? */
+/* Is t a weight type synth writes (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k,
+ * q6_k)? */
 int tm_synth_type_ok(tm_dtype t);
 
 typedef struct tm_synth_options {
     const tm_synth_preset *preset; /* shape (borrowed) */
-    tm_dtype type;                 /* type of every weight matrix */
+    tm_dtype type;                 /* type of every weight matrix, or the mix's base type */
+    int mix_m;                     /* 1: llama.cpp's _M mix on type (Q4_K: q4_k_m, Q5_K: q5_k_m):
+                                      each matrix in the type tm_convert_tensor_type gives it */
     uint64_t seed;                 /* same seed, same bytes */
     int n_layers;                  /* 0: the preset's; else this many blocks of its shape */
     const char *tokenizer_from;    /* GGUF whose tokenizer is copied; NULL: the default model */
     int n_threads;                 /* generator threads; <= 0: one per CPU */
 } tm_synth_options;
+
+/* "q4_k", or the mix's name ("q4_k_m") when o->mix_m. */
+const char *tm_synth_type_name(const tm_synth_options *o);
 
 /* Options for "PRESET:TYPE" (seed 0, the preset's layers, default tokenizer). Errors:
  * TM_EINVAL with a line that lists the presets or the types. */

@@ -5,8 +5,9 @@ here without llama.cpp).
 
 Usage: golden_synth.py TOKENMILL [PRESET ...]   (run by scripts/make-golden)
 
-For each tiny-* preset (or the ones named) and each weight type in TYPES, it writes the
-model with `TOKENMILL synth PRESET TYPE FILE --seed SEED`, evaluates IDS as one sequence in
+For each tiny-* preset (or the ones named) and each weight type in TYPES (q4_k_m: the
+llama.cpp mix, each matrix in the type its recipe gives it), it writes the model with
+`TOKENMILL synth PRESET TYPE FILE --seed SEED`, evaluates IDS as one sequence in
 one batch with llama.cpp (llama-cpp-python; one thread, CPU only, no flash attention, no
 extra buffer types, as golden_generate.py) and records, per position:
   - llama.cpp's argmax and the gap to its second-best logit (the near-tie rule),
@@ -44,7 +45,7 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 OUT_DIR = os.path.join(ROOT, "tests", "golden")
 
 PRESETS = ["tiny", "tiny-mistral", "tiny-qwen2", "tiny-qwen3", "tiny-phi3", "tiny-gemma2", "tiny-gemma3"]
-TYPES = ["f16", "q8_0", "q4_k", "q6_k"]
+TYPES = ["f16", "q8_0", "q4_k_m", "q5_k", "q6_k"]
 SEED = 11
 # ordinary tokens, BOS, a padding token (49300 > the default tokenizer's 49152); 12
 # positions, so the Gemma presets' 4-key windows slide over 8 of them
