@@ -398,7 +398,8 @@ int main(int argc, char **argv) {
         times to = {0};
         to.compile_ms = calloc(1024, sizeof(double));
         char name[64];
-        snprintf(name, sizeof name, "%s (%d)", tm_tokenizer_kind(other), tm_tokenizer_n_vocab(other));
+        const char *base = strrchr(vocab_path, '/');
+        snprintf(name, sizeof name, "%.40s (%d)", base ? base + 1 : vocab_path, tm_tokenizer_n_vocab(other));
         corpus_times(corpus, vo, limit, &to);
         report(name, &to);
         tm_grammar_vocab_destroy(vo);

@@ -42,19 +42,22 @@ static tm_kq_format tm_kq_format_of(tm_dtype t) {
 
 static int tm_kq_clamp(long v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : (int)v; }
 
-/* Round v to the nearest integer in [lo, hi]; NaN gives lo. */
+/* Round v to the nearest integer in [lo, hi] (ties to even); NaN gives lo. Adding and
+ * subtracting 1.5 * 2^23 rounds a float of magnitude < 2^22 in the FPU's mode, without
+ * the libm call lrintf is without -fno-math-errno (the search's hottest line). */
 static int tm_kq_round(float v, int lo, int hi) {
     if (!(v >= (float)lo)) return lo;
     if (v >= (float)hi) return hi;
-    return (int)lrintf(v);
+    return (int)((v + 12582912.0f) - 12582912.0f); /* IEEE order kept: no -ffast-math here */
 }
 
 /* ---- step 1: one sub-block in floats ------------------------------------------------ */
 
 /* Least squares (s, b) for x ~ s*q + b over n values, with s >= 0 and b <= 0 (the format
- * subtracts dmin*m with both >= 0). Returns the squared error. The integer sums are exact
- * in f32 (n <= 32, q <= 31). */
-static float tm_kq_fit1(const float *x, const int *q, int n, float *s_out, float *b_out) {
+ * subtracts dmin*m with both >= 0). Returns the squared error, from the sums (sxx: the
+ * sub-block's sum of x^2) in double, where the cancellation costs no candidate its rank.
+ * The integer sums are exact in f32 (n <= 32, q <= 31). */
+static float tm_kq_fit1(const float *x, const int *q, int n, double sxx, float *s_out, float *b_out) {
     float sx = 0.0f, sxq = 0.0f;
     int sq = 0, sqq = 0;
     for (int i = 0; i < n; i++) sx += x[i], sxq += x[i] * (float)q[i], sq += q[i], sqq += q[i] * q[i];
@@ -66,13 +69,11 @@ static float tm_kq_fit1(const float *x, const int *q, int n, float *s_out, float
     }
     if (b > 0.0f) b = 0.0f, s = sqq > 0 ? sxq / (float)sqq : 0.0f;
     if (s < 0.0f) s = 0.0f, b = TM_MIN(0.0f, sx / (float)n);
-    float err = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float e = s * (float)q[i] + b - x[i];
-        err += e * e;
-    }
+    /* sum (s q + b - x)^2 expanded */
+    const double ds = s, db = b;
+    const double err = sxx - 2.0 * ds * sxq - 2.0 * db * sx + ds * ds * sqq + 2.0 * ds * db * sq + (double)n * db * db;
     *s_out = s, *b_out = b;
-    return err;
+    return (float)TM_MAX(0.0, err);
 }
 
 /* Type-1 sub-block: x ~ s*q + b, q in [0, qmax]. */
@@ -83,6 +84,8 @@ static void tm_kq_sub1(const tm_kq_format *f, const float *x, float *s_out, floa
     if (lo > 0.0f) lo = 0.0f;
     *s_out = 0.0f, *b_out = lo;
     if (!(hi > lo)) return; /* constant (or NaN): the offset says it all */
+    double sxx = 0.0;
+    for (int i = 0; i < n; i++) sxx += (double)x[i] * x[i];
     int q[32];
     float best = INFINITY, bs = 0.0f, bb = lo;
     /* steps (qmax - 1 .. qmax + 1) / range: clipping an outlier may pay */
@@ -90,32 +93,27 @@ static void tm_kq_sub1(const tm_kq_format *f, const float *x, float *s_out, floa
         const float is = ((float)f->qmax - 1.0f + 0.1f * (float)k) / (hi - lo);
         for (int i = 0; i < n; i++) q[i] = tm_kq_round((x[i] - lo) * is, 0, f->qmax);
         float s, b;
-        const float err = tm_kq_fit1(x, q, n, &s, &b);
+        const float err = tm_kq_fit1(x, q, n, sxx, &s, &b);
         if (err < best) best = err, bs = s, bb = b;
     }
     for (int it = 0; it < 4 && bs > 0.0f; it++) { /* re-round with the fit, refit */
-        for (int i = 0; i < n; i++) q[i] = tm_kq_round((x[i] - bb) / bs, 0, f->qmax);
+        const float ibs = 1.0f / bs;
+        for (int i = 0; i < n; i++) q[i] = tm_kq_round((x[i] - bb) * ibs, 0, f->qmax);
         float s, b;
-        const float err = tm_kq_fit1(x, q, n, &s, &b);
+        const float err = tm_kq_fit1(x, q, n, sxx, &s, &b);
         if (!(err < best)) break;
         best = err, bs = s, bb = b;
     }
     *s_out = bs, *b_out = bb;
 }
 
-/* Least-squares s for x ~ s*q; returns the squared error. */
-static float tm_kq_fit0(const float *x, const int *q, int n, float *s_out) {
+/* Least-squares s for x ~ s*q; returns the squared error sxx - sxq^2 / sqq (in double). */
+static float tm_kq_fit0(const float *x, const int *q, int n, double sxx, float *s_out) {
     float sxq = 0.0f;
     int sqq = 0;
     for (int i = 0; i < n; i++) sxq += x[i] * (float)q[i], sqq += q[i] * q[i];
-    const float s = sqq > 0 ? sxq / (float)sqq : 0.0f;
-    float err = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float e = s * (float)q[i] - x[i];
-        err += e * e;
-    }
-    *s_out = s;
-    return err;
+    *s_out = sqq > 0 ? sxq / (float)sqq : 0.0f;
+    return (float)TM_MAX(0.0, sqq > 0 ? sxx - (double)sxq * sxq / sqq : sxx);
 }
 
 /* Type-0 sub-block: x ~ s*q, q in [qmin, qmax] (qmin = -qmax - 1). The value of largest
@@ -127,6 +125,8 @@ static void tm_kq_sub0(const tm_kq_format *f, const float *x, float *s_out) {
         if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
     *s_out = 0.0f;
     if (!(amax > 0.0f)) return;
+    double sxx = 0.0;
+    for (int i = 0; i < n; i++) sxx += (double)x[i] * x[i];
     int q[32];
     float best = INFINITY, bs = 0.0f;
     for (int side = 0; side < 2; side++)
@@ -135,13 +135,14 @@ static void tm_kq_sub0(const tm_kq_format *f, const float *x, float *s_out) {
             const float is = t / max;
             for (int i = 0; i < n; i++) q[i] = tm_kq_round(x[i] * is, f->qmin, f->qmax);
             float s;
-            const float err = tm_kq_fit0(x, q, n, &s);
+            const float err = tm_kq_fit0(x, q, n, sxx, &s);
             if (err < best) best = err, bs = s;
         }
     for (int it = 0; it < 4 && bs != 0.0f; it++) {
-        for (int i = 0; i < n; i++) q[i] = tm_kq_round(x[i] / bs, f->qmin, f->qmax);
+        const float ibs = 1.0f / bs;
+        for (int i = 0; i < n; i++) q[i] = tm_kq_round(x[i] * ibs, f->qmin, f->qmax);
         float s;
-        const float err = tm_kq_fit0(x, q, n, &s);
+        const float err = tm_kq_fit0(x, q, n, sxx, &s);
         if (!(err < best)) break;
         best = err, bs = s;
     }
@@ -153,10 +154,11 @@ static void tm_kq_sub0(const tm_kq_format *f, const float *x, float *s_out) {
 /* Values of one sub-block rounded for integer scale sc and min m under d, dmin, with the
  * dequantizer's arithmetic (dl = d*sc, ml = dmin*m, y = dl*q - ml); returns the error. */
 static float tm_kq_requant(const tm_kq_format *f, const float *x, float d, float dmin, int sc, int m, int8_t *q) {
-    const float dl = d * (float)sc, ml = dmin * (float)m;
+    const float dl = d * (float)sc, ml = dmin * (float)m, idl = dl != 0.0f ? 1.0f / dl : 0.0f;
     float err = 0.0f;
     for (int i = 0; i < f->sub; i++) {
-        const int v = dl != 0.0f ? tm_kq_round((x[i] + ml) / dl, f->qmin, f->qmax) : 0;
+        /* the error below is the dequantizer's own, so a rounding by 1/dl loses nothing */
+        const int v = dl != 0.0f ? tm_kq_round((x[i] + ml) * idl, f->qmin, f->qmax) : 0;
         const float e = dl * (float)v - ml - x[i];
         q[i] = (int8_t)v;
         err += e * e;

@@ -190,6 +190,34 @@ static int find_follow(tm_grammar *g, const uint8_t *ns, const uint8_t *nr) {
     return 0;
 }
 
+/* States with many byte ranges (a character class, JSON string content) step through a
+ * 256-entry table instead of a binary search: the token walks spend most of their time
+ * stepping such states. */
+#define TM_GRAMMAR_DENSE_MIN_RANGES 4
+
+static int build_dense(tm_grammar *g) {
+    g->dense = malloc((size_t)g->n_states * sizeof *g->dense);
+    if (!g->dense) return TM_ENOMEM;
+    int32_t n_dense = 0;
+    for (int32_t s = 0; s < g->n_states; s++)
+        n_dense += g->reachable[s] && g->states[s].n_tr >= TM_GRAMMAR_DENSE_MIN_RANGES;
+    g->dense_pool = malloc(((size_t)n_dense * 256 + 1) * sizeof *g->dense_pool);
+    if (!g->dense_pool) return TM_ENOMEM;
+    int32_t at = 0;
+    for (int32_t s = 0; s < g->n_states; s++) {
+        const tm_gstate *st = &g->states[s];
+        g->dense[s] = -1;
+        if (!g->reachable[s] || st->n_tr < TM_GRAMMAR_DENSE_MIN_RANGES) continue;
+        int32_t *t = g->dense_pool + at;
+        for (int b = 0; b < 256; b++) t[b] = -1;
+        for (int32_t k = st->tr; k < st->tr + st->n_tr; k++)
+            for (int b = g->trans[k].lo; b <= g->trans[k].hi; b++) t[b] = g->trans[k].to;
+        g->dense[s] = at;
+        at += 256;
+    }
+    return 0;
+}
+
 int tm_grammar_build(tm_grammar *g, const tm_gast *ast, int32_t root, char *err, size_t err_len) {
     memset(g, 0, sizeof *g);
     g->n_rules = ast->n_rules;
@@ -216,6 +244,7 @@ int tm_grammar_build(tm_grammar *g, const tm_gast *ast, int32_t root, char *err,
     }
     if (!rc) rc = check_left_recursion(g, nr, err, err_len);
     if (!rc) rc = find_follow(g, ns, nr);
+    if (!rc) rc = build_dense(g);
     free(ns);
     free(nr);
     free(ps);
@@ -232,6 +261,8 @@ void tm_grammar_free_fields(tm_grammar *g) {
     free(g->rule_start);
     free(g->follow);
     free(g->reachable);
+    free(g->dense);
+    free(g->dense_pool);
 }
 
 /* ---- public ---- */

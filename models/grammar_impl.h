@@ -96,6 +96,9 @@ struct tm_grammar {
     char **rule_name;     /* (n_rules) names (for messages) */
     tm_gbytes *follow;    /* (n_rules) bytes that can come right after the rule returns */
     uint8_t *reachable;   /* (n_states) 1 if some stack can hold the state */
+    int32_t *dense;       /* (n_states) for states with many ranges: offset of their 256
+                             targets in dense_pool (-1: binary search the ranges) */
+    int32_t *dense_pool;  /* 256 targets (or -1) per dense state */
     int32_t n_rules;
     int32_t root;         /* start rule */
 };
@@ -106,6 +109,7 @@ void tm_grammar_free_fields(tm_grammar *g);
 
 /* The state after byte b from s, or -1. */
 static inline int32_t tm_grammar_step(const tm_grammar *g, int32_t s, uint8_t b) {
+    if (g->dense[s] >= 0) return g->dense_pool[g->dense[s] + b];
     const tm_gstate *st = &g->states[s];
     int32_t lo = st->tr, hi = st->tr + st->n_tr;
     while (lo < hi) { /* first range with hi >= b */

@@ -10,6 +10,7 @@
  *   rejected  otherwise.
  * Each state walks only the tokens whose first byte it can take (vocabulary buckets), in
  * sorted order, sharing prefixes (grammar_walk.c). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,18 +115,59 @@ static int store_entry(const tm_grammar_vocab *v, builder *b, tm_gmask_entry *e)
         for (int32_t i = 0; i < v->n_text; i++)
             if (b->cls[i] == TM_GWALK_REJECT) b->ids[b->n++] = v->sorted[i];
     } else {
-        memcpy(b->ids + b->n, b->acc.v, (size_t)b->acc.n * sizeof *b->acc.v);
+        if (b->acc.n) memcpy(b->ids + b->n, b->acc.v, (size_t)b->acc.n * sizeof *b->acc.v);
         b->n += b->acc.n;
     }
     e->n_acc = (int32_t)(b->n - e->acc);
-    memset(b->lcp + e->acc, 0, (size_t)e->n_acc * sizeof *b->lcp);
+    if (e->n_acc) memset(b->lcp + e->acc, 0, (size_t)e->n_acc * sizeof *b->lcp);
     e->unc = b->n;
     e->n_unc = b->unc.n;
-    memcpy(b->ids + b->n, b->unc.v, (size_t)b->unc.n * sizeof *b->unc.v);
+    if (b->unc.n) memcpy(b->ids + b->n, b->unc.v, (size_t)b->unc.n * sizeof *b->unc.v);
     for (int32_t i = 0; i < b->unc.n; i++) b->lcp[b->n + i] = (uint16_t)b->unc_lcp.v[i];
     b->n += b->unc.n;
     return 0;
 }
+
+/* One compile thread: every n_workers-th state that needs an entry, from `first` (states
+ * next to each other cost alike, so interleaving balances the threads). Its lists go to its
+ * own pool; entry offsets are into that pool until the merge. */
+typedef struct worker {
+    const tm_grammar *g;
+    const tm_grammar_vocab *v;
+    tm_gmask_entry *entry; /* (g->n_states) shared; each state is written by one worker */
+    int first, n_workers;
+    builder b;             /* its pool */
+    int rc;
+} worker;
+
+static void *compile_worker(void *arg) {
+    worker *k = arg;
+    tm_gstack st;
+    tm_gwalk w;
+    k->b.cls = malloc((size_t)k->v->n_text + 1);
+    int rc = k->b.cls ? 0 : TM_ENOMEM, st_ok = 0, w_ok = 0;
+    if (!rc && !(rc = tm_gstack_init(&st))) st_ok = 1;
+    if (!rc && !(rc = tm_gwalk_init(&w, k->g, &st, k->v->max_len))) w_ok = 1;
+    for (int32_t s = 0, seen = 0; s < k->g->n_states && !rc; s++) {
+        if (!k->g->reachable[s] || k->g->states[s].n_tr == 0) continue;
+        if (seen++ % k->n_workers != k->first) continue;
+        rc = classify_state(k->g, k->v, &st, &w, s, &k->b);
+        if (!rc) rc = store_entry(k->v, &k->b, &k->entry[s]);
+    }
+    if (w_ok) tm_gwalk_deinit(&w);
+    if (st_ok) tm_gstack_deinit(&st);
+    free(k->b.acc.v);
+    free(k->b.cls);
+    free(k->b.unc.v);
+    free(k->b.unc_lcp.v);
+    k->rc = rc;
+    return NULL;
+}
+
+/* Threads for a compile: one per CPU up to this many, and only for grammars with enough
+ * states to share out. */
+#define TM_GRAMMAR_COMPILE_THREADS 8
+#define TM_GRAMMAR_STATES_PER_THREAD 64
 
 int tm_grammar_compile(tm_grammar *g, tm_grammar_vocab *v, tm_grammar_compiled **out,
                        char *err, size_t err_len) {
@@ -139,28 +181,56 @@ int tm_grammar_compile(tm_grammar *g, tm_grammar_vocab *v, tm_grammar_compiled *
     c->g = g;
     c->v = tm_grammar_vocab_retain(v);
     c->entry = calloc((size_t)g->n_states, sizeof *c->entry);
-    builder b = {0};
-    tm_gstack st;
-    tm_gwalk w;
-    b.cls = malloc((size_t)v->n_text + 1);
-    int rc = c->entry && b.cls ? 0 : TM_ENOMEM;
-    int st_ok = 0, w_ok = 0;
-    if (!rc && !(rc = tm_gstack_init(&st))) st_ok = 1;
-    if (!rc && !(rc = tm_gwalk_init(&w, g, &st, v->max_len))) w_ok = 1;
-    for (int32_t s = 0; s < g->n_states && !rc; s++) {
-        if (!g->reachable[s] || g->states[s].n_tr == 0) continue;
-        rc = classify_state(g, v, &st, &w, s, &b);
-        if (!rc) rc = store_entry(v, &b, &c->entry[s]);
+    int rc = c->entry ? 0 : TM_ENOMEM;
+    int32_t n_work = 0;
+    for (int32_t s = 0; s < g->n_states; s++) n_work += g->reachable[s] && g->states[s].n_tr > 0;
+    int n = TM_MIN(TM_MIN(tm_n_cpus(), TM_GRAMMAR_COMPILE_THREADS), 1 + n_work / TM_GRAMMAR_STATES_PER_THREAD);
+    worker k[TM_GRAMMAR_COMPILE_THREADS];
+    pthread_t th[TM_GRAMMAR_COMPILE_THREADS];
+    int started[TM_GRAMMAR_COMPILE_THREADS] = {0};
+    memset(k, 0, sizeof k);
+    for (int i = 0; i < n && !rc; i++) {
+        k[i] = (worker){g, v, c->entry, i, n, {0}, 0};
+        /* worker 0 runs here; a thread that cannot start is done here too */
+        if (i > 0 && pthread_create(&th[i], NULL, compile_worker, &k[i]) == 0) started[i] = 1;
     }
-    if (w_ok) tm_gwalk_deinit(&w);
-    if (st_ok) tm_gstack_deinit(&st);
-    free(b.acc.v);
-    free(b.cls);
-    free(b.unc.v);
-    free(b.unc_lcp.v);
-    c->ids = b.ids;
-    c->unc_lcp = b.lcp;
-    c->n_ids = b.n;
+    if (!rc) {
+        compile_worker(&k[0]);
+        for (int i = 1; i < n; i++) {
+            if (started[i]) pthread_join(th[i], NULL);
+            else compile_worker(&k[i]);
+        }
+    }
+    /* Merge the pools; move each state's offsets into the merged one. */
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (k[i].rc && !rc) rc = k[i].rc;
+        total += k[i].b.n;
+    }
+    if (!rc) {
+        c->ids = malloc(((size_t)total + 1) * sizeof *c->ids);
+        c->unc_lcp = malloc(((size_t)total + 1) * sizeof *c->unc_lcp);
+        if (!c->ids || !c->unc_lcp) rc = TM_ENOMEM;
+    }
+    int64_t base[TM_GRAMMAR_COMPILE_THREADS], at = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        base[i] = at;
+        if (k[i].b.n == 0) continue;
+        memcpy(c->ids + at, k[i].b.ids, (size_t)k[i].b.n * sizeof *c->ids);
+        memcpy(c->unc_lcp + at, k[i].b.lcp, (size_t)k[i].b.n * sizeof *c->unc_lcp);
+        at += k[i].b.n;
+    }
+    for (int32_t s = 0, seen = 0; s < g->n_states && !rc; s++) {
+        if (!g->reachable[s] || g->states[s].n_tr == 0) continue;
+        int64_t off = base[seen++ % n];
+        c->entry[s].acc += off;
+        c->entry[s].unc += off;
+    }
+    c->n_ids = total;
+    for (int i = 0; i < n; i++) {
+        free(k[i].b.ids);
+        free(k[i].b.lcp);
+    }
     if (rc) {
         tm_grammar_compiled_release(c);
         return tm_fail(err, err_len, rc, "compiling the grammar's token masks: %s", tm_strerror(rc));

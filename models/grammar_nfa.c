@@ -133,7 +133,7 @@ static int32_t emit_class(nfa *a, const tm_gx *x, int32_t s) {
     int32_t n = x->n;
     uint32_t *r = malloc(((size_t)n + 2) * 2 * sizeof *r);
     if (!r) return TM_ENOMEM;
-    memcpy(r, t->ranges + 2 * (size_t)x->a, (size_t)n * 2 * sizeof *r);
+    if (n) memcpy(r, t->ranges + 2 * (size_t)x->a, (size_t)n * 2 * sizeof *r); /* [] has no ranges (NULL) */
     qsort(r, (size_t)n, 2 * sizeof *r, cmp_u32_pair);
     int32_t m = 0; /* merge overlapping or adjacent */
     for (int32_t i = 0; i < n; i++) {

@@ -175,12 +175,14 @@ static const struct {
     {"duration", "P(([0-9]{1,4}Y([0-9]{1,4}M)?([0-9]{1,4}D)?|[0-9]{1,4}M([0-9]{1,4}D)?|[0-9]{1,4}D)"
                  "(T([0-9]{1,4}H([0-9]{1,4}M)?([0-9]{1,4}S)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S))?"
                  "|[0-9]{1,4}W|T([0-9]{1,4}H([0-9]{1,4}M)?([0-9]{1,4}S)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S))"},
-    {"email", "[a-zA-Z0-9._%+-]+@[a-zA-Z0-9-]+(\\.[a-zA-Z0-9-]+)*\\.[a-zA-Z]{2,10}"},
+    /* email and uri are bounded: unbounded runs let a small model loop inside one for
+     * hundreds of tokens (what a validator accepts is far wider; these are a subset) */
+    {"email", "[a-zA-Z0-9._%+-]{1,32}@[a-zA-Z0-9-]{1,24}(\\.[a-zA-Z0-9-]{1,24}){0,2}\\.[a-zA-Z]{2,10}"},
     {"hostname", "[a-zA-Z0-9]{1,16}(-[a-zA-Z0-9]{1,16})?(\\.[a-zA-Z0-9]{1,16}(-[a-zA-Z0-9]{1,16})?){0,3}"},
     {"ipv4", "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}"},
     {"ipv6", "[0-9a-f]{1,4}(:[0-9a-f]{1,4}){7}"},
     {"uuid", "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"},
-    {"uri", "https?://[a-z0-9]+(\\.[a-z0-9]+)*(/[a-zA-Z0-9._~-]*)*"},
+    {"uri", "https?://[a-z0-9-]{1,24}(\\.[a-z0-9-]{1,24}){0,3}(/[a-zA-Z0-9._~-]{0,24}){0,4}"},
 #undef DATE
 #undef TIME
 };
@@ -428,6 +430,27 @@ static int emit_object(js *c, const json_t *s, tm_gtext *out) {
             put_pair(c, &p[i], out);
         }
     } else {
+        /* A property that can follow several others is written in several of the rules
+         * below; a large value then becomes one rule of its own, compiled once. */
+        for (int j = 0; j < n; j++) {
+            int places = 0;
+            for (int k = j - 1, skip_ok = 1; k >= -1 && skip_ok; k--) {
+                places++; /* right after property k (k = -1: first) */
+                if (k >= 0) skip_ok = !p[k].required;
+            }
+            if (places < 2 || strlen(p[j].value) < 64) continue;
+            int vid = c->next_id++;
+            tm_gtext_printf(&c->rules, "v%d ::= %s\n", vid, p[j].value);
+            char name[24];
+            snprintf(name, sizeof name, "v%d", vid);
+            char *v = strdup(name);
+            if (!v) {
+                props_free(p, n);
+                return TM_ENOMEM;
+            }
+            free(p[j].value);
+            p[j].value = v;
+        }
         int id = c->next_id++;
         object_rules(c, id, p, n);
         tm_gtext_printf(out, "o%d-%d", id, n);

@@ -42,7 +42,7 @@ extern "C" {
 int tm_json_schema_gbnf(const json_t *schema, int compact, char **gbnf, char *err, size_t err_len);
 
 /* The same with the start rule named rule instead of "root" (to embed the schema in a
- * larger grammar: its other rules are named d<N>, o<N>-<K>, a<N>, m<N>, string, number,
+ * larger grammar: its other rules are named d<N>, o<N>-<K>, a<N>, m<N>, v<N>, string, number,
  * integer, value, object, array). */
 int tm_json_schema_gbnf_rule(const json_t *schema, int compact, const char *rule, char **gbnf,
                              char *err, size_t err_len);

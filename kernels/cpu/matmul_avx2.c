@@ -10,8 +10,8 @@
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
- * The K-quants are not packed: their row kernels (tm_q2k_rows .. tm_q6k_rows) read the
- * GGUF blocks in place. The file ends with the level's kernel table. */
+ * Q4_K and Q5_K are packed super-block tiles (tm_kt_group); the other K-quants' row
+ * kernels (tm_q2k_rows, tm_q3k_rows, tm_q6k_rows) read the GGUF blocks in place. The file ends with the level's kernel table. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -537,6 +537,95 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
     for (int k = 0; k < NT; k++) _mm_maskstore_ps(a->out + (int64_t)(t0 + k) * a->n_rows + r, mask, _mm_add_ps(acc[k], bias));
 }
 
+/* ---- Q4_K / Q5_K tiles (packed at load, matmul_impl.h) -----------------------------
+ *
+ * A ymm is half a packed chunk: 4 values of each of 8 rows. Per sub-block and token the
+ * 8 chunks' vpmaddubsw sums are added in int16 (Q4_K: 8 * 2 * 15 * 127 = 30480; Q5_K's
+ * values up to 31 take two sums of 4) and one vpmaddwd with the rows' scale (in both
+ * words of a row's dword) gives sc * dot per row in int32; the mins are a vpmaddwd of the
+ * rows' min pairs with the token's 32-value sums. Float step as everywhere. */
+
+enum { TM_KT_NT = 4 };
+
+/* Tokens [t0, t0 + NT) x rows 8h..8h+7 of tile ti; NT and q5 are constants after inlining. */
+TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int NT, const int q5) {
+    const tm_mm_weight *pw = a->w;
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const size_t sb_bytes = q5 ? TM_MM_KQ5_SB : TM_MM_KQ4_SB;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[TM_KT_NT];
+    for (int u = 0; u < NT; u++) acc[u] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *sb = tile + s * sb_bytes;
+        if (h == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        __m256i sumi[TM_KT_NT];
+        for (int u = 0; u < NT; u++) sumi[u] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            /* the rows' scales of sub-blocks 2c, 2c + 1, in both words of each row's dword */
+            const __m256i s0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 2048 + 32 * c + 8 * h)));
+            const __m256i s1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 2048 + 32 * c + 16 + 8 * h)));
+            const __m256i sc0 = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16)), sc1 = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
+            for (int half = 0; half < (q5 ? 2 : 1); half++) { /* Q5_K: chunks 0-3 and 4-7 apart */
+                __m256i lo[TM_KT_NT], hi[TM_KT_NT];
+                for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm256_setzero_si256();
+                for (int k = q5 ? 4 * half : 0; k < (q5 ? 4 * half + 4 : 8); k++) {
+                    const __m256i v = _mm256_load_si256((const __m256i *)(sb + (8 * c + k) * 64 + 32 * h));
+                    __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    if (q5) {
+                        const __m256i qh = _mm256_load_si256((const __m256i *)(sb + TM_MM_KQ4_SB + k * 64 + 32 * h));
+                        wl = _mm256_or_si256(wl, tm_bit_to(qh, 2 * c, 4));
+                        wh = _mm256_or_si256(wh, tm_bit_to(qh, 2 * c + 1, 4));
+                    }
+                    for (int u = 0; u < NT; u++) {
+                        const int8_t *q = y0[u * nsb + s].qs + 64 * c + 4 * k;
+                        lo[u] = _mm256_add_epi16(lo[u], _mm256_maddubs_epi16(wl, tm_bcast4(q)));
+                        hi[u] = _mm256_add_epi16(hi[u], _mm256_maddubs_epi16(wh, tm_bcast4(q + 32)));
+                    }
+                }
+                for (int u = 0; u < NT; u++)
+                    sumi[u] = _mm256_add_epi32(sumi[u], _mm256_add_epi32(_mm256_madd_epi16(lo[u], sc0), _mm256_madd_epi16(hi[u], sc1)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + 2048 + 256 + 16 * h)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + 2048 + 256 + 32 + 16 * h)));
+        for (int u = 0; u < NT; u++) {
+            const int16_t *bs = y0[u * nsb + s].bsums;
+            __m256i summ = _mm256_setzero_si256();
+            for (int q = 0; q < 4; q++) { /* mins of sub-blocks 2q, 2q + 1 against their 32-value sums */
+                const __m256i mp = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(sb + 2048 + 128 + 32 * q + 16 * h)));
+                const uint32_t pair = (uint16_t)(bs[4 * q] + bs[4 * q + 1]) | (uint32_t)(uint16_t)(bs[4 * q + 2] + bs[4 * q + 3]) << 16;
+                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mp, _mm256_set1_epi32((int32_t)pair)));
+            }
+            /* y.d * (d * sumi - dmin * summ), as the row kernels */
+            const __m256 t = _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(sumi[u]), _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summ)));
+            acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(y0[u * nsb + s].d), t, acc[u]);
+        }
+    }
+    const int64_t r0 = ti * TM_MM_TILE + 8 * h;
+    const __m256i mask = tm_row_mask(a, r0);
+    const __m256 bias = a->bias ? _mm256_maskload_ps(a->bias + r0, mask) : _mm256_setzero_ps();
+    for (int u = 0; u < NT; u++)
+        _mm256_maskstore_ps(a->out + (int64_t)(t0 + u) * a->n_rows + r0, mask, _mm256_add_ps(acc[u], bias));
+}
+
+TM_AI void tm_kt_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int q5) {
+    for (int64_t ti = t0; ti < t1; ti++)
+        for (int h = 0; h < 2; h++) {
+            if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;
+            for (int t = 0; t < a->n; t += TM_KT_NT) {
+                const int nt = a->n - t < TM_KT_NT ? a->n - t : TM_KT_NT;
+                if (nt == 4) tm_kt_group(a, ti, h, t, 4, q5);
+                else if (nt == 3) tm_kt_group(a, ti, h, t, 3, q5);
+                else if (nt == 2) tm_kt_group(a, ti, h, t, 2, q5);
+                else tm_kt_group(a, ti, h, t, 1, q5);
+            }
+        }
+}
+static void tm_q4k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 0); }
+static void tm_q5k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 1); }
+
 /* Rows [r0, r1) x all tokens, 4 rows x 4 tokens a pass; kind is a constant after inlining. */
 TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kind) {
     for (int64_t r = r0; r < r1; r += TM_KQ_ROWS)
@@ -571,11 +660,11 @@ static const tm_mm_kernels tm_mm_avx2 = {
         [TM_DTYPE_Q8_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q8_0, tm_q8_0_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_q5_0_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
-        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q4k_rows},
+        [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q4_k, tm_q4k_tiles,   tm_q4k_rows},
         [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
         [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q2k_rows},
         [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q3k_rows},
-        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q5k_rows},
+        [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q5_k, tm_q5k_tiles,   tm_q5k_rows},
     },
 };
 

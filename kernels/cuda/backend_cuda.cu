@@ -74,8 +74,12 @@ static tm_cuda_backend *tm_cuda_enter(tm_backend *be) {
 
 /* ---- errors ------------------------------------------------------------------------ */
 
-/* Records op's failure rc (first one wins); where it happened comes from CUDA_TRY. */
+/* Records op's failure rc (first one wins); where it happened comes from CUDA_TRY. Reads
+ * the runtime's last error too: a failure that is not sticky (an allocation, a launch
+ * configuration) would otherwise stay there for the next launch's cudaGetLastError to
+ * pin on that launch, a later op of a later step. */
 static void tm_cuda_fail(tm_cuda_backend *c, const char *op, cudaError_t rc) {
+    (void)cudaGetLastError();
     tm_cuda_where w = tm_cuda_last_where;
     tm_cuda_last_where = tm_cuda_where{cudaSuccess, NULL, 0, NULL};
     if (c->failed) return;
@@ -113,8 +117,10 @@ static void *tm_cuda_alloc(tm_backend *be, size_t n_bytes) {
  * sticky: synchronize reports it. */
 static void tm_cuda_free(tm_backend *be, void *p) {
     if (!p) return;
-    cudaStreamSynchronize(tm_cuda_enter(be)->ctx.stream);
-    cudaFree(p);
+    tm_cuda_backend *c = tm_cuda_enter(be);
+    cudaStreamSynchronize(c->ctx.stream);
+    const cudaError_t rc = cudaFree(p);
+    if (rc != cudaSuccess) tm_cuda_fail(c, "free", rc); /* reported by synchronize, not by the next launch */
 }
 
 static void tm_cuda_upload(tm_backend *be, void *dst, const void *src, size_t n_bytes) {

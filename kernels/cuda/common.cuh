@@ -45,8 +45,16 @@ static tm_cuda_where tm_cuda_last_where __attribute__((unused));
  * TM_LAUNCH((k<T, 4>), ...). On the GPU this is <<<>>>; in the harness, one block after
  * another, each thread a fiber. */
 #ifdef TM_CUDA_SIM
-#define TM_LAUNCH(kernel, grid, block, smem, stream, ...) \
-    tm_sim_launch(#kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), [&]() { kernel(__VA_ARGS__); })
+/* What the GPU branch's cudaGetLastError after <<<>>> gives: the launch's own error, else
+ * one that an earlier call left unread (which the GPU pins on this launch); read, so
+ * cleared, either way. */
+static inline cudaError_t tm_sim_launch_status(cudaError_t launch_rc) {
+    const cudaError_t last = cudaGetLastError();
+    return launch_rc != cudaSuccess ? launch_rc : last;
+}
+#define TM_LAUNCH(kernel, grid, block, smem, stream, ...)                                                       \
+    tm_sim_launch_status(tm_sim_launch(#kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), \
+                                       [&]() { kernel(__VA_ARGS__); }))
 #else
 #define TM_LAUNCH(kernel, grid, block, smem, stream, ...) \
     (kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__), cudaGetLastError())

@@ -366,8 +366,7 @@ TEST(CudaSim, DynamicSharedAbove48KiBNeedsTheAttribute) {
         EXPECT_EQ(e_, code) << last_error();                                                \
         std::string m_ = err_text(e_);                                                      \
         for (const char *w_ : {__VA_ARGS__}) EXPECT_NE(m_.find(w_), std::string::npos) << m_; \
-        EXPECT_EQ(cudaGetLastError(), code);                                                \
-        EXPECT_EQ(cudaGetLastError(), cudaSuccess);                                         \
+        EXPECT_EQ(cudaGetLastError(), cudaSuccess); /* TM_LAUNCH read it, as on the GPU */  \
         dbuf<int> ok_(64);                                                                  \
         EXPECT_EQ(TM_LAUNCH(k_rounds, 2, 32, 0, 0, ok_.p, 2), cudaSuccess) << last_error(); \
     } while (0)

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -308,6 +309,34 @@ TEST(ConvertMix, FollowsLlamaCppRecipes) {
         remove(in.c_str());
         remove(outp.c_str());
     }
+}
+
+// Rows are quantized in batches over a thread pool: the bytes must not depend on the
+// thread count (each row is one thread's, written to its own place).
+TEST(ConvertMix, ThreadCountDoesNotChangeTheFile) {
+    tm_gguf_writer *w = tm_gguf_writer_create(32);
+    ASSERT_EQ(tm_gguf_writer_add_str(w, "general.architecture", "llama"), 0);
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    const int64_t ne[4] = {512, 37, 1, 1}, ne2[4] = {96, 41, 1, 1};
+    std::vector<float> v(512 * 37), v2(96 * 41);
+    for (auto &x : v) x = nd(rng);
+    for (auto &x : v2) x = nd(rng);
+    ASSERT_EQ(tm_gguf_writer_add_tensor(w, "blk.0.ffn_down.weight", 2, ne, TM_DTYPE_F32, v.data(), v.size() * 4), 0);
+    ASSERT_EQ(tm_gguf_writer_add_tensor(w, "blk.0.attn_q.weight", 2, ne2, TM_DTYPE_F32, v2.data(), v2.size() * 4), 0);
+    const std::string in = tmp_path("thr_in.gguf"), a = tmp_path("thr_a.gguf"), b = tmp_path("thr_b.gguf");
+    char err[256];
+    ASSERT_EQ(tm_gguf_writer_write(w, in.c_str(), err, sizeof err), 0) << err;
+    tm_gguf_writer_destroy(w);
+    tm_convert_target tg;
+    ASSERT_EQ(tm_convert_target_from_name("q4_k_m", &tg), 0);
+    ASSERT_EQ(tm_convert_file_target(in.c_str(), a.c_str(), &tg, 0, 1, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_convert_file_target(in.c_str(), b.c_str(), &tg, 0, 3, err, sizeof err), 0) << err;
+    std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+    const std::string sa((std::istreambuf_iterator<char>(fa)), {}), sb((std::istreambuf_iterator<char>(fb)), {});
+    EXPECT_GT(sa.size(), 512u * 37 / 2);
+    EXPECT_TRUE(sa == sb) << "q4_k_m output differs between 1 and 3 threads";
+    for (const std::string &p : {in, a, b}) remove(p.c_str());
 }
 
 TEST(ConvertErrors, InPlaceConversionWorks) {

@@ -430,6 +430,25 @@ TEST(GrammarSmol, JsonTextsTokenizedByTheModelPassTheMask) {
         free(ids);
     }
     EXPECT_GT(checked_full, 5);
+
+    // A grammar with hundreds of states compiles on several threads (as many as CPUs, up
+    // to 8): the merged masks must still be exactly the one-token checks.
+    const char *wide = R"(root ::= "\"" ( [^"\\\x00-\x1F] | "\\" ["\\/bfnrt] ){0,40} "\"" ( "," [ \n]{0,8} [a-z0-9]{1,12} )*)";
+    Matcher mt(wide, v);
+    ASSERT_NE(mt.m, nullptr);
+    ASSERT_GT(tm_grammar_n_states(tm_grammar_compiled_grammar(mt.c)), 300);
+    std::mt19937 rng(11);
+    std::vector<int32_t> allowed;
+    for (int step = 0; step < 24; step++) {
+        ASSERT_GE(mt.fill(), 1);
+        allowed.clear();
+        for (int32_t t = 0; t < n_vocab; t++) {
+            ASSERT_EQ(mt.bit(t), (bool)tm_grammar_matcher_allows(mt.m, t)) << "token " << t << " at step " << step;
+            if (mt.bit(t) && t != eos) allowed.push_back(t);
+        }
+        if (allowed.empty()) break;
+        ASSERT_EQ(tm_grammar_matcher_accept_token(mt.m, allowed[rng() % allowed.size()]), 0);
+    }
     tm_grammar_vocab_destroy(v);
     tm_tokenizer_destroy(tok);
 }
