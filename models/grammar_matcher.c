@@ -202,7 +202,7 @@ static int advance_bytes(tm_grammar_matcher *m, const uint8_t *s, size_t n) {
     tm_gbuf cur = {0};
     int flags = m->flags, rc = tm_gbuf_reserve(&cur, m->tops.n);
     if (!rc) {
-        memcpy(cur.v, m->tops.v, (size_t)m->tops.n * sizeof *cur.v);
+        if (m->tops.n) memcpy(cur.v, m->tops.v, (size_t)m->tops.n * sizeof *cur.v);
         cur.n = m->tops.n;
     }
     for (size_t i = 0; i < n && !rc; i++) {

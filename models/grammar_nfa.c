@@ -427,7 +427,7 @@ static int32_t setmap_get(setmap *m, const int32_t *v, int32_t n, int *added) {
         m->pool = p;
         m->cap_pool = cap;
     }
-    memcpy(m->pool + m->n_pool, v, (size_t)n * sizeof *v);
+    if (n) memcpy(m->pool + m->n_pool, v, (size_t)n * sizeof *v);
     m->n_pool += n;
     m->off[m->n + 1] = m->n_pool;
     m->slots[h] = m->n;
@@ -476,7 +476,7 @@ static int close_set(subset *sub) {
                 if (tm_gbuf_push(&sub->stack, a->e[e].to)) return TM_ENOMEM;
             }
     }
-    qsort(sub->set.v, (size_t)sub->set.n, sizeof *sub->set.v, cmp_i32);
+    if (sub->set.n) qsort(sub->set.v, (size_t)sub->set.n, sizeof *sub->set.v, cmp_i32);
     return 0;
 }
 

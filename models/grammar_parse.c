@@ -325,7 +325,7 @@ static int32_t finish_list(pstate *p, idlist *l, tm_gx_kind kind) {
         free(l->v);
         return rc;
     }
-    memcpy(t->kids + t->n_kids, l->v, (size_t)l->n * sizeof *l->v);
+    if (l->n) memcpy(t->kids + t->n_kids, l->v, (size_t)l->n * sizeof *l->v);
     int32_t id = new_node(p, kind, t->n_kids, l->n);
     t->n_kids += l->n;
     free(l->v);

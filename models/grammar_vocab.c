@@ -53,7 +53,7 @@ int tm_grammar_vocab_create_pieces(int32_t n, const char *const *pieces, const s
     for (int32_t id = 0; id < n; id++) {
         size_t len = lens[id];
         v->off[id] = (uint32_t)pos;
-        memcpy(v->bytes + pos, pieces[id], len);
+        if (len) memcpy(v->bytes + pos, pieces[id], len);
         if (!end[id] && len > 0 && len <= UINT16_MAX && is_text[id]) {
             keys[n_text++] = (keyed){(const uint8_t *)v->bytes + pos, (int32_t)len, id};
             v->text_mask[id >> 5] |= 1u << (id & 31);

@@ -45,7 +45,7 @@ void tm_gwalk_deinit(tm_gwalk *w) {
 int tm_gwalk_reset(tm_gwalk *w, const int32_t *tops, int n, int flags) {
     w->tops.n = 0;
     if (tm_gbuf_reserve(&w->tops, n)) return TM_ENOMEM;
-    memcpy(w->tops.v, tops, (size_t)n * sizeof *tops);
+    if (n) memcpy(w->tops.v, tops, (size_t)n * sizeof *tops);
     w->tops.n = n;
     w->start[0] = 0;
     w->start[1] = n;
