@@ -170,7 +170,7 @@ static bool check_case(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, int n_hea
     std::uniform_real_distribution<float> uq(-3.0f, 3.0f);
     for (auto &x : q) x = uq(g);
     const float scale = 1.0f / sqrtf((float)hd);
-    be->attention(be, ref.data(), q.data(), ckv, 0, &b.host, n_heads, scale);
+    be->attention(be, ref.data(), q.data(), ckv, 0, &b.host, n_heads, scale, 0, 0.0f);
     be->kv_destroy(be, ckv);
     be->destroy(be);
 
@@ -179,7 +179,7 @@ static bool check_case(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, int n_hea
     kv.k = (__half *)dev_copy(kpool);
     kv.v = (__half *)dev_copy(vpool);
     float *dq = dev_copy(q), *dout = dev_copy(got);
-    CHECK(tm_cuda_attention(ctx, st, dout, dq, &kv, 0, &b.dev, n_heads, scale));
+    CHECK(tm_cuda_attention(ctx, st, dout, dq, &kv, 0, &b.dev, n_heads, scale, 0, 0.0f));
     CHECK(cudaMemcpy(got.data(), dout, n_out * sizeof(float), cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
     for (size_t i = 0; i < n_out; i++) {
@@ -216,13 +216,13 @@ static double copy_bandwidth(cudaStream_t stream, void *a, void *b, size_t n) {
 static double time_attention(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, float *out, const float *q,
                              const struct tm_kv_cache *kv, const tm_cuda_batch *b, int n_heads, int iters) {
     const float scale = 1.0f / sqrtf((float)kv->shape.head_dim);
-    for (int i = 0; i < 3; i++) CHECK(tm_cuda_attention(ctx, st, out, q, kv, i % kv->shape.n_layers, b, n_heads, scale));
+    for (int i = 0; i < 3; i++) CHECK(tm_cuda_attention(ctx, st, out, q, kv, i % kv->shape.n_layers, b, n_heads, scale, 0, 0.0f));
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
     CHECK(cudaEventRecord(e0, ctx->stream));
     for (int i = 0; i < iters; i++)
-        CHECK(tm_cuda_attention(ctx, st, out, q, kv, i % kv->shape.n_layers, b, n_heads, scale));
+        CHECK(tm_cuda_attention(ctx, st, out, q, kv, i % kv->shape.n_layers, b, n_heads, scale, 0, 0.0f));
     CHECK(cudaEventRecord(e1, ctx->stream));
     CHECK(cudaEventSynchronize(e1));
     float ms;

@@ -80,12 +80,12 @@ static void tm_bench_attention(int level, int n_threads) {
         int32_t tok = 0, pos = ctx - 1, start[2] = {0, 1}, len = ctx, slot = ctx - 1;
         tm_batch b = {.n_tokens = 1, .n_seqs = 1, .tokens = &tok, .pos = &pos, .seq_start = start,
                       .ctx_len = &len, .block_table = table, .max_blocks = n_blocks, .slots = &slot};
-        be->attention(be, out, q, kv, 0, &b, n_heads, 0.088f);
+        be->attention(be, out, q, kv, 0, &b, n_heads, 0.088f, 0, 0.0f);
         /* as many calls as fit in ~0.15 s, at least 3 */
         int reps = 0;
         double t0 = tm_time_s(), t;
         do {
-            be->attention(be, out, q, kv, 0, &b, n_heads, 0.088f);
+            be->attention(be, out, q, kv, 0, &b, n_heads, 0.088f, 0, 0.0f);
             reps++;
         } while ((t = tm_time_s() - t0) < 0.15 || reps < 3);
         t /= reps;
@@ -158,12 +158,12 @@ static void tm_bench_attention_batch(int level, int n_threads, const char *label
     tm_batch b = {.n_tokens = n_tokens, .n_seqs = n_seqs, .tokens = tok, .pos = pos,
                   .seq_start = start, .ctx_len = ctx, .block_table = table,
                   .max_blocks = max_blocks, .slots = slot};
-    for (int l = 0; l < n_layers; l++) be->attention(be, out, q, kv, l, &b, n_heads, 0.125f);
+    for (int l = 0; l < n_layers; l++) be->attention(be, out, q, kv, l, &b, n_heads, 0.125f, 0, 0.0f);
     /* whole passes over the layers for ~0.3 s, at least 3 */
     int reps = 0;
     double t0 = tm_time_s(), t;
     do {
-        for (int l = 0; l < n_layers; l++) be->attention(be, out, q, kv, l, &b, n_heads, 0.125f);
+        for (int l = 0; l < n_layers; l++) be->attention(be, out, q, kv, l, &b, n_heads, 0.125f, 0, 0.0f);
         reps++;
     } while ((t = tm_time_s() - t0) < 0.3 || reps < 3);
     t /= (double)reps * n_layers;

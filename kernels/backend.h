@@ -175,12 +175,21 @@ struct tm_backend {
     /* Causal paged attention for the ragged batch: out (n_tokens, n_heads, head_dim) from
      * q (n_tokens, n_heads, head_dim) against the cached keys/values of each sequence
      * (positions [0, ctx_len) through its block table; the new tokens must already be
-     * stored). Token t of sequence s sees keys 0..pos[t]. GQA: head h uses kv head
-     * h / (n_heads / n_kv_heads). softmax(q.k * scale). */
+     * stored). Token t of sequence s sees keys 0..pos[t], or with window > 0 (a sliding-
+     * window layer) only keys pos[t] - window + 1..pos[t]. GQA: head h uses kv head
+     * h / (n_heads / n_kv_heads). softmax(s) with s = q.k * scale, soft-capped to
+     * softcap * tanh(s / softcap) when softcap > 0 (Gemma 2). */
     void (*attention)(tm_backend *be, float *out, const float *q, const tm_kv_cache *kv,
-                      int layer, const tm_batch *batch, int n_heads, float scale);
+                      int layer, const tm_batch *batch, int n_heads, float scale, int window,
+                      float softcap);
     /* out (n) = silu(gate) * up. out may alias gate or up. */
     void (*silu_mul)(tm_backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* out (n) = gelu(gate) * up with GELU's tanh form, gelu(g) = g / 2 * (1 + tanh(
+     * sqrt(2 / pi) * (g + 0.044715 g^3))) (Gemma's feed-forward). out may alias gate or up. */
+    void (*gelu_mul)(tm_backend *be, float *out, const float *gate, const float *up, int64_t n);
+    /* out (n) = x * s, or with cap > 0 cap * tanh(x * s / cap) (soft-capping: Gemma's final
+     * logits; with s = sqrt(dim) and cap 0, Gemma's embedding scale). out may alias x. */
+    void (*scale)(tm_backend *be, float *out, const float *x, int64_t n, float s, float cap);
     /* out (n_rows, dim) = x[rows[i]] rows gathered (for the logits of selected tokens). */
     void (*get_rows)(tm_backend *be, float *out, const float *x, const int32_t *rows, int n_rows,
                      int dim);

@@ -94,27 +94,44 @@ static int layer_of(const tm_gguf_tensor *t, int *counter) {
 
 static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
-/* Output type of tensor t, the next in file order: vectors stay f32 (tiny and
- * precision-sensitive), matrices get the target or what the mix picks, then the
- * fallback if their rows do not split into its blocks. */
-static tm_dtype out_type(const tm_gguf_tensor *t, const tm_convert_target *tg, recipe_state *st) {
-    if (t->n_dims < 2) return TM_DTYPE_F32;
+/* The type of a matrix of rows of row_len values named name, in layer `layer` of n (for
+ * attn_v / ffn_down), when has_output says whether the model has an output.weight: the
+ * target or what the mix picks, then the fallback if its rows do not split into that
+ * type's blocks. */
+static tm_dtype matrix_type(const tm_convert_target *tg, const char *name, int64_t row_len, int layer, int n,
+                            int has_output) {
     tm_dtype type = tg->type;
     if (tg->mix_m) {
-        const int is_output = !strcmp(t->name, "output.weight") || (!st->has_output && !strcmp(t->name, "token_embd.weight"));
+        const int is_output = !strcmp(name, "output.weight") || (!has_output && !strcmp(name, "token_embd.weight"));
         if (is_output) {
-            type = t->ne[0] % tm_dtype_block_size(tg->type) ? TM_DTYPE_Q8_0 : TM_DTYPE_Q6_K;
-        } else if (strstr(t->name, "attn_v.weight")) {
-            if (use_more_bits(layer_of(t, &st->i_attn_v), st->n_attn_v)) type = TM_DTYPE_Q6_K;
-        } else if (strstr(t->name, "ffn_down")) {
-            if (use_more_bits(layer_of(t, &st->i_ffn_down), st->n_ffn_down)) type = TM_DTYPE_Q6_K;
-        } else if (strstr(t->name, "attn_qkv.weight")) {
+            type = row_len % tm_dtype_block_size(tg->type) ? TM_DTYPE_Q8_0 : TM_DTYPE_Q6_K;
+        } else if (strstr(name, "attn_v.weight") || strstr(name, "ffn_down")) {
+            if (use_more_bits(layer, n)) type = TM_DTYPE_Q6_K;
+        } else if (strstr(name, "attn_qkv.weight")) {
             type = tg->type == TM_DTYPE_Q4_K ? TM_DTYPE_Q5_K : TM_DTYPE_Q6_K;
         }
     }
-    if (tm_dtype_row_bytes(type, t->ne[0]) < 0) type = fallback_type(type);
-    if (tm_dtype_row_bytes(type, t->ne[0]) < 0) type = TM_DTYPE_F16;
+    if (tm_dtype_row_bytes(type, row_len) < 0) type = fallback_type(type);
+    if (tm_dtype_row_bytes(type, row_len) < 0) type = TM_DTYPE_F16;
     return type;
+}
+
+tm_dtype tm_convert_tensor_type(const tm_convert_target *tg, const char *name, int n_dims, int64_t row_len,
+                                int n_layers, int has_output) {
+    if (n_dims < 2) return TM_DTYPE_F32;
+    int layer = 0;
+    if (sscanf(name, "blk.%d.", &layer) != 1) layer = 0;
+    return matrix_type(tg, name, row_len, layer, n_layers, has_output);
+}
+
+/* Output type of tensor t, the next in file order: vectors stay f32 (tiny and
+ * precision-sensitive), matrices as matrix_type says. */
+static tm_dtype out_type(const tm_gguf_tensor *t, const tm_convert_target *tg, recipe_state *st) {
+    if (t->n_dims < 2) return TM_DTYPE_F32;
+    int layer = 0, n = 0;
+    if (tg->mix_m && strstr(t->name, "attn_v.weight")) layer = layer_of(t, &st->i_attn_v), n = st->n_attn_v;
+    else if (tg->mix_m && strstr(t->name, "ffn_down")) layer = layer_of(t, &st->i_ffn_down), n = st->n_ffn_down;
+    return matrix_type(tg, t->name, t->ne[0], layer, n, st->has_output);
 }
 
 /* Is t a block's tensor ("blk.N.*") of a layer the output drops (N >= max_layers > 0)? */

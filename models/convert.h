@@ -28,6 +28,12 @@ typedef struct tm_convert_target {
  * a fused attn_qkv one step up, the rest Q4_K / Q5_K, with the same fallbacks). q6_k is
  * also llama.cpp's Q6_K mix. Returns 0, or TM_EINVAL for an unknown name. */
 int tm_convert_target_from_name(const char *name, tm_convert_target *out);
+/* The type tm_convert_file_target gives a tensor named name (n_dims, rows of row_len
+ * values) of a model of n_layers blocks ("blk.N." names give the layer), which has an
+ * output.weight or not (has_output): f32 for vectors, else the target, or the mix's pick,
+ * or the fallback. For files written whole in a mix (models/synth.c). */
+tm_dtype tm_convert_tensor_type(const tm_convert_target *t, const char *name, int n_dims, int64_t row_len,
+                                int n_layers, int has_output);
 /* "f32, f16, ..., q5_k_m": the names above, for messages. */
 const char *tm_convert_target_names(void);
 

@@ -1,6 +1,9 @@
-/* model.c - llama-family models (llama: Llama 2/3, Mistral, SmolLM2; qwen2: QKV bias):
- * configuration from GGUF metadata, weights on a backend, and the forward pass written
- * once against the op table in kernels/backend.h. */
+/* model.c - the models of models/arch.h: weights on a backend, and the forward pass
+ * written once against the op table in kernels/backend.h. Every architecture runs the same
+ * steps; what differs is data: the config (activation, scales, soft-caps, per-layer
+ * windows and rope parameters) and which optional tensors a layer has (q/k biases, q/k
+ * norms, post-norms). Fused tensors (Phi-3's attn_qkv, its gate/up) are split into views
+ * at load, so the forward pass never sees them. */
 #include "models/model.h"
 
 #include <math.h>
@@ -9,20 +12,27 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "models/arch.h"
 
 typedef struct tm_layer {
-    const float *attn_norm; /* (dim) f32, backend memory */
-    tm_weight wq;           /* (n_heads * head_dim, dim) */
-    tm_weight wk;           /* (n_kv_heads * head_dim, dim) */
-    tm_weight wv;           /* (n_kv_heads * head_dim, dim) */
-    tm_weight wo;           /* (dim, n_heads * head_dim) */
-    const float *bq;        /* (n_heads * head_dim) f32 or NULL (qwen2 has q/k/v biases) */
-    const float *bk;        /* (n_kv_heads * head_dim) f32 or NULL */
-    const float *bv;        /* (n_kv_heads * head_dim) f32 or NULL */
-    const float *ffn_norm;  /* (dim) f32 */
-    tm_weight w_gate;       /* (ffn_dim, dim) */
-    tm_weight w_up;         /* (ffn_dim, dim) */
-    tm_weight w_down;       /* (dim, ffn_dim) */
+    const float *attn_norm;     /* (dim) f32, backend memory */
+    tm_weight wq;               /* (n_heads * head_dim, dim) */
+    tm_weight wk;               /* (n_kv_heads * head_dim, dim) */
+    tm_weight wv;               /* (n_kv_heads * head_dim, dim) */
+    tm_weight wo;               /* (dim, n_heads * head_dim) */
+    const float *bq;            /* (n_heads * head_dim) f32 or NULL (qwen2 has q/k/v biases) */
+    const float *bk;            /* (n_kv_heads * head_dim) f32 or NULL */
+    const float *bv;            /* (n_kv_heads * head_dim) f32 or NULL */
+    const float *q_norm;        /* (head_dim) f32 or NULL: RMSNorm of each q head before rope */
+    const float *k_norm;        /* (head_dim) f32 or NULL: the same for k */
+    const float *attn_post_norm;/* (dim) f32 or NULL: RMSNorm of the attention output (Gemma) */
+    const float *ffn_norm;      /* (dim) f32 */
+    tm_weight w_gate;           /* (ffn_dim, dim) */
+    tm_weight w_up;             /* (ffn_dim, dim) */
+    tm_weight w_down;           /* (dim, ffn_dim) */
+    const float *ffn_post_norm; /* (dim) f32 or NULL: RMSNorm of the feed-forward output (Gemma) */
+    int window;                 /* > 0: sliding-window layer seeing this many keys; 0: all */
+    const tm_rope *rope;        /* its rotary parameters: config.rope or config.rope_swa */
 } tm_layer;
 
 /* Activation buffers, carved from one allocation in backend memory (buf) sized for
@@ -55,6 +65,7 @@ struct tm_model {
     const float *out_norm;   /* (dim) f32 */
     tm_layer *layers;        /* (n_layers) */
     float *freq_factors;     /* (head_dim / 2) host copy of rope_freqs, or NULL */
+    uint8_t *swa_layers;     /* (n_layers) which layers slide (config.swa_layers), or NULL */
     void **owned;            /* backend buffers to free at destroy */
     int n_owned, cap_owned;
     tm_activations act;      /* grown by tm_model_reserve */
@@ -81,101 +92,6 @@ static int track(tm_model *m, void *p) {
     return 0;
 }
 
-static int meta_u32(const tm_gguf *g, const char *arch, const char *suffix, int required,
-                    uint32_t def, int *out, char *err, size_t err_len) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    uint32_t v = def;
-    int rc = tm_gguf_get_u32(g, key, &v);
-    if (rc == TM_ENOTFOUND && !required) rc = 0;
-    if (rc == TM_ENOTFOUND) return tm_fail(err, err_len, TM_EFORMAT, "missing metadata key '%s'", key);
-    if (rc) return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' is not an unsigned integer", key);
-    if (v > (1u << 30)) return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' = %u is out of range", key, v);
-    *out = (int)v;
-    return 0;
-}
-
-static int meta_f32(const tm_gguf *g, const char *arch, const char *suffix, float def,
-                    float *out, char *err, size_t err_len) {
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    float v = def;
-    int rc = tm_gguf_get_f32(g, key, &v);
-    if (rc && rc != TM_ENOTFOUND)
-        return tm_fail(err, err_len, TM_EFORMAT, "metadata key '%s' is not a float", key);
-    *out = v;
-    return 0;
-}
-
-static int read_config(tm_model *m, const char *path, char *err, size_t err_len) {
-    const tm_gguf *g = m->gguf;
-    tm_model_config *c = &m->config;
-    const char *arch;
-    size_t len;
-    if (tm_gguf_get_str(g, "general.architecture", &arch, &len))
-        return tm_fail(err, err_len, TM_EFORMAT, "missing metadata key 'general.architecture'");
-    if (strcmp(arch, "llama") && strcmp(arch, "qwen2"))
-        return tm_fail(err, err_len, TM_EUNSUPPORTED,
-                       "unsupported architecture '%s' (supported: llama, qwen2)", arch);
-    snprintf(c->arch, sizeof c->arch, "%s", arch);
-    const char *name;
-    if (tm_gguf_get_str(g, "general.name", &name, &len) == 0) {
-        snprintf(c->name, sizeof c->name, "%s", name);
-    } else {
-        const char *base = strrchr(path, '/');
-        snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : path);
-    }
-
-    int rc;
-    if ((rc = meta_u32(g, arch, "block_count", 1, 0, &c->n_layers, err, err_len))) return rc;
-    if ((rc = meta_u32(g, arch, "embedding_length", 1, 0, &c->dim, err, err_len))) return rc;
-    if ((rc = meta_u32(g, arch, "feed_forward_length", 1, 0, &c->ffn_dim, err, err_len))) return rc;
-    if ((rc = meta_u32(g, arch, "attention.head_count", 1, 0, &c->n_heads, err, err_len))) return rc;
-    if ((rc = meta_u32(g, arch, "attention.head_count_kv", 0, (uint32_t)c->n_heads, &c->n_kv_heads,
-                       err, err_len)))
-        return rc;
-    if ((rc = meta_u32(g, arch, "context_length", 0, 4096, &c->n_ctx_train, err, err_len))) return rc;
-    if (c->n_layers <= 0 || c->dim <= 0 || c->ffn_dim <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
-        c->n_heads % c->n_kv_heads != 0)
-        return tm_fail(err, err_len, TM_EFORMAT,
-                       "bad shape: layers %d dim %d ffn %d heads %d kv_heads %d", c->n_layers,
-                       c->dim, c->ffn_dim, c->n_heads, c->n_kv_heads);
-    if ((rc = meta_u32(g, arch, "attention.key_length", 0, (uint32_t)(c->dim / c->n_heads),
-                       &c->head_dim, err, err_len)))
-        return rc;
-    int value_length;
-    if ((rc = meta_u32(g, arch, "attention.value_length", 0, (uint32_t)c->head_dim, &value_length,
-                       err, err_len)))
-        return rc;
-    if (value_length != c->head_dim || c->head_dim <= 0 || c->head_dim % 2)
-        return tm_fail(err, err_len, TM_EUNSUPPORTED, "head dims k=%d v=%d not supported",
-                       c->head_dim, value_length);
-    if ((rc = meta_f32(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &c->rms_eps, err, err_len)))
-        return rc;
-
-    tm_rope *r = &c->rope;
-    r->neox = !strcmp(arch, "qwen2");
-    r->freq_scale = 1.0f;
-    if ((rc = meta_f32(g, arch, "rope.freq_base", 10000.0f, &r->theta, err, err_len))) return rc;
-    if ((rc = meta_u32(g, arch, "rope.dimension_count", 0, (uint32_t)c->head_dim, &r->n_dims, err,
-                       err_len)))
-        return rc;
-    if (r->n_dims <= 0 || r->n_dims > c->head_dim || r->n_dims % 2)
-        return tm_fail(err, err_len, TM_EFORMAT, "rope.dimension_count %d does not fit head_dim %d",
-                       r->n_dims, c->head_dim);
-    char key[128];
-    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
-    const char *scaling;
-    if (tm_gguf_get_str(g, key, &scaling, &len) == 0 && strcmp(scaling, "none")) {
-        if (strcmp(scaling, "linear"))
-            return tm_fail(err, err_len, TM_EUNSUPPORTED, "rope scaling '%s' is not supported", scaling);
-        float factor = 1.0f;
-        if ((rc = meta_f32(g, arch, "rope.scaling.factor", 1.0f, &factor, err, err_len))) return rc;
-        if (factor > 0) r->freq_scale = 1.0f / factor;
-    }
-    return 0;
-}
-
 /* Finds name and checks its shape is (rows, cols) (GGUF ne = {cols, rows}). cols = 0
  * means a 1-D tensor of rows elements. */
 static const tm_gguf_tensor *want(const tm_model *m, const char *name, int64_t rows, int64_t cols,
@@ -197,15 +113,27 @@ static const tm_gguf_tensor *want(const tm_model *m, const char *name, int64_t r
     return t;
 }
 
+/* Rows [row0, row0 + rows) of tensor t (cols each) as a weight on the backend: the whole
+ * tensor, or a view of a fused one (its rows are contiguous in the file). */
+static int init_rows(tm_model *m, tm_weight *w, const tm_gguf_tensor *t, int64_t row0, int64_t rows,
+                     int64_t cols, char *err, size_t err_len) {
+    const int64_t row_bytes = tm_dtype_row_bytes(t->type, cols);
+    if (row_bytes < 0)
+        return tm_fail(err, err_len, TM_EFORMAT, "tensor '%s': %s rows of %lld values do not split into blocks",
+                       t->name, tm_dtype_name(t->type), (long long)cols);
+    char msg[256] = "";
+    int rc = m->be->weight_init(m->be, w, t->type, rows, cols, (const uint8_t *)t->data + row0 * row_bytes, msg,
+                                sizeof msg);
+    if (rc) return tm_fail(err, err_len, rc, "tensor '%s' (%s): %s", t->name, tm_dtype_name(t->type), msg);
+    return 0;
+}
+
 static int load_weight(tm_model *m, tm_weight *w, const char *name, int64_t rows, int64_t cols,
                        char *err, size_t err_len) {
     int rc = 0;
     const tm_gguf_tensor *t = want(m, name, rows, cols, 0, &rc, err, err_len);
     if (!t) return rc;
-    char msg[256] = "";
-    rc = m->be->weight_init(m->be, w, t->type, rows, cols, t->data, msg, sizeof msg);
-    if (rc) return tm_fail(err, err_len, rc, "tensor '%s' (%s): %s", name, tm_dtype_name(t->type), msg);
-    return 0;
+    return init_rows(m, w, t, 0, rows, cols, err, err_len);
 }
 
 /* A 1-D f32 vector (norm weight or bias), uploaded to the backend. */
@@ -225,10 +153,95 @@ static int load_vector(tm_model *m, const float **out, const char *name, int64_t
     return 0;
 }
 
+/* q, k, v of layer l: three tensors, or views of Phi-3's fused attn_qkv (rows q, k, v). */
+static int load_qkv(tm_model *m, tm_layer *L, int l, char *err, size_t err_len) {
+    tm_model_config *c = &m->config;
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    char name[96];
+    int rc = 0;
+    snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
+    if (tm_gguf_find_tensor(m->gguf, name)) {
+        const tm_gguf_tensor *t = want(m, name, qd + 2 * kvd, c->dim, 0, &rc, err, err_len);
+        if (!t) return rc;
+        c->fused_qkv = 1;
+        if ((rc = init_rows(m, &L->wq, t, 0, qd, c->dim, err, err_len)) ||
+            (rc = init_rows(m, &L->wk, t, qd, kvd, c->dim, err, err_len)) ||
+            (rc = init_rows(m, &L->wv, t, qd + kvd, kvd, c->dim, err, err_len)))
+            return rc;
+        const float *b = NULL;
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.bias", l);
+        if ((rc = load_vector(m, &b, name, qd + 2 * kvd, 1, err, err_len))) return rc;
+        if (c->qkv_bias && !b) return tm_fail(err, err_len, TM_ENOTFOUND, "missing tensor '%s'", name);
+        if (b) L->bq = b, L->bk = b + qd, L->bv = b + qd + kvd, c->qkv_bias = 1; /* views of one buffer */
+        return 0;
+    }
+#define TM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
+    if ((rc = load_weight(m, &L->wq, TM_NAME("attn_q.weight"), qd, c->dim, err, err_len))) return rc;
+    if ((rc = load_weight(m, &L->wk, TM_NAME("attn_k.weight"), kvd, c->dim, err, err_len))) return rc;
+    if ((rc = load_weight(m, &L->wv, TM_NAME("attn_v.weight"), kvd, c->dim, err, err_len))) return rc;
+    /* biases: required where the architecture has them (qwen2), taken where a file has them */
+    const int opt = !c->qkv_bias;
+    if ((rc = load_vector(m, &L->bq, TM_NAME("attn_q.bias"), qd, opt, err, err_len))) return rc;
+    if ((rc = load_vector(m, &L->bk, TM_NAME("attn_k.bias"), kvd, opt, err, err_len))) return rc;
+    if ((rc = load_vector(m, &L->bv, TM_NAME("attn_v.bias"), kvd, opt, err, err_len))) return rc;
+#undef TM_NAME
+    if (L->bq || L->bk || L->bv) c->qkv_bias = 1; /* later layers must have them too */
+    return 0;
+}
+
+/* gate and up of layer l: two tensors, or Phi-3's ffn_up of 2 ffn_dim rows (gate first)
+ * and no ffn_gate. */
+static int load_gate_up(tm_model *m, tm_layer *L, int l, char *err, size_t err_len) {
+    tm_model_config *c = &m->config;
+    char gate[96], up[96];
+    int rc = 0;
+    snprintf(gate, sizeof gate, "blk.%d.ffn_gate.weight", l);
+    snprintf(up, sizeof up, "blk.%d.ffn_up.weight", l);
+    const tm_gguf_tensor *u = tm_gguf_find_tensor(m->gguf, up);
+    if (!tm_gguf_find_tensor(m->gguf, gate) && u && u->n_dims == 2 && u->ne[1] == 2 * (int64_t)c->ffn_dim) {
+        if (!want(m, up, 2 * (int64_t)c->ffn_dim, c->dim, 0, &rc, err, err_len)) return rc;
+        c->fused_gate_up = 1;
+        if ((rc = init_rows(m, &L->w_gate, u, 0, c->ffn_dim, c->dim, err, err_len))) return rc;
+        return init_rows(m, &L->w_up, u, c->ffn_dim, c->ffn_dim, c->dim, err, err_len);
+    }
+    if ((rc = load_weight(m, &L->w_gate, gate, c->ffn_dim, c->dim, err, err_len))) return rc;
+    return load_weight(m, &L->w_up, up, c->ffn_dim, c->dim, err, err_len);
+}
+
+static int load_layer(tm_model *m, int l, char *err, size_t err_len) {
+    const tm_model_config *c = &m->config;
+    tm_layer *L = &m->layers[l];
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim;
+    char name[96];
+    int rc;
+#define TM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
+    if ((rc = load_vector(m, &L->attn_norm, TM_NAME("attn_norm.weight"), c->dim, 0, err, err_len))) return rc;
+    if ((rc = load_qkv(m, L, l, err, err_len))) return rc;
+    if ((rc = load_weight(m, &L->wo, TM_NAME("attn_output.weight"), c->dim, qd, err, err_len))) return rc;
+    /* the optional parts are the architecture's (llama.cpp loads them for those only) */
+    if (c->qk_norm &&
+        ((rc = load_vector(m, &L->q_norm, TM_NAME("attn_q_norm.weight"), c->head_dim, 0, err, err_len)) ||
+         (rc = load_vector(m, &L->k_norm, TM_NAME("attn_k_norm.weight"), c->head_dim, 0, err, err_len))))
+        return rc;
+    if (c->post_norms &&
+        (rc = load_vector(m, &L->attn_post_norm, TM_NAME("post_attention_norm.weight"), c->dim, 0, err, err_len)))
+        return rc;
+    if ((rc = load_vector(m, &L->ffn_norm, TM_NAME("ffn_norm.weight"), c->dim, 0, err, err_len))) return rc;
+    if ((rc = load_gate_up(m, L, l, err, err_len))) return rc;
+    if ((rc = load_weight(m, &L->w_down, TM_NAME("ffn_down.weight"), c->dim, c->ffn_dim, err, err_len))) return rc;
+    if (c->post_norms &&
+        (rc = load_vector(m, &L->ffn_post_norm, TM_NAME("post_ffw_norm.weight"), c->dim, 0, err, err_len)))
+        return rc;
+#undef TM_NAME
+    const int swa = c->swa_layers && c->swa_layers[l];
+    L->window = swa ? c->sliding_window : 0;
+    L->rope = swa ? &c->rope_swa : &c->rope;
+    return 0;
+}
+
 static int load_weights(tm_model *m, tm_load_progress_fn progress, void *arg, char *err,
                         size_t err_len) {
     const tm_model_config *c = &m->config;
-    int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     int rc;
 
     const tm_gguf_tensor *emb = tm_gguf_find_tensor(m->gguf, "token_embd.weight");
@@ -236,7 +249,8 @@ static int load_weights(tm_model *m, tm_load_progress_fn progress, void *arg, ch
     m->config.n_vocab = emb->n_dims == 2 ? (int)emb->ne[1] : 0;
     if ((rc = load_weight(m, &m->token_embd, "token_embd.weight", c->n_vocab, c->dim, err, err_len)))
         return rc;
-    if (tm_gguf_find_tensor(m->gguf, "output.weight")) {
+    /* Gemma 2's output is always the embedding (llama.cpp ignores an output.weight there) */
+    if (tm_gguf_find_tensor(m->gguf, "output.weight") && strcmp(c->arch, "gemma2")) {
         if ((rc = load_weight(m, &m->output, "output.weight", c->n_vocab, c->dim, err, err_len))) return rc;
     } else {
         m->config.tied_embeddings = 1;
@@ -244,11 +258,15 @@ static int load_weights(tm_model *m, tm_load_progress_fn progress, void *arg, ch
     }
     if ((rc = load_vector(m, &m->out_norm, "output_norm.weight", c->dim, 0, err, err_len))) return rc;
 
-    /* Llama 3.1 style frequency factors. */
+    /* Phi-3's LongRoPE (128k variants): per-frequency factors chosen by context length and
+     * an attention factor the rope op does not take */
+    if (tm_gguf_find_tensor(m->gguf, "rope_factors_long.weight"))
+        return tm_fail(err, err_len, TM_EUNSUPPORTED, "LongRoPE (rope_factors_long/short) is not supported");
+    /* Llama 3.1 style frequency factors (the global layers' rope) */
     const tm_gguf_tensor *ff = tm_gguf_find_tensor(m->gguf, "rope_freqs.weight");
     if (ff) {
         int64_t n = c->rope.n_dims / 2;
-        if (ff->type != TM_DTYPE_F32 || ff->ne[0] != n)
+        if (ff->type != TM_DTYPE_F32 || ff->n_dims != 1 || ff->ne[0] != n)
             return tm_fail(err, err_len, TM_EFORMAT, "tensor 'rope_freqs.weight' must be f32 [%lld]",
                            (long long)n);
         m->freq_factors = malloc(sizeof(float) * (size_t)n);
@@ -260,23 +278,7 @@ static int load_weights(tm_model *m, tm_load_progress_fn progress, void *arg, ch
     m->layers = calloc((size_t)c->n_layers, sizeof(tm_layer));
     if (!m->layers) return TM_ENOMEM;
     for (int l = 0; l < c->n_layers; l++) {
-        tm_layer *L = &m->layers[l];
-        char name[96];
-#define TM_NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
-        if ((rc = load_vector(m, &L->attn_norm, TM_NAME("attn_norm.weight"), c->dim, 0, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->wq, TM_NAME("attn_q.weight"), qd, c->dim, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->wk, TM_NAME("attn_k.weight"), kvd, c->dim, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->wv, TM_NAME("attn_v.weight"), kvd, c->dim, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->wo, TM_NAME("attn_output.weight"), c->dim, qd, err, err_len))) return rc;
-        int need_bias = c->qkv_bias;
-        if ((rc = load_vector(m, &L->bq, TM_NAME("attn_q.bias"), qd, !need_bias, err, err_len))) return rc;
-        if ((rc = load_vector(m, &L->bk, TM_NAME("attn_k.bias"), kvd, !need_bias, err, err_len))) return rc;
-        if ((rc = load_vector(m, &L->bv, TM_NAME("attn_v.bias"), kvd, !need_bias, err, err_len))) return rc;
-        if ((rc = load_vector(m, &L->ffn_norm, TM_NAME("ffn_norm.weight"), c->dim, 0, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->w_gate, TM_NAME("ffn_gate.weight"), c->ffn_dim, c->dim, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->w_up, TM_NAME("ffn_up.weight"), c->ffn_dim, c->dim, err, err_len))) return rc;
-        if ((rc = load_weight(m, &L->w_down, TM_NAME("ffn_down.weight"), c->dim, c->ffn_dim, err, err_len))) return rc;
-#undef TM_NAME
+        if ((rc = load_layer(m, l, err, err_len))) return rc;
         if (progress) progress(arg, l + 1, c->n_layers);
     }
     return 0;
@@ -312,8 +314,7 @@ int tm_model_load_gguf(tm_gguf *g, const char *name, tm_backend *be, tm_load_pro
     m->gguf = g;
     char msg[512] = "";
     int rc;
-    if ((rc = read_config(m, name, err, err_len))) goto fail;
-    m->config.qkv_bias = !strcmp(m->config.arch, "qwen2");
+    if ((rc = tm_arch_read_config(m->gguf, name, &m->config, &m->swa_layers, err, err_len))) goto fail;
     if ((rc = tm_tokenizer_create(m->gguf, &m->tokenizer, msg, sizeof msg))) {
         tm_fail(err, err_len, rc, "tokenizer: %s", msg);
         goto fail;
@@ -362,6 +363,7 @@ void tm_model_destroy(tm_model *m) {
     free(m->owned);
     free(m->layers);
     free(m->freq_factors);
+    free(m->swa_layers);
     tm_tokenizer_destroy(m->tokenizer);
     tm_gguf_close(m->gguf);
     free(m);
@@ -486,34 +488,43 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
     tm_backend *be = m->be;
     tm_activations *a = &m->act;
     const int n = b->n_tokens, dim = c->dim;
-    const float scale = 1.0f / sqrtf((float)c->head_dim);
     a->n_logits = 0;
 
     if (be->set_batch) be->set_batch(be, b);
     be->embed(be, a->x, &m->token_embd, b->tokens, n); /* x (n, dim) */
+    if (c->embed_scale != 1.0f) be->scale(be, a->x, a->x, (int64_t)n * dim, c->embed_scale, 0.0f);
     be->rmsnorm(be, a->xb, a->x, m->layers[0].attn_norm, n, dim, c->rms_eps);
     for (int l = 0; l < c->n_layers; l++) {
         const tm_layer *L = &m->layers[l];
-        /* attention block: x += Wo · attn(rope(Wq·xb), rope(Wk·xb), Wv·xb), xb = norm(x) */
+        /* attention block: x += post_norm(Wo · attn(rope(Wq·xb), rope(Wk·xb), Wv·xb)), xb = norm(x) */
         { /* q (n, qd), k (n, kvd), v (n, kvd) */
             float *const outs[] = {a->q, a->k, a->v};
             const tm_weight *const ws[] = {&L->wq, &L->wk, &L->wv};
             const float *const biases[] = {L->bq, L->bk, L->bv};
             tm_matmul_shared_input(be, 3, outs, a->xb, ws, biases, n);
         }
-        be->rope(be, a->q, a->k, b->pos, n, c->n_heads, c->n_kv_heads, c->head_dim, &c->rope);
+        if (L->q_norm) { /* each head of q and k normed on its own (rows of head_dim) */
+            be->rmsnorm(be, a->q, a->q, L->q_norm, n * c->n_heads, c->head_dim, c->rms_eps);
+            be->rmsnorm(be, a->k, a->k, L->k_norm, n * c->n_kv_heads, c->head_dim, c->rms_eps);
+        }
+        be->rope(be, a->q, a->k, b->pos, n, c->n_heads, c->n_kv_heads, c->head_dim, L->rope);
         be->kv_store(be, kv, l, a->k, a->v, b->slots, n);
-        be->attention(be, a->att, a->q, kv, l, b, c->n_heads, scale); /* att (n, qd) */
+        be->attention(be, a->att, a->q, kv, l, b, c->n_heads, c->attn_scale, L->window,
+                      c->attn_softcap);                           /* att (n, qd) */
         be->matmul(be, a->xb, a->att, &L->wo, NULL, n);             /* xb (n, dim) */
+        if (L->attn_post_norm) be->rmsnorm(be, a->xb, a->xb, L->attn_post_norm, n, dim, c->rms_eps);
         tm_residual_norm(be, a->x, a->xb, L->ffn_norm, a->xb, n, dim, c->rms_eps);
-        /* feed-forward block: x += Wdown · (silu(Wgate·xb) * Wup·xb), then the next layer's norm */
+        /* feed-forward block: x += post_norm(Wdown · (act(Wgate·xb) * Wup·xb)), then the next
+         * layer's norm */
         { /* hb (n, ffn) = gate, hb2 (n, ffn) = up */
             float *const outs[] = {a->hb, a->hb2};
             const tm_weight *const ws[] = {&L->w_gate, &L->w_up};
             tm_matmul_shared_input(be, 2, outs, a->xb, ws, NULL, n);
         }
-        be->silu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
+        if (c->act == TM_ACT_GELU) be->gelu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
+        else be->silu_mul(be, a->hb, a->hb, a->hb2, (int64_t)n * c->ffn_dim);
         be->matmul(be, a->xb, a->hb, &L->w_down, NULL, n); /* xb (n, dim) */
+        if (L->ffn_post_norm) be->rmsnorm(be, a->xb, a->xb, L->ffn_post_norm, n, dim, c->rms_eps);
         if (l + 1 < c->n_layers)
             tm_residual_norm(be, a->x, a->xb, m->layers[l + 1].attn_norm, a->xb, n, dim, c->rms_eps);
         else
@@ -524,6 +535,8 @@ int tm_model_forward(tm_model *m, tm_kv_cache *kv, const tm_batch *b, float *log
         be->get_rows(be, a->xl, a->x, b->logit_rows, b->n_logits, dim);
         be->rmsnorm(be, a->xl, a->xl, m->out_norm, b->n_logits, dim, c->rms_eps);
         be->matmul(be, a->logits, a->xl, &m->output, NULL, b->n_logits); /* (n_logits, n_vocab) */
+        if (c->final_softcap > 0.0f)
+            be->scale(be, a->logits, a->logits, (int64_t)b->n_logits * c->n_vocab, 1.0f, c->final_softcap);
     }
     char msg[256] = "";
     if ((rc = be->synchronize(be, msg, sizeof msg)))

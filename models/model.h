@@ -1,9 +1,11 @@
 /* model.h - a loaded model: configuration from GGUF metadata, weights on a backend,
  * tokenizer, and one forward pass over a ragged batch (kernels/backend.h tm_batch).
  *
- * Architectures: llama (Llama 2/3, Mistral, SmolLM2) and qwen2 (QKV bias). The model is
- * used by one thread at a time (the engine thread); tokenizer and config are immutable
- * and may be read from any thread. */
+ * Architectures (models/arch.h): llama (Llama 2/3, Mistral, SmolLM2), mistral3, qwen2,
+ * qwen3, phi3, gemma2, gemma3. They share one forward pass; what differs between them is
+ * data in tm_model_config (flags, scales, per-layer windows) and which optional tensors
+ * the file has. The model is used by one thread at a time (the engine thread); tokenizer
+ * and config are immutable and may be read from any thread. */
 #ifndef TM_MODEL_H
 #define TM_MODEL_H
 
@@ -17,6 +19,12 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The gated feed-forward's activation: down(act(gate) * up). */
+typedef enum tm_ffn_act {
+    TM_ACT_SILU = 0, /* llama family */
+    TM_ACT_GELU = 1, /* GELU, tanh form (Gemma) */
+} tm_ffn_act;
 
 typedef struct tm_model_config {
     char arch[32];        /* general.architecture */
@@ -33,6 +41,20 @@ typedef struct tm_model_config {
     tm_rope rope;         /* rotary parameters (freq_factors owned by the model) */
     int tied_embeddings;  /* output matrix is token_embd */
     int qkv_bias;         /* q/k/v projections have biases (qwen2) */
+    tm_ffn_act act;       /* feed-forward activation */
+    float embed_scale;    /* token embeddings are multiplied by this (Gemma: sqrt(dim)), else 1 */
+    float attn_scale;     /* softmax(q.k * attn_scale): 1/sqrt(head_dim) unless the architecture
+                             says otherwise (Gemma 27B: 1/sqrt(dim / n_heads)) */
+    float attn_softcap;   /* > 0: attention scores soft-capped at this (Gemma 2) */
+    float final_softcap;  /* > 0: logits soft-capped at this (Gemma 2) */
+    int sliding_window;   /* keys a sliding-window layer sees (its own and window - 1 before);
+                             0: no sliding-window layers */
+    const uint8_t *swa_layers; /* (n_layers) 1 for a sliding-window layer, or NULL (owned by the model) */
+    tm_rope rope_swa;     /* rotary parameters of the sliding-window layers (Gemma 3: base 10000) */
+    int qk_norm;          /* per-head RMSNorm of q and k before rope (Qwen3, Gemma 3) */
+    int post_norms;       /* RMSNorm of each block's output before the residual add (Gemma) */
+    int fused_qkv;        /* q/k/v came from one attn_qkv tensor (Phi-3), split into views */
+    int fused_gate_up;    /* gate and up came from one ffn_up tensor of 2 ffn_dim rows (Phi-3) */
 } tm_model_config;
 
 typedef struct tm_model tm_model;

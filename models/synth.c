@@ -11,28 +11,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/common.h"
+#include "models/convert.h"
 #include "models/model.h"
 
-/* Published shapes (the models' config.json). tiny and tiny-qwen2 are ours, for tests:
- * every row length a multiple of 256 so that every type fits, and a vocabulary 256
- * tokens larger than the default tokenizer's so that padding is exercised. */
+/* Published shapes (the models' config.json). The tiny-* rows are ours, for tests: one
+ * per architecture, every row length a multiple of 256 so that every type fits, a
+ * vocabulary 256 tokens larger than the default tokenizer's so that padding is exercised,
+ * and each architecture's quirks at a size llama.cpp checks in seconds: tiny-mistral's
+ * heads are wider than its embedding (n_heads * head_dim = 2 dim, as Mistral Nemo's), the
+ * Gemma windows (4 keys) are shorter than the comparison's 8 tokens and their soft-caps
+ * low enough to bend. */
 static const tm_synth_preset k_presets[] = {
-    /* name          arch     layers  dim    ffn  heads kv  hd   vocab   theta       ctx   tied  eps    llama3 rope */
-    {"tiny",         "llama",  4,     256,   768,  4,  2,  64,  49408,  10000.0f,   4096,  0, 1e-5f, 0.0f},
-    {"tiny-qwen2",   "qwen2",  2,     256,   768,  4,  2,  64,  49408,  1000000.0f, 4096,  1, 1e-6f, 0.0f},
-    {"llama3-1b",    "llama", 16,    2048,  8192, 32,  8,  64, 128256,  500000.0f,  131072, 1, 1e-5f, 32.0f},
-    {"llama3-8b",    "llama", 32,    4096, 14336, 32,  8, 128, 128256,  500000.0f,  8192,  0, 1e-5f, 0.0f},
-    {"qwen2.5-7b",   "qwen2", 28,    3584, 18944, 28,  4, 128, 152064,  1000000.0f, 32768, 0, 1e-6f, 0.0f},
+    /* name          arch      layers dim   ffn   heads kv  hd   vocab   theta       ctx    tied eps    llama3 window attn  final */
+    {"tiny",         "llama",   4,    256,  768,  4,    2,  64,  49408,  10000.0f,   4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-qwen2",   "qwen2",   2,    256,  768,  4,    2,  64,  49408,  1000000.0f, 4096,  1,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-mistral", "llama",   3,    256,  768,  4,    1,  128, 49408,  1000000.0f, 4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-qwen3",   "qwen3",   3,    256,  768,  4,    2,  128, 49408,  1000000.0f, 4096,  1,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-phi3",    "phi3",    3,    256,  768,  4,    4,  64,  49408,  10000.0f,   4096,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"tiny-gemma2",  "gemma2",  4,    256,  768,  4,    2,  64,  49408,  10000.0f,   4096,  1,   1e-6f, 0.0f,  4,     2.0f, 4.0f},
+    {"tiny-gemma3",  "gemma3",  6,    256,  768,  4,    1,  128, 49408,  1000000.0f, 32768, 1,   1e-6f, 0.0f,  4,     0.0f, 0.0f},
+    {"llama3-1b",    "llama",   16,   2048, 8192, 32,   8,  64,  128256, 500000.0f,  131072, 1,  1e-5f, 32.0f, 0,     0.0f, 0.0f},
+    {"llama3-8b",    "llama",   32,   4096, 14336, 32,  8,  128, 128256, 500000.0f,  8192,  0,   1e-5f, 0.0f,  0,     0.0f, 0.0f},
+    {"qwen2.5-7b",   "qwen2",   28,   3584, 18944, 28,  4,  128, 152064, 1000000.0f, 32768, 0,   1e-6f, 0.0f,  0,     0.0f, 0.0f},
 };
 
 /* Weight types, with llama.cpp's general.file_type for a file that is all of that type. */
 static const struct { tm_dtype type; uint32_t ftype; } k_types[] = {
     {TM_DTYPE_F32, 0},   {TM_DTYPE_F16, 1},   {TM_DTYPE_BF16, 32}, {TM_DTYPE_Q8_0, 7},
-    {TM_DTYPE_Q4_0, 2},  {TM_DTYPE_Q4_1, 3},  {TM_DTYPE_Q4_K, 14}, {TM_DTYPE_Q6_K, 18},
+    {TM_DTYPE_Q4_0, 2},  {TM_DTYPE_Q4_1, 3},  {TM_DTYPE_Q5_0, 8},  {TM_DTYPE_Q5_1, 9},
+    {TM_DTYPE_Q4_K, 14}, {TM_DTYPE_Q5_K, 16}, {TM_DTYPE_Q6_K, 18},
 };
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k"
+#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 int tm_synth_n_presets(void) { return (int)TM_ARRAY_LEN(k_presets); }
 
@@ -44,6 +56,11 @@ const tm_synth_preset *tm_synth_find_preset(const char *name) {
     for (int i = 0; name && i < tm_synth_n_presets(); i++)
         if (!strcmp(k_presets[i].name, name)) return &k_presets[i];
     return NULL;
+}
+
+const char *tm_synth_type_name(const tm_synth_options *o) {
+    if (o->mix_m) return o->type == TM_DTYPE_Q4_K ? "q4_k_m" : "q5_k_m";
+    return tm_dtype_name(o->type);
 }
 
 int tm_synth_type_ok(tm_dtype t) {
@@ -68,6 +85,13 @@ int tm_synth_options_init(tm_synth_options *o, const char *preset, const char *t
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
                      k_presets[i].name);
         return tm_fail(err, err_len, TM_EINVAL, "unknown preset '%s' (presets: %s)", preset, names);
+    }
+    tm_convert_target mix;
+    if (type && (!strcasecmp(type, "q4_k_m") || !strcasecmp(type, "q5_k_m")) &&
+        tm_convert_target_from_name(type, &mix) == 0) {
+        o->type = mix.type;
+        o->mix_m = 1;
+        return 0;
     }
     int t = tm_dtype_from_name(type);
     if (t < 0 || !tm_synth_type_ok((tm_dtype)t))
@@ -177,6 +201,48 @@ static void gen_quant_row(const row_gen *g, rng *r, uint8_t *dst, int64_t n_bloc
             fill_bytes(r, q->qs, 16);
         }
         break;
+    case TM_DTYPE_Q5_0:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_0 *q = (tm_block_q5_0 *)dst + b;
+            /* d * (q - 16), q in 0..31: a random sign of d as for q4_0 */
+            uint64_t w = next64(r);
+            q->d = (uint16_t)(jittered(g->d0, w) | ((w >> 8) & 1) << 15);
+            fill_bytes(r, q->qh, 4);
+            fill_bytes(r, q->qs, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_1:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_1 *q = (tm_block_q5_1 *)dst + b;
+            uint64_t w = next64(r);
+            q->d = jittered(g->d0, w);
+            /* quants average 15.5: a min of about -15.5 d centers the block on 0 */
+            q->m = tm_f32_to_f16(-tm_f16_to_f32(q->d) * (15.0f + unit8(w >> 8)));
+            fill_bytes(r, q->qh, 4);
+            fill_bytes(r, q->qs, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_K:
+        for (int64_t b = 0; b < n_blocks; b++) {
+            tm_block_q5_k *q = (tm_block_q5_k *)dst + b;
+            q->d = jittered(g->d0, next64(r));
+            /* as q4_k with q in 0..31: dmin = 16 d and m ~ 31/32 sc center each sub-block */
+            q->dmin = tm_f32_to_f16(16.0f * tm_f16_to_f32(q->d));
+            uint64_t w = next64(r);
+            uint8_t sc[8], m[8];
+            for (int j = 0; j < 8; j++, w >>= 7) {
+                sc[j] = (uint8_t)(16 + (w & 31));
+                m[j] = (uint8_t)TM_MIN(63, (31 * sc[j] + 16) / 32 + (int)((w >> 5) & 3) % 3 - 1);
+            }
+            for (int j = 0; j < 4; j++) {
+                q->scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+                q->scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+                q->scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+            }
+            fill_bytes(r, q->qh, 32);
+            fill_bytes(r, q->qs, 128);
+        }
+        break;
     case TM_DTYPE_Q4_K:
         for (int64_t b = 0; b < n_blocks; b++) {
             tm_block_q4_k *q = (tm_block_q4_k *)dst + b;
@@ -253,15 +319,18 @@ static void gen_row(const row_gen *g, int64_t row, uint8_t *dst) {
 
 /* Root-mean-square of one quant (times d, before jitter) in each type, so that d0 =
  * sigma / this gives the matrix the wanted spread. Measured by the formulas in
- * gen_quant_row: q4_0 (q - 8) for q uniform in 0..15, q8_0 uniform in -127..127, q4_k
- * sub-block scales 16..47 times quants spread 4.61, q6_k scales 8..23 times (q - 32) for
- * q in 0..63. */
+ * gen_quant_row: q4_0 (q - 8) for q uniform in 0..15, q5_0 (q - 16) for q in 0..31, q8_0
+ * uniform in -127..127, q4_k / q5_k sub-block scales 16..47 times quants spread 4.61 /
+ * 9.23, q6_k scales 8..23 times (q - 32) for q in 0..63. */
 static float quant_rms(tm_dtype t) {
     switch (t) {
     case TM_DTYPE_Q8_0: return 73.6f;
     case TM_DTYPE_Q4_0: return 4.64f;
     case TM_DTYPE_Q4_1: return 4.61f;
+    case TM_DTYPE_Q5_0: return 9.25f;
+    case TM_DTYPE_Q5_1: return 9.23f;
     case TM_DTYPE_Q4_K: return 33.0f * 4.61f;
+    case TM_DTYPE_Q5_K: return 33.0f * 9.23f;
     case TM_DTYPE_Q6_K: return 16.2f * 18.5f;
     default: return 1.0f;
     }
@@ -342,7 +411,10 @@ static void add_t(synth_tensor *ts, int *n, const char *name, int64_t cols, int6
     t->half_width = half;
 }
 
-/* Fills ts (room for 4 + 12 per layer) in llama.cpp's order; returns the count. */
+/* Tensors per layer at most (gemma3: 4 norms, 2 post-norms, 7 matrices). */
+enum { MAX_LAYER_TENSORS = 16 };
+
+/* Fills ts (room for 4 + MAX_LAYER_TENSORS per layer) in llama.cpp's order; returns the count. */
 static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *ts) {
     const tm_synth_preset *p = o->preset;
     const int64_t qd = (int64_t)p->n_heads * p->head_dim, kvd = (int64_t)p->n_kv_heads * p->head_dim;
@@ -351,6 +423,9 @@ static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *t
                                                                      depth, so --layers keeps bytes */
     const float s_logit = 3.0f * s_dim; /* logits of std ~3, as trained models spread them */
     const int qkv_bias = !strcmp(p->arch, "qwen2");
+    const int qk_norm = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "gemma3");
+    const int post_norms = !strncmp(p->arch, "gemma", 5);
+    const int fused = !strcmp(p->arch, "phi3"); /* attn_qkv, and ffn_up holding gate then up */
     int n = 0;
     char name[64];
     add_t(ts, &n, "token_embd.weight", p->dim, p->n_vocab, o->type, KIND_MATRIX, s_logit, 0, 0);
@@ -361,21 +436,37 @@ static int list_tensors(const tm_synth_options *o, int n_layers, synth_tensor *t
     for (int l = 0; l < n_layers; l++) {
 #define NAME(suffix) (snprintf(name, sizeof name, "blk.%d." suffix, l), name)
         add_t(ts, &n, NAME("attn_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
-        add_t(ts, &n, NAME("attn_q.weight"), p->dim, qd, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("attn_k.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("attn_v.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        if (fused) {
+            add_t(ts, &n, NAME("attn_qkv.weight"), p->dim, qd + 2 * kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        } else {
+            add_t(ts, &n, NAME("attn_q.weight"), p->dim, qd, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("attn_k.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("attn_v.weight"), p->dim, kvd, o->type, KIND_MATRIX, s_dim, 0, 0);
+        }
         if (qkv_bias) {
             add_t(ts, &n, NAME("attn_q.bias"), qd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
             add_t(ts, &n, NAME("attn_k.bias"), kvd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
             add_t(ts, &n, NAME("attn_v.bias"), kvd, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 0.0f, 0.5f);
         }
+        if (qk_norm) {
+            add_t(ts, &n, NAME("attn_q_norm.weight"), p->head_dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
+            add_t(ts, &n, NAME("attn_k_norm.weight"), p->head_dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
+        }
         add_t(ts, &n, NAME("attn_output.weight"), qd, p->dim, o->type, KIND_MATRIX,
               s_res / sqrtf((float)qd), 0, 0);
+        if (post_norms)
+            add_t(ts, &n, NAME("post_attention_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
         add_t(ts, &n, NAME("ffn_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
-        add_t(ts, &n, NAME("ffn_gate.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
-        add_t(ts, &n, NAME("ffn_up.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        if (fused) {
+            add_t(ts, &n, NAME("ffn_up.weight"), p->dim, 2 * (int64_t)p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        } else {
+            add_t(ts, &n, NAME("ffn_gate.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+            add_t(ts, &n, NAME("ffn_up.weight"), p->dim, p->ffn_dim, o->type, KIND_MATRIX, s_dim, 0, 0);
+        }
         add_t(ts, &n, NAME("ffn_down.weight"), p->ffn_dim, p->dim, o->type, KIND_MATRIX,
               s_res / sqrtf((float)p->ffn_dim), 0, 0);
+        if (post_norms)
+            add_t(ts, &n, NAME("post_ffw_norm.weight"), p->dim, 0, TM_DTYPE_F32, KIND_VECTOR, 0, 1.0f, 0.1f);
 #undef NAME
     }
     return n;
@@ -466,12 +557,15 @@ static int add_metadata(const tm_synth_options *o, int n_layers, tm_gguf_writer 
     char key[128], text[160];
     int rc = 0;
 #define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, p->arch), key)
-    snprintf(text, sizeof text, "synthetic %s %s", p->name, tm_dtype_name(o->type));
     if (!rc) rc = tm_gguf_writer_add_str(w, "general.architecture", p->arch);
-    if (!rc) rc = tm_gguf_writer_add_str(w, "general.name", text);
-    if (!rc) rc = tm_gguf_writer_add_u32(w, "general.file_type", ftype_of(o->type));
+    /* no preset in the name: llama.cpp sets token attributes by general.name (a name with
+     * "phi3" in it looks up Phi-3's special tokens, which the copied tokenizer lacks); the
+     * preset is in tokenmill.synth */
+    if (!rc) rc = tm_gguf_writer_add_str(w, "general.name", "tokenmill synthetic model");
+    if (!rc) rc = tm_gguf_writer_add_u32(w, "general.file_type", o->mix_m ? (o->type == TM_DTYPE_Q4_K ? 15u : 17u)
+                                                                           : ftype_of(o->type));
     if (!rc) rc = tm_gguf_writer_add_u32(w, "general.quantization_version", 2);
-    snprintf(text, sizeof text, "%s:%s seed %" PRIu64 " layers %d", p->name, tm_dtype_name(o->type),
+    snprintf(text, sizeof text, "%s:%s seed %" PRIu64 " layers %d", p->name, tm_synth_type_name(o),
              o->seed, n_layers);
     if (!rc) rc = tm_gguf_writer_add_str(w, "tokenmill.synth", text);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)n_layers);
@@ -486,6 +580,9 @@ static int add_metadata(const tm_synth_options *o, int n_layers, tm_gguf_writer 
     if (!rc) rc = tm_gguf_writer_add_f32(w, KEY("rope.freq_base"), p->rope_theta);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("rope.dimension_count"), (uint32_t)p->head_dim);
     if (!rc) rc = tm_gguf_writer_add_u32(w, KEY("vocab_size"), (uint32_t)p->n_vocab);
+    if (!rc && p->window > 0) rc = tm_gguf_writer_add_u32(w, KEY("attention.sliding_window"), (uint32_t)p->window);
+    if (!rc && p->attn_softcap > 0) rc = tm_gguf_writer_add_f32(w, KEY("attn_logit_softcapping"), p->attn_softcap);
+    if (!rc && p->final_softcap > 0) rc = tm_gguf_writer_add_f32(w, KEY("final_logit_softcapping"), p->final_softcap);
 #undef KEY
     return rc;
 }
@@ -508,7 +605,7 @@ static int synth_run(const tm_synth_options *o, const char *path, tm_gguf **imag
                        p->name, n_layers);
     int n_threads = o->n_threads > 0 ? o->n_threads : tm_n_cpus();
     n_threads = TM_MAX(1, TM_MIN(n_threads, MAX_THREADS));
-    synth_tensor *ts = calloc(4 + 12 * (size_t)n_layers, sizeof *ts);
+    synth_tensor *ts = calloc(4 + MAX_LAYER_TENSORS * (size_t)n_layers, sizeof *ts);
     tm_gguf_writer *w = tm_gguf_writer_create(32);
     tm_gguf *tok = NULL;
     uint8_t *buf = NULL;
@@ -520,7 +617,13 @@ static int synth_run(const tm_synth_options *o, const char *path, tm_gguf **imag
         rc = tm_fail(err, err_len, TM_ENOMEM, "out of memory");
         goto done;
     }
-    const int n_t = list_tensors(o, n_layers, ts);
+    int n_t = list_tensors(o, n_layers, ts);
+    if (o->mix_m) { /* each matrix in the type the recipe gives it */
+        tm_convert_target mix = {o->type, 1, 0};
+        for (int i = 0; i < n_t; i++)
+            if (ts[i].kind == KIND_MATRIX)
+                ts[i].type = tm_convert_tensor_type(&mix, ts[i].name, ts[i].n_dims, ts[i].ne[0], n_layers, !p->tied);
+    }
     int64_t max_row = 0;
     for (int i = 0; i < n_t; i++) {
         int64_t rb = tm_dtype_row_bytes(ts[i].type, ts[i].ne[0]);

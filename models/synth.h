@@ -17,7 +17,8 @@
  *   the preset's layers)); norm weights are 1 +- 0.1. Quantized types are drawn directly
  *   as valid random blocks (uniform quants, scales near the target spread), since our
  *   quantizer does not write every type.
- * Matrices are in the asked type (token embedding and output included); norms, biases and
+ * Matrices are in the asked type (token embedding and output included), or with a mix
+ * (q4_k_m, q5_k_m) in the type llama.cpp's recipe gives each (models/convert.h); norms, biases and
  * rope frequency factors are f32. Any thread; nothing is shared. */
 #ifndef TM_SYNTH_H
 #define TM_SYNTH_H
@@ -33,10 +34,12 @@ extern "C" {
 #endif
 
 /* One model shape. The architecture decides the tensors beyond llama's (qwen2: q/k/v
- * biases); a new shape of a known architecture is one more row in synth.c's table. */
+ * biases; qwen3: q/k norms; phi3: fused attn_qkv and gate/up; gemma2: post-norms; gemma3:
+ * post-norms and q/k norms); a new shape of a known architecture is one more row in
+ * synth.c's table. */
 typedef struct tm_synth_preset {
     const char *name;        /* "llama3-8b" */
-    const char *arch;        /* general.architecture: "llama" or "qwen2" */
+    const char *arch;        /* general.architecture: llama, qwen2, qwen3, phi3, gemma2, gemma3 */
     int n_layers;            /* transformer blocks */
     int dim;                 /* embedding width */
     int ffn_dim;             /* feed-forward hidden width */
@@ -50,6 +53,10 @@ typedef struct tm_synth_preset {
     float rms_eps;           /* attention.layer_norm_rms_epsilon */
     float rope_llama3_factor;/* > 0: Llama 3.1-style rope_freqs.weight with this factor
                                 (low 1, high 4, original context 8192); 0: none */
+    int window;              /* > 0: attention.sliding_window (Gemma; its layer pattern is the
+                                architecture's default) */
+    float attn_softcap;      /* > 0: attn_logit_softcapping (Gemma 2) */
+    float final_softcap;     /* > 0: final_logit_softcapping (Gemma 2) */
 } tm_synth_preset;
 
 /* The table: index 0..tm_synth_n_presets()-1; find returns NULL for an unknown name. */
@@ -57,17 +64,23 @@ int tm_synth_n_presets(void);
 const tm_synth_preset *tm_synth_preset_at(int i);
 const tm_synth_preset *tm_synth_find_preset(const char *name);
 
-/* Is t a weight type synth writes (f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k)? */
+/* Is t a weight type synth writes (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k,
+ * q6_k)? */
 int tm_synth_type_ok(tm_dtype t);
 
 typedef struct tm_synth_options {
     const tm_synth_preset *preset; /* shape (borrowed) */
-    tm_dtype type;                 /* type of every weight matrix */
+    tm_dtype type;                 /* type of every weight matrix, or the mix's base type */
+    int mix_m;                     /* 1: llama.cpp's _M mix on type (Q4_K: q4_k_m, Q5_K: q5_k_m):
+                                      each matrix in the type tm_convert_tensor_type gives it */
     uint64_t seed;                 /* same seed, same bytes */
     int n_layers;                  /* 0: the preset's; else this many blocks of its shape */
     const char *tokenizer_from;    /* GGUF whose tokenizer is copied; NULL: the default model */
     int n_threads;                 /* generator threads; <= 0: one per CPU */
 } tm_synth_options;
+
+/* "q4_k", or the mix's name ("q4_k_m") when o->mix_m. */
+const char *tm_synth_type_name(const tm_synth_options *o);
 
 /* Options for "PRESET:TYPE" (seed 0, the preset's layers, default tokenizer). Errors:
  * TM_EINVAL with a line that lists the presets or the types. */

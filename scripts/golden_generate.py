@@ -10,10 +10,14 @@ For each prompt it records what llama.cpp computes on the same GGUF file tokenmi
     the test can check every step and tell a near-tie flip (numerics) from a real error.
 
 Usage: golden_generate.py [--flash-attn --out DIR] MODEL.gguf [MORE.gguf ...]
+       golden_generate.py --name NAME --chat gemma MODEL.gguf
   The first model writes tests/golden/generate-smollm2.json. Every further model (and, when
   only one is given, the Q8_0 / F16 siblings named <stem>.Q8_0.gguf / <stem>.F16.gguf that
   `tokenmill quantize` writes next to it) writes generate-smollm2-<type>.json; missing files
   are skipped with a note.
+  --name NAME --chat FORMAT: one model, written to generate-NAME.json, its chat prompts in
+  FORMAT (chatml, the default model's, or gemma: <start_of_turn>user ... <end_of_turn>,
+  system text folded into the first user turn as Gemma's template does).
 
 --flash-attn --out DIR: the same with llama.cpp's flash attention on, written to DIR (not
   tests/golden): llama.cpp against itself, for scripts/golden_compare.py.
@@ -66,6 +70,22 @@ def chatml(turns):
     return s + "<|im_start|>assistant\n"
 
 
+def gemma(turns):
+    """turns -> Gemma's turns (assistant is "model"; a system text opens the first user turn)."""
+    s, system = "", None
+    for r, t in turns:
+        if r == "system":
+            system = t
+            continue
+        if r == "user" and system is not None:
+            t, system = f"{system}\n\n{t}", None
+        s += f"<start_of_turn>{'model' if r == 'assistant' else r}\n{t}<end_of_turn>\n"
+    return s + "<start_of_turn>model\n"
+
+
+CHAT = chatml  # --chat
+
+
 # A paragraph written for this file; the long prompt repeats it with numbered variations
 # (different mill, river, year and goods each time) so it is long without being one loop.
 LONG_BASE = ("Section {n}. The mill at {place} stood where the {river} bent twice before "
@@ -106,11 +126,11 @@ def prompts(llm):
         ("japanese", "日本の首都は東京です。東京は"),
         ("russian", "Москва — столица России. Это город, в котором"),
         ("whitespace-emoji", "  Tabs\tand  spaces,\n\nnew lines 🙂 and symbols: <b>&amp;</b> $x^2$ "),
-        ("chat-single", chatml([("system", SYSTEM), ("user", "What is the capital of France?")])),
-        ("chat-multi", chatml([("system", SYSTEM), ("user", "Give me three colors."),
+        ("chat-single", CHAT([("system", SYSTEM), ("user", "What is the capital of France?")])),
+        ("chat-multi", CHAT([("system", SYSTEM), ("user", "Give me three colors."),
                                ("assistant", "Red, green and blue."),
                                ("user", "Now translate them into German.")])),
-        ("chat-code", chatml([("user", "Write a Python function that reverses a string.")])),
+        ("chat-code", CHAT([("user", "Write a Python function that reverses a string.")])),
         ("long", long_prompt(llm)),
     ]
 
@@ -196,10 +216,17 @@ def generate(path, out_name):
 
 
 def main(argv):
-    global FLASH_ATTN, OUT_DIR
+    global FLASH_ATTN, OUT_DIR, CHAT
     if len(argv) >= 4 and argv[1] == "--flash-attn" and argv[2] == "--out":
         FLASH_ATTN, OUT_DIR = True, argv[3]
         argv = argv[:1] + argv[4:]
+    if len(argv) == 6 and argv[1] == "--name" and argv[3] == "--chat":
+        name, CHAT = argv[2], {"chatml": chatml, "gemma": gemma}[argv[4]]
+        if not os.path.isfile(argv[5]):
+            print(f"golden_generate: {argv[5]}: no such file", file=sys.stderr)
+            return 1
+        generate(argv[5], f"generate-{name}.json")
+        return 0
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2

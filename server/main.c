@@ -63,6 +63,21 @@ static int cmd_info(int argc, char **argv) {
            c->rope.theta, c->rope.n_dims, c->rope.freq_scale, c->rope.freq_factors ? ", freq factors" : "");
     printf("tied output:   %s\n", c->tied_embeddings ? "yes" : "no");
     printf("qkv bias:      %s\n", c->qkv_bias ? "yes" : "no");
+    printf("feed-forward:  %s%s\n", c->act == TM_ACT_GELU ? "gelu (tanh)" : "silu",
+           c->fused_gate_up ? ", gate and up fused" : "");
+    printf("norms:         %s%s%s\n", c->qk_norm ? "q/k per head, " : "", c->post_norms ? "post-block, " : "",
+           "pre-block");
+    if (c->fused_qkv) printf("qkv:           fused (split into views at load)\n");
+    if (c->embed_scale != 1.0f) printf("embed scale:   %g\n", c->embed_scale);
+    printf("attn scale:    %g\n", c->attn_scale);
+    if (c->attn_softcap > 0 || c->final_softcap > 0)
+        printf("soft-caps:     attention %g, logits %g\n", c->attn_softcap, c->final_softcap);
+    if (c->sliding_window > 0) {
+        int n_swa = 0;
+        for (int l = 0; l < c->n_layers; l++) n_swa += c->swa_layers[l];
+        printf("sliding window: %d keys on %d of %d layers (their rope theta %g)\n", c->sliding_window, n_swa,
+               c->n_layers, c->rope_swa.theta);
+    }
     if (tm_cli_model_synthetic(m))
         printf("synthetic:     %s (random weights: answers are meaningless)\n", tm_cli_model_synthetic(m));
     printf("tokenizer:     %s (pre %s), %d tokens, bos %d, eos %d, add_bos %d\n", tm_tokenizer_kind(t),
@@ -118,13 +133,14 @@ static void synth_usage(FILE *f) {
             "  --layers N               transformer blocks (the preset's)\n"
             "  --tokenizer-from GGUF    take the tokenizer from this file instead\n"
             "  --threads N              generator threads (one per CPU)\n"
-            "TYPE: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k, q6_k\n"
-            "PRESET     arch   layers   dim    ffn  heads kv head_dim  vocab   rope theta  context tied\n");
+            "TYPE: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or the mixes q4_k_m,\n"
+            "      q5_k_m (llama.cpp's recipe, as tokenmill quantize writes them)\n"
+            "PRESET       arch   layers   dim    ffn  heads kv head_dim  vocab   rope theta  context tied window\n");
     for (int i = 0; i < tm_synth_n_presets(); i++) {
         const tm_synth_preset *p = tm_synth_preset_at(i);
-        fprintf(f, "%-10s %-6s %6d %5d %6d %5d %3d %8d %7d %12.0f %8d %s\n", p->name, p->arch, p->n_layers,
+        fprintf(f, "%-12s %-6s %6d %5d %6d %5d %3d %8d %7d %12.0f %8d %-4s %d\n", p->name, p->arch, p->n_layers,
                 p->dim, p->ffn_dim, p->n_heads, p->n_kv_heads, p->head_dim, p->n_vocab, p->rope_theta,
-                p->n_ctx, p->tied ? "yes" : "no");
+                p->n_ctx, p->tied ? "yes" : "no", p->window);
     }
 }
 
@@ -185,7 +201,7 @@ static int cmd_synth(int argc, char **argv) {
         return 1;
     }
     fprintf(stderr, "tokenmill synth: wrote %s (%s %s, %d layers, seed %ld) in %.1f s\n", pos[2], o.preset->name,
-            tm_dtype_name(o.type), layers ? (int)layers : o.preset->n_layers, seed, tm_time_s() - t0);
+            tm_synth_type_name(&o), layers ? (int)layers : o.preset->n_layers, seed, tm_time_s() - t0);
     return 0;
 }
 

@@ -196,6 +196,16 @@ static int pick_template(const serve_opts *o, const tm_model *m, tm_chat_templat
     if (jinja && len && tm_chat_template_from_jinja(jinja, len, bos, eos, t, err, sizeof err) == 0)
         return 0;
     if (jinja && len) TM_WARNF("serve: %s; using the built-in format of its family", err);
+    if (!jinja || !len) {
+        /* no template in the file (the Gemma 3 270M GGUF on PyPI has none): the format its
+         * architecture's models are trained on, where that is one family */
+        const char *arch = tm_model_get_config(m)->arch;
+        const char *family = !strncmp(arch, "gemma", 5) ? "gemma" : !strncmp(arch, "qwen", 4) ? "chatml" : NULL;
+        if (family && tm_chat_template_from_name(family, t) == 0) {
+            fprintf(stderr, "tokenmill serve: the model has no chat template; using %s's (%s)\n", arch, family);
+            return 0;
+        }
+    }
     char *text = jinja ? strndup(jinja, len) : NULL;
     int rc = tm_chat_template_detect(text, t, err, sizeof err);
     free(text);

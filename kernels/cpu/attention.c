@@ -9,7 +9,12 @@
  * partials (tm_attn_fold). When there are too few items to keep every thread busy (one
  * long decode), the big items are split into one item per chunk ("split-KV", as in
  * flash-decoding); each writes its partial to scratch and the last one to finish folds
- * them in chunk order, the same arithmetic as the unsplit path. */
+ * them in chunk order, the same arithmetic as the unsplit path.
+ *
+ * A sliding window (Gemma's local layers) skips the key chunks before the first one any
+ * row of a tile sees, and masks the keys before each row's window inside the chunks it
+ * runs (tm_cpu_attn_shape_scores); chunks keep their alignment, so a row's result does
+ * not depend on its tile either way. */
 #include <assert.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -30,7 +35,7 @@ typedef struct tm_attn_item {
     int seq;    /* sequence index */
     int head;   /* kv head */
     int t0, t1; /* batch token rows [t0, t1) */
-    int c0, c1; /* key chunks [c0, c1) */
+    int c0, c1; /* key chunks [c0, c1) (c0 > 0: the earlier ones are outside every row's window) */
     int group;  /* split group, or -1 when this item covers all chunks of its rows */
 } tm_attn_item;
 
@@ -44,7 +49,8 @@ typedef struct tm_attn_slice {
 
 typedef struct tm_attn_group {
     atomic_int n_done; /* chunk items finished; the one that makes it n_chunks merges */
-    int n_chunks;      /* chunk items in the group (chunk c0 + i writes partial i) */
+    int c_first;       /* the group's first chunk */
+    int n_chunks;      /* chunk items in the group (chunk c_first + i writes partial i) */
     float *part;       /* (n_chunks, nq, head_dim + 2) partial: o, then m, l */
 } tm_attn_group;
 
@@ -56,6 +62,8 @@ typedef struct tm_attn_job {
     const float *q;                 /* (n_tokens, n_heads, head_dim) */
     int layer, n_heads, n_group;    /* layer; query heads; query heads per kv head */
     float scale;                    /* softmax scale */
+    int window;                     /* > 0: a row sees keys pos - window + 1..pos only */
+    float softcap;                  /* > 0: scores soft-capped (backend.h) */
     tm_attn_item *items;            /* (n_items) */
     int n_items;                    /* work items */
     tm_attn_slice *slices;          /* (n_slices + 1) each thread's run of whole-row items,
@@ -104,7 +112,7 @@ typedef struct tm_attn_tmem {
     float *scores, *m, *l, *o;       /* chunk outputs: (nq, CHUNK), (nq), (nq), (nq, hd) */
     float *kv_f32;                   /* (2 * TM_ATTN_SUB * hd) kernel scratch */
     float *M, *L, *O;                /* running fold state: (nq), (nq), (nq, hd) */
-    int *n_vis, *seg_len;            /* (nq), (CHUNK + 1) */
+    int *n_vis, *n_skip, *seg_len;   /* (nq), (nq), (CHUNK + 1) */
     const uint16_t **kseg, **vseg;   /* (CHUNK + 1) f16 segments */
     const uint8_t **k8seg;           /* (CHUNK + 1) int8 segments */
     const int8_t **v8seg;
@@ -130,6 +138,7 @@ static size_t tm_attn_tmem_layout(int nq, int hd, char *base, tm_attn_tmem *t) {
     TM_CARVE(L, float, nq);
     TM_CARVE(O, float, (size_t)nq * hd);
     TM_CARVE(n_vis, int, nq);
+    TM_CARVE(n_skip, int, nq);
     TM_CARVE(seg_len, int, TM_ATTN_CHUNK + 1);
     TM_CARVE(kseg, const uint16_t *, TM_ATTN_CHUNK + 1);
     TM_CARVE(vseg, const uint16_t *, TM_ATTN_CHUNK + 1);
@@ -176,12 +185,16 @@ static void tm_attn_run_chunk(const tm_attn_job *j, const tm_attn_item *it, int 
         key += len;
     }
     for (int i = 0; i < nq; i++) {
-        int vis = b->pos[it->t0 + i / G] + 1 - k0; /* causal: token t sees keys 0..pos[t] */
+        const int p = b->pos[it->t0 + i / G];
+        int vis = p + 1 - k0; /* causal: token t sees keys 0..pos[t] */
         tm->n_vis[i] = vis < 0 ? 0 : TM_MIN(vis, n_keys);
+        /* a sliding window also hides keys before pos[t] - window + 1 */
+        tm->n_skip[i] = j->window > 0 ? TM_MAX(0, p - j->window + 1 - k0) : 0;
     }
     tm_attn_chunk a = {
         .q = j->q + ((int64_t)it->t0 * j->n_heads + (int64_t)it->head * G) * hd,
         .q_row_stride = (int64_t)j->n_heads * hd, .n_group = G, .nq = nq, .n_vis = tm->n_vis,
+        .n_skip = j->window > 0 ? tm->n_skip : NULL, .softcap = j->softcap,
         .n_keys = n_keys, .n_seg = n_seg, .k = i8 ? NULL : tm->kseg, .k_dim_stride = bs,
         .v = i8 ? NULL : tm->vseg, .k8 = i8 ? tm->k8seg : NULL, .v8 = i8 ? tm->v8seg : NULL,
         .ks = i8 ? tm->kscale : NULL, .vs = i8 ? tm->vscale : NULL, .q8 = tm->q8, .q8s = tm->q8s,
@@ -223,7 +236,7 @@ static void tm_attn_run_item(tm_attn_job *j, const tm_attn_item *it, tm_attn_tme
     tm_attn_group *g = &j->groups[it->group];
     const int64_t part_floats = (int64_t)nq * (hd + 2);
     tm_attn_run_chunk(j, it, it->c0, tm);
-    float *part = g->part + (int64_t)it->c0 * part_floats; /* a group's chunks start at 0 */
+    float *part = g->part + (int64_t)(it->c0 - g->c_first) * part_floats;
     for (int i = 0; i < nq; i++) {
         memcpy(part + (int64_t)i * (hd + 2), tm->o + (int64_t)i * hd, (size_t)hd * sizeof(float));
         part[(int64_t)i * (hd + 2) + hd] = tm->m[i];
@@ -263,10 +276,17 @@ static void tm_attn_fn(void *ctx, int ith, int nth) {
     }
 }
 
-/* Does the tile [t0, t1) get split into its chunks? */
-static int tm_attn_split(const tm_batch *b, int t0, int t1, int64_t split_cost) {
-    int kmax = b->pos[t1 - 1] + 1;
-    return kmax > TM_ATTN_CHUNK && (int64_t)(t1 - t0) * kmax > split_cost;
+/* The first key chunk any row of the tile starting at row t0 sees (0 without a window;
+ * chunks stay aligned to multiples of TM_ATTN_CHUNK so that a row's partials, and so its
+ * bits, do not depend on the rows it shares a tile with). */
+static int tm_attn_first_chunk(const tm_batch *b, int t0, int window) {
+    return window > 0 ? TM_MAX(0, b->pos[t0] - window + 1) / TM_ATTN_CHUNK : 0;
+}
+
+/* Does the tile [t0, t1) get split into its chunks [c0, ...)? */
+static int tm_attn_split(const tm_batch *b, int t0, int t1, int c0, int64_t split_cost) {
+    int kmax = b->pos[t1 - 1] + 1, n_keys = kmax - c0 * TM_ATTN_CHUNK;
+    return n_keys > TM_ATTN_CHUNK && (int64_t)(t1 - t0) * n_keys > split_cost;
 }
 
 /* What a plan of the work items comes to: the sizes of the arrays a job needs. */
@@ -284,19 +304,20 @@ typedef struct tm_attn_plan {
  * the items (whole tiles first, in row order, then the split chunks) and the groups
  * (their partials carved from parts) into j's arrays, sized by a count-only call with the
  * same arguments, so the counting, sizing and filling passes cannot disagree. */
-static void tm_attn_plan_items(const tm_batch *b, int n_kvh, int G, int hd, int rows, int64_t split_cost,
-                               tm_attn_plan *p, tm_attn_job *j, float *parts) {
+static void tm_attn_plan_items(const tm_batch *b, int n_kvh, int G, int hd, int rows, int window,
+                               int64_t split_cost, tm_attn_plan *p, tm_attn_job *j, float *parts) {
     const int first_chunk = j ? p->n_items - p->n_split_items : 0; /* where the counted plan put them */
     tm_attn_plan c = {0};
     for (int sq = 0; sq < b->n_seqs; sq++)
         for (int t0 = b->seq_start[sq]; t0 < b->seq_start[sq + 1]; t0 += rows) {
             const int t1 = TM_MIN(t0 + rows, b->seq_start[sq + 1]);
             const int kmax = b->pos[t1 - 1] + 1; /* positions ascend within a sequence */
-            const int n_chunks = (kmax + TM_ATTN_CHUNK - 1) / TM_ATTN_CHUNK;
-            c.cost += (int64_t)n_kvh * (t1 - t0) * kmax;
-            if (!tm_attn_split(b, t0, t1, split_cost)) {
+            const int c0 = tm_attn_first_chunk(b, t0, window);
+            const int c_end = (kmax + TM_ATTN_CHUNK - 1) / TM_ATTN_CHUNK, n_chunks = c_end - c0;
+            c.cost += (int64_t)n_kvh * (t1 - t0) * (kmax - c0 * TM_ATTN_CHUNK);
+            if (!tm_attn_split(b, t0, t1, c0, split_cost)) {
                 for (int h = 0; h < n_kvh && j; h++)
-                    j->items[c.n_items - c.n_split_items + h] = (tm_attn_item){sq, h, t0, t1, 0, n_chunks, -1};
+                    j->items[c.n_items - c.n_split_items + h] = (tm_attn_item){sq, h, t0, t1, c0, c_end, -1};
                 c.n_items += n_kvh;
                 continue;
             }
@@ -305,11 +326,12 @@ static void tm_attn_plan_items(const tm_batch *b, int n_kvh, int G, int hd, int 
                 const int gi = c.n_groups + h;
                 tm_attn_group *g = &j->groups[gi];
                 atomic_init(&g->n_done, 0);
+                g->c_first = c0;
                 g->n_chunks = n_chunks;
                 g->part = parts + c.part_floats + (size_t)h * part;
                 for (int ch = 0; ch < n_chunks; ch++)
                     j->items[first_chunk + c.n_split_items + h * n_chunks + ch] =
-                        (tm_attn_item){sq, h, t0, t1, ch, ch + 1, gi};
+                        (tm_attn_item){sq, h, t0, t1, c0 + ch, c0 + ch + 1, gi};
             }
             c.n_items += n_kvh * n_chunks;
             c.n_split_items += n_kvh * n_chunks;
@@ -339,7 +361,7 @@ static size_t tm_attn_job_layout(const tm_attn_plan *p, int nth, char *base, tm_
 
 void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_scratch *scratch,
                          float *out, const float *q, const struct tm_kv_cache *kv, int layer,
-                         const tm_batch *b, int n_heads, float scale) {
+                         const tm_batch *b, int n_heads, float scale, int window, float softcap) {
     const tm_kv_shape *s = &kv->shape;
     const int n_kvh = s->n_kv_heads, hd = s->head_dim;
     assert(n_heads % n_kvh == 0 && layer >= 0 && layer < s->n_layers);
@@ -351,19 +373,20 @@ void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_sc
      * independent, so the tile height never changes a result). */
     int rows = TM_ATTN_ROWS;
     tm_attn_plan p;
-    tm_attn_plan_items(b, n_kvh, G, hd, rows, INT64_MAX, &p, NULL, NULL);
-    while (rows > 1 && p.n_items < 2 * nth) tm_attn_plan_items(b, n_kvh, G, hd, rows /= 2, INT64_MAX, &p, NULL, NULL);
+    tm_attn_plan_items(b, n_kvh, G, hd, rows, window, INT64_MAX, &p, NULL, NULL);
+    while (rows > 1 && p.n_items < 2 * nth)
+        tm_attn_plan_items(b, n_kvh, G, hd, rows /= 2, window, INT64_MAX, &p, NULL, NULL);
 
     /* Split the items that alone exceed half a thread's fair share into their chunks;
      * if that layout does not fit in memory, go without. */
     tm_attn_job j = {.k = k, .kv = kv, .b = b, .out = out, .q = q, .layer = layer, .n_heads = n_heads,
-                     .n_group = G, .scale = scale,
+                     .n_group = G, .scale = scale, .window = window, .softcap = softcap,
                      .thread_bytes = tm_attn_tmem_layout(TM_ATTN_ROWS * G, hd, NULL, NULL)};
     int64_t split_cost = nth > 1 ? p.cost / (2 * nth) : INT64_MAX;
-    tm_attn_plan_items(b, n_kvh, G, hd, rows, split_cost, &p, NULL, NULL);
+    tm_attn_plan_items(b, n_kvh, G, hd, rows, window, split_cost, &p, NULL, NULL);
     if (tm_cpu_scratch_reserve(scratch, tm_attn_job_layout(&p, nth, NULL, &j, NULL)) != TM_OK) {
         split_cost = INT64_MAX;
-        tm_attn_plan_items(b, n_kvh, G, hd, rows, split_cost, &p, NULL, NULL);
+        tm_attn_plan_items(b, n_kvh, G, hd, rows, window, split_cost, &p, NULL, NULL);
         const size_t need = tm_attn_job_layout(&p, nth, NULL, &j, NULL);
         if (tm_cpu_scratch_reserve(scratch, need) != TM_OK) {
             TM_ERRORF("attention: out of memory for %zu bytes of scratch", need);
@@ -375,7 +398,7 @@ void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_sc
     /* Carve the scratch and fill in the items. */
     float *parts = NULL;
     tm_attn_job_layout(&p, nth, scratch->data, &j, &parts);
-    tm_attn_plan_items(b, n_kvh, G, hd, rows, split_cost, &p, &j, parts);
+    tm_attn_plan_items(b, n_kvh, G, hd, rows, window, split_cost, &p, &j, parts);
     const int n_whole = p.n_items - p.n_split_items;
     j.n_items = p.n_items;
     j.n_slices = nth;

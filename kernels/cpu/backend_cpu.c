@@ -36,7 +36,7 @@ static void tm_cpu_destroy(tm_backend *be) {
     tm_cpu_matmul_destroy(c->mm);
     tm_threadpool_destroy(c->pool);
     tm_cpu_scratch_free(&c->attn_scratch);
-    tm_cpu_scratch_free(&c->rope_cache.mem);
+    for (int i = 0; i < 2; i++) tm_cpu_scratch_free(&c->rope_cache.set[i].mem);
     tm_cpu_scratch_free(&c->argmax_scratch);
     free(c);
 }
@@ -143,15 +143,28 @@ static void tm_cpu_kv_store(tm_backend *be, tm_kv_cache *kv, int layer, const fl
 }
 
 static void tm_cpu_attention(tm_backend *be, float *out, const float *q, const tm_kv_cache *kv,
-                             int layer, const tm_batch *batch, int n_heads, float scale) {
+                             int layer, const tm_batch *batch, int n_heads, float scale, int window,
+                             float softcap) {
     tm_cpu_backend *c = tm_cpu(be);
-    tm_cpu_op_attention(c->k, c->pool, &c->attn_scratch, out, q, kv, layer, batch, n_heads, scale);
+    tm_cpu_op_attention(c->k, c->pool, &c->attn_scratch, out, q, kv, layer, batch, n_heads, scale, window,
+                        softcap);
 }
 
 static void tm_cpu_silu_mul(tm_backend *be, float *out, const float *gate, const float *up,
                             int64_t n) {
     tm_cpu_backend *c = tm_cpu(be);
     tm_cpu_op_silu_mul(c->k, c->pool, out, gate, up, n);
+}
+
+static void tm_cpu_gelu_mul(tm_backend *be, float *out, const float *gate, const float *up,
+                            int64_t n) {
+    tm_cpu_backend *c = tm_cpu(be);
+    tm_cpu_op_gelu_mul(c->k, c->pool, out, gate, up, n);
+}
+
+static void tm_cpu_scale(tm_backend *be, float *out, const float *x, int64_t n, float s, float cap) {
+    tm_cpu_backend *c = tm_cpu(be);
+    tm_cpu_op_scale(c->k, c->pool, out, x, n, s, cap);
 }
 
 static void tm_cpu_argmax_rows(tm_backend *be, const float *x, int n_rows, int n_cols, int32_t *out) {
@@ -211,6 +224,8 @@ tm_backend *tm_backend_cpu_create(int n_threads, int simd, char *err, size_t err
         .kv_store = tm_cpu_kv_store,
         .attention = tm_cpu_attention,
         .silu_mul = tm_cpu_silu_mul,
+        .gelu_mul = tm_cpu_gelu_mul,
+        .scale = tm_cpu_scale,
         .get_rows = tm_cpu_get_rows,
         .argmax_rows = tm_cpu_argmax_rows,
     };

@@ -1,5 +1,5 @@
 /* ops.c - the op drivers of the CPU backend: they run one kernel table (ops.h) over the
- * thread pool for rmsnorm, add, silu_mul, rope, kv_store, get_rows and argmax_rows; the
+ * thread pool for rmsnorm, add, silu_mul, gelu_mul, scale, rope, kv_store, get_rows and argmax_rows; the
  * KV cache's memory and the backend's scratch. The scalar reference kernels are in
  * ops_scalar.c, the attention scheduler in attention.c. No intrinsics here. */
 #include "kernels/cpu/ops.h"
@@ -104,7 +104,8 @@ typedef struct tm_ew_job {
     const float *w;          /* (dim) rmsnorm weight */
     int64_t n;               /* elements (rows for rmsnorm) */
     int dim;                 /* rmsnorm row length */
-    float eps;               /* rmsnorm epsilon */
+    float eps;               /* rmsnorm epsilon; scale's cap */
+    float s;                 /* scale's factor */
 } tm_ew_job;
 
 static void tm_add_fn(void *ctx, int ith, int nth) {
@@ -119,6 +120,20 @@ static void tm_silu_mul_fn(void *ctx, int ith, int nth) {
     int64_t lo, hi;
     tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
     if (hi > lo) j->k->silu_mul(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+}
+
+static void tm_gelu_mul_fn(void *ctx, int ith, int nth) {
+    tm_ew_job *j = ctx;
+    int64_t lo, hi;
+    tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
+    if (hi > lo) j->k->gelu_mul(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+}
+
+static void tm_scale_fn(void *ctx, int ith, int nth) {
+    tm_ew_job *j = ctx;
+    int64_t lo, hi;
+    tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
+    if (hi > lo) j->k->scale(j->out + lo, j->a + lo, hi - lo, j->s, j->eps);
 }
 
 static void tm_rmsnorm_fn(void *ctx, int ith, int nth) {
@@ -157,6 +172,18 @@ void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out
                         const float *gate, const float *up, int64_t n) {
     tm_ew_job j = {.k = k, .out = out, .a = gate, .b = up, .n = n};
     tm_par(pool, n * 4, tm_silu_mul_fn, &j); /* exp makes each element ~4x an add */
+}
+
+void tm_cpu_op_gelu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
+                        const float *gate, const float *up, int64_t n) {
+    tm_ew_job j = {.k = k, .out = out, .a = gate, .b = up, .n = n};
+    tm_par(pool, n * 4, tm_gelu_mul_fn, &j); /* as silu_mul: an exp per element */
+}
+
+void tm_cpu_op_scale(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
+                     int64_t n, float s, float cap) {
+    tm_ew_job j = {.k = k, .out = out, .a = x, .n = n, .s = s, .eps = cap};
+    tm_par(pool, cap > 0.0f ? n * 4 : n, tm_scale_fn, &j);
 }
 
 void tm_cpu_op_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
@@ -259,18 +286,26 @@ static void tm_rope_fn(void *ctx, int ith, int nth) {
 
 /* The cached tables for these positions: *fill = 0 if they hold them already, 1 if the
  * caller must compute them. NULL when there is no cache or no memory for it. */
-static float *tm_rope_tables(tm_cpu_rope_cache *c, const int32_t *pos, int n, const tm_rope *rope, int *fill) {
+static float *tm_rope_tables(tm_cpu_rope_cache *cache, const int32_t *pos, int n, const tm_rope *rope, int *fill) {
     *fill = 1;
-    if (!c) return NULL;
+    if (!cache) return NULL;
     const size_t pos_bytes = (size_t)n * sizeof(int32_t), pad = (pos_bytes + 63) & ~(size_t)63;
     const size_t factor_bytes = (size_t)(rope->n_dims / 2) * sizeof(float);
-    if (c->valid && c->n == n && c->n_dims == rope->n_dims && c->theta == rope->theta &&
-        c->freq_scale == rope->freq_scale && c->has_factors == (rope->freq_factors != NULL) &&
-        (!rope->freq_factors || memcmp(c->factors, rope->freq_factors, factor_bytes) == 0) &&
-        memcmp(c->mem.data, pos, pos_bytes) == 0) {
-        *fill = 0;
-        return (float *)((uint8_t *)c->mem.data + pad);
+    const uint64_t now = ++cache->calls;
+    tm_cpu_rope_tables *c = NULL;
+    for (int i = 0; i < 2; i++) {
+        tm_cpu_rope_tables *t = &cache->set[i];
+        if (t->valid && t->n == n && t->n_dims == rope->n_dims && t->theta == rope->theta &&
+            t->freq_scale == rope->freq_scale && t->has_factors == (rope->freq_factors != NULL) &&
+            (!rope->freq_factors || memcmp(t->factors, rope->freq_factors, factor_bytes) == 0) &&
+            memcmp(t->mem.data, pos, pos_bytes) == 0) {
+            t->used = now;
+            *fill = 0;
+            return (float *)((uint8_t *)t->mem.data + pad);
+        }
+        if (!c || t->used < c->used) c = t; /* the least recently used set is refilled */
     }
+    c->used = now;
     c->valid = 0;
     if (tm_cpu_scratch_reserve(&c->mem, pad + (size_t)n * (size_t)rope->n_dims * sizeof(float))) return NULL;
     memcpy(c->mem.data, pos, pos_bytes);

@@ -83,6 +83,8 @@ typedef struct tm_attn_chunk {
     int n_group;                 /* query heads per kv head (GQA ratio) */
     int nq;                      /* query vectors: rows * n_group */
     const int *n_vis;            /* (nq) keys of this chunk each query sees */
+    const int *n_skip;           /* (nq) of those, the first ones outside a sliding window
+                                  * (masked; n_skip >= n_vis: none seen), or NULL: none */
     int n_keys;                  /* keys in the chunk (<= TM_ATTN_CHUNK) */
     int n_seg;                   /* segments */
     const uint16_t *const *k;    /* (n_seg) f16 keys, dim-major: segment s's key j, dim d at k[s][d * k_dim_stride + j] */
@@ -103,6 +105,7 @@ typedef struct tm_attn_chunk {
     const int *seg_len;          /* (n_seg) keys per segment, sum = n_keys */
     int head_dim;                /* dims per head */
     float scale;                 /* score = scale * q.k */
+    float softcap;               /* > 0: score = softcap * tanh(score / softcap) (Gemma 2) */
     float *scores;               /* scratch (nq, TM_ATTN_CHUNK) f32 */
     float *kv_f32;               /* scratch (2 * TM_ATTN_SUB * head_dim) f32: two pieces of K or V */
     float *m;                    /* out (nq) */
@@ -119,6 +122,10 @@ typedef struct tm_cpu_kernels {
     void (*add)(float *out, const float *a, const float *b, int64_t n);
     /* out (n) = silu(gate) * up; out may alias gate or up. */
     void (*silu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    /* out (n) = gelu_tanh(gate) * up (backend.h); out may alias gate or up. */
+    void (*gelu_mul)(float *out, const float *gate, const float *up, int64_t n);
+    /* out (n) = x * s, or cap * tanh(x * s / cap) when cap > 0; out may alias x. */
+    void (*scale)(float *out, const float *x, int64_t n, float s, float cap);
     /* Rotates the first n_dims dims of each of n_heads heads (n_heads, head_dim) of one
      * token: pair i (i < n_dims / 2) by angle with cos_t[i], sin_t[i]. */
     void (*rope)(float *x, int n_heads, int head_dim, int n_dims, int neox, const float *cos_t,
@@ -144,6 +151,12 @@ const tm_cpu_kernels *tm_cpu_kernels_neon(void);
 
 /* Scalar helpers the SIMD files share for tails (ops_scalar.c). */
 void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a);
+/* Query i's scores before its softmax: the keys outside its window (n_skip) become -inf
+ * and the rest are soft-capped (softcap). Returns 0 when no visible key is left: it has
+ * then set m = -inf, l = 0 (as for n_vis == 0), zeroed o and the scores, and the kernel
+ * skips the softmax. Every level calls it, so the masking and the tanh are the
+ * reference's. */
+int tm_cpu_attn_shape_scores(const tm_attn_chunk *a, int i);
 /* int8 cache, after query i's softmax sum: p_j *= vs_j over its visible keys, the product
  * the scalar kernel weighs value row j by, so P.V needs one number per key. */
 void tm_cpu_attn_weigh_values(const tm_attn_chunk *a, int i);
@@ -169,14 +182,21 @@ static inline void tm_cpu_share(int64_t n, int ith, int nth, int64_t align, int6
 
 enum { TM_ROPE_MAX_DIMS = 1024 }; /* rotated dims per head that tm_cpu_op_rope takes */
 
-/* The sin/cos tables of the last rope call, reused while the positions and frequencies
- * stay the same: every layer of a step rotates the same positions. Owned by the backend;
- * zero-initialized is empty. */
-typedef struct tm_cpu_rope_cache {
+/* The sin/cos tables of one rope parameter set at the last positions it rotated. */
+typedef struct tm_cpu_rope_tables {
     tm_cpu_scratch mem;         /* pos (n) int32, then per token cos, sin (n_dims / 2 each) */
     int valid, n, n_dims, has_factors;
     float theta, freq_scale;
     float factors[TM_ROPE_MAX_DIMS / 2]; /* a copy: the caller's array may change or go */
+    uint64_t used;              /* the call count when last used (least recently used goes) */
+} tm_cpu_rope_tables;
+
+/* Tables reused while the positions and frequencies stay the same: every layer of a step
+ * rotates the same positions. Two sets, because Gemma's sliding-window and global layers
+ * alternate between two bases. Owned by the backend; zero-initialized is empty. */
+typedef struct tm_cpu_rope_cache {
+    tm_cpu_rope_tables set[2]; /* the two most recently used parameter sets */
+    uint64_t calls;            /* rope calls so far */
 } tm_cpu_rope_cache;
 
 /* Whole ops with the semantics of the same-named members of tm_backend. */
@@ -188,6 +208,10 @@ void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, con
                    const float *b, int64_t n);
 void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
                         const float *gate, const float *up, int64_t n);
+void tm_cpu_op_gelu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
+                        const float *gate, const float *up, int64_t n);
+void tm_cpu_op_scale(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,
+                     int64_t n, float s, float cap);
 /* cache may be NULL (tables computed every call). */
 void tm_cpu_op_rope(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_rope_cache *cache, float *q,
                     float *kk, const int32_t *pos, int n, int n_heads, int n_kv_heads, int head_dim,
@@ -201,7 +225,7 @@ void tm_cpu_op_argmax_rows(tm_threadpool *pool, tm_cpu_scratch *scratch, const f
                            int n_cols, int32_t *out);
 void tm_cpu_op_attention(const tm_cpu_kernels *k, tm_threadpool *pool, tm_cpu_scratch *scratch,
                          float *out, const float *q, const struct tm_kv_cache *kv, int layer,
-                         const tm_batch *batch, int n_heads, float scale);
+                         const tm_batch *batch, int n_heads, float scale, int window, float softcap);
 
 #ifdef __cplusplus
 }

@@ -82,6 +82,45 @@ static void tm_silu_mul_avx2(float *out, const float *gate, const float *up, int
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+/* gelu_tanh(g) = g / 2 (1 + tanh(u)) = g * sigmoid(2u): one exp, as in silu, and no
+ * cancellation where 1 + tanh(u) is tiny. u = sqrt(2 / pi) (g + 0.044715 g^3). */
+static void tm_gelu_mul_avx2(float *out, const float *gate, const float *up, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), m2c = _mm256_set1_ps(-2.0f * 0.7978845608028654f),
+                 k = _mm256_set1_ps(0.044715f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(k, g), _mm256_mul_ps(g, g), g); /* g + k g^3 */
+        __m256 e = tm_exp8(_mm256_mul_ps(m2c, inner));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-2.0f * 0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+/* x * s, or cap * tanh(y) with y = x s / cap and tanh(y) = sign(y) (1 - e) / (1 + e),
+ * e = exp(-2 |y|) (never overflows; absolute error ~1e-7, times cap). */
+static void tm_scale_avx2(float *out, const float *x, int64_t n, float s, float cap) {
+    int64_t i = 0;
+    if (cap > 0.0f) {
+        const __m256 k = _mm256_set1_ps(s / cap), c = _mm256_set1_ps(cap), one = _mm256_set1_ps(1.0f),
+                     sign = _mm256_set1_ps(-0.0f), m2 = _mm256_set1_ps(-2.0f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + i), k);
+            __m256 e = tm_exp8(_mm256_mul_ps(m2, _mm256_andnot_ps(sign, y)));
+            __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(c, _mm256_or_ps(t, _mm256_and_ps(sign, y))));
+        }
+        for (; i < n; i++) out[i] = cap * tanhf(x[i] * (s / cap));
+        return;
+    }
+    const __m256 sv = _mm256_set1_ps(s);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), sv));
+    for (; i < n; i++) out[i] = x[i] * s;
+}
+
 static void tm_rope_avx2(float *x, int n_heads, int head_dim, int n_dims, int neox,
                          const float *cos_t, const float *sin_t) {
     const int half = n_dims / 2;
@@ -331,6 +370,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_avx2_el(const tm
             a->l[i] = 0.0f;
             continue;
         }
+        if (!tm_cpu_attn_shape_scores(a, i)) continue; /* window mask, soft-cap */
         a->m[i] = tm_softmax_avx2(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 8) _mm256_storeu_ps(a->o + (int64_t)i * hd + d, _mm256_setzero_ps());
         if (i8) tm_cpu_attn_weigh_values(a, i);
@@ -397,6 +437,8 @@ static const tm_cpu_kernels tm_kernels_avx2 = {
     .rmsnorm = tm_rmsnorm_avx2,
     .add = tm_add_avx2,
     .silu_mul = tm_silu_mul_avx2,
+    .gelu_mul = tm_gelu_mul_avx2,
+    .scale = tm_scale_avx2,
     .rope = tm_rope_avx2,
     .f32_to_f16 = tm_f32_to_f16_avx2,
     .attn_chunk = tm_attn_chunk_avx2,

@@ -78,6 +78,39 @@ static void tm_silu_mul_avx512(float *out, const float *gate, const float *up, i
     }
 }
 
+/* As ops_avx2.c: gelu_tanh(g) = g * sigmoid(2u). */
+static void tm_gelu_mul_avx512(float *out, const float *gate, const float *up, int64_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f), m2c = _mm512_set1_ps(-2.0f * 0.7978845608028654f),
+                 k = _mm512_set1_ps(0.044715f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(k, g), _mm512_mul_ps(g, g), g);
+        __m512 e = tm_exp16(_mm512_mul_ps(m2c, inner));
+        _mm512_mask_storeu_ps(out + i, m,
+                              _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+/* As ops_avx2.c: tanh(y) = sign(y) (1 - e) / (1 + e), e = exp(-2 |y|). */
+static void tm_scale_avx512(float *out, const float *x, int64_t n, float s, float cap) {
+    const __m512 k = _mm512_set1_ps(cap > 0.0f ? s / cap : s), c = _mm512_set1_ps(cap), one = _mm512_set1_ps(1.0f),
+                 m2 = _mm512_set1_ps(-2.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xFFFF : (1u << (n - i)) - 1);
+        __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), k);
+        if (cap > 0.0f) {
+            __m512i yi = _mm512_castps_si512(y);
+            __m512 e = tm_exp16(_mm512_mul_ps(m2, _mm512_castsi512_ps(_mm512_andnot_si512(sign, yi))));
+            __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+            t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(sign, yi)));
+            y = _mm512_mul_ps(c, t);
+        }
+        _mm512_mask_storeu_ps(out + i, m, y);
+    }
+}
+
 static void tm_rope_avx512(float *x, int n_heads, int head_dim, int n_dims, int neox,
                            const float *cos_t, const float *sin_t) {
     const int half = n_dims / 2;
@@ -450,6 +483,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_el(const tm_attn
             a->l[i] = 0.0f;
             continue;
         }
+        if (!tm_cpu_attn_shape_scores(a, i)) continue; /* window mask, soft-cap */
         a->m[i] = tm_softmax_avx512(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 16) _mm512_storeu_ps(a->o + (int64_t)i * hd + d, _mm512_setzero_ps());
         if (el == TM_EL_I8) tm_cpu_attn_weigh_values(a, i);
@@ -496,6 +530,8 @@ static const tm_cpu_kernels tm_kernels_avx512 = {
     .rmsnorm = tm_rmsnorm_avx512,
     .add = tm_add_avx512,
     .silu_mul = tm_silu_mul_avx512,
+    .gelu_mul = tm_gelu_mul_avx512,
+    .scale = tm_scale_avx512,
     .rope = tm_rope_avx512,
     .f32_to_f16 = tm_f32_to_f16_avx512,
     .attn_chunk = tm_attn_chunk_avx512,

@@ -72,6 +72,44 @@ static void tm_silu_mul_neon(float *out, const float *gate, const float *up, int
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
+/* As ops_avx2.c: gelu_tanh(g) = g * sigmoid(2u). */
+static void tm_gelu_mul_neon(float *out, const float *gate, const float *up, int64_t n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    const float m2c = -2.0f * 0.7978845608028654f;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(gate + i);
+        const float32x4_t inner = vfmaq_f32(g, vmulq_n_f32(g, 0.044715f), vmulq_f32(g, g));
+        const float32x4_t s = vdivq_f32(g, vaddq_f32(one, tm_exp4(vmulq_n_f32(inner, m2c))));
+        vst1q_f32(out + i, vmulq_f32(s, vld1q_f32(up + i)));
+    }
+    for (; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(m2c * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+/* As ops_avx2.c: tanh(y) = sign(y) (1 - e) / (1 + e), e = exp(-2 |y|). */
+static void tm_scale_neon(float *out, const float *x, int64_t n, float s, float cap) {
+    int64_t i = 0;
+    if (cap > 0.0f) {
+        const float k = s / cap;
+        const float32x4_t one = vdupq_n_f32(1.0f);
+        const uint32x4_t sign = vdupq_n_u32(0x80000000u);
+        for (; i + 4 <= n; i += 4) {
+            const float32x4_t y = vmulq_n_f32(vld1q_f32(x + i), k);
+            const float32x4_t e = tm_exp4(vmulq_n_f32(vabsq_f32(y), -2.0f));
+            const float32x4_t t = vdivq_f32(vsubq_f32(one, e), vaddq_f32(one, e));
+            const uint32x4_t ts = vorrq_u32(vreinterpretq_u32_f32(t), vandq_u32(vreinterpretq_u32_f32(y), sign));
+            vst1q_f32(out + i, vmulq_n_f32(vreinterpretq_f32_u32(ts), cap));
+        }
+        for (; i < n; i++) out[i] = cap * tanhf(x[i] * k);
+        return;
+    }
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_n_f32(vld1q_f32(x + i), s));
+    for (; i < n; i++) out[i] = x[i] * s;
+}
+
 static void tm_rope_neon(float *x, int n_heads, int head_dim, int n_dims, int neox,
                          const float *cos_t, const float *sin_t) {
     const int half = n_dims / 2;
@@ -287,6 +325,7 @@ static inline __attribute__((always_inline)) void tm_attn_chunk_neon_el(const tm
             a->l[i] = 0.0f;
             continue;
         }
+        if (!tm_cpu_attn_shape_scores(a, i)) continue; /* window mask, soft-cap */
         a->m[i] = tm_softmax_neon(a->scores + (int64_t)i * TM_ATTN_CHUNK, a->n_vis[i], &a->l[i]);
         for (int d = 0; d < hd; d += 4) vst1q_f32(a->o + (int64_t)i * hd + d, vdupq_n_f32(0.0f));
         if (i8) tm_cpu_attn_weigh_values(a, i);
@@ -352,6 +391,8 @@ static const tm_cpu_kernels tm_kernels_neon = {
     .rmsnorm = tm_rmsnorm_neon,
     .add = tm_add_neon,
     .silu_mul = tm_silu_mul_neon,
+    .gelu_mul = tm_gelu_mul_neon,
+    .scale = tm_scale_neon,
     .rope = tm_rope_neon,
     .f32_to_f16 = tm_f32_to_f16_neon,
     .attn_chunk = tm_attn_chunk_neon,

@@ -1,5 +1,5 @@
 /* ops_scalar.c - the scalar reference kernels of the CPU ops and their table: rmsnorm,
- * add, silu_mul, rope, f32 -> f16, the int8 KV quantization and one attention chunk.
+ * add, silu_mul, gelu_mul, scale, rope, f32 -> f16, the int8 KV quantization and one attention chunk.
  * Portable C, written for reading: every SIMD table (ops_avx2.c, ops_avx512.c,
  * ops_neon.c) is tested against this one (tests/kernels/test_ops.cc and
  * test_attention.cc). The drivers that run a table over the thread pool are ops.c
@@ -27,6 +27,24 @@ static void tm_silu_mul_scalar(float *out, const float *gate, const float *up, i
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
+}
+
+/* GELU's tanh form, as its definition reads (Gemma's feed-forward). */
+static void tm_gelu_mul_scalar(float *out, const float *gate, const float *up, int64_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2 / pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g))) * up[i];
+    }
+}
+
+static void tm_scale_scalar(float *out, const float *x, int64_t n, float s, float cap) {
+    if (cap > 0.0f) {
+        const float k = s / cap;
+        for (int64_t i = 0; i < n; i++) out[i] = cap * tanhf(x[i] * k);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * s;
 }
 
 static void tm_rope_scalar(float *x, int n_heads, int head_dim, int n_dims, int neox,
@@ -76,6 +94,7 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
                 s[j0 + j] = a->scale * dot;
             }
         }
+        if (!tm_cpu_attn_shape_scores(a, i)) continue; /* every visible key is outside the window */
         float mx = -INFINITY;
         for (int j = 0; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
         float l = 0.0f;
@@ -101,6 +120,26 @@ void tm_cpu_attn_chunk_scalar(const tm_attn_chunk *a) {
         a->m[i] = mx;
         a->l[i] = l;
     }
+}
+
+int tm_cpu_attn_shape_scores(const tm_attn_chunk *a, int i) {
+    float *s = a->scores + (int64_t)i * TM_ATTN_CHUNK;
+    const int nv = a->n_vis[i], lo = a->n_skip ? TM_MIN(a->n_skip[i], nv) : 0;
+    /* exp(-inf - m) is exactly 0: the masked keys add nothing to l or o, so a row's bits
+     * do not depend on how many masked keys share its chunk */
+    if (lo == nv) { /* nothing left: report no keys, and give P.V zeros to add */
+        for (int j = 0; j < nv; j++) s[j] = 0.0f;
+        for (int d = 0; d < a->head_dim; d++) a->o[(int64_t)i * a->head_dim + d] = 0.0f;
+        a->m[i] = -INFINITY;
+        a->l[i] = 0.0f;
+        return 0;
+    }
+    for (int j = 0; j < lo; j++) s[j] = -INFINITY;
+    if (a->softcap > 0.0f) {
+        const float k = 1.0f / a->softcap;
+        for (int j = lo; j < nv; j++) s[j] = a->softcap * tanhf(s[j] * k);
+    }
+    return 1;
 }
 
 void tm_cpu_attn_weigh_values(const tm_attn_chunk *a, int i) {
@@ -132,6 +171,8 @@ static const tm_cpu_kernels tm_kernels_scalar = {
     .rmsnorm = tm_rmsnorm_scalar,
     .add = tm_add_scalar,
     .silu_mul = tm_silu_mul_scalar,
+    .gelu_mul = tm_gelu_mul_scalar,
+    .scale = tm_scale_scalar,
     .rope = tm_rope_scalar,
     .f32_to_f16 = tm_f32_to_f16_scalar,
     .attn_chunk = tm_cpu_attn_chunk_scalar,

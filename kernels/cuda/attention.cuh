@@ -235,7 +235,7 @@ static cudaError_t tm_attn_launch(const tm_cuda_ctx *ctx, const tm_attn_params &
 template <int DP>
 static cudaError_t tm_attn_run(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, float *out, const float *q,
                                const struct tm_kv_cache *kv, int layer, const tm_cuda_batch *b, int n_heads,
-                               float scale) {
+                               float scale, int window, float softcap) {
     typedef typename tm_attn_cfgs<DP>::dec Dec;
     typedef typename tm_attn_cfgs<DP>::pre Pre;
     const tm_kv_shape *s = &kv->shape;
@@ -270,6 +270,9 @@ static cudaError_t tm_attn_run(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, f
     p.head_dim = s->head_dim;
     p.block_size = s->block_size;
     p.scale_log2 = scale * 1.4426950408889634f;
+    p.window = window > 0 ? window : 0;
+    p.cap_k = softcap > 0.0f ? scale / softcap : 0.0f;
+    p.cap_log2 = softcap > 0.0f ? softcap * 1.4426950408889634f : 0.0f;
 
     const tm_attn_item *dec = (const tm_attn_item *)st->dev, *pre = dec + st->n_dec;
     if (s->head_dim == DP) {
@@ -286,22 +289,24 @@ static cudaError_t tm_attn_run(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, f
 }
 
 /* out (n_tokens, n_heads, head_dim) f32 from q (same) f32 against layer's pages, for the
- * ragged batch b: tm_backend.attention's semantics (kernels/backend.h). Plans on the first
- * call of a step (b->step) and reuses the plan for every layer. Device pointers; ordered
- * on ctx->stream. Fails with cudaErrorInvalidValue for a shape tm_cuda_attention_supports
- * refuses or n_heads not a multiple of the kv heads. */
+ * ragged batch b: tm_backend.attention's semantics (kernels/backend.h), window and softcap
+ * included. Plans on the first call of a step (b->step) and reuses the plan for every
+ * layer: the plan covers every key, and a sliding-window layer's blocks skip the tiles
+ * before their window (attention_kernels.cuh). Device pointers; ordered on ctx->stream.
+ * Fails with cudaErrorInvalidValue for a shape tm_cuda_attention_supports refuses or
+ * n_heads not a multiple of the kv heads. */
 static cudaError_t tm_cuda_attention(const tm_cuda_ctx *ctx, tm_cuda_attn_state *st, float *out, const float *q,
                                      const struct tm_kv_cache *kv, int layer, const tm_cuda_batch *b, int n_heads,
-                                     float scale) {
+                                     float scale, int window, float softcap) {
     const tm_kv_shape *s = &kv->shape;
     if (b->host->n_tokens == 0) return cudaSuccess;
     if (n_heads < 1 || s->n_kv_heads < 1 || n_heads % s->n_kv_heads || layer < 0 || layer >= s->n_layers ||
         s->dtype != TM_KV_F16 || s->head_dim < 2 || s->head_dim > TM_ATTN_MAX_HEAD_DIM || s->head_dim % 2 ||
         s->block_size < 1)
         CUDA_TRY(cudaErrorInvalidValue);
-    if (s->head_dim <= 64) return tm_attn_run<64>(ctx, st, out, q, kv, layer, b, n_heads, scale);
-    if (s->head_dim <= 128) return tm_attn_run<128>(ctx, st, out, q, kv, layer, b, n_heads, scale);
-    return tm_attn_run<256>(ctx, st, out, q, kv, layer, b, n_heads, scale);
+    if (s->head_dim <= 64) return tm_attn_run<64>(ctx, st, out, q, kv, layer, b, n_heads, scale, window, softcap);
+    if (s->head_dim <= 128) return tm_attn_run<128>(ctx, st, out, q, kv, layer, b, n_heads, scale, window, softcap);
+    return tm_attn_run<256>(ctx, st, out, q, kv, layer, b, n_heads, scale, window, softcap);
 }
 
 #endif

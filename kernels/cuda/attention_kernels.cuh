@@ -21,7 +21,11 @@
  *   O = O alpha + P V with P = 2^(S - m') rounded to f16.
  * A row max of -inf (nothing visible yet) is used as 0, so no -inf - -inf arises.
  *
- * Masking: lim(row) = min(pos[token] + 1, item key end). Keys at or past the item's end
+ * Masking: lim(row) = min(pos[token] + 1, item key end), and with a sliding window keys
+ * before first(row) = pos[token] - window + 1 are masked too; a block starts at the tile
+ * holding its first row's first key (rows ascend), and a warp skips a tile below every
+ * one of its rows' windows. With soft-capping (Gemma 2) a score s becomes
+ * softcap * tanh(s * scale / softcap) before the log2 scaling. Keys at or past the item's end
  * are never read from the pool: their K and V rows in shared memory are zero-filled, so
  * garbage or NaN beyond ctx_len cannot reach the output (P is exactly 0 there and V is 0,
  * and 0 * NaN never happens).
@@ -77,6 +81,9 @@ typedef struct tm_attn_params {
     int head_dim;               /* even, <= 256 */
     int block_size;             /* tokens per page */
     float scale_log2;           /* softmax scale * log2(e) */
+    int window;                 /* > 0: a row sees keys pos - window + 1..pos only */
+    float cap_k;                /* soft-capping: scale / softcap */
+    float cap_log2;             /* softcap * log2(e); 0: no soft-capping */
 } tm_attn_params;
 
 /* Tile shape of one kernel instance. */
@@ -184,8 +191,9 @@ __device__ __forceinline__ void tm_attn_load_kv(__half *sk, __half *sv, const tm
  * lane's share, summed over the quad at the end) and o. */
 template <class C>
 __device__ __forceinline__ void tm_attn_warp_tile(const __half *sq, const __half *sk, const __half *sv, int qr,
-                                                  int kr, int kw0, const int lim[2], bool mask, float scale_log2,
-                                                  float m[2], float l[2], float (&o)[C::DP / 8][4]) {
+                                                  int kr, int kw0, const int first[2], const int lim[2], bool mask,
+                                                  const tm_attn_params &p, float m[2], float l[2],
+                                                  float (&o)[C::DP / 8][4]) {
     constexpr int NJ = C::KW / 8; /* n-tiles of S */
     const int lane = threadIdx.x & 31, t = lane & 3, mi = lane >> 3, mr = lane & 7;
     float s[NJ][4];
@@ -217,8 +225,10 @@ __device__ __forceinline__ void tm_attn_warp_tile(const __half *sq, const __half
         for (int j = 0; j < NJ; j++) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                float x = s[j][2 * hr + e] * scale_log2;
-                if (mask && kw0 + 8 * j + 2 * t + e >= lim[hr]) x = -INFINITY;
+                float x = p.cap_log2 > 0.0f ? p.cap_log2 * tanhf(s[j][2 * hr + e] * p.cap_k)
+                                            : s[j][2 * hr + e] * p.scale_log2;
+                const int key = kw0 + 8 * j + 2 * t + e;
+                if (mask && (key >= lim[hr] || key < first[hr])) x = -INFINITY;
                 s[j][2 * hr + e] = x;
                 mx = fmaxf(mx, x);
             }
@@ -287,27 +297,45 @@ static __global__ void __launch_bounds__(C::NT) tm_attn_kernel(tm_attn_params p,
     const int d = EXACT ? C::DP : p.head_dim;
     const int tok0 = p.seq_start[it.seq];
     const int32_t *table = p.block_table + (size_t)it.seq * p.max_blocks;
-    const int n_tiles = (it.ke - it.kb + C::BC - 1) / C::BC;
+    /* with a window, the tiles before the one holding the first row's first key hold no
+     * key any row sees (rows ascend); the tile grid stays the item's */
+    int kb = it.kb;
+    if (p.window > 0) {
+        const int first0 = tm_attn_imax(0, p.pos[tok0 + it.r0 / p.group] - p.window + 1);
+        kb = tm_attn_imax(kb, first0 / C::BC * C::BC);
+    }
+    const int n_tiles = kb < it.ke ? (it.ke - kb + C::BC - 1) / C::BC : 0;
 
-    tm_attn_load_kv<C, EXACT>(skv, skv + C::BC * C::DP, p, table, it.kvh, it.kb, it.ke);
-    tm_cp_async_commit();
+    if (n_tiles > 0) {
+        tm_attn_load_kv<C, EXACT>(skv, skv + C::BC * C::DP, p, table, it.kvh, kb, it.ke);
+        tm_cp_async_commit();
+    }
     tm_attn_load_q<C, EXACT>(sq, p, it, tok0);
 
     /* the keys each of this lane's rows sees: pos + 1, cut at the item's end; 0 for rows
      * past n_rows, which therefore see nothing. (The plan ends every split on a tile edge
      * or at its tile's last key, so the cut changes nothing today; it keeps the zero rows
      * past ke out of l whatever the plan does.) */
-    int lim[2], lo = 0x7fffffff, hi = 0;
+    int lim[2], first[2] = {0, 0}, lo = 0x7fffffff, hi = 0, f_lo = 0x7fffffff, f_hi = 0;
 #pragma unroll
     for (int hr = 0; hr < 2; hr++) {
         const int r = 16 * wm + g + 8 * hr;
-        lim[hr] = r < it.n_rows ? tm_attn_imin(p.pos[tok0 + (it.r0 + r) / p.group] + 1, it.ke) : 0;
-        if (r < it.n_rows) lo = tm_attn_imin(lo, lim[hr]);
+        const int pos = r < it.n_rows ? p.pos[tok0 + (it.r0 + r) / p.group] : 0;
+        lim[hr] = r < it.n_rows ? tm_attn_imin(pos + 1, it.ke) : 0;
+        if (p.window > 0) first[hr] = tm_attn_imax(0, pos - p.window + 1);
+        if (r < it.n_rows) {
+            lo = tm_attn_imin(lo, lim[hr]);
+            f_lo = tm_attn_imin(f_lo, first[hr]);
+            f_hi = tm_attn_imax(f_hi, first[hr]);
+        }
         hi = tm_attn_imax(hi, lim[hr]);
     }
-    /* over the warp's real rows: tiles below lim_min need no mask, from lim_max on no work */
+    /* over the warp's real rows: tiles below lim_min need no mask, from lim_max on no work;
+     * with a window, keys below first_min no work and below first_max a mask */
     const int lim_min = tm_attn_warp_imin(lo);
     const int lim_max = tm_attn_warp_imax(hi);
+    const int first_min = tm_attn_warp_imin(f_lo);
+    const int first_max = tm_attn_warp_imax(f_hi);
 
     float o[C::DP / 8][4];
 #pragma unroll
@@ -315,7 +343,7 @@ static __global__ void __launch_bounds__(C::NT) tm_attn_kernel(tm_attn_params p,
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     for (int i = 0; i < n_tiles; i++) {
-        const int k0 = it.kb + i * C::BC;
+        const int k0 = kb + i * C::BC;
         if (i + 1 < n_tiles) {
             __half *nk = skv + (size_t)((i + 1) % C::STAGES) * 2 * C::BC * C::DP;
             tm_attn_load_kv<C, EXACT>(nk, nk + C::BC * C::DP, p, table, it.kvh, k0 + C::BC, it.ke);
@@ -327,9 +355,11 @@ static __global__ void __launch_bounds__(C::NT) tm_attn_kernel(tm_attn_params p,
         __syncthreads();
         const __half *sk = skv + (size_t)(i % C::STAGES) * 2 * C::BC * C::DP;
         const int kw0 = k0 + wk * C::KW; /* this warp's first key */
-        if (kw0 < lim_max) /* else every row of the warp has seen all it may */
-            tm_attn_warp_tile<C>(sq, sk, sk + C::BC * C::DP, 16 * wm, wk * C::KW, kw0, lim,
-                                 kw0 + C::KW > lim_min, p.scale_log2, m, l, o);
+        /* else every row of the warp has seen all it may, or its keys are before every
+         * row's window */
+        if (kw0 < lim_max && kw0 + C::KW > first_min)
+            tm_attn_warp_tile<C>(sq, sk, sk + C::BC * C::DP, 16 * wm, wk * C::KW, kw0, first, lim,
+                                 kw0 + C::KW > lim_min || kw0 < first_max, p, m, l, o);
         __syncthreads();
     }
 

@@ -24,6 +24,16 @@ extern "C" {
 #include "common/common.h"
 }
 
+/* Rope frequencies of one parameter set on the device. */
+typedef struct tm_cuda_rope_set {
+    double *inv_freq;         /* (TM_ROPE_MAX_FACTORS) device */
+    int valid, n_dims;        /* the parameters inv_freq was computed for */
+    float theta, freq_scale;
+    int has_factors;
+    float factors[TM_ROPE_MAX_FACTORS];
+    uint64_t used;            /* rope call count when last used: the older set is replaced */
+} tm_cuda_rope_set;
+
 /* Index arrays of one step packed in one buffer: 7 int32 arrays, each 64-byte aligned. */
 enum { TM_CUDA_BATCH_ARRAYS = 7 };
 
@@ -40,11 +50,8 @@ typedef struct tm_cuda_backend {
     int32_t *index_dev;       /* device copy of an index array that is not the step's */
     size_t index_cap;         /* int32s it holds */
     tm_cuda_attn_state attn;  /* attention's per-step plan */
-    double *inv_freq;         /* (rope_n / 2) device: rope frequencies of the cached parameters */
-    int rope_valid, rope_n_dims;  /* the parameters inv_freq was computed for */
-    float rope_theta, rope_freq_scale;
-    int rope_has_factors;
-    float rope_factors[TM_ROPE_MAX_FACTORS];
+    tm_cuda_rope_set rope[2]; /* two sets: Gemma's sliding-window and global layers alternate */
+    uint64_t rope_calls;      /* rope calls so far */
     int32_t *argmax_pinned;   /* (argmax_cap) pinned host landing of argmax results */
     int argmax_cap;
     int failed;               /* an op failed since the last synchronize: skip the rest */
@@ -327,33 +334,44 @@ static void tm_cuda_matmul_multi_op(tm_backend *be, int n_w, float *const outs[]
     TM_CUDA_OP(c, "matmul", tm_cuda_matmul_multi(&c->ctx, n_w, outs, x, ws, biases, n));
 }
 
-/* inv_freq of these rope parameters on the device, computed in double on the host exactly
- * as the CPU reference computes them; recomputed only when the parameters change. */
-static cudaError_t tm_cuda_rope_freqs(tm_cuda_backend *c, const tm_rope *r) {
+/* *inv_freq = these rope parameters' frequencies on the device, computed in double on the
+ * host exactly as the CPU reference computes them; recomputed only when neither of the two
+ * cached sets holds them. */
+static cudaError_t tm_cuda_rope_freqs(tm_cuda_backend *c, const tm_rope *r, const double **inv_freq) {
     const int half = r->n_dims / 2;
     const int has = r->freq_factors != NULL;
-    if (c->rope_valid && c->rope_n_dims == r->n_dims && c->rope_theta == r->theta &&
-        c->rope_freq_scale == r->freq_scale && c->rope_has_factors == has &&
-        (!has || memcmp(c->rope_factors, r->freq_factors, (size_t)half * sizeof(float)) == 0))
-        return cudaSuccess;
+    const uint64_t now = ++c->rope_calls;
     if (half > TM_ROPE_MAX_FACTORS) CUDA_TRY(cudaErrorInvalidValue);
+    tm_cuda_rope_set *set = NULL;
+    for (int i = 0; i < 2; i++) {
+        tm_cuda_rope_set *t = &c->rope[i];
+        if (t->valid && t->n_dims == r->n_dims && t->theta == r->theta && t->freq_scale == r->freq_scale &&
+            t->has_factors == has && (!has || memcmp(t->factors, r->freq_factors, (size_t)half * sizeof(float)) == 0)) {
+            t->used = now;
+            *inv_freq = t->inv_freq;
+            return cudaSuccess;
+        }
+        if (!set || t->used < set->used) set = t;
+    }
     double f[TM_ROPE_MAX_FACTORS];
     for (int i = 0; i < half; i++) {
         f[i] = pow((double)r->theta, -2.0 * i / r->n_dims) * r->freq_scale;
         if (has) f[i] /= r->freq_factors[i];
     }
-    if (!c->inv_freq) CUDA_TRY(cudaMalloc((void **)&c->inv_freq, TM_ROPE_MAX_FACTORS * sizeof(double)));
+    set->valid = 0; /* until the copy has landed */
+    if (!set->inv_freq) CUDA_TRY(cudaMalloc((void **)&set->inv_freq, TM_ROPE_MAX_FACTORS * sizeof(double)));
     /* On the stream, after the rope launches of earlier parameters and before this one's.
      * (cudaMemcpy would run on the legacy default stream, which the non-blocking stream
      * does not wait for, and may return before its DMA lands.) The wait keeps f, on this
      * stack frame, alive until the copy has read it; parameters change rarely. */
-    c->rope_valid = 0; /* until the copy has landed */
-    CUDA_TRY(cudaMemcpyAsync(c->inv_freq, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
+    CUDA_TRY(cudaMemcpyAsync(set->inv_freq, f, (size_t)half * sizeof(double), cudaMemcpyHostToDevice,
                              c->ctx.stream));
     CUDA_TRY(cudaStreamSynchronize(c->ctx.stream));
-    c->rope_valid = 1, c->rope_n_dims = r->n_dims, c->rope_theta = r->theta, c->rope_freq_scale = r->freq_scale;
-    c->rope_has_factors = has;
-    if (has) memcpy(c->rope_factors, r->freq_factors, (size_t)half * sizeof(float));
+    set->valid = 1, set->n_dims = r->n_dims, set->theta = r->theta, set->freq_scale = r->freq_scale;
+    set->has_factors = has;
+    if (has) memcpy(set->factors, r->freq_factors, (size_t)half * sizeof(float));
+    set->used = now;
+    *inv_freq = set->inv_freq;
     return cudaSuccess;
 }
 
@@ -361,10 +379,11 @@ static void tm_cuda_rope_op(tm_backend *be, float *q, float *k, const int32_t *p
                             int n_kv_heads, int head_dim, const tm_rope *rope) {
     tm_cuda_backend *c = tm_cuda(be);
     const int32_t *d_pos = NULL;
-    TM_CUDA_OP(c, "rope", tm_cuda_rope_freqs(c, rope));
+    const double *inv_freq = NULL;
+    TM_CUDA_OP(c, "rope", tm_cuda_rope_freqs(c, rope, &inv_freq));
     TM_CUDA_OP(c, "rope", tm_cuda_index(c, pos, (size_t)n, &d_pos));
     TM_CUDA_OP(c, "rope", tm_cuda_rope(&c->ctx, q, k, d_pos, n, n_heads, n_kv_heads, head_dim, rope->n_dims,
-                                       rope->neox, c->inv_freq));
+                                       rope->neox, inv_freq));
 }
 
 static void tm_cuda_kv_store_op(tm_backend *be, tm_kv_cache *kv, int layer, const float *k, const float *v,
@@ -376,15 +395,26 @@ static void tm_cuda_kv_store_op(tm_backend *be, tm_kv_cache *kv, int layer, cons
 }
 
 static void tm_cuda_attention_op(tm_backend *be, float *out, const float *q, const tm_kv_cache *kv, int layer,
-                                 const tm_batch *batch, int n_heads, float scale) {
+                                 const tm_batch *batch, int n_heads, float scale, int window, float softcap) {
     tm_cuda_backend *c = tm_cuda(be);
     if (c->batch.host != batch) TM_CUDA_OP(c, "attention", tm_cuda_batch_upload(c, batch)); /* no set_batch */
-    TM_CUDA_OP(c, "attention", tm_cuda_attention(&c->ctx, &c->attn, out, q, kv, layer, &c->batch, n_heads, scale));
+    TM_CUDA_OP(c, "attention", tm_cuda_attention(&c->ctx, &c->attn, out, q, kv, layer, &c->batch, n_heads, scale,
+                                                 window, softcap));
 }
 
 static void tm_cuda_silu_mul_op(tm_backend *be, float *out, const float *gate, const float *up, int64_t n) {
     tm_cuda_backend *c = tm_cuda(be);
     TM_CUDA_OP(c, "silu_mul", tm_cuda_silu_mul(&c->ctx, out, gate, up, n));
+}
+
+static void tm_cuda_gelu_mul_op(tm_backend *be, float *out, const float *gate, const float *up, int64_t n) {
+    tm_cuda_backend *c = tm_cuda(be);
+    TM_CUDA_OP(c, "gelu_mul", tm_cuda_gelu_mul(&c->ctx, out, gate, up, n));
+}
+
+static void tm_cuda_scale_op(tm_backend *be, float *out, const float *x, int64_t n, float s, float cap) {
+    tm_cuda_backend *c = tm_cuda(be);
+    TM_CUDA_OP(c, "scale", tm_cuda_scale(&c->ctx, out, x, n, s, cap));
 }
 
 static void tm_cuda_get_rows_op(tm_backend *be, float *out, const float *x, const int32_t *rows, int n_rows,
@@ -431,7 +461,8 @@ static void tm_cuda_destroy(tm_backend *be) {
     if (c->batch_dev) cudaFree(c->batch_dev);
     if (c->batch_pinned) cudaFreeHost(c->batch_pinned);
     if (c->index_dev) cudaFree(c->index_dev);
-    if (c->inv_freq) cudaFree(c->inv_freq);
+    for (int i = 0; i < 2; i++)
+        if (c->rope[i].inv_freq) cudaFree(c->rope[i].inv_freq);
     if (c->argmax_pinned) cudaFreeHost(c->argmax_pinned);
     if (c->batch_copied) cudaEventDestroy(c->batch_copied);
     if (c->ctx.cublas) cublasDestroy(c->ctx.cublas);
@@ -513,6 +544,8 @@ extern "C" tm_backend *tm_backend_cuda_create(int device_id, char *err, size_t e
     c->be.kv_store = tm_cuda_kv_store_op;
     c->be.attention = tm_cuda_attention_op;
     c->be.silu_mul = tm_cuda_silu_mul_op;
+    c->be.gelu_mul = tm_cuda_gelu_mul_op;
+    c->be.scale = tm_cuda_scale_op;
     c->be.get_rows = tm_cuda_get_rows_op;
     c->be.argmax_rows = tm_cuda_argmax_rows_op;
     return &c->be;

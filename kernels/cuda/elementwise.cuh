@@ -1,4 +1,5 @@
-/* elementwise.cuh - add, silu * mul and row gathers. Kernels first, then launchers. */
+/* elementwise.cuh - add, silu * mul, gelu * mul, scale (soft-capping) and row gathers.
+ * Kernels first, then launchers. */
 #ifndef TM_CUDA_ELEMENTWISE_CUH
 #define TM_CUDA_ELEMENTWISE_CUH
 
@@ -31,6 +32,31 @@ static __global__ void tm_silu_mul_kernel(float4 *out, const float4 *gate, const
 static __global__ void tm_silu_mul_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = tm_silu_mul1(gate[i], up[i]);
+}
+
+/* gelu_tanh(g) * u, GELU's tanh form as the CPU reference writes it. */
+static __device__ __forceinline__ float tm_gelu_mul1(float g, float u) {
+    return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
+}
+
+/* out = gelu_tanh(gate) * up over n4 float4s; out may alias gate or up. */
+static __global__ void tm_gelu_mul_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 g = gate[i], u = up[i];
+        out[i] = make_float4(tm_gelu_mul1(g.x, u.x), tm_gelu_mul1(g.y, u.y), tm_gelu_mul1(g.z, u.z),
+                             tm_gelu_mul1(g.w, u.w));
+    }
+}
+
+static __global__ void tm_gelu_mul_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = tm_gelu_mul1(gate[i], up[i]);
+}
+
+/* out = x * s, or cap * tanh(x * k) with k = s / cap when cap > 0; out may alias x. */
+static __global__ void tm_scale_kernel(float *out, const float *x, int64_t n, float s, float cap, float k) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = cap > 0.0f ? cap * tanhf(x[i] * k) : x[i] * s;
 }
 
 /* One block per output row: out[i] = x[rows[i]]. */
@@ -72,6 +98,28 @@ static cudaError_t tm_cuda_silu_mul(const tm_cuda_ctx *ctx, float *out, const fl
     if (n > 4 * n4)
         CUDA_TRY(TM_LAUNCH(tm_silu_mul_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
                            ctx->stream, out + 4 * n4, gate + 4 * n4, up + 4 * n4, n - 4 * n4));
+    return cudaSuccess;
+}
+
+/* out (n) = gelu_tanh(gate) * up. */
+static cudaError_t tm_cuda_gelu_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
+                                    int64_t n) {
+    if (n <= 0) return cudaSuccess;
+    int64_t n4 = tm_aligned16(out) && tm_aligned16(gate) && tm_aligned16(up) ? n / 4 : 0;
+    if (n4)
+        CUDA_TRY(TM_LAUNCH(tm_gelu_mul_kernel, tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
+                           (float4 *)out, (const float4 *)gate, (const float4 *)up, n4));
+    if (n > 4 * n4)
+        CUDA_TRY(TM_LAUNCH(tm_gelu_mul_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
+                           ctx->stream, out + 4 * n4, gate + 4 * n4, up + 4 * n4, n - 4 * n4));
+    return cudaSuccess;
+}
+
+/* out (n) = x * s, or cap * tanh(x * s / cap) when cap > 0 (tm_backend.scale). */
+static cudaError_t tm_cuda_scale(const tm_cuda_ctx *ctx, float *out, const float *x, int64_t n, float s, float cap) {
+    if (n <= 0) return cudaSuccess;
+    CUDA_TRY(TM_LAUNCH(tm_scale_kernel, tm_elementwise_blocks(ctx, n, 256), 256, 0, ctx->stream, out, x, n, s, cap,
+                       cap > 0.0f ? s / cap : 0.0f));
     return cudaSuccess;
 }
 

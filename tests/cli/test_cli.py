@@ -243,7 +243,7 @@ def test_synthetic_and_device_bad_names(tmp_path):
     x = str(tmp_path / "x.gguf")
     for args, needle in [
         (["synth", "llama9-1t", "q4_0", x], "unknown preset 'llama9-1t' (presets: tiny,"),
-        (["synth", "tiny", "q5_0", x], "unknown weight type 'q5_0' (types: f32,"),
+        (["synth", "tiny", "iq4_nl", x], "unknown weight type 'iq4_nl' (types: f32,"),
         (["synth", "tiny", "q4_0"], "usage: tokenmill synth"),
         (["synth", "tiny", "q4_0", x, "--layers", "0"], "--layers expects an integer"),
         (["generate", "--synthetic", "tiny", "-p", "hi"], "'tiny' is not PRESET:TYPE"),

@@ -1,5 +1,5 @@
 // Paged attention of the CPU backend (kernels/cpu/attention.c and each level's chunk
-// kernel): the scalar reference against a naive double-precision attention over dense
+// kernel), with and without sliding windows and soft-capping: the scalar reference against a naive double-precision attention over dense
 // K/V written here, every SIMD level this CPU supports against the scalar reference, and
 // invariance: each sequence alone vs inside a batch, and 1 vs 2 vs 3 threads (with and
 // without split-KV), bitwise. Fresh random inputs from fixed seeds, pages shuffled over
@@ -37,6 +37,8 @@ struct AttnCase {
     std::vector<Seq> seqs;
     uint32_t seed;
     tm_kv_dtype dtype = TM_KV_F16;
+    int window = 0;       // > 0: sliding window (row sees keys pos - window + 1..pos)
+    float softcap = 0.0f; // > 0: scores soft-capped
 };
 
 // Everything one attention call needs, with dense per-sequence K/V for the naive reference.
@@ -113,6 +115,7 @@ struct AttnData {
             for (int t = seq_start[s]; t < seq_start[s + 1]; t++)
                 for (int h = 0; h < n_heads; h++) {
                     int kh = h / c.group, n_keys = pos[t] + 1;
+                    int first = c.window > 0 ? std::max(0, pos[t] - c.window + 1) : 0;
                     const float *qv = &qc[((size_t)t * n_heads + h) * hd];
                     std::vector<double> sc(n_keys);
                     double mx = -INFINITY, sum = 0;
@@ -121,6 +124,8 @@ struct AttnData {
                         double d = 0;
                         for (int i = 0; i < hd; i++) d += (double)qv[i] * kv[i];
                         sc[j] = d * scale;
+                        if (c.softcap > 0) sc[j] = c.softcap * std::tanh(sc[j] / c.softcap);
+                        if (j < first) sc[j] = -INFINITY;
                         mx = std::max(mx, sc[j]);
                     }
                     for (int j = 0; j < n_keys; j++) sum += (sc[j] = std::exp(sc[j] - mx));
@@ -172,7 +177,7 @@ std::vector<float> run_attention(Backend &B, tm_kv_cache *kv, const AttnData &d,
     size_t n = (size_t)b.n_tokens * d.n_heads * d.c.head_dim;
     float *pq = B.up(std::vector<float>(q_host, q_host + n));
     float *po = B.poisoned(n);
-    B.be->attention(B.be, po, pq, kv, d.layer, &b, d.n_heads, d.scale);
+    B.be->attention(B.be, po, pq, kv, d.layer, &b, d.n_heads, d.scale, d.c.window, d.c.softcap);
     auto out = B.down(po, n);
     B.be->free(B.be, pq), B.be->free(B.be, po);
     return out;
@@ -302,6 +307,55 @@ TEST(AttentionInt8, DecodesPrefillsAndRaggedBatches) {
     check_attention({2, 4, 12, 3, {{70, 1}, {20, 9}}, 2028, TM_KV_INT8}); // head_dim % 8 = 4, pages of 3
     check_attention({1, 8, 64, 16, {{300, 1}, {40, 2}}, 2029, TM_KV_INT8}); // 8 query heads per kv head
     check_attention({1, 2, 1024, 16, {{40, 1}, {20, 5}}, 2030, TM_KV_INT8}); // the head_dim limit
+}
+
+// Sliding windows (Gemma's local layers): each row sees keys pos - window + 1..pos. Windows
+// shorter than a page, than a chunk (256) and longer than one, so items skip whole chunks
+// and rows of one tile start their windows in different chunks; split-KV decodes over a
+// long context; int8. Against the naive reference, across levels, alone vs in the batch
+// and across thread counts, bitwise, as every other case.
+TEST(AttentionWindow, DecodesPrefillsAndRaggedBatches) {
+    for (int window : {1, 5, 100, 256, 300}) {
+        SCOPED_TRACE("window " + std::to_string(window));
+        AttnCase c = {2, 3, 64, 16, {{1000, 1}, {1, 1}, {17, 1}, {300, 45}, {33, 33}, {700, 20}},
+                      (uint32_t)(5000 + window)};
+        c.window = window;
+        check_attention(c);
+    }
+    AttnCase d = {1, 4, 128, 16, {{2000, 1}}, 5100}; // one long decode: split into chunks
+    d.window = 512;
+    check_attention(d);
+    AttnCase p = {2, 2, 64, 20, {{600, 120}}, 5101}; // a prefill whose tile's windows span chunks
+    p.window = 200;
+    check_attention(p);
+    AttnCase i8 = {2, 3, 64, 16, {{1000, 1}, {300, 45}, {700, 20}}, 5102, TM_KV_INT8};
+    i8.window = 100;
+    check_attention(i8);
+}
+
+// A window at least as long as the context is no window: the same bits as window 0.
+TEST(AttentionWindow, LongWindowEqualsNone) {
+    AttnCase c = {2, 3, 64, 16, {{300, 1}, {100, 40}}, 5200};
+    AttnData d0(c);
+    c.window = 300;
+    AttnData d1(c);
+    Backend B(2, tm_simd_detect());
+    tm_kv_cache *kv = fill_cache(B, d0);
+    const tm_batch b = d0.batch();
+    EXPECT_TRUE(bitwise_equal(run_attention(B, kv, d0, b, d0.q.data()), run_attention(B, kv, d1, b, d1.q.data())));
+    B.be->kv_destroy(B.be, kv);
+}
+
+// Soft-capped scores (Gemma 2), alone and with a window; q spread wide so the cap bends.
+TEST(AttentionSoftcap, AgainstNaive) {
+    for (float cap : {0.5f, 2.0f, 50.0f}) {
+        SCOPED_TRACE("softcap " + std::to_string(cap));
+        AttnCase c = {2, 3, 64, 16, {{1000, 1}, {17, 1}, {300, 45}}, (uint32_t)(5300 + cap * 10)};
+        c.softcap = cap;
+        check_attention(c);
+        c.window = 64;
+        check_attention(c);
+    }
 }
 
 TEST(AttentionShapes, OddBlockSizeAndHeadDim) {

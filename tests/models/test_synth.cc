@@ -79,7 +79,7 @@ void mean_std(const std::vector<float> &v, double *mean, double *sd) {
     *sd = std::sqrt(std::max(0.0, s2 / (double)v.size() - *mean * *mean));
 }
 
-const char *const kTypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q6_k"};
+const char *const kTypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"};
 
 TEST(SynthPresets, TableIsConsistent) {
     ASSERT_GE(tm_synth_n_presets(), 5);
@@ -89,7 +89,8 @@ TEST(SynthPresets, TableIsConsistent) {
         ASSERT_NE(p, nullptr);
         EXPECT_TRUE(names.insert(p->name).second) << "duplicate " << p->name;
         EXPECT_EQ(tm_synth_find_preset(p->name), p);
-        EXPECT_TRUE(!strcmp(p->arch, "llama") || !strcmp(p->arch, "qwen2")) << p->name;
+        const std::set<std::string> archs = {"llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"};
+        EXPECT_TRUE(archs.count(p->arch)) << p->name << ": " << p->arch;
         EXPECT_EQ(p->n_heads % p->n_kv_heads, 0) << p->name;
         // every type fits every preset: rows are multiples of the K-quants' 256
         EXPECT_EQ(p->dim % 256, 0) << p->name;
@@ -97,7 +98,8 @@ TEST(SynthPresets, TableIsConsistent) {
         EXPECT_EQ(p->n_heads * p->head_dim % 256, 0) << p->name;
         EXPECT_GE(p->n_vocab, 49152) << p->name << ": the default tokenizer must fit";
     }
-    for (const char *want : {"tiny", "llama3-1b", "llama3-8b", "qwen2.5-7b"})
+    for (const char *want : {"tiny", "tiny-mistral", "tiny-qwen2", "tiny-qwen3", "tiny-phi3", "tiny-gemma2",
+                             "tiny-gemma3", "llama3-1b", "llama3-8b", "qwen2.5-7b"})
         EXPECT_NE(tm_synth_find_preset(want), nullptr) << want;
     EXPECT_EQ(tm_synth_find_preset("nope"), nullptr);
     EXPECT_EQ(tm_synth_preset_at(-1), nullptr);
@@ -124,7 +126,7 @@ TEST(SynthOptions, ParseAndErrors) {
         {"llama3-8b", "is not PRESET:TYPE"},
         {"", "is not PRESET:TYPE"},
         {"llama9-1t:q4_0", "unknown preset 'llama9-1t' (presets: tiny,"},
-        {"tiny:q5_0", "unknown weight type 'q5_0' (types: f32, f16"},
+        {"tiny:iq4_nl", "unknown weight type 'iq4_nl' (types: f32, f16"},
         {"tiny:q8_1", "unknown weight type 'q8_1'"},  // an activation type
         {"tiny:", "unknown weight type ''"},
     };
@@ -347,6 +349,40 @@ TEST_P(SynthTypes, ForwardGivesFiniteLogitsThatDependOnTheInput) {
             for (int j = 0; j < V; j++) d2 += std::fabs(row[j] - a[(size_t)(t - 1) * V + j]);
             EXPECT_GT(d2 / V, 0.3 * sd) << "position " << t;
         }
+    }
+}
+
+// The mixes: each matrix in the type llama.cpp's Q4_K_M / Q5_K_M recipe gives it (output, or
+// a tied token_embd, Q6_K; attn_v and ffn_down Q6_K in the layers use_more_bits picks, of 4:
+// 2 and 3; a fused attn_qkv one step up), the metadata naming the mix.
+TEST(SynthBuild, MixesFollowLlamaCppsRecipe) {
+    NEED_TOKENIZER();
+    struct { const char *preset, *type, *tensor, *want; } cases[] = {
+        {"tiny", "q4_k_m", "token_embd.weight", "q4_k"},    {"tiny", "q4_k_m", "output.weight", "q6_k"},
+        {"tiny", "q4_k_m", "blk.0.attn_v.weight", "q4_k"},  {"tiny", "q4_k_m", "blk.1.attn_v.weight", "q4_k"},
+        {"tiny", "q4_k_m", "blk.2.attn_v.weight", "q6_k"},  {"tiny", "q4_k_m", "blk.3.attn_v.weight", "q6_k"},
+        {"tiny", "q4_k_m", "blk.1.ffn_down.weight", "q4_k"}, {"tiny", "q4_k_m", "blk.3.ffn_down.weight", "q6_k"},
+        {"tiny", "q4_k_m", "blk.0.attn_q.weight", "q4_k"},  {"tiny", "q4_k_m", "blk.3.ffn_up.weight", "q4_k"},
+        {"tiny", "q5_k_m", "blk.0.attn_q.weight", "q5_k"},  {"tiny", "q5_k_m", "blk.2.attn_v.weight", "q6_k"},
+        {"tiny-qwen2", "q4_k_m", "token_embd.weight", "q6_k"}, // tied: the embedding is the output
+        {"tiny-phi3", "q4_k_m", "blk.0.attn_qkv.weight", "q5_k"},
+        {"tiny-phi3", "q5_k_m", "blk.0.attn_qkv.weight", "q6_k"},
+    };
+    for (auto &c : cases) {
+        SCOPED_TRACE(std::string(c.preset) + ":" + c.type + " " + c.tensor);
+        tm_gguf *g = build(c.preset, c.type, 1, 0);
+        ASSERT_NE(g, nullptr);
+        const tm_gguf_tensor *t = tm_gguf_find_tensor(g, c.tensor);
+        ASSERT_NE(t, nullptr);
+        EXPECT_STREQ(tm_dtype_name(t->type), c.want);
+        const char *s;
+        size_t len;
+        ASSERT_EQ(tm_gguf_get_str(g, "tokenmill.synth", &s, &len), 0);
+        EXPECT_NE(strstr(s, c.type), nullptr) << s;
+        uint32_t ftype = 0;
+        ASSERT_EQ(tm_gguf_get_u32(g, "general.file_type", &ftype), 0);
+        EXPECT_EQ(ftype, !strcmp(c.type, "q4_k_m") ? 15u : 17u); // llama.cpp's MOSTLY_Q4_K_M / Q5_K_M
+        tm_gguf_close(g);
     }
 }
 

@@ -52,6 +52,8 @@ struct Case {
     int n_sm = 132;           // SMs the plan fills: few force split-KV
     bool both_layers = false; // also run layer 0 in the same step (the plan is reused)
     bool split = false;       // the plan must split keys (and merge)
+    int window = 0;           // > 0: sliding-window attention (Gemma's local layers)
+    float softcap = 0.0f;     // > 0: soft-capped scores (Gemma 2)
 };
 
 std::vector<float> randu(size_t n, std::mt19937 &g, float lo, float hi) {
@@ -80,8 +82,10 @@ struct Data {
     std::vector<float> q;                                     // (n_tokens, n_heads, head_dim)
     std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
     float scale = 0;
+    int window = 0;
+    float softcap = 0.0f;
 
-    explicit Data(const Case &cs) : c(cs) {
+    explicit Data(const Case &cs) : c(cs), window(cs.window), softcap(cs.softcap) {
         std::mt19937 g(c.seed);
         n_heads = c.n_kv_heads * c.group;
         int total = 0;
@@ -153,7 +157,7 @@ struct Data {
         }
         std::vector<float> out((size_t)n_tokens * n_heads * c.head_dim, NAN);
         tm_batch b = batch();
-        be->attention(be, out.data(), q.data(), kv, layer, &b, n_heads, scale);
+        be->attention(be, out.data(), q.data(), kv, layer, &b, n_heads, scale, window, softcap);
         be->kv_destroy(be, kv);
         be->destroy(be);
         return out;
@@ -242,7 +246,7 @@ double check(const Case &c) {
         SCOPED_TRACE("layer " + std::to_string(layer));
         EXPECT_EQ(cudaMemcpy(out, std::vector<float>(n_out, NAN).data(), n_out * sizeof(float), cudaMemcpyHostToDevice),
                   cudaSuccess);
-        EXPECT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, q, &kv, layer, &cb, d.n_heads, d.scale), cudaSuccess);
+        EXPECT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, q, &kv, layer, &cb, d.n_heads, d.scale, d.window, d.softcap), cudaSuccess);
         EXPECT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
         std::vector<float> got(n_out);
         EXPECT_EQ(cudaMemcpy(got.data(), out, n_out * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -333,6 +337,34 @@ TEST_F(CudaAttention, BlockSizes) {
     run("block size 7", {2, 3, 64, 7, {{150, 1}, {100, 40}}, 31});
 }
 
+// Sliding windows: each row sees keys pos - window + 1..pos. Windows that cut a page, a
+// 64-key tile and a split; a decode whose window starts past every tile of the plan's
+// first splits (those splits see nothing and must merge as empty); prefill rows whose
+// windows start at different keys inside one tile. A window longer than the context
+// changes nothing (checked against the plain run's reference by the CPU tests).
+TEST_F(CudaAttention, SlidingWindow) {
+    Case c = {3, 3, 64, 16, {{200, 1}, {17, 1}, {70, 70}, {300, 37}}, 60};
+    c.window = 40;
+    run("window 40: decodes, prefill, chunk", c);
+    Case s = {2, 4, 128, 16, {{2000, 1}, {1500, 20}}, 61, 4, false, true};
+    s.window = 512;
+    run("window 512, long contexts split, 4 SMs", s);
+    Case t = {1, 2, 256, 16, {{600, 1}, {60, 20}}, 62, 2, true, true};
+    t.window = 7;
+    run("window 7, head dim 256, both layers", t);
+}
+
+// Soft-capped scores (cap 2; the scores spread about 1, so the large ones bend), alone
+// and with a window.
+TEST_F(CudaAttention, SoftCap) {
+    Case c = {3, 3, 64, 16, {{200, 1}, {70, 70}, {300, 37}}, 70};
+    c.softcap = 2.0f;
+    run("softcap 2", c);
+    c.window = 33;
+    c.seed = 71;
+    run("softcap 2, window 33", c);
+}
+
 TEST(CudaAttentionShapes, SupportsOrRefusesAtKvCreate) {
     Device dev(132);
     char err[256];
@@ -367,7 +399,7 @@ TEST(CudaAttentionShapes, HeadsNotAMultipleOfKvHeadsFail) {
     kv.shape = d.shape();
     kv.k = kv.v = nullptr;
     tm_cuda_attn_state st = {};
-    EXPECT_EQ(tm_cuda_attention(&dev.ctx, &st, nullptr, nullptr, &kv, 0, &cb, 3, 1.0f), cudaErrorInvalidValue);
+    EXPECT_EQ(tm_cuda_attention(&dev.ctx, &st, nullptr, nullptr, &kv, 0, &cb, 3, 1.0f, 0, 0.0f), cudaErrorInvalidValue);
     tm_cuda_last_where = tm_cuda_where{}; // the recorded failure was this test's
     tm_cuda_attn_state_free(&st);
 }
@@ -463,7 +495,7 @@ TEST_F(CudaAttention, PoolPastInt32Offsets) {
     cb.slots = to_device(slots);
     const size_t n_out = q.size();
     float *out = to_device(std::vector<float>(n_out, NAN));
-    ASSERT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, dq, &kv, layer, &cb, n_heads, scale), cudaSuccess)
+    ASSERT_EQ(tm_cuda_attention(&dev.ctx, &g_state, out, dq, &kv, layer, &cb, n_heads, scale, 0, 0.0f), cudaSuccess)
         << tm_sim::last_error();
     ASSERT_EQ(cudaStreamSynchronize(dev.stream), cudaSuccess);
     std::vector<float> got(n_out);
@@ -482,7 +514,7 @@ TEST_F(CudaAttention, PoolPastInt32Offsets) {
     rb.block_table = low.data();
     rb.slots = low_slots.data();
     std::vector<float> want(n_out, NAN);
-    be->attention(be, want.data(), q.data(), ref_kv, layer, &rb, n_heads, scale);
+    be->attention(be, want.data(), q.data(), ref_kv, layer, &rb, n_heads, scale, 0, 0.0f);
     be->kv_destroy(be, ref_kv);
     be->destroy(be);
     const double e = rel_err(got, want);
