@@ -300,6 +300,51 @@ static int structured_processor(tm_api *a, const tm_api_params *p, tm_logit_proc
     return 0;
 }
 
+/* The grammar a chat request's tools impose, put in p->so (replacing response_format, as
+ * vLLM clears it when a tool call is forced):
+ *   a named tool_choice   the reply is that function's arguments (vLLM's shape);
+ *   "required"            the reply is calls of listed functions in the parser's markup
+ *                         (one when parallel_tool_calls is false);
+ *   "auto" with a function marked strict   free text, then optionally such calls, the
+ *                         strict functions held to their parameters (vLLM's structural tag).
+ * Otherwise nothing. TM_EUNSUPPORTED / TM_EINVAL with err and *param, TM_ENOMEM. */
+static int tool_constraint(const tm_api *a, tm_api_params *p, const char **param, char *err,
+                           size_t err_len) {
+    if (p->kind != TM_API_CHAT || !p->tool_specs || p->tool_choice == TM_TOOL_NONE) return 0;
+    int strict_auto = p->tool_choice == TM_TOOL_AUTO && tm_structured_tools_strict(p->tool_specs);
+    if (p->tool_choice == TM_TOOL_AUTO && !strict_auto) return 0;
+    *param = "tools";
+    if (strict_auto && p->so.kind != TM_SO_NONE)
+        return tm_fail(err, err_len, TM_EINVAL, "'%s' and a function with \"strict\": true under tool_choice "
+                       "\"auto\" cannot both constrain one reply", p->so.param);
+    char *gbnf = NULL;
+    int rc;
+    if (p->tool_choice == TM_TOOL_NAMED) {
+        rc = tm_structured_tool_args_gbnf(p->tool_specs, p->tool_choice_name, &gbnf, err, err_len);
+    } else {
+        tm_tool_markup m;
+        if (tm_tool_format_markup(a->tool_format, &m)) return 0; /* refused by the caller */
+        if (!p->parallel_tool_calls) m.sep = NULL; /* one call */
+        if (strict_auto && !m.trigger)
+            return tm_fail(err, err_len, TM_EUNSUPPORTED, "\"strict\": true under tool_choice \"auto\" is not "
+                           "supported with the %s tool-call parser (its calls do not follow text); use "
+                           "tool_choice \"required\" or a named function", tm_tool_format_name(a->tool_format));
+        rc = tm_structured_tool_gbnf(p->tool_specs, NULL, &m, strict_auto ? TM_TOOL_GRAMMAR_OPTIONAL
+                                     : TM_TOOL_GRAMMAR_FORCED, &gbnf, err, err_len);
+    }
+    if (rc) return rc;
+    if (p->ignore_eos) {
+        free(gbnf);
+        *param = "ignore_eos";
+        return tm_fail(err, err_len, TM_EINVAL, "'ignore_eos' cannot be combined with a constrained tool call");
+    }
+    tm_so_spec_free(&p->so);
+    p->so.kind = TM_SO_TOOL_CALL;
+    p->so.gbnf = gbnf;
+    p->so.param = "tools";
+    return 0;
+}
+
 /* ---- n > 1: a group of choices ---- */
 
 void tm_group_free(tm_group *g) {
@@ -453,6 +498,10 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
         reply_error(a, req, 400, "\"auto\" and \"required\" tool choice need a tool call parser: this "
                     "model's chat template shows none; start the server with --tool-call-parser "
                     "hermes|llama3_json|mistral", "tool_choice", NULL);
+        goto done;
+    }
+    if ((rc = tool_constraint(a, &p, &param, err, sizeof err))) {
+        reply_error(a, req, rc == TM_ENOMEM ? 500 : 400, err, param, NULL);
         goto done;
     }
     tm_logit_processor bias = {0};

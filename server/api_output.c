@@ -134,17 +134,31 @@ void tm_job_stream_start(tm_job *j) {
     }
 }
 
-/* A tool call as OpenAI streams it: the first delta names it, the next carries the
- * arguments (clients concatenate argument fragments). */
-static void stream_tool_call(tm_job *j, const tm_tool_delta *d) {
-    json_t *first = json_pack("{s:[{s:i, s:s, s:s, s:{s:s, s:s}}]}", "tool_calls", "index", d->index,
-                              "id", d->id, "type", "function", "function", "name", d->name,
-                              "arguments", "");
+/* The first delta of a streamed tool call: its index, id, type and name, no arguments. */
+static void stream_tool_head(tm_job *j, int index, const char *id, const char *name) {
+    json_t *first = json_pack("{s:[{s:i, s:s, s:s, s:{s:s, s:s}}]}", "tool_calls", "index", index,
+                              "id", id, "type", "function", "function", "name", name, "arguments", "");
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, first, NULL, NULL)));
-    json_t *args = json_pack("{s:[{s:i, s:{s:o}}]}", "tool_calls", "index", d->index, "function",
-                             "arguments", tm_json_text(d->arguments, strlen(d->arguments)));
-    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, args, NULL, NULL)));
     j->tool_finish = 1;
+}
+
+/* A fragment of a streamed call's arguments (clients concatenate them), with lp if any. */
+static void stream_tool_args(tm_job *j, int index, const char *text, size_t n, json_t *lp) {
+    json_t *args = json_pack("{s:[{s:i, s:{s:o}}]}", "tool_calls", "index", index, "function",
+                             "arguments", tm_json_text(text, n));
+    send_sse(j, envelope(j, chunk_object(j), stream_choice(j, args, lp, NULL)));
+}
+
+/* A whole tool call as OpenAI streams it: the first delta names it, the next carries the
+ * arguments. */
+static void stream_tool_call(tm_job *j, const tm_tool_delta *d) {
+    stream_tool_head(j, d->index, d->id, d->name);
+    stream_tool_args(j, d->index, d->arguments, strlen(d->arguments), NULL);
+}
+
+/* The id of a named tool_choice's call (one per choice). */
+static void named_call_id(const tm_job *j, char *id, size_t cap) {
+    snprintf(id, cap, "chatcmpl-tool-%s", j->id + 9);
 }
 
 /* Streams a text delta through the tool parser: content as content, calls as tool_calls,
@@ -170,6 +184,16 @@ static void stream_through_tools(tm_job *j, const char *text, size_t n, int fina
 
 static void stream_delta(tm_job *j, const tm_event *ev) {
     json_t *lp = NULL;
+    if (j->tool_named) { /* the output is the arguments: streamed as they come */
+        if (j->logprobs && ev->token >= 0) lp_append(j, &lp, ev, 0);
+        if (!j->tool_finish) {
+            char id[48];
+            named_call_id(j, id, sizeof id);
+            stream_tool_head(j, 0, id, j->tool_named);
+        }
+        stream_tool_args(j, 0, ev->text ? ev->text : "", ev->text_len, lp);
+        return;
+    }
     if (j->tools) {
         if (j->logprobs && ev->token >= 0) lp_append(j, &lp, ev, j->text_len);
         stream_through_tools(j, ev->text ? ev->text : "", ev->text_len, 0, lp);
@@ -188,12 +212,10 @@ static const char *finish_of(const tm_job *j, const tm_event *ev) {
 
 static void stream_finish(tm_job *j, const tm_event *ev) {
     if (j->tools) stream_through_tools(j, "", 0, 1, NULL); /* what was held back */
-    if (j->tool_named) {
-        /* the whole output was the named function's arguments (vLLM's shape) */
-        tm_tool_delta d = {.is_call = 1, .index = 0, .name = j->tool_named, .arguments = j->text ? j->text : ""};
-        snprintf(d.id, sizeof d.id, "chatcmpl-tool-%s", j->id + 9);
-        stream_tool_call(j, &d);
-        j->tool_finish = 0; /* vLLM keeps the engine's finish reason here */
+    if (j->tool_named && !j->tool_finish) { /* no output at all: the call, with empty arguments */
+        char id[48];
+        named_call_id(j, id, sizeof id);
+        stream_tool_head(j, 0, id, j->tool_named);
     }
     json_t *body = j->kind == TM_API_CHAT ? json_object() : json_string("");
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, NULL, finish_of(j, ev))));
@@ -215,12 +237,13 @@ static void stream_finish(tm_job *j, const tm_event *ev) {
 static json_t *tool_calls_of(tm_job *j, json_t **content) {
     if (!j->tools && !j->tool_named) return NULL;
     json_t *calls = json_array();
-    if (j->tool_named) {
+    if (j->tool_named) { /* the whole output is the named function's arguments (vLLM's shape) */
         char id[48];
-        snprintf(id, sizeof id, "chatcmpl-tool-%s", j->id + 9);
+        named_call_id(j, id, sizeof id);
         json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", id, "type", "function",
                                                "function", "name", j->tool_named, "arguments", *content));
         *content = json_string("");
+        j->tool_finish = 1;
         return calls;
     }
     tm_tool_delta *d = NULL;
@@ -351,9 +374,7 @@ void tm_job_on_event(tm_job *j, const tm_event *ev) {
     }
     if (j->req) {
         int has_delta = ev->text_len > 0 || (j->logprobs && ev->token >= 0);
-        if (j->tool_named) { /* the arguments, sent as one call at the end */
-            if (ev->text_len) text_append(j, ev->text, ev->text_len);
-        } else if (j->stream && has_delta) {
+        if (j->stream && has_delta) {
             stream_delta(j, ev);
         } else if (!j->stream) {
             if (ev->text_len) text_append(j, ev->text, ev->text_len);

@@ -289,6 +289,7 @@ void tm_api_params_free(tm_api_params *p) {
     free(p->suffix);
     json_decref(p->conversation);
     json_decref(p->tools);
+    json_decref(p->tool_specs);
     json_decref(p->template_kwargs);
     free(p->tool_choice_name);
     free(p->bias_ids);

@@ -60,9 +60,12 @@ typedef struct tm_api_params {
     int n_messages;
     json_t *conversation;       /* chat: the messages as the Jinja template sees them (owned) */
     json_t *tools;              /* chat: tools as passed to the template (owned), or NULL */
+    json_t *tool_specs;         /* chat: tools as the request gave them, validated (with
+                                   `strict`), for tool-call grammars (owned), or NULL */
     json_t *template_kwargs;    /* chat: chat_template_kwargs (owned), or NULL */
     tm_api_tool_choice tool_choice; /* chat: what to do with tool calls */
     char *tool_choice_name;     /* TM_TOOL_NAMED: the function */
+    int parallel_tool_calls;    /* chat: a reply may hold several calls (default 1) */
     int32_t *bias_ids;          /* logit_bias: (n_bias) token ids, not yet checked against the vocabulary */
     float *bias_vals;           /* (n_bias) biases in [-100, 100] */
     int n_bias;

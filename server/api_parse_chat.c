@@ -159,11 +159,18 @@ int tm_api_parse_tools(pctx *x, tm_api_params *p) {
                 return FAIL(x, "tools", "tools[%zu].function.description must be a string", i);
             if (params && !json_is_null(params) && !json_is_object(params))
                 return FAIL(x, "tools", "tools[%zu].function.parameters must be a JSON Schema object", i);
+            json_t *strict = json_object_get(fn, "strict");
+            if (strict && !json_is_null(strict) && !json_is_boolean(strict))
+                return FAIL(x, "tools", "tools[%zu].function.strict must be a boolean", i);
             json_t *d = json_pack("{s:s, s:{s:O, s:O?, s:O?}}", "type", "function", "function", "name",
                                   name, "description", desc, "parameters", params);
             if (!d || json_array_append_new(p->tools, d)) return TM_ENOMEM;
         }
+        p->tool_specs = json_incref(v); /* strict is not passed to the template, as in vLLM */
     }
+    json_t *ptc = get(x, "parallel_tool_calls");
+    if (ptc && !json_is_boolean(ptc)) return FAIL(x, "parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+    p->parallel_tool_calls = !json_is_false(ptc);
     /* tool_choice: "none" | "auto" | "required" | {"type": "function", "function": {"name"}} */
     json_t *tc = get(x, "tool_choice");
     p->tool_choice = p->tools ? TM_TOOL_AUTO : TM_TOOL_NONE;

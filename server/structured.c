@@ -237,7 +237,8 @@ void tm_so_spec_free(tm_so_spec *s) {
 }
 
 const char *tm_so_kind_name(tm_so_kind k) {
-    static const char *const names[] = {"none", "json_object", "json_schema", "regex", "choice", "grammar"};
+    static const char *const names[] = {"none", "json_object", "json_schema", "regex", "choice", "grammar",
+                                        "tool_call"};
     return (unsigned)k < TM_ARRAY_LEN(names) ? names[k] : "none";
 }
 
@@ -270,12 +271,79 @@ static int rebase_refs(json_t *v, const char *base) {
     return 0;
 }
 
-int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *prefix,
-                            const char *suffix, char **gbnf, char *err, size_t err_len) {
+static const char *function_name(const json_t *tool) {
+    return json_string_value(json_object_get(json_object_get(tool, "function"), "name"));
+}
+
+int tm_structured_tools_strict(const json_t *tools) {
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t)
+        if (json_is_true(json_object_get(json_object_get(t, "function"), "strict"))) return 1;
+    return 0;
+}
+
+/* A function's parameters schema (borrowed; NULL when it has none), checked against the
+ * subset on its own so that an error names the function. */
+static int tool_params(const json_t *tool, const json_t **params, char *err, size_t err_len) {
+    json_t *p = json_object_get(json_object_get(tool, "function"), "parameters");
+    *params = json_is_null(p) ? NULL : p;
+    if (!*params) return 0;
+    char *g = NULL, sub[400] = "";
+    int rc = tm_json_schema_gbnf(*params, 0, &g, sub, sizeof sub);
+    free(g);
+    if (rc == TM_ENOMEM) return rc;
+    if (rc) return tm_fail(err, err_len, rc, "%s (in the parameters of tool '%.100s')", sub, function_name(tool));
+    return 0;
+}
+
+int tm_structured_tool_args_gbnf(const json_t *tools, const char *name, char **gbnf, char *err,
+                                 size_t err_len) {
+    *gbnf = NULL;
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        const char *n = function_name(t);
+        if (!n || strcmp(n, name) != 0) continue;
+        const json_t *params;
+        int rc = tool_params(t, &params, err, err_len);
+        if (rc) return rc;
+        if (!params) return tm_json_object_gbnf(0, gbnf, err, err_len);
+        return tm_json_schema_gbnf(params, 0, gbnf, err, err_len);
+    }
+    return tm_fail(err, err_len, TM_EINVAL, "no function named '%.100s' in 'tools'", name);
+}
+
+/* A rule `free` for any text that never contains trigger, whose first character occurs
+ * in it once ("<tool_call>", "[TOOL_CALLS]"): the text splits at that character into
+ * pieces, and no piece after one may begin with the rest of the trigger. */
+static int free_text_rule(tm_gtext *g, const char *trigger, char *err, size_t err_len) {
+    size_t k = strlen(trigger);
+    if (k < 2 || memchr(trigger + 1, trigger[0], k - 1))
+        return tm_fail(err, err_len, TM_EINVAL, "tool-call trigger '%s' cannot bound free text", trigger);
+    unsigned char c0 = (unsigned char)trigger[0];
+    tm_gtext_printf(g, "free ::= [^\\x%02x]* (\"\\x%02x\" rest)*\n", c0, c0);
+    tm_gtext_puts(g, "rest ::= ");
+    /* ( [^t1 c0] [^c0]* | "t1" ( [^t2 c0] [^c0]* | "t2" ( ... ) )? )?; the last character
+     * of the trigger may not follow the rest of it */
+    for (size_t j = 1; j < k; j++) {
+        unsigned char c = (unsigned char)trigger[j];
+        tm_gtext_printf(g, "([^\\x%02x\\x%02x] [^\\x%02x]*", c, c0, c0);
+        if (j + 1 < k) tm_gtext_printf(g, " | \"\\x%02x\" ", c);
+    }
+    for (size_t j = 1; j < k; j++) tm_gtext_puts(g, ")?");
+    tm_gtext_puts(g, "\n");
+    return 0;
+}
+
+int tm_structured_tool_gbnf(const json_t *tools, const char *only, const tm_tool_markup *m,
+                            tm_tool_grammar_mode mode, char **gbnf, char *err, size_t err_len) {
     *gbnf = NULL;
     if (!json_is_array(tools) || json_array_size(tools) == 0)
         return tm_fail(err, err_len, TM_EINVAL, "'tools' must be a non-empty list");
-    /* One schema for the call: anyOf over {"name": const, "arguments": parameters}. */
+    if (mode == TM_TOOL_GRAMMAR_OPTIONAL && !m->trigger)
+        return tm_fail(err, err_len, TM_EINVAL, "this tool-call format cannot follow free text");
+    /* One schema for the call: anyOf over {"name": const, "<args_key>": parameters}. */
     json_t *alts = json_array(), *call = json_pack("{s:o}", "anyOf", alts);
     if (!call) return TM_ENOMEM;
     int rc = 0;
@@ -288,17 +356,19 @@ int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *p
             break;
         }
         if (only && strcmp(only, json_string_value(name)) != 0) continue;
-        json_t *params = json_object_get(fn, "parameters");
+        const json_t *params = NULL;
+        int held = mode == TM_TOOL_GRAMMAR_FORCED || json_is_true(json_object_get(fn, "strict"));
+        if (held && (rc = tool_params(t, &params, err, err_len))) break;
         json_t *args = params ? json_deep_copy(params) : json_pack("{s:s}", "type", "object");
         char base[64];
-        snprintf(base, sizeof base, "#/anyOf/%zu/properties/arguments", json_array_size(alts));
+        snprintf(base, sizeof base, "#/anyOf/%zu/properties/%s", json_array_size(alts), m->args_key);
         if (!args || rebase_refs(args, base)) {
             json_decref(args);
             rc = TM_ENOMEM;
             break;
         }
         json_t *one = json_pack("{s:s, s:{s:{s:O}, s:o}, s:[s,s], s:b}", "type", "object", "properties", "name",
-                                "const", name, "arguments", args, "required", "name", "arguments",
+                                "const", name, m->args_key, args, "required", "name", m->args_key,
                                 "additionalProperties", 0);
         if (!one || json_array_append_new(alts, one)) {
             rc = TM_ENOMEM;
@@ -306,18 +376,29 @@ int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *p
         }
     }
     if (!rc && json_array_size(alts) == 0)
-        rc = tm_fail(err, err_len, TM_EINVAL, "no function named '%s' in 'tools'", only ? only : "");
+        rc = tm_fail(err, err_len, TM_EINVAL, "no function named '%.100s' in 'tools'", only ? only : "");
     char *body = NULL, sub[400] = "";
     if (!rc && (rc = tm_json_schema_gbnf_rule(call, 0, "call", &body, sub, sizeof sub)))
         tm_fail(err, err_len, rc, "%s (in a tool's parameters)", sub);
     json_decref(call);
     if (rc) return rc;
     tm_gtext g = {0};
-    tm_gtext_puts(&g, "root ::= ");
-    tm_gtext_literal(&g, prefix ? prefix : "", prefix ? strlen(prefix) : 0);
+    tm_gtext_puts(&g, mode == TM_TOOL_GRAMMAR_OPTIONAL ? "root ::= free calls?\n" : "root ::= calls\n");
+    tm_gtext_puts(&g, "calls ::= ");
+    tm_gtext_literal(&g, m->prefix, strlen(m->prefix));
     tm_gtext_puts(&g, " call ");
-    tm_gtext_literal(&g, suffix ? suffix : "", suffix ? strlen(suffix) : 0);
+    if (m->sep) {
+        tm_gtext_puts(&g, "(");
+        tm_gtext_literal(&g, m->sep, strlen(m->sep));
+        tm_gtext_puts(&g, " call)* ");
+    }
+    tm_gtext_literal(&g, m->suffix, strlen(m->suffix));
     tm_gtext_puts(&g, "\n");
+    if (mode == TM_TOOL_GRAMMAR_OPTIONAL && (rc = free_text_rule(&g, m->trigger, err, err_len))) {
+        tm_gtext_free(&g);
+        free(body);
+        return rc;
+    }
     tm_gtext_puts(&g, body);
     free(body);
     *gbnf = tm_gtext_take(&g);

@@ -17,6 +17,8 @@
 
 #include <jansson.h>
 
+#include "server/tool_parser.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,6 +30,7 @@ typedef enum tm_so_kind {
     TM_SO_REGEX = 3,       /* text matching a regex */
     TM_SO_CHOICE = 4,      /* one of a list of strings */
     TM_SO_GRAMMAR = 5,     /* a GBNF grammar given by the client */
+    TM_SO_TOOL_CALL = 6,   /* tool calls (a forced tool_choice, or strict functions) */
 } tm_so_kind;
 
 typedef struct tm_so_spec {
@@ -44,16 +47,34 @@ int tm_structured_parse(const json_t *root, tm_so_spec *out, const char **param,
                         size_t err_len);
 void tm_so_spec_free(tm_so_spec *s);
 
-/* Grammar text for one tool call, for `strict: true` functions or a forced tool_choice:
- * prefix, then {"name": "<function>", "arguments": <its parameters>}, then suffix, where
- * the function is the one named `only` or, when only is NULL, any of tools (OpenAI's
- * [{"type": "function", "function": {"name", "parameters"}}]). prefix and suffix are the
- * chat format's markup around a call (Hermes: "<tool_call>\n" and "\n</tool_call>"); they
- * must be text the vocabulary can spell, not control tokens. $refs inside each function's
- * parameters keep working. TM_EINVAL (malformed tools, unknown name), TM_EUNSUPPORTED (a
- * parameters schema outside the subset, named in err), TM_ENOMEM. */
-int tm_structured_tool_gbnf(const json_t *tools, const char *only, const char *prefix,
-                            const char *suffix, char **gbnf, char *err, size_t err_len);
+/* How a tool-call grammar treats the text around the calls. */
+typedef enum tm_tool_grammar_mode {
+    TM_TOOL_GRAMMAR_FORCED = 0,   /* the reply is calls only: one, or several when the
+                                     markup has a separator (tool_choice "required") */
+    TM_TOOL_GRAMMAR_OPTIONAL = 1, /* free text that never spells the markup's trigger, then
+                                     optionally the calls (tool_choice "auto" with a
+                                     `strict: true` function) */
+} tm_tool_grammar_mode;
+
+/* Grammar text for tool calls written in markup m (tool_parser.h):
+ *   prefix call (sep call)* suffix
+ * where a call is {"<args_key>" ...} as the parser reads it: {"name": "<function>",
+ * "<args_key>": <instance of its parameters>}, for the function named `only` or, when only
+ * is NULL, any of tools (OpenAI's [{"type": "function", "function": {"name", "parameters",
+ * "strict"}}]). In TM_TOOL_GRAMMAR_OPTIONAL mode the calls may follow free text or be
+ * absent, and only functions with "strict": true are held to their parameters (the others
+ * take any JSON object); it needs m->trigger. $refs inside parameters keep working.
+ * TM_EINVAL (malformed tools, unknown name, no trigger), TM_EUNSUPPORTED (a parameters
+ * schema outside the subset: err names the feature and the function), TM_ENOMEM. */
+int tm_structured_tool_gbnf(const json_t *tools, const char *only, const tm_tool_markup *m,
+                            tm_tool_grammar_mode mode, char **gbnf, char *err, size_t err_len);
+/* Grammar text for the arguments of function `name` alone: instances of its parameters
+ * schema (a forced tool_choice, answered as vLLM does: the reply is the arguments).
+ * Errors as above. */
+int tm_structured_tool_args_gbnf(const json_t *tools, const char *name, char **gbnf, char *err,
+                                 size_t err_len);
+/* 1 when some function in tools has "strict": true. */
+int tm_structured_tools_strict(const json_t *tools);
 const char *tm_so_kind_name(tm_so_kind k); /* "json_schema", ... for logs and metrics */
 
 #ifdef __cplusplus

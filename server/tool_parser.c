@@ -58,6 +58,22 @@ tm_tool_format tm_tool_format_detect(const char *t, size_t len) {
     return TM_TOOLS_NONE;
 }
 
+int tm_tool_format_markup(tm_tool_format f, tm_tool_markup *out) {
+    /* what each family's own template shows its model, and what take_calls accepts */
+    static const tm_tool_markup hermes = {"<tool_call>\n", "\n</tool_call>\n<tool_call>\n",
+                                          "\n</tool_call>", "arguments", "<tool_call>"};
+    static const tm_tool_markup mistral = {"[TOOL_CALLS][", ", ", "]", "arguments", "[TOOL_CALLS]"};
+    /* Llama 3.1: the reply is the JSON call itself (<|python_tag|> is a control token,
+     * which grammars never spell), several separated by "; " */
+    static const tm_tool_markup llama3 = {"", "; ", "", "parameters", NULL};
+    switch (f) {
+    case TM_TOOLS_HERMES: *out = hermes; return 0;
+    case TM_TOOLS_MISTRAL: *out = mistral; return 0;
+    case TM_TOOLS_LLAMA3_JSON: *out = llama3; return 0;
+    default: return TM_EINVAL;
+    }
+}
+
 void tm_tool_delta_free(tm_tool_delta *d) {
     free(d->text);
     free(d->name);

@@ -37,6 +37,20 @@ const char *tm_tool_format_name(tm_tool_format f);
 /* The format a chat template asks its model to write, from its markers, or NONE. */
 tm_tool_format tm_tool_format_detect(const char *template_text, size_t len);
 
+/* How a format writes its calls, as text the parser reads back: what structured output
+ * constrains a forced tool call to (server/structured.h). Static strings. */
+typedef struct tm_tool_markup {
+    const char *prefix;   /* before the first call ("<tool_call>\n") */
+    const char *sep;      /* between two calls, or NULL when a reply holds one call */
+    const char *suffix;   /* after the last call ("\n</tool_call>") */
+    const char *args_key; /* key of a call's arguments: "arguments", or Llama's "parameters" */
+    const char *trigger;  /* the text that starts the calls, for free text before them to
+                             avoid ("<tool_call>"); NULL when a call cannot follow text */
+} tm_tool_markup;
+
+/* The markup of format f; TM_EINVAL for TM_TOOLS_NONE. */
+int tm_tool_format_markup(tm_tool_format f, tm_tool_markup *out);
+
 /* One piece of output. */
 typedef struct tm_tool_delta {
     int is_call;         /* 0: content; 1: a tool call */

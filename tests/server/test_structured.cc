@@ -158,29 +158,94 @@ TEST(Structured, ToolCallGrammarForcedOrAnyFunction) {
          "additionalProperties":false}}}])", 0, nullptr);
     ASSERT_NE(tools, nullptr);
     char *g = nullptr, err[512] = "";
-    ASSERT_EQ(tm_structured_tool_gbnf(tools, nullptr, "<tool_call>\n", "\n</tool_call>", &g, err, sizeof err), 0) << err;
+    tm_tool_markup hermes, llama3, mistral;
+    ASSERT_EQ(tm_tool_format_markup(TM_TOOLS_HERMES, &hermes), 0);
+    ASSERT_EQ(tm_tool_format_markup(TM_TOOLS_LLAMA3_JSON, &llama3), 0);
+    ASSERT_EQ(tm_tool_format_markup(TM_TOOLS_MISTRAL, &mistral), 0);
+    EXPECT_EQ(tm_tool_format_markup(TM_TOOLS_NONE, &mistral), TM_EINVAL);
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, nullptr, &hermes, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), 0) << err;
     tm_grammar *gr = nullptr;
     ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
     auto acc = [&](const std::string &s) { return (bool)tm_grammar_accepts(gr, s.data(), s.size()); };
-    EXPECT_TRUE(acc("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
-    EXPECT_TRUE(acc("<tool_call>\n{\"name\": \"add_item\", \"arguments\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}\n</tool_call>"));
+    const std::string w = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+    const std::string add = "{\"name\": \"add_item\", \"arguments\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}";
+    EXPECT_TRUE(acc("<tool_call>\n" + w + "\n</tool_call>"));
+    EXPECT_TRUE(acc("<tool_call>\n" + add + "\n</tool_call>"));
+    // Hermes writes several calls as several blocks
+    EXPECT_TRUE(acc("<tool_call>\n" + w + "\n</tool_call>\n<tool_call>\n" + add + "\n</tool_call>"));
     EXPECT_FALSE(acc("<tool_call>\n{\"name\": \"add_item\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
-    EXPECT_FALSE(acc("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"));
+    EXPECT_FALSE(acc(w));
+    EXPECT_FALSE(acc("Sure. <tool_call>\n" + w + "\n</tool_call>"));  // forced: no text
+    EXPECT_FALSE(acc(""));
     tm_grammar_destroy(gr);
     free(g);
-    // A forced function: only it.
-    ASSERT_EQ(tm_structured_tool_gbnf(tools, "get_weather", "", "", &g, err, sizeof err), 0) << err;
+    // A forced function: only it (Llama 3.1 names the arguments "parameters").
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, "get_weather", &llama3, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), 0) << err;
     ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
-    EXPECT_TRUE(acc("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"c\"}}"));
-    EXPECT_FALSE(acc("{\"name\": \"add_item\", \"arguments\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}"));
+    EXPECT_TRUE(acc("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\", \"unit\": \"c\"}}"));
+    EXPECT_TRUE(acc("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}; "
+                    "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}"));
+    EXPECT_FALSE(acc("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}"));
+    EXPECT_FALSE(acc("{\"name\": \"add_item\", \"parameters\": {\"item\": {\"sku\": \"a\", \"qty\": 2}}}"));
     tm_grammar_destroy(gr);
     free(g);
-    EXPECT_EQ(tm_structured_tool_gbnf(tools, "nope", "", "", &g, err, sizeof err), TM_EINVAL);
+    // Mistral: one list of calls.
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, nullptr, &mistral, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
+    EXPECT_TRUE(acc("[TOOL_CALLS][" + w + ", " + add + "]"));
+    EXPECT_FALSE(acc("[TOOL_CALLS]" + w));
+    tm_grammar_destroy(gr);
+    free(g);
+    // Optional (auto with a strict function): text that never spells the trigger, then
+    // calls or nothing; only the strict function is held to its parameters.
+    ASSERT_EQ(tm_structured_tool_gbnf(tools, nullptr, &hermes, TM_TOOL_GRAMMAR_OPTIONAL, &g, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
+    EXPECT_TRUE(acc(""));
+    EXPECT_TRUE(acc("It is sunny <b>today</b>, 1 < 2, <tool_call"));
+    EXPECT_TRUE(acc("Let me check.\n<tool_call>\n" + add + "\n</tool_call>"));
+    EXPECT_TRUE(acc("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"anything\": [1]}}\n</tool_call>"));
+    EXPECT_FALSE(acc("<tool_call>\n{\"name\": \"add_item\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
+    EXPECT_FALSE(acc("text <tool_call> more text"));
+    EXPECT_FALSE(acc("<tool_call>\n" + w + "\n</tool_call> and then talk"));
+    // The free text against a reference: random texts built from pieces of the trigger are
+    // accepted exactly when they do not contain it (a call never parses out of them).
+    const char *pieces[] = {"<", "<tool", "<tool_call", "<tool_call>", "tool_call>", "_call>", "t", ">", "x", "\n"};
+    uint64_t rng = 42;
+    for (int it = 0; it < 3000; it++) {
+        std::string s;
+        for (int n = (int)(rng % 7); n >= 0; n--) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            s += pieces[(rng >> 33) % (sizeof pieces / sizeof *pieces)];
+        }
+        EXPECT_EQ(acc(s), s.find("<tool_call>") == std::string::npos) << s;
+    }
+    tm_grammar_destroy(gr);
+    free(g);
+    EXPECT_EQ(tm_structured_tool_gbnf(tools, nullptr, &llama3, TM_TOOL_GRAMMAR_OPTIONAL, &g, err, sizeof err), TM_EINVAL);
+    EXPECT_EQ(tm_structured_tools_strict(tools), 1);
+    EXPECT_EQ(tm_structured_tool_gbnf(tools, "nope", &hermes, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), TM_EINVAL);
     EXPECT_NE(strstr(err, "no function named 'nope'"), nullptr) << err;
+    // The arguments alone, for a named tool_choice.
+    ASSERT_EQ(tm_structured_tool_args_gbnf(tools, "add_item", &g, err, sizeof err), 0) << err;
+    ASSERT_EQ(tm_grammar_parse(g, strlen(g), nullptr, &gr, err, sizeof err), 0) << g << err;
+    EXPECT_TRUE(acc("{\"item\": {\"sku\": \"a\", \"qty\": 2}}"));
+    EXPECT_FALSE(acc("{\"item\": {\"sku\": \"a\"}}"));
+    tm_grammar_destroy(gr);
+    free(g);
+    EXPECT_EQ(tm_structured_tool_args_gbnf(tools, "nope", &g, err, sizeof err), TM_EINVAL);
     json_t *bad = json_loads(R"([{"type":"function","function":{"name":"f","parameters":{"type":"object",
-        "properties":{"a":{"type":"array","uniqueItems":true}}}}}])", 0, nullptr);
-    EXPECT_EQ(tm_structured_tool_gbnf(bad, nullptr, "", "", &g, err, sizeof err), TM_EUNSUPPORTED);
+        "properties":{"a":{"type":"array","uniqueItems":true}}}}},
+        {"type":"function","function":{"name":"ok","parameters":{"type":"object"}}}])", 0, nullptr);
+    EXPECT_EQ(tm_structured_tool_gbnf(bad, nullptr, &hermes, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), TM_EUNSUPPORTED);
     EXPECT_NE(strstr(err, "uniqueItems"), nullptr) << err;
+    EXPECT_NE(strstr(err, "tool 'f'"), nullptr) << err;
+    EXPECT_EQ(tm_structured_tool_args_gbnf(bad, "f", &g, err, sizeof err), TM_EUNSUPPORTED);
+    EXPECT_NE(strstr(err, "uniqueItems"), nullptr) << err;
+    // not forced and not strict: its schema is not compiled, so it cannot fail
+    ASSERT_EQ(tm_structured_tool_gbnf(bad, nullptr, &hermes, TM_TOOL_GRAMMAR_OPTIONAL, &g, err, sizeof err), 0) << err;
+    free(g);
+    ASSERT_EQ(tm_structured_tool_gbnf(bad, "ok", &hermes, TM_TOOL_GRAMMAR_FORCED, &g, err, sizeof err), 0) << err;
+    free(g);
     json_decref(bad);
     json_decref(tools);
 }
