@@ -149,13 +149,6 @@ static void stream_tool_args(tm_job *j, int index, const char *text, size_t n, j
     send_sse(j, envelope(j, chunk_object(j), stream_choice(j, args, lp, NULL)));
 }
 
-/* A whole tool call as OpenAI streams it: the first delta names it, the next carries the
- * arguments. */
-static void stream_tool_call(tm_job *j, const tm_tool_delta *d) {
-    stream_tool_head(j, d->index, d->id, d->name);
-    stream_tool_args(j, d->index, d->arguments, strlen(d->arguments), NULL);
-}
-
 /* The id of a named tool_choice's call (one per choice). */
 static void named_call_id(const tm_job *j, char *id, size_t cap) {
     snprintf(id, cap, "chatcmpl-tool-%s", j->id + 9);
@@ -169,7 +162,8 @@ static void stream_through_tools(tm_job *j, const char *text, size_t n, int fina
     if (tm_tool_parser_feed(j->tools, text, n, final, &d, &nd) != 0) nd = 0;
     for (int i = 0; i < nd; i++) {
         if (d[i].is_call) {
-            stream_tool_call(j, &d[i]);
+            if (d[i].name) stream_tool_head(j, d[i].index, d[i].id, d[i].name);
+            if (*d[i].arguments) stream_tool_args(j, d[i].index, d[i].arguments, strlen(d[i].arguments), NULL);
         } else {
             json_t *body = json_pack("{s:o}", "content", tm_json_text(d[i].text, d[i].text_len));
             send_sse(j, envelope(j, chunk_object(j), stream_choice(j, body, lp, NULL)));
@@ -252,12 +246,23 @@ static json_t *tool_calls_of(tm_job *j, json_t **content) {
     char *text = NULL;
     size_t len = 0;
     for (int i = 0; i < nd; i++) {
-        if (d[i].is_call) {
+        json_t *last = json_array_get(calls, json_array_size(calls) - 1);
+        if (d[i].is_call && !d[i].name && last) { /* more of the last call's arguments */
+            json_t *fn = json_object_get(last, "function");
+            size_t had = json_string_length(json_object_get(fn, "arguments"));
+            char *all = malloc(had + strlen(d[i].arguments) + 1);
+            if (all) {
+                memcpy(all, json_string_value(json_object_get(fn, "arguments")), had);
+                strcpy(all + had, d[i].arguments);
+                json_object_set_new(fn, "arguments", tm_json_text(all, strlen(all)));
+                free(all);
+            }
+        } else if (d[i].is_call && d[i].name) {
             json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", d[i].id, "type",
                                                    "function", "function", "name", d[i].name, "arguments",
                                                    tm_json_text(d[i].arguments, strlen(d[i].arguments))));
             j->tool_finish = 1;
-        } else {
+        } else if (!d[i].is_call) {
             char *q = realloc(text, len + d[i].text_len + 1);
             if (q) memcpy(q + len, d[i].text, d[i].text_len), len += d[i].text_len, q[len] = 0, text = q;
         }

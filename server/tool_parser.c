@@ -25,7 +25,18 @@ struct tm_tool_parser {
     int in_calls;          /* a marker was found at calls_at */
     size_t calls_at;       /* start of the call section */
     int stopped;           /* the call section stopped parsing (junk after the calls) */
-    int n_calls;           /* calls emitted */
+    int n_calls;           /* calls emitted (or begun) */
+    /* A call streamed as it is written: its head (id, name) went out when its name and
+     * the arguments key were read; its arguments go out a JSON token at a time, each
+     * re-serialized as json.dumps writes it, so that the fragments add up to the text a
+     * whole call gets. */
+    int cur_open;          /* the call at cur_at is streaming */
+    size_t cur_at;         /* where its JSON object starts */
+    size_t args_raw;       /* raw argument bytes before this are sent */
+    int args_depth;        /* nesting of [ and { inside the arguments */
+    int args_done;         /* the arguments value ended, or stopped lexing */
+    char *sent;            /* (sent_cap) the argument text sent so far */
+    size_t sent_len, sent_cap;
 };
 
 static const struct {
@@ -93,6 +104,7 @@ int tm_tool_parser_create(tm_tool_format f, uint64_t id_seed, tm_tool_parser **o
 void tm_tool_parser_destroy(tm_tool_parser *p) {
     if (!p) return;
     free(p->buf);
+    free(p->sent);
     free(p);
 }
 
@@ -149,6 +161,22 @@ static int emit_call(tm_tool_parser *p, json_t *obj, tm_tool_delta **out, int *n
     int rc = tm_jinja_json_dumps(args, &text, &len);
     json_decref(empty);
     if (rc) return rc;
+    if (p->cur_open) { /* its head went out: the rest of its arguments */
+        p->cur_open = 0;
+        /* the fragments sent are a prefix of the whole text unless the object repeated
+         * a key (then the client has what was sent) */
+        size_t from = p->sent_len <= len && (!p->sent_len || !memcmp(text, p->sent, p->sent_len)) ? p->sent_len : len;
+        tm_tool_delta *d = push(out, n);
+        if (!d || !(d->arguments = strdup(text + from))) {
+            free(text);
+            return TM_ENOMEM;
+        }
+        free(text);
+        d->is_call = 1;
+        d->index = p->n_calls - 1;
+        call_id(p, d->index, d->id, sizeof d->id);
+        return 0;
+    }
     tm_tool_delta *d = push(out, n);
     if (!d || !(d->name = strdup(json_string_value(name)))) {
         free(text);
@@ -199,6 +227,162 @@ static int json_at(tm_tool_parser *p, size_t at, json_t **v, size_t *end) {
     return json_error_code(&je) == json_error_premature_end_of_input ? 0 : -1;
 }
 
+/* ---- a call streamed as it is written ---- */
+
+/* End of the JSON string that starts at i (the index after its closing quote), or 0
+ * when it is not complete yet. */
+static size_t string_end(const char *s, size_t i, size_t n) {
+    for (size_t j = i + 1; j < n; j++) {
+        if (s[j] == '\\') j++;
+        else if (s[j] == '"') return j + 1;
+    }
+    return 0;
+}
+
+/* Appends the json.dumps text of the JSON scalar at [i, j) to frag; -1 when it is not one. */
+static int put_scalar(tm_tool_parser *p, size_t i, size_t j, char **frag, size_t *flen) {
+    json_error_t je;
+    json_t *v = json_loadb(p->buf + i, j - i, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    char *t = NULL;
+    size_t len = 0;
+    int rc = v ? tm_jinja_json_dumps(v, &t, &len) : -1;
+    json_decref(v);
+    if (rc) return rc == TM_ENOMEM ? rc : -1;
+    char *q = realloc(*frag, *flen + len + 1);
+    if (!q) {
+        free(t);
+        return TM_ENOMEM;
+    }
+    memcpy(q + *flen, t, len);
+    *flen += len;
+    q[*flen] = 0;
+    *frag = q;
+    free(t);
+    return 0;
+}
+
+/* The call object at `at` so far: when it reads {"name": "<name>", "arguments" (or
+ * "parameters"): and the call is not open yet, opens it (sends its head). */
+static int open_call(tm_tool_parser *p, size_t at, tm_tool_delta **out, int *n) {
+    const char *s = p->buf;
+    size_t i = skip_ws(s, at + 1, p->n);
+    static const char key[] = "\"name\"";
+    if (s[at] != '{' || p->n - i < sizeof key - 1 || memcmp(s + i, key, sizeof key - 1)) return 0;
+    i = skip_ws(s, i + sizeof key - 1, p->n);
+    if (i >= p->n || s[i] != ':') return 0;
+    size_t ns = skip_ws(s, i + 1, p->n), ne;
+    if (ns >= p->n || s[ns] != '"' || !(ne = string_end(s, ns, p->n))) return 0;
+    i = skip_ws(s, ne, p->n);
+    if (i >= p->n || s[i] != ',') return 0;
+    i = skip_ws(s, i + 1, p->n);
+    size_t klen = p->n - i >= 11 && !memcmp(s + i, "\"arguments\"", 11)    ? 11
+                  : p->n - i >= 12 && !memcmp(s + i, "\"parameters\"", 12) ? 12 : 0;
+    if (!klen) return 0;
+    i = skip_ws(s, i + klen, p->n);
+    if (i >= p->n || s[i] != ':') return 0;
+    json_error_t je;
+    json_t *name = json_loadb(s + ns, ne - ns, JSON_DECODE_ANY, &je);
+    if (!json_is_string(name)) {
+        json_decref(name);
+        return 0;
+    }
+    tm_tool_delta *d = push(out, n);
+    if (!d || !(d->name = strdup(json_string_value(name))) || !(d->arguments = strdup(""))) {
+        json_decref(name);
+        return TM_ENOMEM;
+    }
+    json_decref(name);
+    d->is_call = 1;
+    d->index = p->n_calls++;
+    call_id(p, d->index, d->id, sizeof d->id);
+    p->cur_open = 1;
+    p->cur_at = at;
+    p->args_raw = i + 1;
+    p->args_depth = 0;
+    p->args_done = 0;
+    p->sent_len = 0;
+    return 0;
+}
+
+/* Sends what is decided of the open call's arguments: complete JSON tokens, each as
+ * json.dumps writes it. A string or number waits until it ends. */
+static int stream_args(tm_tool_parser *p, tm_tool_delta **out, int *n) {
+    char *frag = NULL;
+    size_t flen = 0;
+    int rc = 0;
+    const char *s = p->buf;
+    while (!p->args_done && !rc) {
+        size_t i = skip_ws(s, p->args_raw, p->n), j;
+        if (i >= p->n) break;
+        const char *put = NULL;
+        char c = s[i];
+        if (c == '{' || c == '[') {
+            put = c == '{' ? "{" : "[";
+            p->args_depth++;
+            j = i + 1;
+        } else if (c == '}' || c == ']' || c == ',' || c == ':') {
+            if (p->args_depth == 0) { /* not inside the arguments: stop lexing */
+                p->args_done = 1;
+                break;
+            }
+            put = c == '}' ? "}" : c == ']' ? "]" : c == ',' ? ", " : ": ";
+            if (c == '}' || c == ']') p->args_depth--;
+            j = i + 1;
+        } else if (c == '"') {
+            if (!(j = string_end(s, i, p->n))) break;
+        } else { /* a number or literal ends at a delimiter */
+            for (j = i; j < p->n && s[j] && strchr("+-.0123456789eEtruefalsn", s[j]); j++) continue;
+            if (j == i) {
+                p->args_done = 1;
+                break;
+            }
+            if (j >= p->n) break;
+        }
+        if (put) {
+            size_t k = strlen(put);
+            char *q = realloc(frag, flen + k + 1);
+            if (!q) rc = TM_ENOMEM;
+            else memcpy(q + flen, put, k + 1), flen += k, frag = q;
+        } else if ((rc = put_scalar(p, i, j, &frag, &flen)) < 0 && rc != TM_ENOMEM) {
+            rc = 0; /* not JSON: the whole call decides */
+            p->args_done = 1;
+            break;
+        }
+        p->args_raw = j;
+        if (p->args_depth == 0) p->args_done = 1; /* the value ended */
+    }
+    if (!rc && flen) {
+        if (p->sent_len + flen + 1 > p->sent_cap) {
+            size_t cap = TM_MAX(p->sent_cap * 2, p->sent_len + flen + 1);
+            char *q = realloc(p->sent, cap);
+            if (!q) rc = TM_ENOMEM;
+            else p->sent = q, p->sent_cap = cap;
+        }
+        tm_tool_delta *d = rc ? NULL : push(out, n);
+        if (!rc && !d) rc = TM_ENOMEM;
+        if (!rc) {
+            memcpy(p->sent + p->sent_len, frag, flen);
+            p->sent_len += flen;
+            d->is_call = 1;
+            d->index = p->n_calls - 1;
+            call_id(p, d->index, d->id, sizeof d->id);
+            d->arguments = frag;
+            frag = NULL;
+        }
+    }
+    free(frag);
+    return rc;
+}
+
+/* While the call at `at` is incomplete: its head and the arguments decided so far. */
+static int stream_call(tm_tool_parser *p, size_t at, tm_tool_delta **out, int *n) {
+    if (!p->cur_open) {
+        int rc = open_call(p, at, out, n);
+        if (rc || !p->cur_open) return rc;
+    }
+    return p->cur_at == at ? stream_args(p, out, n) : 0;
+}
+
 static int take_calls(tm_tool_parser *p, int final, tm_tool_delta **out, int *n) {
     const char *m = marker(p->f);
     size_t mlen = strlen(m);
@@ -241,7 +425,7 @@ static int take_calls(tm_tool_parser *p, int final, tm_tool_delta **out, int *n)
             r = json_at(p, at, &v, &end);
         }
         /* jansson cannot always tell a cut value from a wrong one: until the end, wait */
-        if (r == 0 || (r < 0 && !final)) return 0;
+        if (r == 0 || (r < 0 && !final)) return final ? 0 : stream_call(p, at, out, n);
         if (r < 0) {
             p->stopped = 1;
             return 0;

@@ -51,15 +51,18 @@ typedef struct tm_tool_markup {
 /* The markup of format f; TM_EINVAL for TM_TOOLS_NONE. */
 int tm_tool_format_markup(tm_tool_format f, tm_tool_markup *out);
 
-/* One piece of output. */
+/* One piece of output. A call comes as one delta with its name and all its arguments, or,
+ * when it is fed in pieces (streaming), as a first delta with its name and then deltas of
+ * the same index with name NULL carrying further argument text: the concatenated
+ * arguments are the same text either way. */
 typedef struct tm_tool_delta {
-    int is_call;         /* 0: content; 1: a tool call */
+    int is_call;         /* 0: content; 1: a tool call, or more of one */
     char *text;          /* content bytes (malloc'd), or NULL */
     size_t text_len;
     int index;           /* call: its position among the request's calls */
     char id[48];         /* call: its id ("chatcmpl-tool-..." or 9 characters for mistral) */
-    char *name;          /* call: function name (malloc'd) */
-    char *arguments;     /* call: arguments as JSON text (malloc'd) */
+    char *name;          /* call: function name (malloc'd) on a call's first delta, else NULL */
+    char *arguments;     /* call: arguments as JSON text, or the next piece of it (malloc'd) */
 } tm_tool_delta;
 
 void tm_tool_delta_free(tm_tool_delta *d); /* the fields, not d */

@@ -23,6 +23,7 @@ struct Call {
 struct Parsed {
     std::string content;
     std::vector<Call> calls;
+    std::vector<int> fragments;  // deltas per call
 };
 
 // Feeds text in pieces of `step` bytes (0: all at once), then the final empty feed.
@@ -32,8 +33,19 @@ Parsed run(tm_tool_format f, const std::string &text, size_t step) {
     Parsed r;
     auto take = [&](tm_tool_delta *d, int n) {
         for (int i = 0; i < n; i++) {
-            if (d[i].is_call) r.calls.push_back({d[i].name, d[i].arguments, d[i].id, d[i].index});
-            else r.content.append(d[i].text, d[i].text_len);
+            if (d[i].is_call && d[i].name) {
+                r.calls.push_back({d[i].name, d[i].arguments, d[i].id, d[i].index});
+                r.fragments.push_back(1);
+            } else if (d[i].is_call) {  // more of the last call's arguments
+                EXPECT_FALSE(r.calls.empty());
+                if (r.calls.empty()) continue;
+                EXPECT_EQ(d[i].index, r.calls.back().index);
+                EXPECT_EQ(std::string(d[i].id), r.calls.back().id);
+                r.calls.back().arguments += d[i].arguments;
+                r.fragments.back()++;
+            } else {
+                r.content.append(d[i].text, d[i].text_len);
+            }
             tm_tool_delta_free(&d[i]);
         }
         free(d);
@@ -85,6 +97,31 @@ TEST(ToolParser, Hermes) {
     expect(H, "x<tool_call>\n{\"name\": broken}\n</tool_call>", "x<tool_call>\n{\"name\": broken}\n</tool_call>", {});
     // an unclosed call at the end still counts once its JSON is complete
     expect(H, "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}}", "", {{"f", "{\"a\": 1}"}});
+}
+
+TEST(ToolParser, StreamedArgumentsComeInFragmentsThatAddUpToTheWholeCall) {
+    // Spacing, escapes and number spellings are re-serialized token by token as
+    // json.dumps writes the whole value, so the fragments join to the same text.
+    const std::string call = "{\"name\" : \"f\",\n \"arguments\":{ \"s\": \"a\\/b\\u00e9\\\"\" , \"n\":1E2,"
+                             "\"m\":-0.50, \"l\": [ ], \"o\": {\"k\" :false, \"z\": null}}}";
+    const std::string args = "{\"s\": \"a/b\xc3\xa9\\\"\", \"n\": 100.0, \"m\": -0.5, \"l\": [], "
+                             "\"o\": {\"k\": false, \"z\": null}}";
+    expect(TM_TOOLS_HERMES, "<tool_call>\n" + call + "\n</tool_call>", "", {{"f", args}});
+    expect(TM_TOOLS_LLAMA3_JSON, call, "", {{"f", args}});
+    EXPECT_EQ(run(TM_TOOLS_HERMES, "<tool_call>\n" + call + "\n</tool_call>", 0).fragments, std::vector<int>{1});
+    Parsed r = run(TM_TOOLS_HERMES, "<tool_call>\n" + call + "\n</tool_call><tool_call>" + call + "</tool_call>", 1);
+    ASSERT_EQ(r.calls.size(), 2u);
+    EXPECT_GT(r.fragments[0], 10) << "a byte at a time, the arguments stream token by token";
+    EXPECT_GT(r.fragments[1], 10);
+    // a stream cut inside the arguments keeps what was sent (the head went out)
+    r = run(TM_TOOLS_HERMES, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": [1, 2", 1);
+    ASSERT_EQ(r.calls.size(), 1u);
+    EXPECT_EQ(r.calls[0].arguments, "{\"a\": [1, ");
+    // keys in another order: the call comes whole when it is complete
+    r = run(TM_TOOLS_HERMES, "<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"g\"}</tool_call>", 1);
+    ASSERT_EQ(r.calls.size(), 1u);
+    EXPECT_EQ(r.calls[0].arguments, "{\"a\": 1}");
+    EXPECT_EQ(r.fragments[0], 1);
 }
 
 TEST(ToolParser, Llama3Json) {
