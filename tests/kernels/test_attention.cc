@@ -23,14 +23,13 @@ extern "C" {
 #include "kernels/cpu/simd.h"
 }
 #include "tests/kernels/cpu_ops_helpers.h"
+#include "tests/kernels/paged_batch.h"
 
 namespace {
 
 using namespace tm_test;
 
-struct Seq {
-    int ctx, q_len; // context after the step; new tokens (the last q_len positions)
-};
+using Seq = PagedSeq;
 
 struct AttnCase {
     int n_kv_heads, group, head_dim, block_size;
@@ -42,69 +41,30 @@ struct AttnCase {
 };
 
 // Everything one attention call needs, with dense per-sequence K/V for the naive reference.
-struct AttnData {
+struct AttnData : PagedBatch {
     AttnCase c;
-    int n_heads = 0, n_tokens = 0, n_blocks = 0, max_blocks = 0;
+    int n_heads = 0;
     const int n_layers = 2, layer = 1; // layer 0 is all NaN: a wrong layer offset shows
     std::vector<std::vector<float>> K, V; // per seq (ctx, n_kv_heads, head_dim), f16-exact
     std::vector<std::vector<float>> Kc, Vc; // what the cache holds: K, V (f16) or dequantized int8
     std::vector<float> q;                 // (n_tokens, n_heads, head_dim)
     std::vector<float> qc;                // q as the kernel multiplies it: q, or int8 (ops.h) for an int8 cache
-    std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
     float scale = 0;
 
-    explicit AttnData(const AttnCase &cs) : c(cs) {
-        std::mt19937 g(c.seed);
+    // three spare pages hold NaN
+    explicit AttnData(const AttnCase &cs) : PagedBatch(cs.seqs, cs.block_size, 3, cs.seed), c(cs) {
         n_heads = c.n_kv_heads * c.group;
-        int total_blocks = 0;
-        for (const Seq &s : c.seqs) {
-            int nb = (s.ctx + c.block_size - 1) / c.block_size;
-            total_blocks += nb;
-            max_blocks = std::max(max_blocks, nb + 1); // one spare column, filled with -1
-        }
-        n_blocks = total_blocks + 3; // spare pages hold NaN
-        std::vector<int32_t> pages(n_blocks);
-        std::iota(pages.begin(), pages.end(), 0);
-        std::shuffle(pages.begin(), pages.end(), g); // non-contiguous, out-of-order tables
-        table.assign(c.seqs.size() * max_blocks, -1);
-        int next_page = 0;
-        seq_start.push_back(0);
-        for (size_t s = 0; s < c.seqs.size(); s++) {
-            const Seq &sq = c.seqs[s];
-            for (int b = 0; b * c.block_size < sq.ctx; b++) table[s * max_blocks + b] = pages[next_page++];
+        for (const Seq &sq : c.seqs) {
             size_t n = (size_t)sq.ctx * c.n_kv_heads * c.head_dim;
             K.push_back(f16_round(randu(n, g())));
             V.push_back(f16_round(randu(n, g())));
             Kc.push_back(c.dtype == TM_KV_INT8 ? int8_round(K.back(), c.head_dim).deq : K.back());
             Vc.push_back(c.dtype == TM_KV_INT8 ? int8_round(V.back(), c.head_dim).deq : V.back());
-            for (int i = 0; i < sq.q_len; i++) {
-                int p = sq.ctx - sq.q_len + i;
-                pos.push_back(p);
-                tokens.push_back(0);
-                slots.push_back(table[s * max_blocks + p / c.block_size] * c.block_size + p % c.block_size);
-            }
-            ctx_len.push_back(sq.ctx);
-            n_tokens += sq.q_len;
-            seq_start.push_back(n_tokens);
         }
         // Scores of a few units so the softmax is neither flat nor one-hot.
         q = randu((size_t)n_tokens * n_heads * c.head_dim, g(), -3.0f, 3.0f);
         qc = c.dtype == TM_KV_INT8 ? int8_round(q, c.head_dim).deq : q;
         scale = 1.0f / std::sqrt((float)c.head_dim);
-    }
-
-    tm_batch batch() const {
-        tm_batch b = {};
-        b.n_tokens = n_tokens;
-        b.n_seqs = (int)c.seqs.size();
-        b.tokens = tokens.data();
-        b.pos = pos.data();
-        b.seq_start = seq_start.data();
-        b.ctx_len = ctx_len.data();
-        b.block_table = table.data();
-        b.max_blocks = max_blocks;
-        b.slots = slots.data();
-        return b;
     }
 
     // Naive reference: dense K/V, softmax in double.
@@ -152,7 +112,7 @@ tm_kv_cache *fill_cache(Backend &B, const AttnData &d) {
         int ctx = c.seqs[s].ctx;
         std::vector<int32_t> slots(ctx);
         for (int p = 0; p < ctx; p++) {
-            slots[p] = d.table[s * d.max_blocks + p / c.block_size] * c.block_size + p % c.block_size;
+            slots[p] = d.slot(s, p);
             used[slots[p]] = 1;
         }
         float *pk = B.up(d.K[s]), *pv = B.up(d.V[s]);

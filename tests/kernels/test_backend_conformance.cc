@@ -34,6 +34,7 @@ tm_backend *tm_backend_cuda_sim_create(int device_id, char *err, size_t err_len)
 #endif
 }
 
+#include "tests/kernels/paged_batch.h"
 #include "tests/test_env.h"
 
 namespace {
@@ -482,23 +483,10 @@ std::vector<float> run_attention(tm_backend *be, const std::vector<SeqSpec> &seq
                                  int head_dim, int block_size, uint32_t seed, std::string *fail, int window = 0,
                                  float softcap = 0.0f) {
     const int n_seqs = (int)seqs.size();
-    int max_blocks = 1, n_blocks = 0;
-    for (auto &s : seqs) {
-        int b = (s.cached + s.fresh + block_size - 1) / block_size;
-        max_blocks = std::max(max_blocks, b);
-        n_blocks += b;
-    }
-    n_blocks += 3; // pages nobody uses, poisoned below
-    std::vector<int32_t> page(n_blocks);
-    std::iota(page.begin(), page.end(), 0);
-    std::shuffle(page.begin(), page.end(), std::mt19937(seed));
-    std::vector<int32_t> table((size_t)n_seqs * max_blocks, -1), ctx_len(n_seqs), seq_start(n_seqs + 1, 0);
-    for (int s = 0, next = 0; s < n_seqs; s++) {
-        ctx_len[s] = seqs[s].cached + seqs[s].fresh;
-        for (int b = 0; b < (ctx_len[s] + block_size - 1) / block_size; b++) table[(size_t)s * max_blocks + b] = page[next++];
-        seq_start[s + 1] = seq_start[s] + seqs[s].fresh;
-    }
-    const int n_tokens = seq_start[n_seqs];
+    std::vector<tm_test::PagedSeq> layout;
+    for (auto &s : seqs) layout.push_back({s.cached + s.fresh, s.fresh});
+    const tm_test::PagedBatch pb(layout, block_size, 3, seed); // three pages nobody uses, poisoned below
+    const int n_blocks = pb.n_blocks, n_tokens = pb.n_tokens;
     const int kvd = n_kv * head_dim, qd = n_heads * head_dim;
 
     tm_kv_shape shape = {1, n_blocks, block_size, n_kv, head_dim, TM_KV_F16};
@@ -511,8 +499,8 @@ std::vector<float> run_attention(tm_backend *be, const std::vector<SeqSpec> &seq
     for (int pass = 0; pass < 2; pass++) {
         std::vector<int32_t> slots;
         for (int s = 0; s < n_seqs; s++) {
-            int lo = pass == 0 ? 0 : seqs[s].cached, hi = pass == 0 ? seqs[s].cached : ctx_len[s];
-            for (int p = lo; p < hi; p++) slots.push_back(table[(size_t)s * max_blocks + p / block_size] * block_size + p % block_size);
+            int lo = pass == 0 ? 0 : seqs[s].cached, hi = pass == 0 ? seqs[s].cached : pb.ctx_len[s];
+            for (int p = lo; p < hi; p++) slots.push_back(pb.slot(s, p));
         }
         if (slots.empty()) continue;
         auto k = randn(slots.size() * kvd, seed + 10 + pass), v = randn(slots.size() * kvd, seed + 20 + pass);
@@ -526,31 +514,14 @@ std::vector<float> run_attention(tm_backend *be, const std::vector<SeqSpec> &seq
     {
         std::vector<int32_t> slots;
         for (int b = n_blocks - 3; b < n_blocks; b++)
-            for (int o = 0; o < block_size; o++) slots.push_back(page[b] * block_size + o);
+            for (int o = 0; o < block_size; o++) slots.push_back(pb.pages[b] * block_size + o);
         for (int s = 0; s < n_seqs; s++)
-            for (int p = ctx_len[s]; p % block_size; p++)
-                slots.push_back(table[(size_t)s * max_blocks + p / block_size] * block_size + p % block_size);
+            for (int p = pb.ctx_len[s]; p % block_size; p++) slots.push_back(pb.slot(s, p));
         std::vector<float> nan(slots.size() * kvd, NAN);
         auto dn = DevBuf::of(be, nan);
         be->kv_store(be, kv, 0, dn->f(), dn->f(), slots.data(), (int)slots.size());
     }
-    std::vector<int32_t> pos(n_tokens), tok_slots(n_tokens), tokens(n_tokens, 0);
-    for (int s = 0; s < n_seqs; s++)
-        for (int i = 0; i < seqs[s].fresh; i++) {
-            int p = seqs[s].cached + i, t = seq_start[s] + i;
-            pos[t] = p;
-            tok_slots[t] = table[(size_t)s * max_blocks + p / block_size] * block_size + p % block_size;
-        }
-    tm_batch b = {};
-    b.n_tokens = n_tokens;
-    b.n_seqs = n_seqs;
-    b.tokens = tokens.data();
-    b.pos = pos.data();
-    b.seq_start = seq_start.data();
-    b.ctx_len = ctx_len.data();
-    b.block_table = table.data();
-    b.max_blocks = max_blocks;
-    b.slots = tok_slots.data();
+    const tm_batch b = pb.batch();
     auto q = randn((size_t)n_tokens * qd, seed + 30);
     auto dq = DevBuf::of(be, q);
     auto out = DevBuf::poisoned(be, (size_t)n_tokens * qd);
@@ -806,7 +777,9 @@ TEST_P(Conformance, TwoLayerModelForward) {
     ASSERT_EQ(tm_convert_file_layers(path, cut.c_str(), TM_DTYPE_Q4_1, 2, err, sizeof err), 0) << err;
     auto open = [&](tm_backend *be, tm_model **m, char *e, size_t n) {
         int rc = tm_model_load(cut.c_str(), be, m, e, n);
-        if (!rc) EXPECT_EQ(tm_model_get_config(*m)->n_layers, 2);
+        if (!rc) {
+            EXPECT_EQ(tm_model_get_config(*m)->n_layers, 2);
+        }
         return rc;
     };
     std::vector<float> want, got;

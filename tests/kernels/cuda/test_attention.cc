@@ -35,15 +35,15 @@
 extern "C" {
 #include "kernels/cpu/simd.h"
 }
+#include "tests/kernels/paged_batch.h"
 
 namespace {
 
 const double kBound = 1e-3;
 const uint16_t kHalfNaN = 0x7e00;
 
-struct Seq {
-    int ctx, q_len; // context after the step; new tokens (the last q_len positions)
-};
+using tm_test::PagedBatch;
+using Seq = tm_test::PagedSeq;
 
 struct Case {
     int n_kv_heads, group, head_dim, block_size;
@@ -74,70 +74,30 @@ T *to_device(const std::vector<T> &v) {
 }
 
 // One batch step: the sequences' pages, K/V of both layers, queries, index arrays.
-struct Data {
+struct Data : PagedBatch {
     Case c;
-    int n_heads = 0, n_tokens = 0, n_blocks = 0, max_blocks = 0;
+    int n_heads = 0;
     static const int n_layers = 2;
     std::vector<std::vector<float>> K[n_layers], V[n_layers]; // [layer][seq] (ctx, n_kv_heads, head_dim)
     std::vector<float> q;                                     // (n_tokens, n_heads, head_dim)
-    std::vector<int32_t> tokens, pos, seq_start, ctx_len, table, slots;
     float scale = 0;
     int window = 0;
     float softcap = 0.0f;
 
-    explicit Data(const Case &cs) : c(cs), window(cs.window), softcap(cs.softcap) {
-        std::mt19937 g(c.seed);
+    // three spare pages stay NaN
+    explicit Data(const Case &cs)
+        : PagedBatch(cs.seqs, cs.block_size, 3, cs.seed), c(cs), window(cs.window), softcap(cs.softcap) {
         n_heads = c.n_kv_heads * c.group;
-        int total = 0;
-        for (const Seq &s : c.seqs) {
-            int nb = (s.ctx + c.block_size - 1) / c.block_size;
-            total += nb;
-            max_blocks = std::max(max_blocks, nb + 1); // a spare column of -1
-        }
-        n_blocks = total + 3; // spare pages stay NaN
-        std::vector<int32_t> pages(n_blocks);
-        std::iota(pages.begin(), pages.end(), 0);
-        std::shuffle(pages.begin(), pages.end(), g);
-        table.assign(c.seqs.size() * max_blocks, -1);
-        int next = 0;
-        seq_start.push_back(0);
-        for (size_t s = 0; s < c.seqs.size(); s++) {
-            const Seq &sq = c.seqs[s];
-            for (int b = 0; b * c.block_size < sq.ctx; b++) table[s * max_blocks + b] = pages[next++];
+        for (const Seq &sq : c.seqs) {
             const size_t n = (size_t)sq.ctx * c.n_kv_heads * c.head_dim;
             for (int l = 0; l < n_layers; l++) {
                 K[l].push_back(randu(n, g, -1.0f, 1.0f));
                 V[l].push_back(randu(n, g, -1.0f, 1.0f));
             }
-            for (int i = 0; i < sq.q_len; i++) {
-                const int p = sq.ctx - sq.q_len + i;
-                pos.push_back(p);
-                tokens.push_back(0);
-                slots.push_back(slot(s, p));
-            }
-            ctx_len.push_back(sq.ctx);
-            n_tokens += sq.q_len;
-            seq_start.push_back(n_tokens);
         }
         // scores of a few units: the softmax is neither flat nor one-hot
         q = randu((size_t)n_tokens * n_heads * c.head_dim, g, -3.0f, 3.0f);
         scale = 1.0f / std::sqrt((float)c.head_dim);
-    }
-
-    int slot(size_t s, int p) const { return table[s * max_blocks + p / c.block_size] * c.block_size + p % c.block_size; }
-
-    tm_batch batch() const {
-        tm_batch b = {};
-        b.n_tokens = n_tokens;
-        b.n_seqs = (int)c.seqs.size();
-        b.tokens = tokens.data();
-        b.pos = pos.data();
-        b.seq_start = seq_start.data();
-        b.ctx_len = ctx_len.data();
-        b.block_table = table.data();
-        b.max_blocks = max_blocks;
-        b.slots = slots.data();
-        return b;
     }
 
     tm_kv_shape shape() const { return {n_layers, n_blocks, c.block_size, c.n_kv_heads, c.head_dim, TM_KV_F16}; }
