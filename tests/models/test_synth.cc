@@ -28,6 +28,7 @@ extern "C" {
 #include "models/model.h"
 #include "models/synth.h"
 }
+#include "tests/models/prefill_batch.h"
 
 namespace {
 
@@ -288,21 +289,8 @@ class Forward {
     // Logits (n, n_vocab) of ids at positions 0..n-1 in one batch.
     std::vector<float> run(const std::vector<int32_t> &ids) {
         const int n = (int)ids.size();
-        std::vector<int32_t> pos(n), rows(n), table = {0, 1, 2, 3};
-        for (int i = 0; i < n; i++) pos[i] = rows[i] = i;
-        int32_t seq_start[2] = {0, n}, ctx_len[1] = {n};
-        tm_batch b = {};
-        b.n_tokens = n;
-        b.n_seqs = 1;
-        b.tokens = ids.data();
-        b.pos = pos.data();
-        b.seq_start = seq_start;
-        b.ctx_len = ctx_len;
-        b.block_table = table.data();
-        b.max_blocks = 4;
-        b.slots = pos.data();
-        b.n_logits = n;
-        b.logit_rows = rows.data();
+        PrefillBatch pb(ids);
+        const tm_batch &b = pb.b;
         std::vector<float> logits((size_t)n * n_vocab(), NAN);
         char err[256] = "";
         EXPECT_EQ(tm_model_forward(m_, kv_, &b, logits.data(), err, sizeof err), 0) << err;

@@ -39,6 +39,7 @@ extern "C" {
 #include "models/model.h"
 #include "models/synth.h"
 }
+#include "tests/models/prefill_batch.h"
 
 namespace {
 
@@ -111,21 +112,8 @@ bool forward(tm_gguf *g, const std::vector<int32_t> &ids, std::vector<float> *lo
     tm_kv_cache *kv = nullptr;
     bool ok = false;
     const int n = (int)ids.size();
-    std::vector<int32_t> pos(n), table = {0, 1, 2, 3};
-    for (int i = 0; i < n; i++) pos[i] = i;
-    int32_t seq_start[2] = {0, n}, ctx_len[1] = {n};
-    tm_batch b = {};
-    b.n_tokens = n;
-    b.n_seqs = 1;
-    b.tokens = ids.data();
-    b.pos = pos.data();
-    b.seq_start = seq_start;
-    b.ctx_len = ctx_len;
-    b.block_table = table.data();
-    b.max_blocks = 4;
-    b.slots = pos.data();
-    b.n_logits = n;
-    b.logit_rows = pos.data();
+    PrefillBatch pb(ids);
+    const tm_batch &b = pb.b;
     if (tm_model_load_gguf(g, "synth", be, nullptr, nullptr, &m, err, sizeof err)) {
         *msg = err;
     } else if (tm_model_kv_create(m, 4, 16, TM_KV_F16, &kv, err, sizeof err)) {
