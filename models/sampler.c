@@ -155,7 +155,8 @@ static void apply_penalties(const tm_sampling_params *p, float *logits, int n_vo
     }
 }
 
-static void sort_candidates(float *val, int32_t *id, int n);
+static void heap_build(float *val, int32_t *id, int n);
+static void heap_pop(float *val, int32_t *id, int *h);
 
 int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32_t *prompt,
                           int n_prompt, const int32_t *output, int n_output, void *scratch) {
@@ -191,50 +192,65 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
             n++;
         }
     }
-    sort_candidates(val, id, n);
-    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    /* The survivors are val/id[lo, n). Only top_k and top_p need them in order, and then
+     * only their best few: a heap hands those out one at a time, best first, to the end of
+     * the arrays (O(n + k log n)), instead of sorting the whole vocabulary for every row. */
+    int lo = 0, h = n, sorted = 0;
+    if (p->top_k > 0 && p->top_k < n) {
+        heap_build(val, id, n);
+        while (n - h < p->top_k) heap_pop(val, id, &h);
+        lo = h, sorted = 1;
+    }
 
-    /* Softmax over the survivors (val[0] is the max). */
+    /* Softmax over the survivors; best is their largest value. */
     double sum = 0.0;
-    const float top = val[0];
-    for (int i = 0; i < n; i++) {
-        val[i] = expf(val[i] - top);
+    for (int i = lo; i < n; i++) {
+        val[i] = expf(val[i] - best);
         sum += val[i];
     }
-    for (int i = 0; i < n; i++) val[i] = (float)(val[i] / sum);
+    for (int i = lo; i < n; i++) val[i] = (float)(val[i] / sum);
 
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        /* the smallest best-first run whose mass reaches top_p */
         double cum = 0.0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            cum += val[i];
-            if (cum >= p->top_p) {
-                keep = i + 1;
-                break;
+        if (sorted) {
+            int i = n - 1;
+            while (i > lo && (cum += val[i]) < p->top_p) i--;
+            lo = i;
+        } else {
+            heap_build(val + lo, id + lo, n - lo);
+            h = n - lo;
+            while (h > 0 && cum < p->top_p) {
+                heap_pop(val + lo, id + lo, &h);
+                cum += val[lo + h];
             }
+            lo += h, sorted = 1;
         }
-        n = keep;
     }
     if (p->min_p > 0.0f) {
-        float floor_p = p->min_p * val[0];
-        int keep = 1;
-        while (keep < n && val[keep] >= floor_p) keep++;
-        n = keep;
+        /* keep those within min_p of the best, in their order */
+        float p_best = 0.0f;
+        for (int i = lo; i < n; i++) p_best = fmaxf(p_best, val[i]);
+        const float floor_p = p->min_p * p_best;
+        int w = n;
+        for (int i = n - 1; i >= lo; i--)
+            if (val[i] >= floor_p) val[--w] = val[i], id[w] = id[i];
+        lo = w;
     }
 
     double total = 0.0;
-    for (int i = 0; i < n; i++) total += val[i];
+    for (int i = lo; i < n; i++) total += val[i];
     double u = tm_rng_uniform(&s->rng) * total;
     double cum = 0.0;
-    for (int i = 0; i < n; i++) {
+    for (int i = n - 1; i >= lo; i--) { /* best first where sorted */
         cum += val[i];
         if (u < cum) return id[i];
     }
-    return id[n - 1];
+    return id[lo];
 }
 
-/* Sorts (val, id) pairs by val descending, ties by id ascending (deterministic). Heap
- * sort: no allocation, O(n log n), n is small after the cut. */
+/* A heap of (val, id) pairs whose root sorts first: val descending, ties by id ascending
+ * (deterministic). No allocation. */
 static int before(const float *val, const int32_t *id, int a, int b) {
     return val[a] > val[b] || (val[a] == val[b] && id[a] < id[b]);
 }
@@ -252,20 +268,21 @@ static void sift_down(float *val, int32_t *id, int root, int n) {
     for (;;) {
         int c = 2 * root + 1;
         if (c >= n) return;
-        /* min-heap under `before`: the root is the element that sorts last */
-        if (c + 1 < n && before(val, id, c, c + 1)) c++;
-        if (!before(val, id, root, c)) return;
+        if (c + 1 < n && before(val, id, c + 1, c)) c++;
+        if (!before(val, id, c, root)) return;
         swap2(val, id, root, c);
         root = c;
     }
 }
 
-static void sort_candidates(float *val, int32_t *id, int n) {
+static void heap_build(float *val, int32_t *id, int n) {
     for (int i = n / 2 - 1; i >= 0; i--) sift_down(val, id, i, n);
-    for (int end = n - 1; end > 0; end--) {
-        swap2(val, id, 0, end);
-        sift_down(val, id, 0, end);
-    }
+}
+
+/* Moves the root (the best of the heap's *h entries) to position *h - 1 and shrinks it. */
+static void heap_pop(float *val, int32_t *id, int *h) {
+    swap2(val, id, 0, --*h);
+    sift_down(val, id, 0, *h);
 }
 
 static float log_sum_exp(const float *logits, int n_vocab, float *max_out) {

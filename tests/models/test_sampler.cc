@@ -2,6 +2,7 @@
 // penalties, and the distribution of draws against the softmax it samples from.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -328,3 +329,79 @@ TEST(SamplerProcessors, HoldsAtMostTheLimitAndFailuresEndTheDraw) {
 }
 
 }  // namespace
+
+namespace {
+
+// The slow reference of the filters: the whole candidate list sorted (value descending,
+// ties by id), top_k, softmax, the shortest prefix reaching top_p, min_p of the best.
+// Returns each survivor's probability (0 for the others).
+std::vector<double> reference_filter(const std::vector<float> &logits, const tm_sampling_params &p) {
+    const int n = (int)logits.size();
+    std::vector<int> order(n);
+    for (int i = 0; i < n; i++) order[i] = i;
+    std::vector<float> v(n);
+    for (int i = 0; i < n; i++) v[i] = logits[i] * (1.0f / p.temperature);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+    int keep = p.top_k > 0 && p.top_k < n ? p.top_k : n;
+    std::vector<double> prob(keep);
+    double z = 0;
+    for (int i = 0; i < keep; i++) z += prob[i] = std::exp((double)v[order[i]] - v[order[0]]);
+    for (auto &x : prob) x /= z;
+    if (p.top_p > 0 && p.top_p < 1) {
+        double cum = 0;
+        for (int i = 0; i < keep; i++)
+            if ((cum += prob[i]) >= p.top_p) {
+                keep = i + 1;
+                break;
+            }
+    }
+    if (p.min_p > 0) {
+        int k = 1;
+        while (k < keep && prob[k] >= p.min_p * prob[0]) k++;
+        keep = k;
+    }
+    std::vector<double> out(n, 0.0);
+    double total = 0;
+    for (int i = 0; i < keep; i++) total += prob[i];
+    for (int i = 0; i < keep; i++) out[order[i]] = prob[i] / total;
+    return out;
+}
+
+} // namespace
+
+// The sampler hands out only the best few candidates (a heap, not a sort of the whole
+// vocabulary): every filter and their combinations draw from exactly the reference's
+// survivors, at the reference's probabilities. Logits rounded to quarter units make ties,
+// some of them at the top_k boundary (the lower id wins there).
+TEST(Sampler, FiltersMatchTheSortedReference) {
+    struct Combo {
+        int top_k;
+        float top_p, min_p, temperature;
+    };
+    const Combo combos[] = {{0, 1, 0, 1},      {5, 1, 0, 1},     {50, 1, 0, 2},     {0, 0.5f, 0, 1},
+                            {0, 0.9f, 0, 1.5f}, {0, 1, 0.05f, 1}, {20, 0.8f, 0, 1},  {0, 0.9f, 0.1f, 1},
+                            {30, 0.95f, 0.02f, 1}, {7, 1, 0.3f, 0.8f}};
+    int combo_no = 0;
+    for (const Combo &c : combos) {
+        std::vector<float> logits = random_logits(400, 100 + combo_no);
+        for (auto &x : logits) x = std::round(x * 4) / 4;
+        auto p = params();
+        p.top_k = c.top_k, p.top_p = c.top_p, p.min_p = c.min_p, p.temperature = c.temperature;
+        p.seed = 1000 + combo_no;
+        std::vector<double> want = reference_filter(logits, p);
+        Sampler s(400);
+        const int draws = 20000;
+        std::vector<int> got(400, 0);
+        for (int i = 0; i < draws; i++) got[s.sample(p, logits)]++;
+        for (int t = 0; t < 400; t++) {
+            if (want[t] == 0) {
+                EXPECT_EQ(got[t], 0) << "combo " << combo_no << ": token " << t << " is filtered out";
+            } else {
+                // 5 standard deviations of a binomial count, and one draw
+                double sd = std::sqrt(draws * want[t] * (1 - want[t]));
+                EXPECT_NEAR(got[t], draws * want[t], 5 * sd + 1) << "combo " << combo_no << ": token " << t;
+            }
+        }
+        combo_no++;
+    }
+}
