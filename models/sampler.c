@@ -183,12 +183,18 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
         if (logits[i] > best) best = logits[i];
     if (!(best > -INFINITY)) return TM_EINVAL; /* every token forbidden (or NaN) */
     best *= inv_t;
+    /* The candidates within the cut of the best, each as exp(v - best): probabilities up to
+     * their sum, which the filters below never need divided out (top_p compares with a
+     * fraction of the sum, min_p with a fraction of the best, 1). One pass. */
     int n = 0;
+    double mass = 0.0;
     for (int i = 0; i < n_vocab; i++) {
-        float v = logits[i] * inv_t;
-        if (v >= best - TM_SAMPLER_LOGIT_CUT) {
-            val[n] = v;
+        float v = logits[i] * inv_t - best;
+        if (v >= -TM_SAMPLER_LOGIT_CUT) {
+            float e = expf(v);
+            val[n] = e;
             id[n] = i;
+            mass += e;
             n++;
         }
     }
@@ -200,46 +206,41 @@ int32_t tm_sampler_sample(tm_sampler *s, float *logits, int n_vocab, const int32
         heap_build(val, id, n);
         while (n - h < p->top_k) heap_pop(val, id, &h);
         lo = h, sorted = 1;
+        mass = 0.0;
+        for (int i = n - 1; i >= lo; i--) mass += val[i];
     }
-
-    /* Softmax over the survivors; best is their largest value. */
-    double sum = 0.0;
-    for (int i = lo; i < n; i++) {
-        val[i] = expf(val[i] - best);
-        sum += val[i];
-    }
-    for (int i = lo; i < n; i++) val[i] = (float)(val[i] / sum);
-
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
         /* the smallest best-first run whose mass reaches top_p */
+        const double want = p->top_p * mass;
         double cum = 0.0;
         if (sorted) {
             int i = n - 1;
-            while (i > lo && (cum += val[i]) < p->top_p) i--;
+            while (i > lo && (cum += val[i]) < want) i--;
             lo = i;
         } else {
             heap_build(val + lo, id + lo, n - lo);
             h = n - lo;
-            while (h > 0 && cum < p->top_p) {
+            while (h > 0 && cum < want) {
                 heap_pop(val + lo, id + lo, &h);
                 cum += val[lo + h];
             }
-            lo += h, sorted = 1;
+            lo += h;
         }
     }
     if (p->min_p > 0.0f) {
-        /* keep those within min_p of the best, in their order */
-        float p_best = 0.0f;
-        for (int i = lo; i < n; i++) p_best = fmaxf(p_best, val[i]);
-        const float floor_p = p->min_p * p_best;
+        /* keep those within min_p of the best (exp(0) = 1), in their order */
         int w = n;
         for (int i = n - 1; i >= lo; i--)
-            if (val[i] >= floor_p) val[--w] = val[i], id[w] = id[i];
+            if (val[i] >= p->min_p) val[--w] = val[i], id[w] = id[i];
         lo = w;
     }
 
     double total = 0.0;
-    for (int i = lo; i < n; i++) total += val[i];
+    if (lo == 0) {
+        total = mass;
+    } else {
+        for (int i = lo; i < n; i++) total += val[i];
+    }
     double u = tm_rng_uniform(&s->rng) * total;
     double cum = 0.0;
     for (int i = n - 1; i >= lo; i--) { /* best first where sorted */
