@@ -48,6 +48,7 @@ typedef struct conn {
     int status;                     /* HTTP status of the response */
     double start_t;                 /* when the request was sent (tm_time_s) */
     double now;                     /* when the bytes being parsed were read */
+    double first_choice_t;          /* first event with a choice (0: none yet) */
     double last_choice_t;           /* last event with a choice */
     double last_content_t;          /* last event with output text */
     int cache_n;                    /* llama.cpp's timings.cache_n, -1 if absent */
@@ -189,7 +190,13 @@ static void finish_request(conn *c, int keep) {
         tm_bench_error_text(c->errbody, c->errbody_len, msg, sizeof msg);
         set_err(c, "HTTP %d: %s", c->status, msg);
     }
-    if (!c->errmsg[0] && r->n_chunks == 0) set_err(c, "the stream carried no output text");
+    /* Tokens whose text is empty (a synthetic model's padding pieces, control tokens) still
+     * count when the server's usage says it generated them: TTFT is then the first choice
+     * event. Without text and without such usage the request failed. */
+    if (!c->errmsg[0] && r->n_chunks == 0) {
+        if (r->output_tokens > 0 && c->first_choice_t > 0) r->ttft_s = c->first_choice_t - c->start_t;
+        else set_err(c, "the stream carried no output text");
+    }
     r->ok = !c->errmsg[0];
     if (r->ok) {
         double last = fmax(c->last_choice_t, c->last_content_t);
@@ -299,6 +306,7 @@ static int on_event(void *user, const char *data, size_t len) {
         } else {
             t = json_object_get(ch, "text");
         }
+        if (c->first_choice_t == 0) c->first_choice_t = c->now;
         c->last_choice_t = c->now;
         if (json_is_string(t) && json_string_length(t) > 0) {
             if (r->n_chunks == 0) r->ttft_s = c->now - c->start_t;
@@ -458,7 +466,7 @@ static void start_request(loadgen *g, int idx, int fresh) {
     c->errmsg[0] = 0;
     c->errbody_len = 0;
     c->cache_n = -1;
-    c->last_choice_t = c->last_content_t = 0;
+    c->first_choice_t = c->last_choice_t = c->last_content_t = 0;
     llhttp_init(&c->http, HTTP_RESPONSE, &g->http_cbs);
     c->http.data = c;
     tm_sse_reset(&c->sse);

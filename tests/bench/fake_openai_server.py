@@ -3,13 +3,16 @@
 instantly (every stream is rendered in one piece), so the client is the only thing a
 measurement against it can measure. 127.0.0.1 only.
 
-usage: fake_openai_server.py [--mode fast|malformed|die|stall|unauthorized]
+usage: fake_openai_server.py [--mode fast|malformed|die|stall|unauthorized|emptytext|notext]
 Prints "port N" on stdout once listening; runs until killed.
   fast          every stream has max_tokens one-token events, then usage and [DONE]
   malformed     the third event of every stream is not JSON
   die           two events, then the connection is dropped mid-stream
   stall         two events, then nothing (the stream never ends)
   unauthorized  every request gets 401
+  emptytext     as fast, but every token's text is empty (a synthetic model's padding
+                pieces); the usage event still counts the tokens
+  notext        as emptytext, without the usage event
 """
 import argparse
 import asyncio
@@ -19,19 +22,19 @@ MODEL = "fake-model"
 _cache = {}
 
 
-def stream_body(n_tokens, chat, n_prompt):
-    key = (n_tokens, chat, n_prompt)
+def stream_body(n_tokens, chat, n_prompt, text="tok ", with_usage=True):
+    key = (n_tokens, chat, n_prompt, text, with_usage)
     if key in _cache:
         return _cache[key]
     obj = "chat.completion.chunk" if chat else "text_completion"
     if chat:
         one = {"id": "x", "object": obj, "model": MODEL,
-               "choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": None}]}
+               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
         fin = {"id": "x", "object": obj, "model": MODEL,
                "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
     else:
         one = {"id": "x", "object": obj, "model": MODEL,
-               "choices": [{"index": 0, "text": "tok ", "logprobs": None, "finish_reason": None}]}
+               "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": None}]}
         fin = {"id": "x", "object": obj, "model": MODEL,
                "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "length"}]}
     usage = {"id": "x", "object": obj, "model": MODEL, "choices": [],
@@ -39,8 +42,10 @@ def stream_body(n_tokens, chat, n_prompt):
                        "total_tokens": n_prompt + n_tokens,
                        "prompt_tokens_details": {"cached_tokens": 0}}}
     ev = ("data: " + json.dumps(one, separators=(",", ":")) + "\n\n").encode()
-    body = ev * n_tokens + ("data: " + json.dumps(fin) + "\n\n" + "data: " + json.dumps(usage) +
-                            "\n\ndata: [DONE]\n\n").encode()
+    tail = "data: " + json.dumps(fin) + "\n\n"
+    if with_usage:
+        tail += "data: " + json.dumps(usage) + "\n\n"
+    body = ev * n_tokens + (tail + "data: [DONE]\n\n").encode()
     _cache[key] = (ev, body)
     return _cache[key]
 
@@ -86,8 +91,9 @@ async def handle(reader, writer, mode):
                 n = int(body.get("max_tokens") or 16)
                 p = body.get("prompt")
                 n_prompt = len(p) if isinstance(p, list) else len(str(p or body.get("messages", "")).split())
-                ev, full = stream_body(n, chat, n_prompt)
-                if mode == "fast":
+                ev, full = stream_body(n, chat, n_prompt, "" if mode in ("emptytext", "notext") else "tok ",
+                                       mode != "notext")
+                if mode in ("fast", "emptytext", "notext"):
                     writer.write(response(200, full, "text/event-stream"))
                 elif mode == "malformed":
                     writer.write(chunked_head() + chunk(ev * 2 + b"data: {not json\n\n") + chunk(full))
@@ -110,7 +116,7 @@ async def handle(reader, writer, mode):
 
 async def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", default="fast", choices=["fast", "malformed", "die", "stall", "unauthorized"])
+    ap.add_argument("--mode", default="fast", choices=["fast", "malformed", "die", "stall", "unauthorized", "emptytext", "notext"])
     a = ap.parse_args()
     srv = await asyncio.start_server(lambda r, w: handle(r, w, a.mode), "127.0.0.1", 0, limit=1 << 22)
     print("port", srv.sockets[0].getsockname()[1], flush=True)

@@ -166,6 +166,21 @@ def test_broken_streams_are_counted_as_failures(fake, tmp_path, mode, needle):
     assert res["failed"] == 6 and res["completed"] == 0
 
 
+def test_tokens_without_text_count_when_usage_says_so(fake, tmp_path):
+    # A synthetic model's padding tokens detokenize to nothing: the request succeeded if the
+    # server's usage counts its tokens (TTFT from the first choice event), failed if not.
+    res, _ = run_json(tmp_path, fake("emptytext"), "--num-prompts", "4", "--random-input-len", "4",
+                      "--random-output-len", "7", "--max-concurrency", "2")
+    assert res["completed"] == 4 and res["failed"] == 0
+    assert res["total_output_tokens"] == 28
+    assert res["mean_ttft_ms"] > 0
+    out = tmp_path / "n.json"
+    r = bench(fake("notext"), "--num-prompts", "4", "--random-input-len", "4", "--random-output-len", "7",
+              "--result-filename", str(out), timeout=60)
+    assert r.returncode == 1 and "the stream carried no output text" in r.stderr, r.stderr
+    assert json.loads(out.read_text())["failed"] == 4
+
+
 def test_a_stalled_stream_times_out(fake, tmp_path):
     url = fake("stall")
     t0 = time.monotonic()
