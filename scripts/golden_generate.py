@@ -34,23 +34,9 @@ import time
 
 import numpy as np
 import llama_cpp
-import llama_cpp.llama as llama_mod
 from llama_cpp import Llama
 
-# The wheel is built with -march=native. On machines that report AMX but fault on tile
-# instructions (some VMs) the AMX weight buffers crash llama_decode, so load weights
-# without llama.cpp's "extra buffer types" (AMX, CPU repacking): the plain ggml CPU path,
-# which gives the same results to within float rounding anywhere.
-_default_model_params = llama_mod.llama_cpp.llama_model_default_params
-
-
-def _model_params_without_extra_bufts():
-    p = _default_model_params()
-    p.use_extra_bufts = False
-    return p
-
-
-llama_mod.llama_cpp.llama_model_default_params = _model_params_without_extra_bufts
+import llama_cpp_plain  # noqa: F401,E402 (no AMX / repacked weight buffers)
 
 N_GEN = 48        # greedy tokens per prompt
 N_TOP = 5         # logits recorded at the first generated position

@@ -26,20 +26,9 @@ import zlib
 import numpy as np
 import gguf
 import llama_cpp
-import llama_cpp.llama as llama_mod
 from llama_cpp import Llama
 
-# see golden_generate.py: no AMX / repacked weight buffers
-_default_model_params = llama_mod.llama_cpp.llama_model_default_params
-
-
-def _model_params_without_extra_bufts():
-    p = _default_model_params()
-    p.use_extra_bufts = False
-    return p
-
-
-llama_mod.llama_cpp.llama_model_default_params = _model_params_without_extra_bufts
+import llama_cpp_plain  # noqa: F401,E402 (no AMX / repacked weight buffers)
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT_DIR = os.path.join(ROOT, "tests", "golden")

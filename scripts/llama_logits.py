@@ -19,25 +19,13 @@ import sys
 try:
     import numpy as np
     import llama_cpp
-    import llama_cpp.llama as llama_mod
     from llama_cpp import Llama
 except ImportError as e:  # the caller skips
     print(f"llama_logits: llama-cpp-python is not installed ({e}); scripts/make-golden installs it",
           file=sys.stderr)
     sys.exit(3)
 
-# See golden_generate.py: the wheel is built with -march=native, and AMX weight buffers crash
-# on machines that report AMX but fault on tile instructions.
-_default_model_params = llama_mod.llama_cpp.llama_model_default_params
-
-
-def _model_params_without_extra_bufts():
-    p = _default_model_params()
-    p.use_extra_bufts = False
-    return p
-
-
-llama_mod.llama_cpp.llama_model_default_params = _model_params_without_extra_bufts
+import llama_cpp_plain  # noqa: F401,E402 (no AMX / repacked weight buffers)
 
 
 def main(argv):
