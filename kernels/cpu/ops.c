@@ -98,6 +98,7 @@ static void tm_par(tm_threadpool *pool, int64_t work, tm_pool_fn fn, void *ctx) 
 
 typedef struct tm_ew_job {
     const tm_cpu_kernels *k; /* kernels */
+    void (*binary)(float *out, const float *a, const float *b, int64_t n); /* tm_binary_fn's kernel */
     float *out;              /* (n) */
     float *x;                /* (n, dim) residual that add_rmsnorm updates in place */
     const float *a, *b;      /* (n) inputs */
@@ -108,25 +109,12 @@ typedef struct tm_ew_job {
     float s;                 /* scale's factor */
 } tm_ew_job;
 
-static void tm_add_fn(void *ctx, int ith, int nth) {
+/* add, silu_mul and gelu_mul: one element-wise kernel of two inputs, out = f(a, b). */
+static void tm_binary_fn(void *ctx, int ith, int nth) {
     tm_ew_job *j = ctx;
     int64_t lo, hi;
     tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
-    if (hi > lo) j->k->add(j->out + lo, j->a + lo, j->b + lo, hi - lo);
-}
-
-static void tm_silu_mul_fn(void *ctx, int ith, int nth) {
-    tm_ew_job *j = ctx;
-    int64_t lo, hi;
-    tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
-    if (hi > lo) j->k->silu_mul(j->out + lo, j->a + lo, j->b + lo, hi - lo);
-}
-
-static void tm_gelu_mul_fn(void *ctx, int ith, int nth) {
-    tm_ew_job *j = ctx;
-    int64_t lo, hi;
-    tm_cpu_share(j->n, ith, nth, 64, &lo, &hi);
-    if (hi > lo) j->k->gelu_mul(j->out + lo, j->a + lo, j->b + lo, hi - lo);
+    if (hi > lo) j->binary(j->out + lo, j->a + lo, j->b + lo, hi - lo);
 }
 
 static void tm_scale_fn(void *ctx, int ith, int nth) {
@@ -164,20 +152,20 @@ void tm_cpu_op_add_rmsnorm(const tm_cpu_kernels *k, tm_threadpool *pool, float *
 
 void tm_cpu_op_add(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *a,
                    const float *b, int64_t n) {
-    tm_ew_job j = {.k = k, .out = out, .a = a, .b = b, .n = n};
-    tm_par(pool, n, tm_add_fn, &j);
+    tm_ew_job j = {.k = k, .binary = k->add, .out = out, .a = a, .b = b, .n = n};
+    tm_par(pool, n, tm_binary_fn, &j);
 }
 
 void tm_cpu_op_silu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
                         const float *gate, const float *up, int64_t n) {
-    tm_ew_job j = {.k = k, .out = out, .a = gate, .b = up, .n = n};
-    tm_par(pool, n * 4, tm_silu_mul_fn, &j); /* exp makes each element ~4x an add */
+    tm_ew_job j = {.k = k, .binary = k->silu_mul, .out = out, .a = gate, .b = up, .n = n};
+    tm_par(pool, n * 4, tm_binary_fn, &j); /* exp makes each element ~4x an add */
 }
 
 void tm_cpu_op_gelu_mul(const tm_cpu_kernels *k, tm_threadpool *pool, float *out,
                         const float *gate, const float *up, int64_t n) {
-    tm_ew_job j = {.k = k, .out = out, .a = gate, .b = up, .n = n};
-    tm_par(pool, n * 4, tm_gelu_mul_fn, &j); /* as silu_mul: an exp per element */
+    tm_ew_job j = {.k = k, .binary = k->gelu_mul, .out = out, .a = gate, .b = up, .n = n};
+    tm_par(pool, n * 4, tm_binary_fn, &j); /* as silu_mul: an exp per element */
 }
 
 void tm_cpu_op_scale(const tm_cpu_kernels *k, tm_threadpool *pool, float *out, const float *x,

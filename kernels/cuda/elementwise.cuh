@@ -18,39 +18,30 @@ static __global__ void tm_add_tail_kernel(float *out, const float *a, const floa
         out[i] = a[i] + b[i];
 }
 
-static __device__ __forceinline__ float tm_silu_mul1(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/* The gated feed-forward's activations: act(g) * u. */
+enum { TM_CUDA_ACT_SILU = 0, TM_CUDA_ACT_GELU = 1 };
 
-/* out = silu(gate) * up over n4 float4s; out may alias gate or up. */
-static __global__ void tm_silu_mul_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
-        float4 g = gate[i], u = up[i];
-        out[i] = make_float4(tm_silu_mul1(g.x, u.x), tm_silu_mul1(g.y, u.y), tm_silu_mul1(g.z, u.z),
-                             tm_silu_mul1(g.w, u.w));
-    }
-}
-
-static __global__ void tm_silu_mul_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = tm_silu_mul1(gate[i], up[i]);
-}
-
-/* gelu_tanh(g) * u, GELU's tanh form as the CPU reference writes it. */
-static __device__ __forceinline__ float tm_gelu_mul1(float g, float u) {
+template <int ACT>
+static __device__ __forceinline__ float tm_gated1(float g, float u) {
+    if (ACT == TM_CUDA_ACT_SILU) return g / (1.0f + expf(-g)) * u;
+    /* GELU's tanh form, as the CPU reference writes it */
     return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
 }
 
-/* out = gelu_tanh(gate) * up over n4 float4s; out may alias gate or up. */
-static __global__ void tm_gelu_mul_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
+/* out = act(gate) * up over n4 float4s; out may alias gate or up. */
+template <int ACT>
+static __global__ void tm_gated_kernel(float4 *out, const float4 *gate, const float4 *up, int64_t n4) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
         float4 g = gate[i], u = up[i];
-        out[i] = make_float4(tm_gelu_mul1(g.x, u.x), tm_gelu_mul1(g.y, u.y), tm_gelu_mul1(g.z, u.z),
-                             tm_gelu_mul1(g.w, u.w));
+        out[i] = make_float4(tm_gated1<ACT>(g.x, u.x), tm_gated1<ACT>(g.y, u.y), tm_gated1<ACT>(g.z, u.z),
+                             tm_gated1<ACT>(g.w, u.w));
     }
 }
 
-static __global__ void tm_gelu_mul_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
+template <int ACT>
+static __global__ void tm_gated_tail_kernel(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = tm_gelu_mul1(gate[i], up[i]);
+        out[i] = tm_gated1<ACT>(gate[i], up[i]);
 }
 
 /* out = x * s, or cap * tanh(x * k) with k = s / cap when cap > 0; out may alias x. */
@@ -87,32 +78,31 @@ static cudaError_t tm_cuda_add(const tm_cuda_ctx *ctx, float *out, const float *
     return cudaSuccess;
 }
 
-/* out (n) = silu(gate) * up. */
-static cudaError_t tm_cuda_silu_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
-                                    int64_t n) {
+/* out (n) = act(gate) * up. */
+template <int ACT>
+static cudaError_t tm_cuda_gated_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
+                                     int64_t n) {
     if (n <= 0) return cudaSuccess;
     int64_t n4 = tm_aligned16(out) && tm_aligned16(gate) && tm_aligned16(up) ? n / 4 : 0;
     if (n4)
-        CUDA_TRY(TM_LAUNCH(tm_silu_mul_kernel, tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
+        CUDA_TRY(TM_LAUNCH((tm_gated_kernel<ACT>), tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
                            (float4 *)out, (const float4 *)gate, (const float4 *)up, n4));
     if (n > 4 * n4)
-        CUDA_TRY(TM_LAUNCH(tm_silu_mul_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
+        CUDA_TRY(TM_LAUNCH((tm_gated_tail_kernel<ACT>), tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
                            ctx->stream, out + 4 * n4, gate + 4 * n4, up + 4 * n4, n - 4 * n4));
     return cudaSuccess;
+}
+
+/* out (n) = silu(gate) * up. */
+static cudaError_t tm_cuda_silu_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
+                                    int64_t n) {
+    return tm_cuda_gated_mul<TM_CUDA_ACT_SILU>(ctx, out, gate, up, n);
 }
 
 /* out (n) = gelu_tanh(gate) * up. */
 static cudaError_t tm_cuda_gelu_mul(const tm_cuda_ctx *ctx, float *out, const float *gate, const float *up,
                                     int64_t n) {
-    if (n <= 0) return cudaSuccess;
-    int64_t n4 = tm_aligned16(out) && tm_aligned16(gate) && tm_aligned16(up) ? n / 4 : 0;
-    if (n4)
-        CUDA_TRY(TM_LAUNCH(tm_gelu_mul_kernel, tm_elementwise_blocks(ctx, n4, 256), 256, 0, ctx->stream,
-                           (float4 *)out, (const float4 *)gate, (const float4 *)up, n4));
-    if (n > 4 * n4)
-        CUDA_TRY(TM_LAUNCH(tm_gelu_mul_tail_kernel, tm_elementwise_blocks(ctx, n - 4 * n4, 256), 256, 0,
-                           ctx->stream, out + 4 * n4, gate + 4 * n4, up + 4 * n4, n - 4 * n4));
-    return cudaSuccess;
+    return tm_cuda_gated_mul<TM_CUDA_ACT_GELU>(ctx, out, gate, up, n);
 }
 
 /* out (n) = x * s, or cap * tanh(x * s / cap) when cap > 0 (tm_backend.scale). */
