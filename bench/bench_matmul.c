@@ -5,9 +5,10 @@
  * GFLOP/s (2 * n * rows * cols / time: the prefill one).
  *
  *   bench_matmul [-t threads] [-d q4_1,q8_0,f16] [-s amx,avx512vnni,avx2,scalar] [-n 1,8,16,512]
- *                [-m max_seconds_per_case]
+ *                [-m max_seconds_per_case] [-S ROWSxCOLS,...]
  * Defaults: all threads, Q4_1/Q8_0/F16 (+ the other dtypes with -d all), every SIMD level
- * this CPU has, n = 1, 8, 16, 512. The scalar level only runs n <= 16 unless -s names it.
+ * this CPU has, n = 1, 8, 16, 512, the SmolLM2 shapes (-S names others, e.g. the 1B
+ * model's 128256x2048 output). The scalar level only runs n <= 16 unless -s names it.
  * The util column is process CPU time / (wall time * threads): well below 1 means other
  * processes took the cores and the wall-clock rates understate the kernels. */
 #include <stdio.h>
@@ -23,7 +24,7 @@
 
 typedef struct { int64_t rows, cols; const char *what; } bench_shape;
 
-static const bench_shape k_shapes[] = {
+static const bench_shape k_smollm2_shapes[] = {
     {576, 576, "q/o"}, {192, 576, "k/v"}, {1536, 576, "gate/up"}, {576, 1536, "down"},
     {49152, 576, "lm_head"},
 };
@@ -95,6 +96,8 @@ int main(int argc, char **argv) {
     int n_threads = tm_n_cpus();
     int dtypes[16], n_dtypes = 0, levels[8], n_levels = 0, ns[16], n_ns = 0, levels_given = 0;
     double max_s = 0.3;
+    bench_shape shapes[16];
+    size_t n_shapes = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-t")) n_threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-d")) {
@@ -109,8 +112,19 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-s")) n_levels = parse_list(argv[i + 1], levels, 8, conv_simd), levels_given = 1;
         else if (!strcmp(argv[i], "-n")) n_ns = parse_list(argv[i + 1], ns, 16, conv_int);
         else if (!strcmp(argv[i], "-m")) max_s = atof(argv[i + 1]);
-        else {
-            fprintf(stderr, "usage: %s [-t threads] [-d dtypes|all] [-s levels] [-n tokens] [-m seconds]\n", argv[0]);
+        else if (!strcmp(argv[i], "-S")) {
+            char buf[256];
+            snprintf(buf, sizeof(buf), "%s", argv[i + 1]);
+            for (char *tok = strtok(buf, ","); tok && n_shapes < TM_ARRAY_LEN(shapes); tok = strtok(NULL, ",")) {
+                long long r = 0, c = 0;
+                if (sscanf(tok, "%lldx%lld", &r, &c) != 2 || r < 1 || c < 1 || r > (1 << 20) || c > (1 << 16)) {
+                    fprintf(stderr, "bench_matmul: bad shape '%s' (want ROWSxCOLS)\n", tok);
+                    return 2;
+                }
+                shapes[n_shapes++] = (bench_shape){r, c, "-S"};
+            }
+        } else {
+            fprintf(stderr, "usage: %s [-t threads] [-d dtypes|all] [-s levels] [-n tokens] [-m seconds] [-S RxC,...]\n", argv[0]);
             return 2;
         }
     }
@@ -118,22 +132,26 @@ int main(int argc, char **argv) {
     if (!n_levels)
         for (int l = TM_SIMD_LAST; l >= TM_SIMD_SCALAR; l--)
             if (tm_simd_supported(l)) levels[n_levels++] = l;
+    if (!n_shapes)
+        for (; n_shapes < TM_ARRAY_LEN(k_smollm2_shapes); n_shapes++) shapes[n_shapes] = k_smollm2_shapes[n_shapes];
+    int64_t max_rows = 1, max_cols = 1;
+    for (size_t i = 0; i < n_shapes; i++) max_rows = TM_MAX(max_rows, shapes[i].rows), max_cols = TM_MAX(max_cols, shapes[i].cols);
     if (!n_ns) ns[0] = 1, ns[1] = 8, ns[2] = 16, ns[3] = 512, n_ns = 4;
     int max_n = 1;
     for (int i = 0; i < n_ns; i++) max_n = TM_MAX(max_n, ns[i]);
 
     tm_threadpool *pool = tm_threadpool_create(n_threads);
-    float *x = malloc((size_t)max_n * 1536 * sizeof(float));
-    float *out = malloc((size_t)max_n * 49152 * sizeof(float));
+    float *x = malloc((size_t)(max_n * max_cols) * sizeof(float));
+    float *out = malloc((size_t)(max_n * max_rows) * sizeof(float));
     if (!pool || !x || !out) return 1;
-    for (int64_t i = 0; i < (int64_t)max_n * 1536; i++) x[i] = rnd();
+    for (int64_t i = 0; i < (int64_t)max_n * max_cols; i++) x[i] = rnd();
 
     printf("threads %d, best simd %s\n", n_threads, tm_simd_name(tm_simd_detect()));
     printf("%-6s %-10s %-15s %5s %11s %9s %9s %5s\n", "dtype", "simd", "shape", "n", "us/call", "GB/s", "GFLOP/s", "util");
     for (int di = 0; di < n_dtypes; di++) {
         const tm_dtype t = (tm_dtype)dtypes[di];
-        for (size_t si = 0; si < TM_ARRAY_LEN(k_shapes); si++) {
-            const bench_shape *sh = &k_shapes[si];
+        for (size_t si = 0; si < n_shapes; si++) {
+            const bench_shape *sh = &shapes[si];
             if (tm_dtype_row_bytes(t, sh->cols) < 0) continue; /* K-quants need cols % 256 */
             void *wsrc = make_weight(t, sh->rows, sh->cols);
             if (!wsrc) return 1;
