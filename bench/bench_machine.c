@@ -5,7 +5,8 @@
  *            per-thread rate; two hyper-threads of one core halve it)
  *   memory   GB/s reading chunks of 2 KiB .. 64 KiB at random places in a buffer much
  *            larger than the caches (KV pages are 2 KiB per kv head at head_dim 64 and 16
- *            tokens a page), 1 thread and N
+ *            tokens a page), 1 thread and N; and sequentially, each thread streaming its
+ *            own contiguous part of the buffer (a GEMV's weights: the decode ceiling)
  *   amx      ns per 16 x 16 x 32 int8 tile product, the shape of one 32-value block of
  *            16 weight rows against 16 tokens: the product alone, with its two operand
  *            loads, and with the store of its result; whether products overlap with
@@ -100,6 +101,7 @@ typedef struct read_job {
     size_t chunk;      /* bytes per read */
     size_t total;      /* bytes to read */
     uint64_t seed;     /* picks the chunks */
+    size_t first;      /* sequential (seed 0): chunks first, first + 1, ... (mod n_chunks) */
     double gbs;        /* out */
     float sink;        /* out: keeps the reads */
 } read_job;
@@ -109,9 +111,10 @@ TM_TGT_VNNI static void *read_chunks(void *arg) {
     uint64_t x = j->seed;
     __m512 acc = _mm512_setzero_ps();
     const double t0 = now_s();
-    for (size_t done = 0; done < j->total; done += j->chunk) {
+    size_t k = j->first;
+    for (size_t done = 0; done < j->total; done += j->chunk, k++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        const char *p = j->buf + (x % j->n_chunks) * j->chunk;
+        const char *p = j->buf + (j->seed ? x % j->n_chunks : k % j->n_chunks) * j->chunk;
         for (size_t o = 0; o < j->chunk; o += 64) acc = _mm512_add_ps(acc, _mm512_load_ps((const float *)(p + o)));
     }
     j->gbs = (double)j->total / (now_s() - t0) * 1e-9;
@@ -126,14 +129,16 @@ static void bench_memory(size_t buf_bytes, int n_threads) {
         return;
     }
     memset(buf, 1, buf_bytes);
-    static const size_t chunks[] = {2048, 16384, 65536};
+    static const size_t chunks[] = {2048, 16384, 65536, 0}; /* 0: sequential, in 64 KiB reads */
     for (int n = 1; n <= n_threads; n = n == n_threads ? n + 1 : n_threads) {
         for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
             read_job j[64];
             pthread_t th[64];
+            const size_t chunk = chunks[c] ? chunks[c] : 65536, n_chunks = buf_bytes / chunk;
             for (int i = 0; i < n; i++) {
-                j[i] = (read_job){.buf = buf, .n_chunks = buf_bytes / chunks[c], .chunk = chunks[c],
-                                  .total = (size_t)256 << 20, .seed = 88172645463325252ull + (uint64_t)i};
+                j[i] = (read_job){.buf = buf, .n_chunks = n_chunks, .chunk = chunk, .total = (size_t)256 << 20,
+                                  .seed = chunks[c] ? 88172645463325252ull + (uint64_t)i : 0,
+                                  .first = n_chunks / (size_t)n * (size_t)i};
                 pthread_create(&th[i], NULL, read_chunks, &j[i]);
             }
             double sum = 0;
@@ -141,8 +146,12 @@ static void bench_memory(size_t buf_bytes, int n_threads) {
                 pthread_join(th[i], NULL);
                 sum += j[i].gbs;
             }
-            printf("  read %2zu KiB chunks, %d thread%s: %6.1f GB/s in all, %5.1f per thread\n",
-                   chunks[c] >> 10, n, n > 1 ? "s" : " ", sum, sum / n);
+            if (chunks[c])
+                printf("  read %2zu KiB chunks, %d thread%s: %6.1f GB/s in all, %5.1f per thread\n",
+                       chunks[c] >> 10, n, n > 1 ? "s" : " ", sum, sum / n);
+            else
+                printf("  read sequential,    %d thread%s: %6.1f GB/s in all, %5.1f per thread\n",
+                       n, n > 1 ? "s" : " ", sum, sum / n);
         }
     }
     free(buf);
@@ -268,7 +277,7 @@ int main(int argc, char **argv) {
         run_threads("vpdpbusd", spin_dpbusd, n);
         run_threads("vfmadd231ps", spin_fma, n);
     }
-    printf("memory (random chunks of a %zu MiB buffer):\n", mib);
+    printf("memory (random chunks of a %zu MiB buffer, then each thread its own part in order):\n", mib);
     bench_memory(mib << 20, n_threads);
     printf("amx:\n");
     if (tm_simd_supported(TM_SIMD_AMX)) bench_amx();

@@ -592,7 +592,10 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, co
         const uint8_t *sb = tile + s * sb_bytes;
         __m512i sumi[TM_KT_NT], summ[TM_KT_NT];
         for (int u = 0; u < NT; u++) sumi[u] = summ[u] = _mm512_setzero_si512();
-        if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        /* Q4_K and one token: the super-block is one forward stream and the hardware
+         * prefetcher keeps up (software prefetch cost 10%); more tokens: it falls behind
+         * (4 tokens: 21 GB/s without, 35 with). Q5_K reads its qh section alongside. */
+        if (t0 == 0 && (a->n > 1 || q5)) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
         for (int c = 0; c < 4; c++) {
             __m512i lo[TM_KT_NT], hi[TM_KT_NT];
             for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
@@ -636,10 +639,11 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, co
     tm_q_store(a, ti, t0, NT, acc);
 }
 
-/* Q6_K tile, tokens [t0, t0 + NT): per 4 chunks two 16-value groups (the low and the high
- * nibbles) accumulate 4 vpdpbusd each, seeded with -32 * the group's activation sum (the
- * zero point), then are weighted by the rows' scales (vpmulld). Float step as the row
- * kernel: (y.d * d) * sumi. */
+/* Q6_K tile, tokens [t0, t0 + NT): per chunk triple (h, k) of the packed stream, the qh
+ * chunk completes the two ql chunks p = 0, 1; each ql chunk gives a low- and a high-nibble
+ * operand. Four 16-value groups (p = 0, 1 x low, high) accumulate 4 vpdpbusd each,
+ * seeded with -32 * the group's activation sum (the zero point), then are weighted by the
+ * rows' scales (vpmulld). Float step as the row kernel: (y.d * d) * sumi. */
 TM_AI void tm_kt6_group(const tm_mm_args *a, int64_t ti, int t0, const int NT) {
     const tm_mm_weight *pw = a->w;
     const int64_t nsb = a->n_cols / TM_QK_K;
@@ -653,37 +657,44 @@ TM_AI void tm_kt6_group(const tm_mm_args *a, int64_t ti, int t0, const int NT) {
         __m512i sumi[TM_KT_NT];
         for (int u = 0; u < NT; u++) sumi[u] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++)
-            for (int p = 0; p < 2; p++)
-                for (int e = 0; e < 2; e++) { /* chunks k = 4e..4e+3: groups g (low nibbles), g + 4 (high) */
-                    const int g = 8 * h + 2 * p + e;
-                    /* an eighth of the next tile's lines per group: 53 prefetches at once
-                     * filled the miss buffers and stalled (perf: 21% on prefetcht0) */
-                    if (t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 4 * h + 2 * p + e, 8);
-                    __m512i dl[TM_KT_NT], dh[TM_KT_NT];
-                    for (int u = 0; u < NT; u++) {
-                        const int16_t *bs = y0[u * nsb + s].bsums;
-                        dl[u] = _mm512_set1_epi32(-32 * bs[g]);
-                        dh[u] = _mm512_set1_epi32(-32 * bs[g + 4]);
+            for (int e = 0; e < 2; e++) { /* chunks k = 4e..4e+3: group g = 8h + 2p + e (low nibbles), g + 4 (high) */
+                /* a quarter of the next tile's lines per pass, as tm_kt_group's (53 at
+                 * once filled the miss buffers) */
+                if (t0 == 0 && a->n > 1) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 2 * h + e, 4);
+                __m512i dg[4][TM_KT_NT]; /* [2p + (high nibble)][token] */
+                for (int u = 0; u < NT; u++) {
+                    const int16_t *bs = y0[u * nsb + s].bsums;
+                    for (int p = 0; p < 2; p++) {
+                        dg[2 * p][u] = _mm512_set1_epi32(-32 * bs[8 * h + 2 * p + e]);
+                        dg[2 * p + 1][u] = _mm512_set1_epi32(-32 * bs[8 * h + 2 * p + e + 4]);
                     }
-                    for (int k = 4 * e; k < 4 * e + 4; k++) {
-                        const __m512i v = _mm512_load_si512((const __m512i *)(sb + (16 * h + 8 * p + k) * 64));
-                        const __m512i qh = _mm512_load_si512((const __m512i *)(sb + 2048 + (8 * h + k) * 64));
+                }
+                for (int k = 4 * e; k < 4 * e + 4; k++) {
+                    const uint8_t *c = sb + TM_MM_KQ6_CHUNKS + 3 * 64 * (8 * h + k);
+                    const __m512i qh = _mm512_load_si512((const __m512i *)c);
+                    for (int p = 0; p < 2; p++) {
+                        const __m512i v = _mm512_load_si512((const __m512i *)(c + 64 * (1 + p)));
                         const __m512i hl = p ? _mm512_slli_epi16(qh, 2) : _mm512_slli_epi16(qh, 4);
                         const __m512i hh = p ? _mm512_srli_epi16(qh, 2) : qh;
                         const __m512i wl = _mm512_ternarylogic_epi64(_mm512_and_si512(v, m4), hl, m30, 0xF8);
                         const __m512i wh = _mm512_ternarylogic_epi64(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), hh, m30, 0xF8);
                         for (int u = 0; u < NT; u++) {
                             const int8_t *q = y0[u * nsb + s].qs + 128 * h + 32 * p + 4 * k;
-                            dl[u] = tm_dpbusd_bc(dl[u], wl, q);
-                            dh[u] = tm_dpbusd_bc(dh[u], wh, q + 64);
+                            dg[2 * p][u] = tm_dpbusd_bc(dg[2 * p][u], wl, q);
+                            dg[2 * p + 1][u] = tm_dpbusd_bc(dg[2 * p + 1][u], wh, q + 64);
                         }
                     }
-                    const __m512i scl = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 3072 + 16 * g)));
-                    const __m512i sch = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 3072 + 16 * (g + 4))));
-                    for (int u = 0; u < NT; u++)
-                        sumi[u] = _mm512_add_epi32(sumi[u], _mm512_add_epi32(_mm512_mullo_epi32(dl[u], scl), _mm512_mullo_epi32(dh[u], sch)));
                 }
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 3328)));
+                for (int p = 0; p < 2; p++) {
+                    const int g = 8 * h + 2 * p + e;
+                    const __m512i scl = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 16 * g)));
+                    const __m512i sch = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sb + 16 * (g + 4))));
+                    for (int u = 0; u < NT; u++)
+                        sumi[u] = _mm512_add_epi32(sumi[u], _mm512_add_epi32(_mm512_mullo_epi32(dg[2 * p][u], scl),
+                                                                             _mm512_mullo_epi32(dg[2 * p + 1][u], sch)));
+                }
+            }
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 256)));
         for (int u = 0; u < NT; u++) /* (y.d * d) * sumi, as the row kernels */
             acc[u] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(y0[u * nsb + s].d), d), _mm512_cvtepi32_ps(sumi[u]), acc[u]);
     }

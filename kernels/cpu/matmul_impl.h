@@ -34,12 +34,15 @@
  *                qh chunk k, byte 4r+i = row r's qh[4k + i], whose bit 2c / 2c + 1 is the
  *                fifth bit of the low / high nibble of chunk 8c + k.
  *   Q6_K         per super-block s, TM_MM_KQ6_SB bytes at s * that:
- *                [ql: 32 chunks of 64 B][qh: 16 chunks of 64 B][sc: 16 x 16 s8][d: 16 f16, 64 B]
- *                ql chunk 16h + 8p + k, byte 4r+i = row r's ql[64h + 32p + 4k + i] (low
- *                nibble: value 128h + 32p + 4k + i, high: that + 64); qh chunk 8h + k,
- *                byte 4r+i = row r's qh[32h + 4k + i], bits 2p..2p+1 the high bits of the
- *                low nibble of ql chunk (h, p, k), bits 4+2p..5+2p of its high nibble.
- *                sc[g][r] = scale of values 16g..16g+15.
+ *                [sc: 16 x 16 s8][d: 16 f16, 64 B][48 chunks of 64 B, in the order the
+ *                kernel reads them: for h < 2, k < 8 the triple qh(h, k), ql(h, 0, k),
+ *                ql(h, 1, k)]. One forward stream, which the hardware prefetcher follows
+ *                (separate ql and qh sections, qh read twice, ran at 19 GB/s from DRAM
+ *                without software prefetch). ql(h, p, k), byte 4r+i = row r's
+ *                ql[64h + 32p + 4k + i] (low nibble: value 128h + 32p + 4k + i, high: that
+ *                + 64); qh(h, k), byte 4r+i = row r's qh[32h + 4k + i], bits 2p..2p+1 the
+ *                high bits of the low nibble of ql(h, p, k), bits 4+2p..5+2p of its high
+ *                nibble. sc[g][r] = scale of values 16g..16g+15.
  *   F16 / BF16   [K x 16 u16]: element (k, r) at 16k + r (k-major, ready for broadcast-FMA)
  *   F32          [K x 16 f32], same order.
  * Each scale section is padded to a multiple of 64 B. The other K-quants (and Q4_K / Q5_K
@@ -140,6 +143,7 @@ extern const tm_mm_packing tm_mm_pack_q4_0, tm_mm_pack_q4_1, tm_mm_pack_q8_0, tm
 extern const tm_mm_packing tm_mm_pack_q4_k, tm_mm_pack_q5_k, tm_mm_pack_q6_k;
 /* Bytes of one super-block of a packed Q4_K / Q5_K / Q6_K tile. */
 enum { TM_MM_KQ4_SB = 2048 + 128 + 128 + 64, TM_MM_KQ5_SB = TM_MM_KQ4_SB + 512, TM_MM_KQ6_SB = 2048 + 1024 + 256 + 64 };
+enum { TM_MM_KQ6_CHUNKS = 256 + 64 }; /* offset of a packed Q6_K super-block's chunks */
 extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
 extern const tm_mm_packing tm_mm_pack_f32;
 
@@ -227,7 +231,9 @@ static inline int tm_mm_group_size(int max_nt, int left) {
  * The lines go to L2, not L1 (locality 2: prefetcht1): a tile is 10-30 KB, so the next
  * one prefetched into L1 evicted the current one from a 32-48 KB L1 before its last
  * token group read it. bench_matmul -S 128256x2048 on a 2-core EPYC, weights from DRAM:
- * Q6_K 17 -> 30 GB/s, Q4_K 24 -> 31, Q8_0 26 -> 30; 1B Q4_K_M decode 28 -> 49 tok/s. */
+ * Q6_K 17 -> 30 GB/s, Q4_K 24 -> 31, Q8_0 26 -> 30; 1B Q4_K_M decode 28 -> 49 tok/s.
+ * Layouts that are one forward stream (the K-quant super-blocks) skip it for one token,
+ * where the hardware prefetcher keeps up on its own. */
 static inline void tm_mm_prefetch_next_tile(const tm_mm_weight *pw, const uint8_t *tile, int64_t b,
                                             int64_t nb, int part, int n_parts) {
     const size_t step = (pw->tile_bytes / (size_t)nb + 63) & ~(size_t)63;

@@ -201,10 +201,14 @@ static void tm_pack_q6_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n_
         for (int64_t s = 0; s < n_cols / TM_QK_K; s++) {
             const tm_block_q6_k *b = (const tm_block_q6_k *)src + s;
             uint8_t *sb = tile + s * TM_MM_KQ6_SB;
-            for (int c = 0; c < 32; c++) memcpy(sb + c * 64 + 4 * r, b->ql + 4 * c, 4); /* chunk 16h+8p+k = ql[4 * that] */
-            for (int c = 0; c < 16; c++) memcpy(sb + 2048 + c * 64 + 4 * r, b->qh + 4 * c, 4);
-            for (int g = 0; g < 16; g++) sb[3072 + g * 16 + r] = (uint8_t)b->scales[g];
-            memcpy(sb + 3328 + 2 * r, &b->d, 2);
+            for (int g = 0; g < 16; g++) sb[g * 16 + r] = (uint8_t)b->scales[g];
+            memcpy(sb + 256 + 2 * r, &b->d, 2);
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 8; k++) {
+                    uint8_t *c = sb + TM_MM_KQ6_CHUNKS + 3 * 64 * (8 * h + k) + 4 * r;
+                    memcpy(c, b->qh + 32 * h + 4 * k, 4);
+                    for (int p = 0; p < 2; p++) memcpy(c + 64 * (1 + p), b->ql + 64 * h + 32 * p + 4 * k, 4);
+                }
         }
     }
 }
