@@ -10,8 +10,9 @@
  *   Q8_0       the +128 bias is removed again and the sign trick |w| * sign(a, w) keeps
  *              vpmaddubsw exact (2 * 128 * 127 = 32512); one vpmaddwd per 4-value group.
  *   dense      as the AVX-512 file: f32 panel of 256 columns reused by all tokens.
- * Q4_K and Q5_K are packed super-block tiles (tm_kt_group); the other K-quants' row
- * kernels (tm_q2k_rows, tm_q3k_rows, tm_q6k_rows) read the GGUF blocks in place. The file ends with the level's kernel table. */
+ * Q4_K, Q5_K (tm_kt_group) and Q6_K (tm_kt6_group) are packed super-block tiles; the
+ * row kernels of Q2_K and Q3_K (and of those three, for weights packed for another level)
+ * read the GGUF blocks in place. The file ends with the level's kernel table. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -547,6 +548,16 @@ TM_AI void tm_kq_pass(const tm_mm_args *a, int64_t r, int64_t r_last, int t0, co
 
 enum { TM_KT_NT = 4 };
 
+/* Rows 8h..8h+7 of tile ti for tokens [t0, t0 + nt): acc plus the bias; rows past n_rows
+ * are not stored. */
+TM_AI void tm_kt_store(const tm_mm_args *a, int64_t ti, int h, int t0, int nt, const __m256 *acc) {
+    const int64_t r0 = ti * TM_MM_TILE + 8 * h;
+    const __m256i mask = tm_row_mask(a, r0);
+    const __m256 bias = a->bias ? _mm256_maskload_ps(a->bias + r0, mask) : _mm256_setzero_ps();
+    for (int u = 0; u < nt; u++)
+        _mm256_maskstore_ps(a->out + (int64_t)(t0 + u) * a->n_rows + r0, mask, _mm256_add_ps(acc[u], bias));
+}
+
 /* Tokens [t0, t0 + NT) x rows 8h..8h+7 of tile ti; NT and q5 are constants after inlining. */
 TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int NT, const int q5) {
     const tm_mm_weight *pw = a->w;
@@ -603,28 +614,92 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int
             acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(y0[u * nsb + s].d), t, acc[u]);
         }
     }
-    const int64_t r0 = ti * TM_MM_TILE + 8 * h;
-    const __m256i mask = tm_row_mask(a, r0);
-    const __m256 bias = a->bias ? _mm256_maskload_ps(a->bias + r0, mask) : _mm256_setzero_ps();
-    for (int u = 0; u < NT; u++)
-        _mm256_maskstore_ps(a->out + (int64_t)(t0 + u) * a->n_rows + r0, mask, _mm256_add_ps(acc[u], bias));
+    tm_kt_store(a, ti, h, t0, NT, acc);
 }
 
-TM_AI void tm_kt_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int q5) {
+/* ---- Q6_K tiles (packed at load, matmul_impl.h) --------------------------------------
+ *
+ * Per chunk triple (h, k) of the packed stream, half a qh chunk completes half of each ql
+ * chunk p = 0, 1 (rows 8rh..8rh+7). Values are 0..63, so two chunks' vpmaddubsw sums fit
+ * in int16 (2 * 2 * 63 * 128 = 32256) and a 16-value group (4 chunks) is two vpmaddwd with
+ * the rows' scale in both words of their dwords. The zero point is -32 * (sc_g * bsum_g +
+ * sc_g+4 * bsum_g+4) per row: one vpmaddwd of the rows' scale pairs with the token's two
+ * group sums. The integer sums are the row kernels'; float step (y.d * d) * sumi. */
+TM_AI void tm_kt6_group(const tm_mm_args *a, int64_t ti, int rh, int t0, const int NT) {
+    const tm_mm_weight *pw = a->w;
+    const int64_t nsb = a->n_cols / TM_QK_K;
+    const uint8_t *tile = pw->packed + (size_t)ti * pw->tile_bytes;
+    const tm_block_q8_k *y0 = (const tm_block_q8_k *)a->act->q8k + (int64_t)t0 * nsb;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[TM_KT_NT];
+    for (int u = 0; u < NT; u++) acc[u] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; s++) {
+        const uint8_t *sb = tile + s * TM_MM_KQ6_SB;
+        if (rh == 0 && t0 == 0) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        __m256i sumi[TM_KT_NT];
+        for (int u = 0; u < NT; u++) sumi[u] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++)
+            for (int e = 0; e < 2; e++)
+                for (int p = 0; p < 2; p++) { /* groups g (low nibbles of chunks 4e..4e+3) and g + 4 (high) */
+                    const int g = 8 * h + 2 * p + e;
+                    const __m256i sl = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 16 * g + 8 * rh)));
+                    const __m256i sh = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 16 * (g + 4) + 8 * rh)));
+                    const __m256i scl = _mm256_blend_epi16(sl, _mm256_slli_epi32(sl, 16), 0xAA); /* sc_g, sc_g */
+                    const __m256i sch = _mm256_blend_epi16(sh, _mm256_slli_epi32(sh, 16), 0xAA);
+                    const __m256i zp = _mm256_blend_epi16(sl, _mm256_slli_epi32(sh, 16), 0xAA);  /* sc_g, sc_g+4 */
+                    for (int j = 0; j < 2; j++) { /* chunks 4e + 2j, 4e + 2j + 1 in int16 */
+                        __m256i lo[TM_KT_NT], hi[TM_KT_NT];
+                        for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm256_setzero_si256();
+                        for (int k = 4 * e + 2 * j; k < 4 * e + 2 * j + 2; k++) {
+                            const uint8_t *c = sb + TM_MM_KQ6_CHUNKS + 3 * 64 * (8 * h + k) + 32 * rh;
+                            const __m256i qh = _mm256_load_si256((const __m256i *)c);
+                            const __m256i v = _mm256_load_si256((const __m256i *)(c + 64 * (1 + p)));
+                            const __m256i hl = p ? _mm256_slli_epi16(qh, 2) : _mm256_slli_epi16(qh, 4);
+                            const __m256i hh = p ? _mm256_srli_epi16(qh, 2) : qh;
+                            const __m256i wl = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hl, m30));
+                            const __m256i wh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), _mm256_and_si256(hh, m30));
+                            for (int u = 0; u < NT; u++) {
+                                const int8_t *q = y0[u * nsb + s].qs + 128 * h + 32 * p + 4 * k;
+                                lo[u] = _mm256_add_epi16(lo[u], _mm256_maddubs_epi16(wl, tm_bcast4(q)));
+                                hi[u] = _mm256_add_epi16(hi[u], _mm256_maddubs_epi16(wh, tm_bcast4(q + 64)));
+                            }
+                        }
+                        for (int u = 0; u < NT; u++)
+                            sumi[u] = _mm256_add_epi32(sumi[u], _mm256_add_epi32(_mm256_madd_epi16(lo[u], scl), _mm256_madd_epi16(hi[u], sch)));
+                    }
+                    for (int u = 0; u < NT; u++) {
+                        const int16_t *bs = y0[u * nsb + s].bsums;
+                        const uint32_t pair = (uint16_t)bs[g] | (uint32_t)(uint16_t)bs[g + 4] << 16;
+                        sumi[u] = _mm256_sub_epi32(sumi[u], _mm256_slli_epi32(_mm256_madd_epi16(zp, _mm256_set1_epi32((int32_t)pair)), 5));
+                    }
+                }
+        const __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + 256 + 16 * rh)));
+        for (int u = 0; u < NT; u++) /* (y.d * d) * sumi, as the row kernels */
+            acc[u] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(y0[u * nsb + s].d), d), _mm256_cvtepi32_ps(sumi[u]), acc[u]);
+    }
+    tm_kt_store(a, ti, rh, t0, NT, acc);
+}
+
+/* Tiles [t0, t1) x all tokens, half a tile and up to 4 tokens a pass; kind (TM_KQ4,
+ * TM_KQ5 or TM_KQ6) is a constant after inlining. */
+TM_AI void tm_kt_tiles(const tm_mm_args *a, int64_t t0, int64_t t1, const int kind) {
     for (int64_t ti = t0; ti < t1; ti++)
         for (int h = 0; h < 2; h++) {
             if (ti * TM_MM_TILE + 8 * h >= a->n_rows) break;
             for (int t = 0; t < a->n; t += TM_KT_NT) {
                 const int nt = a->n - t < TM_KT_NT ? a->n - t : TM_KT_NT;
-                if (nt == 4) tm_kt_group(a, ti, h, t, 4, q5);
-                else if (nt == 3) tm_kt_group(a, ti, h, t, 3, q5);
-                else if (nt == 2) tm_kt_group(a, ti, h, t, 2, q5);
-                else tm_kt_group(a, ti, h, t, 1, q5);
+#define TM_KT_CALL(NT) (kind == TM_KQ6 ? tm_kt6_group(a, ti, h, t, NT) : tm_kt_group(a, ti, h, t, NT, kind == TM_KQ5))
+                if (nt == 4) TM_KT_CALL(4);
+                else if (nt == 3) TM_KT_CALL(3);
+                else if (nt == 2) TM_KT_CALL(2);
+                else TM_KT_CALL(1);
+#undef TM_KT_CALL
             }
         }
 }
-static void tm_q4k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 0); }
-static void tm_q5k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, 1); }
+static void tm_q4k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, TM_KQ4); }
+static void tm_q5k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, TM_KQ5); }
+static void tm_q6k_tiles(const tm_mm_args *a, int64_t t0, int64_t t1) { tm_kt_tiles(a, t0, t1, TM_KQ6); }
 
 /* Rows [r0, r1) x all tokens, 4 rows x 4 tokens a pass; kind is a constant after inlining. */
 TM_AI void tm_kq_rows(const tm_mm_args *a, int64_t r0, int64_t r1, const int kind) {
@@ -661,7 +736,7 @@ static const tm_mm_kernels tm_mm_avx2 = {
         [TM_DTYPE_Q5_0] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_0, tm_q5_0_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q5_1] = {TM_MM_ACT_Q8,  &tm_mm_pack_q5_1, tm_q5_1_tiles,  tm_mm_rows_scalar},
         [TM_DTYPE_Q4_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q4_k, tm_q4k_tiles,   tm_q4k_rows},
-        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q6k_rows},
+        [TM_DTYPE_Q6_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q6_k, tm_q6k_tiles,   tm_q6k_rows},
         [TM_DTYPE_Q2_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q2k_rows},
         [TM_DTYPE_Q3_K] = {TM_MM_ACT_Q8K, NULL,             NULL,           tm_q3k_rows},
         [TM_DTYPE_Q5_K] = {TM_MM_ACT_Q8K, &tm_mm_pack_q5_k, tm_q5k_tiles,   tm_q5k_rows},
