@@ -3,7 +3,7 @@
  * bits (matmul_quant.cuh), f32 accumulation. Part of the matmul family (matmul.cuh).
  *
  * Work item: 32 values of one weight row, read with one 16-byte load (two for Q8_0, one
- * of ql and one of qh for Q6_K): a legacy block, or for the K-quants the two 16-value
+ * of ql and one of qh for Q6_K; plus the block's 4 bytes of fifth bits for Q5_0, Q5_1): a legacy block, or for the K-quants the two 16-value
  * halves that one 16-byte run of quants holds (low and high nibbles); and the matching
  * activation bytes of each token (two 16-byte loads). The lanes of a block take consecutive items,
  * so a warp reads 512 contiguous bytes of a row per load. A block computes R rows for NT
@@ -21,9 +21,22 @@
 
 enum { TM_MM_GEMV_MAX_NT = 8, TM_MM_GEMV_MAX_WARPS = 4 };
 
-/* Four unsigned nibbles (0..15) per byte as signed bytes minus 8 (-8..7): no byte
- * carries, since each byte stays below 0x88 before the xor. */
-__device__ __forceinline__ int tm_mm_s4(uint32_t v) { return (int)(((v & 0x0f0f0f0fu) + 0x78787878u) ^ 0x80808080u); }
+/* Four bits (h & 15, bit i for byte i) moved to bit 4 of each byte: the product holds
+ * copies of h at bits 0, 7, 14 and 21, which do not overlap, so bit i lands on bit 8 i. */
+__device__ __forceinline__ uint32_t tm_mm_bit4(uint32_t h) { return ((h & 15u) * 0x00204081u & 0x01010101u) << 4; }
+
+/* Four 4-bit quants, the low nibbles of v's bytes (the high ones are masked off), as the
+ * int8 the dot products take; for Q5_0 / Q5_1 with their fifth bits h (bit i for byte i,
+ * higher bits ignored). Q4_0 q - 8 and Q5_0 q - 16 are signed (no byte carries: each
+ * byte stays below 0x90 before the xor); Q4_1, Q5_1 and Q4_K q as is (0..15, 0..31). */
+template <tm_dtype T>
+__device__ __forceinline__ int tm_mm_nib4(uint32_t v, uint32_t h) {
+    uint32_t q = v & 0x0f0f0f0fu;
+    if constexpr (tm_mm_is_q5(T)) q |= tm_mm_bit4(h);
+    if constexpr (T == TM_DTYPE_Q4_0) return (int)((q + 0x78787878u) ^ 0x80808080u);
+    else if constexpr (T == TM_DTYPE_Q5_0) return (int)((q + 0x70707070u) ^ 0x80808080u);
+    else return (int)q;
+}
 /* Four 6-bit values (0..63) per byte minus 32. */
 __device__ __forceinline__ int tm_mm_s6(uint32_t v) { return (int)((v + 0x60606060u) ^ 0x80808080u); }
 
@@ -74,27 +87,25 @@ __device__ __forceinline__ void tm_mm_gemv_item(const tm_mm_qw &w, const tm_mm_a
             wl[k] = tm_mm_s6((l[k] & 0x0f0f0f0fu) | (((hb[k] >> sh) & 0x03030303u) << 4));
             wh[k] = tm_mm_s6(((l[k] >> 4) & 0x0f0f0f0fu) | (((hb[k] >> (sh + 4)) & 0x03030303u) << 4));
         }
-    } else { /* Q4_0, Q4_1, Q4_K: 16 bytes, low nibbles with lo, high with hi */
+    } else { /* Q4_0, Q4_1, Q5_0, Q5_1, Q4_K: 16 bytes, low nibbles with lo, high with hi */
         const int4 v = *(const int4 *)(q + 16 * it);
         const uint32_t u[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
+        const uint32_t h = tm_mm_is_q5(T) ? w.qh[r * w.row_qh + it] : 0; /* bit j: value j */
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            if (T == TM_DTYPE_Q4_0) {
-                wl[k] = tm_mm_s4(u[k]), wh[k] = tm_mm_s4(u[k] >> 4);
-            } else {
-                wl[k] = (int)(u[k] & 0x0f0f0f0fu), wh[k] = (int)((u[k] >> 4) & 0x0f0f0f0fu);
-            }
+        for (int k = 0; k < 4; k++) { /* values 4k .. 4k + 3 and 16 + 4k .. */
+            wl[k] = tm_mm_nib4<T>(u[k], h >> (4 * k));
+            wh[k] = tm_mm_nib4<T>(u[k] >> 4, h >> (16 + 4 * k));
         }
     }
     const uint8_t *s = w.sd + r * w.row_sd;
-    if constexpr (T == TM_DTYPE_Q4_0 || T == TM_DTYPE_Q8_0) {
+    if constexpr (T == TM_DTYPE_Q4_0 || T == TM_DTYPE_Q5_0 || T == TM_DTYPE_Q8_0) {
         const float dw = __half2float(((const __half *)s)[it]);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             const int dot = tm_mm_dot16(wl, alo[t]) + tm_mm_dot16(wh, ahi[t]);
             acc[t] += (float)dot * (dw * a.d[t * a.nbp + it]);
         }
-    } else if constexpr (T == TM_DTYPE_Q4_1) {
+    } else if constexpr (tm_mm_has_min(T)) { /* Q4_1, Q5_1 */
         const __half2 dm = ((const __half2 *)s)[it];
         const float dw = __low2float(dm), mw = __high2float(dm);
 #pragma unroll

@@ -13,8 +13,9 @@
  * word gives the fragment's low k (low nibbles) and high k (high nibbles) with a mask.
  *
  * Scales per type (the CPU reference's order of operations, matmul.c):
- *   Q4_0, Q8_0  acc += dot * (dw * da) (Q4_0's nibbles made signed, -8..7)
- *   Q4_1        acc += dot * (dw * da) + mw * (da * sum_a)
+ *   Q4_0, Q5_0, Q8_0  acc += dot * (dw * da) (Q4_0's nibbles made signed, -8..7; Q5_0's
+ *                     five-bit values -16..15)
+ *   Q4_1, Q5_1        acc += dot * (dw * da) + mw * (da * sum_a)
  *   Q4_K        per super-block: sumi = sum_j sc_j dot_j, summ = sum_j m_j sum_a_j (int),
  *               acc += da * (d * sumi - dmin * summ)
  *   Q6_K        per super-block: sumi = sum_g sc_g dot_g over 16-value groups (two MMAs per
@@ -30,7 +31,8 @@ enum { TM_MMQ_BM = 64, TM_MMQ_THREADS = 128, TM_MMQ_ASTR = 256 + 16, TM_MMQ_SSTR
 
 /* Shared-memory layout of one stage for weight type T and BN tokens (byte offsets):
  * W quants (64 rows x WSTR), S scale records (64 x SSTR), D6 Q6_K d chunks (64 x 16),
- * A activations (BN x ASTR), AD their d (BN x 48: 8 f32 + padding), AS their sums (same).
+ * QH Q5_0 / Q5_1 fifth bits (64 x 48: 8 u32 + padding), A activations (BN x ASTR), AD
+ * their d (BN x 48: 8 f32 + padding), AS their sums (same).
  * Strides are odd multiples of 16 bytes or chosen so that the 8 rows one ldmatrix or one
  * scale read touches fall in different banks. */
 template <tm_dtype T, int BN>
@@ -38,13 +40,14 @@ struct tm_mmq_cfg {
     static constexpr bool KQ = T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q6_K;
     static constexpr int QB = T == TM_DTYPE_Q8_0 ? 32 : 16;                 /* legacy: quant bytes per block */
     static constexpr int QROW = T == TM_DTYPE_Q6_K ? 192 : KQ ? 128 : 8 * QB; /* quant bytes per row per step */
-    static constexpr int SROW = T == TM_DTYPE_Q4_1 ? 32 : 16;               /* scale bytes per row per step */
+    static constexpr int SROW = tm_mm_has_min(T) ? 32 : 16;                 /* scale bytes per row per step */
     static constexpr int WSTR = QROW + 16;
-    static constexpr int SSTR = T == TM_DTYPE_Q4_1 ? 48 : 16;
+    static constexpr int SSTR = tm_mm_has_min(T) ? 48 : 16;
     static constexpr int W = 0;
     static constexpr int S = W + TM_MMQ_BM * WSTR;
     static constexpr int D6 = S + TM_MMQ_BM * SSTR;
-    static constexpr int A = D6 + (T == TM_DTYPE_Q6_K ? TM_MMQ_BM * 16 : 0);
+    static constexpr int QH = D6 + (T == TM_DTYPE_Q6_K ? TM_MMQ_BM * 16 : 0);
+    static constexpr int A = QH + (tm_mm_is_q5(T) ? TM_MMQ_BM * TM_MMQ_SSTR_A : 0);
     static constexpr int AD = A + BN * TM_MMQ_ASTR;
     static constexpr int AS = AD + BN * TM_MMQ_SSTR_A;
     static constexpr int STAGE = AS + BN * TM_MMQ_SSTR_A;
@@ -69,6 +72,11 @@ __device__ __forceinline__ void tm_mmq_load(uint8_t *s, const tm_mm_qw &w, const
         tm_cp_async_16(s + C::S + r * C::SSTR + 16 * c, w.sd + gr * w.row_sd + (int64_t)st * C::SROW + 16 * c);
         if (T == TM_DTYPE_Q6_K) /* the aligned chunk of 8 super-block scales that holds st's */
             tm_cp_async_16(s + C::D6 + r * 16, (const uint8_t *)(w.d6 + gr * w.row_d6) + 16 * (st / 8));
+    }
+    for (int i = threadIdx.x; tm_mm_is_q5(T) && i < TM_MMQ_BM * 2; i += blockDim.x) { /* 8 blocks' qh: 32 B */
+        const int r = i / 2, c = i % 2;
+        const int64_t gr = row0 + r < w.n_rows ? row0 + r : w.n_rows - 1;
+        tm_cp_async_16(s + C::QH + r * TM_MMQ_SSTR_A + 16 * c, (const uint8_t *)(w.qh + gr * w.row_qh + 8 * st) + 16 * c);
     }
     const int ach = 2 * nbs;
     for (int i = threadIdx.x; i < BN * ach; i += blockDim.x) {
@@ -136,14 +144,16 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
                 tm_ldmatrix_x4(r, sw + lane * C::WSTR + 16 * kb);
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
+                    /* rows g and g + 8 of the tile: bytes 4t .. 4t + 3 hold values 4t .. (low
+                     * nibbles) and 16 + 4t .. (high); Q5: the rows' fifth bits, bit j: value j */
                     const uint32_t r0 = r[2 * mt], r1 = r[2 * mt + 1];
-                    if (T == TM_DTYPE_Q4_0) {
-                        af[mt][0] = tm_mm_s4(r0), af[mt][1] = tm_mm_s4(r1);
-                        af[mt][2] = tm_mm_s4(r0 >> 4), af[mt][3] = tm_mm_s4(r1 >> 4);
-                    } else {
-                        af[mt][0] = r0 & 0x0f0f0f0fu, af[mt][1] = r1 & 0x0f0f0f0fu;
-                        af[mt][2] = (r0 >> 4) & 0x0f0f0f0fu, af[mt][3] = (r1 >> 4) & 0x0f0f0f0fu;
+                    uint32_t h0 = 0, h1 = 0;
+                    if constexpr (tm_mm_is_q5(T)) {
+                        h0 = ((const uint32_t *)(s + C::QH + rows[mt][0] * TM_MMQ_SSTR_A))[kb] >> (4 * t);
+                        h1 = ((const uint32_t *)(s + C::QH + rows[mt][1] * TM_MMQ_SSTR_A))[kb] >> (4 * t);
                     }
+                    af[mt][0] = tm_mm_nib4<T>(r0, h0), af[mt][1] = tm_mm_nib4<T>(r1, h1);
+                    af[mt][2] = tm_mm_nib4<T>(r0 >> 4, h0 >> 16), af[mt][3] = tm_mm_nib4<T>(r1 >> 4, h1 >> 16);
                 }
             }
             float dw[2][2], mw[2][2], da[WN][2], sa_[WN][2];
@@ -151,14 +161,14 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
             for (int mt = 0; mt < 2; mt++)
                 for (int hf = 0; hf < 2; hf++) {
                     const __half *sr = (const __half *)(s + C::S + rows[mt][hf] * C::SSTR);
-                    dw[mt][hf] = __half2float(sr[T == TM_DTYPE_Q4_1 ? 2 * kb : kb]);
-                    mw[mt][hf] = T == TM_DTYPE_Q4_1 ? __half2float(sr[2 * kb + 1]) : 0.0f;
+                    dw[mt][hf] = __half2float(sr[tm_mm_has_min(T) ? 2 * kb : kb]);
+                    mw[mt][hf] = tm_mm_has_min(T) ? __half2float(sr[2 * kb + 1]) : 0.0f;
                 }
 #pragma unroll
             for (int nt = 0; nt < WN; nt++)
                 for (int e = 0; e < 2; e++) {
                     da[nt][e] = sad[toks[nt][e] * 12 + kb];
-                    sa_[nt][e] = T == TM_DTYPE_Q4_1 ? da[nt][e] * (float)sas[toks[nt][e] * 12 + kb] : 0.0f;
+                    sa_[nt][e] = tm_mm_has_min(T) ? da[nt][e] * (float)sas[toks[nt][e] * 12 + kb] : 0.0f;
                 }
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -170,7 +180,7 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
                     for (int i = 0; i < 4; i++) {
                         const int hf = i >> 1, e = i & 1;
                         float v = (float)c[i] * (dw[mt][hf] * da[nt][e]);
-                        if (T == TM_DTYPE_Q4_1) v += mw[mt][hf] * sa_[nt][e];
+                        if (tm_mm_has_min(T)) v += mw[mt][hf] * sa_[nt][e];
                         acc[mt][nt][i] += v;
                     }
                 }

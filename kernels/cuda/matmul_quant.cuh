@@ -4,7 +4,7 @@
  * The formats are the CPU reference's (kernels/cpu/matmul.c), bit for bit, so that the
  * GPU multiplies the same integers as the CPU and the two differ only in the order of the
  * f32 sums:
- *   legacy (Q4_0, Q4_1, Q8_0 weights): per block of 32 values d = amax / 127 (f32, 0 for
+ *   legacy (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights): per block of 32 values d = amax / 127 (f32, 0 for
  *     a zero block or one too small to invert), q = round-half-even(x / d), sum = sum(q);
  *   K (Q4_K, Q6_K weights), the CPU's Q8_K: per super-block of 256 values the signed
  *     value of largest magnitude max (the first one, in index order), iscale = -127 / max,

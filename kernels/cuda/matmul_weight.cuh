@@ -2,21 +2,24 @@
  * upload at load (tm_cuda_weight_init / tm_cuda_weight_deinit), and embedding rows
  * (tm_cuda_weight_rows). Part of the matmul family (matmul.cuh).
  *
- * GGUF blocks are 18, 20, 34, 144 or 210 bytes, so inside a row they are only 2-byte
+ * GGUF blocks are 18, 20, 22, 24, 34, 144 or 210 bytes, so inside a row they are only 2-byte
  * aligned and no 16-byte load can read them (KERNELS.md section 1). At upload each
  * quantized weight is split into separate arrays, each row of each a multiple of 16 bytes:
  *
  *   qs  (n_rows, row_qs) the quants, the bytes in GGUF order within each block:
- *         Q4_0, Q4_1  nb x 16 B  (byte j: value j low nibble, value j + 16 high nibble)
+ *         Q4_0, Q4_1, nb x 16 B  (byte j: value j low nibble, value j + 16 high nibble;
+ *         Q5_0, Q5_1             for Q5 the low 4 bits of the values)
  *         Q8_0        nb x 32 B  (int8)
  *         Q4_K        nsb x 128 B (the block's qs[128])
  *         Q6_K        nsb x 192 B (the block's ql[128] then qh[64])
  *   sd  (n_rows, row_sd) the scales:
- *         Q4_0, Q8_0  nbp x f16 d
- *         Q4_1        nbp x (f16 d, f16 m)
+ *         Q4_0, Q5_0, Q8_0  nbp x f16 d
+ *         Q4_1, Q5_1        nbp x (f16 d, f16 m)
  *         Q4_K        nsb x 16 B (the block's d, dmin and 12 bytes of 6-bit scales/mins)
  *         Q6_K        nsb x 16 B (the block's int8 scales[16])
  *   d6  (n_rows, nsbp) f16, Q6_K only: the super-block scale d
+ *   qh  (n_rows, nbp) u32, Q5_0 and Q5_1 only: each block's qh, the fifth bits (bit j:
+ *         value j), so that a 256-value step's are two aligned 16-byte chunks
  * with nb = n_cols / 32 blocks and nsb = n_cols / 256 super-blocks per row, and nbp, nsbp
  * those rounded up to a multiple of 8, so that the scales of 8 consecutive blocks (one
  * 256-value step of the tiled kernel) are one aligned 16-byte chunk; the padding is zero.
@@ -44,12 +47,14 @@ typedef struct tm_mm_qw {
     const uint8_t *qs; /* (n_rows, row_qs) quants; dense types: the row-major elements */
     const uint8_t *sd; /* (n_rows, row_sd) scales, per dtype as above; NULL for dense */
     const __half *d6;  /* (n_rows, row_d6) Q6_K super-block scales; NULL otherwise */
+    const uint32_t *qh; /* (n_rows, row_qh) Q5_0 / Q5_1 fifth bits per block; NULL otherwise */
     int64_t n_rows;    /* output features */
     int64_t n_cols;    /* input features */
     int nb;            /* 32-value blocks per row (n_cols / 32); dense: unused */
     int row_qs;        /* bytes per row of qs (dense: n_cols * element size) */
     int row_sd;        /* bytes per row of sd */
     int row_d6;        /* f16 elements per row of d6 */
+    int row_qh;        /* u32 elements per row of qh */
 } tm_mm_qw;
 
 /* What tm_weight.aux points to (host memory); tm_weight.data is the device allocation. */
@@ -64,8 +69,13 @@ static inline int tm_mm_is_dense(tm_dtype t) {
 
 static inline int tm_mm_is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
 
+/* The legacy 5-bit types: Q4_0 / Q4_1 plus a fifth bit per value (qh). */
+static __host__ __device__ constexpr bool tm_mm_is_q5(tm_dtype t) { return t == TM_DTYPE_Q5_0 || t == TM_DTYPE_Q5_1; }
+/* Legacy types with a min per block (value = d q + m), the others are value = d q. */
+static __host__ __device__ constexpr bool tm_mm_has_min(tm_dtype t) { return t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q5_1; }
+
 static inline int tm_mm_supported(tm_dtype t) {
-    return tm_mm_is_dense(t) || t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q8_0 ||
+    return tm_mm_is_dense(t) || t == TM_DTYPE_Q4_0 || t == TM_DTYPE_Q4_1 || tm_mm_is_q5(t) || t == TM_DTYPE_Q8_0 ||
            tm_mm_is_kquant(t);
 }
 
@@ -77,13 +87,15 @@ static void tm_mm_layout(tm_dtype t, int64_t n_cols, tm_mm_qw *v) {
     const int nbp = (int)tm_mm_round_up(nb, 8), nsbp = (int)tm_mm_round_up(nsb, 8);
     v->n_cols = n_cols;
     v->nb = nb;
-    v->row_sd = v->row_d6 = 0;
+    v->row_sd = v->row_d6 = v->row_qh = 0;
     switch (t) {
     case TM_DTYPE_F32: v->row_qs = (int)(n_cols * 4); break;
     case TM_DTYPE_F16:
     case TM_DTYPE_BF16: v->row_qs = (int)(n_cols * 2); break;
     case TM_DTYPE_Q4_0: v->row_qs = nb * 16, v->row_sd = nbp * 2; break;
     case TM_DTYPE_Q4_1: v->row_qs = nb * 16, v->row_sd = nbp * 4; break;
+    case TM_DTYPE_Q5_0: v->row_qs = nb * 16, v->row_sd = nbp * 2, v->row_qh = nbp; break;
+    case TM_DTYPE_Q5_1: v->row_qs = nb * 16, v->row_sd = nbp * 4, v->row_qh = nbp; break;
     case TM_DTYPE_Q8_0: v->row_qs = nb * 32, v->row_sd = nbp * 2; break;
     case TM_DTYPE_Q4_K: v->row_qs = nsb * 128, v->row_sd = nsb * 16; break;
     case TM_DTYPE_Q6_K: v->row_qs = nsb * 192, v->row_sd = nsb * 16, v->row_d6 = nsbp; break;
@@ -91,9 +103,10 @@ static void tm_mm_layout(tm_dtype t, int64_t n_cols, tm_mm_qw *v) {
     }
 }
 
-/* One GGUF row -> its rows of qs, sd and d6 (sd and d6 zeroed by the caller: padding). */
-static void tm_mm_repack_row(tm_dtype t, const uint8_t *src, int64_t n_cols, uint8_t *qs, uint8_t *sd,
-                             uint8_t *d6) {
+/* One GGUF row -> its rows of qs, sd, d6 and qh (sd, d6 and qh zeroed by the caller:
+ * padding). */
+static void tm_mm_repack_row(tm_dtype t, const uint8_t *src, int64_t n_cols, uint8_t *qs, uint8_t *sd, uint8_t *d6,
+                             uint8_t *qh) {
     const int64_t nb = n_cols / TM_QK, nsb = n_cols / TM_QK_K;
     switch (t) {
     case TM_DTYPE_Q4_0:
@@ -106,6 +119,20 @@ static void tm_mm_repack_row(tm_dtype t, const uint8_t *src, int64_t n_cols, uin
         for (int64_t b = 0; b < nb; b++, src += sizeof(tm_block_q4_1)) {
             memcpy(sd + 4 * b, src, 4);
             memcpy(qs + 16 * b, src + 4, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_0: /* d, qh[4], qs[16] */
+        for (int64_t b = 0; b < nb; b++, src += sizeof(tm_block_q5_0)) {
+            memcpy(sd + 2 * b, src, 2);
+            memcpy(qh + 4 * b, src + 2, 4);
+            memcpy(qs + 16 * b, src + 6, 16);
+        }
+        break;
+    case TM_DTYPE_Q5_1: /* d, m, qh[4], qs[16] */
+        for (int64_t b = 0; b < nb; b++, src += sizeof(tm_block_q5_1)) {
+            memcpy(sd + 4 * b, src, 4);
+            memcpy(qh + 4 * b, src + 4, 4);
+            memcpy(qs + 16 * b, src + 8, 16);
         }
         break;
     case TM_DTYPE_Q8_0:
@@ -151,7 +178,7 @@ enum { TM_MM_STAGING_BYTES = 8 << 20 };
 static cudaError_t tm_mm_upload(const tm_cuda_ctx *ctx, tm_dtype t, const tm_mm_qw *v, const uint8_t *host_src,
                                 const char **what) {
     const int64_t src_row = tm_dtype_row_bytes(t, v->n_cols);
-    const size_t row_all = (size_t)v->row_qs + v->row_sd + 2 * (size_t)v->row_d6;
+    const size_t row_all = (size_t)v->row_qs + v->row_sd + 2 * (size_t)v->row_d6 + 4 * (size_t)v->row_qh;
     const int64_t chunk = row_all >= TM_MM_STAGING_BYTES ? 1 : (int64_t)(TM_MM_STAGING_BYTES / row_all);
     const int64_t rows = chunk < v->n_rows ? chunk : v->n_rows;
     uint8_t *stage = (uint8_t *)malloc((size_t)rows * row_all);
@@ -160,14 +187,16 @@ static cudaError_t tm_mm_upload(const tm_cuda_ctx *ctx, tm_dtype t, const tm_mm_
         return cudaErrorMemoryAllocation;
     }
     uint8_t *qs = stage, *sd = qs + (size_t)rows * v->row_qs, *d6 = sd + (size_t)rows * v->row_sd;
+    uint8_t *qh = d6 + (size_t)rows * 2 * v->row_d6;
     cudaError_t rc = cudaSuccess;
     for (int64_t r0 = 0; r0 < v->n_rows && rc == cudaSuccess; r0 += rows) {
         const int64_t m = v->n_rows - r0 < rows ? v->n_rows - r0 : rows;
         memset(sd, 0, (size_t)m * v->row_sd);
         memset(d6, 0, (size_t)m * 2 * v->row_d6);
+        memset(qh, 0, (size_t)m * 4 * v->row_qh);
         for (int64_t r = 0; r < m; r++)
             tm_mm_repack_row(t, host_src + (r0 + r) * src_row, v->n_cols, qs + r * v->row_qs, sd + r * v->row_sd,
-                             d6 + r * 2 * v->row_d6);
+                             d6 + r * 2 * v->row_d6, qh + r * 4 * v->row_qh);
         *what = "copy to the device";
         rc = cudaMemcpyAsync((uint8_t *)v->qs + r0 * v->row_qs, qs, (size_t)m * v->row_qs, cudaMemcpyHostToDevice,
                              ctx->stream);
@@ -176,6 +205,9 @@ static cudaError_t tm_mm_upload(const tm_cuda_ctx *ctx, tm_dtype t, const tm_mm_
                                  cudaMemcpyHostToDevice, ctx->stream);
         if (rc == cudaSuccess && v->row_d6)
             rc = cudaMemcpyAsync((uint8_t *)v->d6 + r0 * v->row_d6, d6, (size_t)m * 2 * v->row_d6,
+                                 cudaMemcpyHostToDevice, ctx->stream);
+        if (rc == cudaSuccess && v->row_qh)
+            rc = cudaMemcpyAsync((uint8_t *)(v->qh + r0 * v->row_qh), qh, (size_t)m * 4 * v->row_qh,
                                  cudaMemcpyHostToDevice, ctx->stream);
         /* the staging buffer is refilled next round: wait for the copies to read it */
         if (rc == cudaSuccess) rc = cudaStreamSynchronize(ctx->stream);
@@ -195,7 +227,7 @@ static int tm_cuda_weight_init(const tm_cuda_ctx *ctx, tm_weight *w, tm_dtype dt
     if (!tm_mm_supported(dtype))
         return tm_fail(err, err_len, TM_EUNSUPPORTED,
                        "cuda matmul: unsupported weight dtype %s (id %d): the CUDA kernels take f32, f16, bf16, "
-                       "q8_0, q4_0, q4_1, q4_k and q6_k (the CPU backend, --device cpu, takes q5_0, q5_1 and "
+                       "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k and q6_k (the CPU backend, --device cpu, takes "
                        "q2_k..q6_k too)",
                        tm_dtype_name(dtype), (int)dtype);
     const int64_t src_row = tm_dtype_row_bytes(dtype, n_cols);
@@ -210,7 +242,8 @@ static int tm_cuda_weight_init(const tm_cuda_ctx *ctx, tm_weight *w, tm_dtype dt
     v->n_rows = n_rows;
     const size_t qs_bytes = (size_t)tm_mm_round_up(n_rows * v->row_qs, 256);
     const size_t sd_bytes = (size_t)tm_mm_round_up(n_rows * v->row_sd, 256);
-    const size_t n_bytes = qs_bytes + sd_bytes + (size_t)n_rows * 2 * v->row_d6;
+    const size_t d6_bytes = (size_t)tm_mm_round_up(n_rows * 2 * v->row_d6, 256);
+    const size_t n_bytes = qs_bytes + sd_bytes + d6_bytes + (size_t)n_rows * 4 * v->row_qh;
     st->n_bytes = n_bytes;
     void *dev = NULL;
     cudaError_t rc = cudaMalloc(&dev, n_bytes);
@@ -226,6 +259,7 @@ static int tm_cuda_weight_init(const tm_cuda_ctx *ctx, tm_weight *w, tm_dtype dt
     } else {
         v->sd = v->qs + qs_bytes;
         v->d6 = v->row_d6 ? (const __half *)(v->sd + sd_bytes) : NULL;
+        v->qh = v->row_qh ? (const uint32_t *)(v->sd + sd_bytes + d6_bytes) : NULL;
         rc = tm_mm_upload(ctx, dtype, v, (const uint8_t *)host_src, &what);
     }
     if (rc != cudaSuccess) {
@@ -274,16 +308,18 @@ __device__ __forceinline__ int tm_mm_byte8(const uint32_t *u, int j) {
  * the compiler from fusing them). */
 template <tm_dtype T>
 __device__ void tm_mm_dequant32(const tm_mm_qw &w, int64_t r, int it, float y[32]) {
-    if constexpr (T == TM_DTYPE_Q4_0 || T == TM_DTYPE_Q4_1) {
+    if constexpr (T == TM_DTYPE_Q4_0 || T == TM_DTYPE_Q4_1 || tm_mm_is_q5(T)) {
         const uint8_t *q = w.qs + r * w.row_qs + 16 * it;
         const __half *s = (const __half *)(w.sd + r * w.row_sd);
-        const float d = __half2float(s[T == TM_DTYPE_Q4_1 ? 2 * it : it]);
-        const float m = T == TM_DTYPE_Q4_1 ? __half2float(s[2 * it + 1]) : 0.0f;
+        const float d = __half2float(s[tm_mm_has_min(T) ? 2 * it : it]);
+        const float m = tm_mm_has_min(T) ? __half2float(s[2 * it + 1]) : 0.0f;
+        const uint32_t h = tm_mm_is_q5(T) ? w.qh[r * w.row_qh + it] : 0; /* Q4: no fifth bits */
+        const int zero = T == TM_DTYPE_Q4_0 ? 8 : 16;                    /* of the types without a min */
         for (int j = 0; j < 16; j++) {
-            const int lo = q[j] & 15, hi = q[j] >> 4;
-            if (T == TM_DTYPE_Q4_0) {
-                y[j] = __fmul_rn((float)(lo - 8), d);
-                y[j + 16] = __fmul_rn((float)(hi - 8), d);
+            const int lo = (q[j] & 15) | ((h >> j) & 1) << 4, hi = (q[j] >> 4) | ((h >> (j + 16)) & 1) << 4;
+            if (!tm_mm_has_min(T)) {
+                y[j] = __fmul_rn((float)(lo - zero), d);
+                y[j + 16] = __fmul_rn((float)(hi - zero), d);
             } else {
                 y[j] = __fadd_rn(__fmul_rn((float)lo, d), m);
                 y[j + 16] = __fadd_rn(__fmul_rn((float)hi, d), m);
@@ -366,6 +402,8 @@ static cudaError_t tm_cuda_weight_rows(const tm_cuda_ctx *ctx, float *out, const
     case TM_DTYPE_BF16: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_BF16>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q4_0: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q4_0>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q4_1: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q4_1>, n, threads, 0, ctx->stream, out, v, ids)); break;
+    case TM_DTYPE_Q5_0: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q5_0>, n, threads, 0, ctx->stream, out, v, ids)); break;
+    case TM_DTYPE_Q5_1: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q5_1>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q8_0: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q8_0>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q4_K: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q4_K>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q6_K: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q6_K>, n, threads, 0, ctx->stream, out, v, ids)); break;

@@ -27,14 +27,16 @@ extern "C" {
 
 namespace {
 
-const tm_dtype kQuant[] = {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
+const tm_dtype kQuant[] = {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1,
+                          TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
 const tm_dtype kDense[] = {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16};
 
 bool is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
 
 // Bound on ||out - ref|| / ||ref|| against the CPU scalar backend, per weight type.
 //  - Quantized types: both sides quantize the activations identically (the GPU kernels use
-//    the CPU's formats bit for bit: Q8 blocks of 32 for Q4_0/Q4_1/Q8_0, Q8_K for Q4_K/Q6_K)
+//    the CPU's formats bit for bit: Q8 blocks of 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K for
+//    Q4_K/Q6_K)
 //    and form the same integer dot products per block; only the order of the f32 sums of
 //    the scaled block products differs (and FMA contraction on a GPU): ~1e-7 per term.
 //  - F32: cuBLAS in f32 (no TF32): the order of the sums only.
@@ -197,6 +199,7 @@ const char *path_name(tm_mm_path p) { return p == TM_MM_PATH_GEMV ? "gemv" : p =
 std::vector<uint8_t> unpack_device(const tm_weight &w) {
     const tm_mm_qw &v = *tm_mm_view(&w);
     std::vector<uint8_t> qs((size_t)w.n_rows * v.row_qs), sd((size_t)w.n_rows * v.row_sd), d6((size_t)w.n_rows * 2 * v.row_d6);
+    std::vector<uint8_t> qh((size_t)w.n_rows * 4 * v.row_qh);
     EXPECT_EQ(cudaMemcpy(qs.data(), v.qs, qs.size(), cudaMemcpyDeviceToHost), cudaSuccess);
     if (v.row_sd) {
         EXPECT_EQ(cudaMemcpy(sd.data(), v.sd, sd.size(), cudaMemcpyDeviceToHost), cudaSuccess);
@@ -204,16 +207,26 @@ std::vector<uint8_t> unpack_device(const tm_weight &w) {
     if (v.row_d6) {
         EXPECT_EQ(cudaMemcpy(d6.data(), v.d6, d6.size(), cudaMemcpyDeviceToHost), cudaSuccess);
     }
+    if (v.row_qh) {
+        EXPECT_EQ(cudaMemcpy(qh.data(), v.qh, qh.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    }
     if (tm_mm_is_dense(w.dtype)) return qs;
     const int64_t bs = tm_dtype_block_size(w.dtype), bb = tm_dtype_block_bytes(w.dtype), nb = w.n_cols / bs;
     std::vector<uint8_t> out((size_t)(w.n_rows * nb * bb));
     for (int64_t r = 0; r < w.n_rows; r++) {
         const uint8_t *q = qs.data() + r * v.row_qs, *s = sd.data() + r * v.row_sd, *e = d6.data() + r * 2 * v.row_d6;
+        const uint8_t *h = qh.data() + r * 4 * v.row_qh;
         for (int64_t b = 0; b < nb; b++) {
             uint8_t *o = out.data() + (r * nb + b) * bb;
             switch (w.dtype) {
             case TM_DTYPE_Q4_0: std::memcpy(o, s + 2 * b, 2), std::memcpy(o + 2, q + 16 * b, 16); break;
             case TM_DTYPE_Q4_1: std::memcpy(o, s + 4 * b, 4), std::memcpy(o + 4, q + 16 * b, 16); break;
+            case TM_DTYPE_Q5_0:
+                std::memcpy(o, s + 2 * b, 2), std::memcpy(o + 2, h + 4 * b, 4), std::memcpy(o + 6, q + 16 * b, 16);
+                break;
+            case TM_DTYPE_Q5_1:
+                std::memcpy(o, s + 4 * b, 4), std::memcpy(o + 4, h + 4 * b, 4), std::memcpy(o + 8, q + 16 * b, 16);
+                break;
             case TM_DTYPE_Q8_0: std::memcpy(o, s + 2 * b, 2), std::memcpy(o + 2, q + 32 * b, 32); break;
             case TM_DTYPE_Q4_K: std::memcpy(o, s + 16 * b, 16), std::memcpy(o + 16, q + 128 * b, 128); break;
             case TM_DTYPE_Q6_K:
@@ -223,8 +236,11 @@ std::vector<uint8_t> unpack_device(const tm_weight &w) {
             }
         }
         // the padding of the scale rows (a step's 8 blocks are one chunk) is zero
-        const int used = w.dtype == TM_DTYPE_Q4_1 ? 4 * (int)nb : (w.dtype == TM_DTYPE_Q4_0 || w.dtype == TM_DTYPE_Q8_0) ? 2 * (int)nb : v.row_sd;
+        const bool with_min = w.dtype == TM_DTYPE_Q4_1 || w.dtype == TM_DTYPE_Q5_1;
+        const bool legacy = with_min || w.dtype == TM_DTYPE_Q4_0 || w.dtype == TM_DTYPE_Q5_0 || w.dtype == TM_DTYPE_Q8_0;
+        const int used = with_min ? 4 * (int)nb : legacy ? 2 * (int)nb : v.row_sd;
         for (int i = used; i < v.row_sd; i++) EXPECT_EQ(s[i], 0) << "row " << r << " scale padding byte " << i;
+        for (int i = 4 * (int)nb; i < 4 * v.row_qh; i++) EXPECT_EQ(h[i], 0) << "row " << r << " qh padding byte " << i;
         for (int i = 2 * (int)nb; w.dtype == TM_DTYPE_Q6_K && i < 2 * v.row_d6; i++) EXPECT_EQ(e[i], 0);
     }
     return out;
@@ -232,8 +248,8 @@ std::vector<uint8_t> unpack_device(const tm_weight &w) {
 
 TEST_F(CudaMatmul, RepackRoundTripsAndEmbeddingRowsEqualTheReference) {
     const int64_t rows = 37;
-    for (tm_dtype t : {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K, TM_DTYPE_F32,
-                       TM_DTYPE_F16, TM_DTYPE_BF16}) {
+    for (tm_dtype t : {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K,
+                       TM_DTYPE_Q6_K, TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16}) {
         for (int64_t cols : {(int64_t)256, is_kquant(t) ? (int64_t)768 : (int64_t)576}) {
             SCOPED_TRACE(std::string(tm_dtype_name(t)) + " cols " + std::to_string(cols));
             const Weight h = make_weight(t, rows, cols, 11 + (uint32_t)t);
@@ -310,6 +326,42 @@ TEST_F(CudaMatmul, LongRowsGiveLanesSeveralItems) {
                 const std::vector<float> x = make_x(n, h.cols, 5 * n + 1);
                 const double e = rel_err(run(w, x, nullptr, n, path), reference(h, x, nullptr, n));
                 EXPECT_LE(e, bound(t));
+            }
+        }
+        tm_cuda_weight_deinit(&w);
+    }
+}
+
+TEST_F(CudaMatmul, Q5FifthBitsInEveryPatternAtGemmaWidth) {
+    // Q5_0 / Q5_1 are what a Q4_K_M file holds for rows that are not a multiple of 256
+    // (Gemma 3 270M: 640 columns, 20 blocks, so the tiles' last step has 4). Random qs and
+    // qh bytes with sane scales: every fifth bit is 0 or 1 independently of its nibble
+    // (a quantizer's output sets it only for the larger values), so a fifth bit read from
+    // the wrong position or shifted to the wrong place changes the result.
+    for (tm_dtype t : {TM_DTYPE_Q5_0, TM_DTYPE_Q5_1}) {
+        const int64_t rows = 130, cols = 640;
+        Weight h{t, rows, cols, std::vector<uint8_t>(rows * tm_dtype_row_bytes(t, cols))};
+        std::mt19937 rng(900 + (uint32_t)t);
+        for (auto &b : h.raw) b = (uint8_t)rng();
+        std::uniform_real_distribution<float> ud(0.001f, 0.02f);
+        const int64_t bb = tm_dtype_block_bytes(t);
+        for (int64_t i = 0; i < rows * cols / TM_QK; i++) {
+            const uint16_t d = tm_f32_to_f16(ud(rng)), m = tm_f32_to_f16(-16.0f * ud(rng));
+            std::memcpy(h.raw.data() + i * bb, &d, 2);
+            if (t == TM_DTYPE_Q5_1) std::memcpy(h.raw.data() + i * bb + 2, &m, 2);
+        }
+        tm_weight w;
+        upload(&w, h);
+        EXPECT_TRUE(unpack_device(w) == h.raw);
+        std::vector<float> bias(rows);
+        for (int64_t r = 0; r < rows; r++) bias[r] = 0.02f * (float)(r % 7) - 0.06f;
+        for (tm_mm_path path : {TM_MM_PATH_GEMV, TM_MM_PATH_MMA}) {
+            for (int n : {1, 2, 8, 13}) {
+                SCOPED_TRACE(std::string(tm_dtype_name(t)) + " " + path_name(path) + " n " + std::to_string(n));
+                const std::vector<float> x = make_x(n, cols, 13 * n + (uint32_t)t);
+                const std::vector<float> *b = n % 2 ? nullptr : &bias;
+                const std::vector<float> out = run(w, x, b, n, path);
+                EXPECT_LE(rel_err(out, reference(h, x, b ? b->data() : nullptr, n)), bound(t));
             }
         }
         tm_cuda_weight_deinit(&w);
@@ -397,7 +449,8 @@ TEST_F(CudaMatmul, ExtremeScales) {
                 const uint16_t s = scales[(r % 8 < 4 ? r : r + b) % 4];
                 const int off = t == TM_DTYPE_Q6_K ? 208 : 0;
                 std::memcpy(blk + off, &s, 2);
-                if (t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q4_K) std::memcpy(blk + 2, &scales[(r + b + 1) % 4], 2);
+                if (t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q5_1 || t == TM_DTYPE_Q4_K)
+                    std::memcpy(blk + 2, &scales[(r + b + 1) % 4], 2); // the min (dmin)
             }
         tm_weight w;
         upload(&w, h);
@@ -478,7 +531,7 @@ TEST_F(CudaMatmul, BadWeightsAreRefusedWithAReason) {
     EXPECT_NE(std::string(err).find("unsupported weight dtype q8_1"), std::string::npos) << err;
     // types the CPU multiplies but these kernels do not (yet): refused, and the message
     // says where they do run
-    for (tm_dtype t : {TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q2_K, TM_DTYPE_Q3_K, TM_DTYPE_Q5_K}) {
+    for (tm_dtype t : {TM_DTYPE_Q2_K, TM_DTYPE_Q3_K, TM_DTYPE_Q5_K}) {
         const int64_t cols = tm_dtype_block_size(t) == 32 ? 64 : 256;
         std::vector<uint8_t> blocks(4 * tm_dtype_row_bytes(t, cols));
         EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, t, 4, cols, blocks.data(), err, sizeof err), TM_EUNSUPPORTED);
