@@ -82,7 +82,8 @@ std::vector<uint8_t> random_weight(tm_dtype t, int64_t rows, int64_t cols) {
         case TM_DTYPE_Q6_K: memcpy(p + 208, &small, 2); break;
         case TM_DTYPE_Q4_1:
         case TM_DTYPE_Q5_1:
-        case TM_DTYPE_Q4_K: memcpy(p, &small, 2), memcpy(p + 2, &small, 2); break;
+        case TM_DTYPE_Q4_K:
+        case TM_DTYPE_Q5_K: memcpy(p, &small, 2), memcpy(p + 2, &small, 2); break;
         default: memcpy(p, &small, 2); break;
         }
     }

@@ -52,6 +52,7 @@ static cudaError_t tm_mm_run(const tm_cuda_ctx *ctx, float *out, const tm_weight
     case TM_DTYPE_Q5_1: return tm_mm_run_t<TM_DTYPE_Q5_1>(ctx, out, v, a, bias, n, path);
     case TM_DTYPE_Q8_0: return tm_mm_run_t<TM_DTYPE_Q8_0>(ctx, out, v, a, bias, n, path);
     case TM_DTYPE_Q4_K: return tm_mm_run_t<TM_DTYPE_Q4_K>(ctx, out, v, a, bias, n, path);
+    case TM_DTYPE_Q5_K: return tm_mm_run_t<TM_DTYPE_Q5_K>(ctx, out, v, a, bias, n, path);
     case TM_DTYPE_Q6_K: return tm_mm_run_t<TM_DTYPE_Q6_K>(ctx, out, v, a, bias, n, path);
     default: CUDA_TRY(cudaErrorInvalidValue);
     }

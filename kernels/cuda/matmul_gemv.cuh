@@ -3,7 +3,8 @@
  * bits (matmul_quant.cuh), f32 accumulation. Part of the matmul family (matmul.cuh).
  *
  * Work item: 32 values of one weight row, read with one 16-byte load (two for Q8_0, one
- * of ql and one of qh for Q6_K; plus the block's 4 bytes of fifth bits for Q5_0, Q5_1): a legacy block, or for the K-quants the two 16-value
+ * of ql and one of qh for Q6_K and Q5_K; plus the block's 4 bytes of fifth bits for Q5_0,
+ * Q5_1): a legacy block, or for the K-quants the two 16-value
  * halves that one 16-byte run of quants holds (low and high nibbles); and the matching
  * activation bytes of each token (two 16-byte loads). The lanes of a block take consecutive items,
  * so a warp reads 512 contiguous bytes of a row per load. A block computes R rows for NT
@@ -52,7 +53,7 @@ __device__ __forceinline__ int tm_mm_dot16(const int w[4], const int4 &a) {
  * with the weights' low nibbles (or first 16 bytes), "hi" with the high ones. */
 template <tm_dtype T>
 __device__ __forceinline__ void tm_mm_item_offsets(int it, int *lo, int *hi) {
-    if constexpr (T == TM_DTYPE_Q4_K) { /* 16 bytes at 16 j of super-block sb: chunk j / 2 */
+    if constexpr (T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K) { /* 16 bytes at 16 j of super-block sb: chunk j / 2 */
         const int sb = it >> 3, j = it & 7;
         *lo = 256 * sb + 64 * (j >> 1) + 16 * (j & 1);
         *hi = *lo + 32;
@@ -87,6 +88,19 @@ __device__ __forceinline__ void tm_mm_gemv_item(const tm_mm_qw &w, const tm_mm_a
             wl[k] = tm_mm_s6((l[k] & 0x0f0f0f0fu) | (((hb[k] >> sh) & 0x03030303u) << 4));
             wh[k] = tm_mm_s6(((l[k] >> 4) & 0x0f0f0f0fu) | (((hb[k] >> (sh + 4)) & 0x03030303u) << 4));
         }
+    } else if constexpr (T == TM_DTYPE_Q5_K) {
+        /* Q4_K's 16 bytes of nibbles (sub-blocks 2c and 2c + 1), and the 16 qh bytes of the
+         * same positions l, whose bits 2c and 2c + 1 are the fifth bits */
+        const int sb = it >> 3, j = it & 7, c = j >> 1;
+        const int4 l4 = *(const int4 *)(q + 160 * sb + 16 * j);
+        const int4 h4 = *(const int4 *)(q + 160 * sb + 128 + 16 * (j & 1));
+        const uint32_t l[4] = {(uint32_t)l4.x, (uint32_t)l4.y, (uint32_t)l4.z, (uint32_t)l4.w};
+        const uint32_t hb[4] = {(uint32_t)h4.x, (uint32_t)h4.y, (uint32_t)h4.z, (uint32_t)h4.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            wl[k] = (int)((l[k] & 0x0f0f0f0fu) | ((hb[k] >> (2 * c)) & 0x01010101u) << 4);
+            wh[k] = (int)(((l[k] >> 4) & 0x0f0f0f0fu) | ((hb[k] >> (2 * c + 1)) & 0x01010101u) << 4);
+        }
     } else { /* Q4_0, Q4_1, Q5_0, Q5_1, Q4_K: 16 bytes, low nibbles with lo, high with hi */
         const int4 v = *(const int4 *)(q + 16 * it);
         const uint32_t u[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
@@ -114,7 +128,7 @@ __device__ __forceinline__ void tm_mm_gemv_item(const tm_mm_qw &w, const tm_mm_a
             const float da = a.d[t * a.nbp + it];
             acc[t] += (float)dot * (dw * da) + mw * (da * (float)a.sum[t * a.nbp + it]);
         }
-    } else if constexpr (T == TM_DTYPE_Q4_K) {
+    } else if constexpr (T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K) {
         /* sub-blocks 2c (low nibbles) and 2c + 1; the lane with the chunk's first half adds
          * both sub-blocks' min terms (the activation sums are per 32) */
         const int sb = it >> 3, c = (it & 7) >> 1, first = !(it & 1);

@@ -16,7 +16,7 @@
  *   Q4_0, Q5_0, Q8_0  acc += dot * (dw * da) (Q4_0's nibbles made signed, -8..7; Q5_0's
  *                     five-bit values -16..15)
  *   Q4_1, Q5_1        acc += dot * (dw * da) + mw * (da * sum_a)
- *   Q4_K        per super-block: sumi = sum_j sc_j dot_j, summ = sum_j m_j sum_a_j (int),
+ *   Q4_K, Q5_K  per super-block: sumi = sum_j sc_j dot_j, summ = sum_j m_j sum_a_j (int),
  *               acc += da * (d * sumi - dmin * summ)
  *   Q6_K        per super-block: sumi = sum_g sc_g dot_g over 16-value groups (two MMAs per
  *               32 values, each with half of the A fragment zeroed), acc += (da * d) * sumi
@@ -37,9 +37,9 @@ enum { TM_MMQ_BM = 64, TM_MMQ_THREADS = 128, TM_MMQ_ASTR = 256 + 16, TM_MMQ_SSTR
  * scale read touches fall in different banks. */
 template <tm_dtype T, int BN>
 struct tm_mmq_cfg {
-    static constexpr bool KQ = T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q6_K;
+    static constexpr bool KQ = T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K || T == TM_DTYPE_Q6_K;
     static constexpr int QB = T == TM_DTYPE_Q8_0 ? 32 : 16;                 /* legacy: quant bytes per block */
-    static constexpr int QROW = T == TM_DTYPE_Q6_K ? 192 : KQ ? 128 : 8 * QB; /* quant bytes per row per step */
+    static constexpr int QROW = T == TM_DTYPE_Q6_K ? 192 : T == TM_DTYPE_Q5_K ? 160 : KQ ? 128 : 8 * QB; /* per row per step */
     static constexpr int SROW = tm_mm_has_min(T) ? 32 : 16;                 /* scale bytes per row per step */
     static constexpr int WSTR = QROW + 16;
     static constexpr int SSTR = tm_mm_has_min(T) ? 48 : 16;
@@ -192,8 +192,8 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
         for (int mt = 0; mt < 2; mt++)
             for (int nt = 0; nt < WN; nt++)
                 for (int i = 0; i < 4; i++) cs[mt][nt][i] = 0;
-        uint32_t hw[2][2][4]; /* each row's 16-byte scale record as 4 words (Q4_K: unpacked) */
-        float hd[2][2][2];    /* Q4_K: each row's d, dmin */
+        uint32_t hw[2][2][4]; /* each row's 16-byte scale record as 4 words (Q4_K, Q5_K: unpacked) */
+        float hd[2][2][2];    /* Q4_K, Q5_K: each row's d, dmin */
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -201,14 +201,19 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
                 const uint8_t *rec = s + C::S + rows[mt][hf] * C::SSTR;
                 const uint4 v = *(const uint4 *)rec;
                 hw[mt][hf][0] = v.x, hw[mt][hf][1] = v.y, hw[mt][hf][2] = v.z, hw[mt][hf][3] = v.w;
-                if (T == TM_DTYPE_Q4_K) {
+                if (T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K) {
                     const __half2 dd = *(const __half2 *)rec;
                     hd[mt][hf][0] = __low2float(dd), hd[mt][hf][1] = __high2float(dd);
                     const uint32_t sc3[3] = {v.y, v.z, v.w};
                     tm_mm_q4k_unpack(sc3, hw[mt][hf]);
                 }
             }
-        if constexpr (T == TM_DTYPE_Q4_K) {
+        if constexpr (T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K) {
+            uint32_t qh[2][4] = {}; /* Q5_K: qh bytes at the positions of the A fragment's words */
+            if constexpr (T == TM_DTYPE_Q5_K) {
+                tm_mmq_load_a32<C::WSTR>(sw, 0, 128, qh[0]);
+                tm_mmq_load_a32<C::WSTR>(sw, 1, 128, qh[1]);
+            }
 #pragma unroll
             for (int c = 0; c < 4; c++) { /* chunk c: sub-blocks 2c (low nibbles), 2c + 1 (high) */
                 uint32_t raw[2][4];
@@ -221,7 +226,8 @@ __device__ __forceinline__ void tm_mmq_compute(const uint8_t *s, int st, int nbs
                     tm_mmq_load_b<WN>(sa, 32 * j, b);
 #pragma unroll
                     for (int mt = 0; mt < 2; mt++)
-                        for (int k = 0; k < 4; k++) af[mt][k] = (raw[mt][k] >> (4 * hs)) & 0x0f0f0f0fu;
+                        for (int k = 0; k < 4; k++) /* Q5_K: bit j of qh[l] is value 32 j + l's fifth bit */
+                            af[mt][k] = ((raw[mt][k] >> (4 * hs)) & 0x0f0f0f0fu) | ((qh[mt][k] >> j) & 0x01010101u) << 4;
 #pragma unroll
                     for (int mt = 0; mt < 2; mt++) {
                         int sc[2];

@@ -6,7 +6,7 @@
  * f32 sums:
  *   legacy (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights): per block of 32 values d = amax / 127 (f32, 0 for
  *     a zero block or one too small to invert), q = round-half-even(x / d), sum = sum(q);
- *   K (Q4_K, Q6_K weights), the CPU's Q8_K: per super-block of 256 values the signed
+ *   K (Q4_K, Q5_K, Q6_K weights), the CPU's Q8_K: per super-block of 256 values the signed
  *     value of largest magnitude max (the first one, in index order), iscale = -127 / max,
  *     q = min(127, round-half-even(x * iscale)), d = 1 / iscale (all 0 for a zero block,
  *     or one too small to invert); the sums per 32.

@@ -2,7 +2,7 @@
  * upload at load (tm_cuda_weight_init / tm_cuda_weight_deinit), and embedding rows
  * (tm_cuda_weight_rows). Part of the matmul family (matmul.cuh).
  *
- * GGUF blocks are 18, 20, 22, 24, 34, 144 or 210 bytes, so inside a row they are only 2-byte
+ * GGUF blocks are 18, 20, 22, 24, 34, 144, 176 or 210 bytes, so inside a row they are only 2-byte
  * aligned and no 16-byte load can read them (KERNELS.md section 1). At upload each
  * quantized weight is split into separate arrays, each row of each a multiple of 16 bytes:
  *
@@ -11,11 +11,12 @@
  *         Q5_0, Q5_1             for Q5 the low 4 bits of the values)
  *         Q8_0        nb x 32 B  (int8)
  *         Q4_K        nsb x 128 B (the block's qs[128])
+ *         Q5_K        nsb x 160 B (the block's qs[128] then qh[32])
  *         Q6_K        nsb x 192 B (the block's ql[128] then qh[64])
  *   sd  (n_rows, row_sd) the scales:
  *         Q4_0, Q5_0, Q8_0  nbp x f16 d
  *         Q4_1, Q5_1        nbp x (f16 d, f16 m)
- *         Q4_K        nsb x 16 B (the block's d, dmin and 12 bytes of 6-bit scales/mins)
+ *         Q4_K, Q5_K  nsb x 16 B (the block's d, dmin and 12 bytes of 6-bit scales/mins)
  *         Q6_K        nsb x 16 B (the block's int8 scales[16])
  *   d6  (n_rows, nsbp) f16, Q6_K only: the super-block scale d
  *   qh  (n_rows, nbp) u32, Q5_0 and Q5_1 only: each block's qh, the fifth bits (bit j:
@@ -67,7 +68,7 @@ static inline int tm_mm_is_dense(tm_dtype t) {
     return t == TM_DTYPE_F32 || t == TM_DTYPE_F16 || t == TM_DTYPE_BF16;
 }
 
-static inline int tm_mm_is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
+static inline int tm_mm_is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K || t == TM_DTYPE_Q6_K; }
 
 /* The legacy 5-bit types: Q4_0 / Q4_1 plus a fifth bit per value (qh). */
 static __host__ __device__ constexpr bool tm_mm_is_q5(tm_dtype t) { return t == TM_DTYPE_Q5_0 || t == TM_DTYPE_Q5_1; }
@@ -98,6 +99,7 @@ static void tm_mm_layout(tm_dtype t, int64_t n_cols, tm_mm_qw *v) {
     case TM_DTYPE_Q5_1: v->row_qs = nb * 16, v->row_sd = nbp * 4, v->row_qh = nbp; break;
     case TM_DTYPE_Q8_0: v->row_qs = nb * 32, v->row_sd = nbp * 2; break;
     case TM_DTYPE_Q4_K: v->row_qs = nsb * 128, v->row_sd = nsb * 16; break;
+    case TM_DTYPE_Q5_K: v->row_qs = nsb * 160, v->row_sd = nsb * 16; break;
     case TM_DTYPE_Q6_K: v->row_qs = nsb * 192, v->row_sd = nsb * 16, v->row_d6 = nsbp; break;
     default: v->row_qs = 0; break;
     }
@@ -145,6 +147,13 @@ static void tm_mm_repack_row(tm_dtype t, const uint8_t *src, int64_t n_cols, uin
         for (int64_t b = 0; b < nsb; b++, src += sizeof(tm_block_q4_k)) {
             memcpy(sd + 16 * b, src, 16);
             memcpy(qs + 128 * b, src + 16, 128);
+        }
+        break;
+    case TM_DTYPE_Q5_K: /* d, dmin, scales[12], qh[32], qs[128] */
+        for (int64_t b = 0; b < nsb; b++, src += sizeof(tm_block_q5_k)) {
+            memcpy(sd + 16 * b, src, 16);
+            memcpy(qs + 160 * b, src + 48, 128);
+            memcpy(qs + 160 * b + 128, src + 16, 32);
         }
         break;
     case TM_DTYPE_Q6_K:
@@ -227,8 +236,8 @@ static int tm_cuda_weight_init(const tm_cuda_ctx *ctx, tm_weight *w, tm_dtype dt
     if (!tm_mm_supported(dtype))
         return tm_fail(err, err_len, TM_EUNSUPPORTED,
                        "cuda matmul: unsupported weight dtype %s (id %d): the CUDA kernels take f32, f16, bf16, "
-                       "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k and q6_k (the CPU backend, --device cpu, takes "
-                       "q2_k..q6_k too)",
+                       "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k and q6_k (the CPU backend, --device cpu, "
+                       "takes q2_k and q3_k too)",
                        tm_dtype_name(dtype), (int)dtype);
     const int64_t src_row = tm_dtype_row_bytes(dtype, n_cols);
     /* kernels index rows and columns with int (row bytes, blocks), so bound them */
@@ -329,19 +338,22 @@ __device__ void tm_mm_dequant32(const tm_mm_qw &w, int64_t r, int it, float y[32
         const int8_t *q = (const int8_t *)(w.qs + r * w.row_qs + 32 * it);
         const float d = __half2float(((const __half *)(w.sd + r * w.row_sd))[it]);
         for (int j = 0; j < 32; j++) y[j] = __fmul_rn((float)q[j], d);
-    } else if constexpr (T == TM_DTYPE_Q4_K) {
+    } else if constexpr (T == TM_DTYPE_Q4_K || T == TM_DTYPE_Q5_K) {
         /* item it: sub-block j = it % 8 of super-block it / 8, values 64c + 32 (j & 1) + l
-         * in chunk c = j / 2: low nibbles for even j, high for odd */
+         * in chunk c = j / 2: low nibbles for even j, high for odd; Q5_K: bit j of qh[l] */
+        constexpr int QB = T == TM_DTYPE_Q5_K ? 160 : 128; /* quant bytes per super-block */
         const int sb = it >> 3, j = it & 7;
         const uint8_t *h = w.sd + r * w.row_sd + 16 * sb;
-        const uint8_t *q = w.qs + r * w.row_qs + 128 * sb + 32 * (j >> 1);
+        const uint8_t *q = w.qs + r * w.row_qs + QB * sb + 32 * (j >> 1);
+        const uint8_t *qh = w.qs + r * w.row_qs + QB * sb + 128; /* Q5_K only */
         const uint32_t s[3] = {*(const uint32_t *)(h + 4), *(const uint32_t *)(h + 8), *(const uint32_t *)(h + 12)};
         uint32_t u[4];
         tm_mm_q4k_unpack(s, u);
         const float d = __half2float(*(const __half *)h), dmin = __half2float(*(const __half *)(h + 2));
         const float d1 = __fmul_rn(d, (float)tm_mm_byte8(u, j)), m1 = __fmul_rn(dmin, (float)tm_mm_byte8(u + 2, j));
         for (int l = 0; l < 32; l++) {
-            const int v = (j & 1) ? q[l] >> 4 : q[l] & 15;
+            int v = (j & 1) ? q[l] >> 4 : q[l] & 15;
+            if (T == TM_DTYPE_Q5_K) v |= ((qh[l] >> j) & 1) << 4;
             y[l] = __fsub_rn(__fmul_rn(d1, (float)v), m1);
         }
     } else if constexpr (T == TM_DTYPE_Q6_K) {
@@ -406,6 +418,7 @@ static cudaError_t tm_cuda_weight_rows(const tm_cuda_ctx *ctx, float *out, const
     case TM_DTYPE_Q5_1: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q5_1>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q8_0: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q8_0>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q4_K: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q4_K>, n, threads, 0, ctx->stream, out, v, ids)); break;
+    case TM_DTYPE_Q5_K: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q5_K>, n, threads, 0, ctx->stream, out, v, ids)); break;
     case TM_DTYPE_Q6_K: CUDA_TRY(TM_LAUNCH(tm_mm_rows_kernel<TM_DTYPE_Q6_K>, n, threads, 0, ctx->stream, out, v, ids)); break;
     default: return cudaErrorInvalidValue;
     }

@@ -378,7 +378,8 @@ double matmul_bound(tm_dtype t) {
 
 TEST_P(Conformance, MatmulEveryTypeAndShape) {
     const tm_dtype types[] = {TM_DTYPE_F32,  TM_DTYPE_F16,  TM_DTYPE_BF16, TM_DTYPE_Q8_0, TM_DTYPE_Q4_0,
-                              TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
+                              TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q4_K, TM_DTYPE_Q5_K,
+                              TM_DTYPE_Q6_K};
     // (rows, cols, tokens): odd row counts, 1 token, the decode sizes and a prefill tile.
     const int shapes[][3] = {{7, 256, 1}, {33, 512, 3}, {64, 256, 8}, {129, 512, 9}, {96, 768, 40}};
     for (tm_dtype t : types) {
@@ -434,7 +435,7 @@ TEST_P(Conformance, EmbedEveryType) {
     const int n_vocab = 19, dim = 512;
     std::vector<int32_t> ids = {0, 18, 5, 5, 11};
     for (tm_dtype t : {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16, TM_DTYPE_Q8_0, TM_DTYPE_Q4_0, TM_DTYPE_Q4_1,
-                       TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K}) {
+                       TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K}) {
         auto data = random_weight(t, n_vocab, dim, 70);
         Weight wr(ref_.get(), t, n_vocab, dim, data), wb(be_.get(), t, n_vocab, dim, data);
         if (!wb.be) continue;

@@ -28,15 +28,15 @@ extern "C" {
 namespace {
 
 const tm_dtype kQuant[] = {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1,
-                          TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q6_K};
+                          TM_DTYPE_Q8_0, TM_DTYPE_Q4_K, TM_DTYPE_Q5_K, TM_DTYPE_Q6_K};
 const tm_dtype kDense[] = {TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16};
 
-bool is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q6_K; }
+bool is_kquant(tm_dtype t) { return t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K || t == TM_DTYPE_Q6_K; }
 
 // Bound on ||out - ref|| / ||ref|| against the CPU scalar backend, per weight type.
 //  - Quantized types: both sides quantize the activations identically (the GPU kernels use
 //    the CPU's formats bit for bit: Q8 blocks of 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K for
-//    Q4_K/Q6_K)
+//    Q4_K/Q5_K/Q6_K)
 //    and form the same integer dot products per block; only the order of the f32 sums of
 //    the scaled block products differs (and FMA contraction on a GPU): ~1e-7 per term.
 //  - F32: cuBLAS in f32 (no TF32): the order of the sums only.
@@ -54,7 +54,8 @@ double bound(tm_dtype t) {
 }
 
 // A GGUF-layout weight: random values quantized by the reference quantizer, or for the
-// K-quants (which we cannot quantize) random bytes with sane f16 scales.
+// K-quants random bytes with sane f16 scales (every bit pattern of the quants, the
+// 6-bit scales and Q5_K's fifth bits).
 struct Weight {
     tm_dtype t;
     int64_t rows, cols;
@@ -72,7 +73,7 @@ Weight make_weight(tm_dtype t, int64_t rows, int64_t cols, uint32_t seed) {
         std::uniform_real_distribution<float> ud(0.001f, 0.02f);
         for (int64_t i = 0; i < rows * cols / TM_QK_K; i++) {
             uint8_t *blk = w.raw.data() + i * tm_dtype_block_bytes(t);
-            if (t == TM_DTYPE_Q4_K) {
+            if (t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K) {
                 const uint16_t d = tm_f32_to_f16(ud(rng)), dmin = tm_f32_to_f16(ud(rng));
                 std::memcpy(blk, &d, 2);
                 std::memcpy(blk + 2, &dmin, 2);
@@ -229,6 +230,10 @@ std::vector<uint8_t> unpack_device(const tm_weight &w) {
                 break;
             case TM_DTYPE_Q8_0: std::memcpy(o, s + 2 * b, 2), std::memcpy(o + 2, q + 32 * b, 32); break;
             case TM_DTYPE_Q4_K: std::memcpy(o, s + 16 * b, 16), std::memcpy(o + 16, q + 128 * b, 128); break;
+            case TM_DTYPE_Q5_K:
+                std::memcpy(o, s + 16 * b, 16), std::memcpy(o + 16, q + 160 * b + 128, 32);
+                std::memcpy(o + 48, q + 160 * b, 128);
+                break;
             case TM_DTYPE_Q6_K:
                 std::memcpy(o, q + 192 * b, 192), std::memcpy(o + 192, s + 16 * b, 16), std::memcpy(o + 208, e + 2 * b, 2);
                 break;
@@ -249,7 +254,7 @@ std::vector<uint8_t> unpack_device(const tm_weight &w) {
 TEST_F(CudaMatmul, RepackRoundTripsAndEmbeddingRowsEqualTheReference) {
     const int64_t rows = 37;
     for (tm_dtype t : {TM_DTYPE_Q4_0, TM_DTYPE_Q4_1, TM_DTYPE_Q5_0, TM_DTYPE_Q5_1, TM_DTYPE_Q8_0, TM_DTYPE_Q4_K,
-                       TM_DTYPE_Q6_K, TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16}) {
+                       TM_DTYPE_Q5_K, TM_DTYPE_Q6_K, TM_DTYPE_F32, TM_DTYPE_F16, TM_DTYPE_BF16}) {
         for (int64_t cols : {(int64_t)256, is_kquant(t) ? (int64_t)768 : (int64_t)576}) {
             SCOPED_TRACE(std::string(tm_dtype_name(t)) + " cols " + std::to_string(cols));
             const Weight h = make_weight(t, rows, cols, 11 + (uint32_t)t);
@@ -449,7 +454,7 @@ TEST_F(CudaMatmul, ExtremeScales) {
                 const uint16_t s = scales[(r % 8 < 4 ? r : r + b) % 4];
                 const int off = t == TM_DTYPE_Q6_K ? 208 : 0;
                 std::memcpy(blk + off, &s, 2);
-                if (t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q5_1 || t == TM_DTYPE_Q4_K)
+                if (t == TM_DTYPE_Q4_1 || t == TM_DTYPE_Q5_1 || t == TM_DTYPE_Q4_K || t == TM_DTYPE_Q5_K)
                     std::memcpy(blk + 2, &scales[(r + b + 1) % 4], 2); // the min (dmin)
             }
         tm_weight w;
@@ -531,7 +536,7 @@ TEST_F(CudaMatmul, BadWeightsAreRefusedWithAReason) {
     EXPECT_NE(std::string(err).find("unsupported weight dtype q8_1"), std::string::npos) << err;
     // types the CPU multiplies but these kernels do not (yet): refused, and the message
     // says where they do run
-    for (tm_dtype t : {TM_DTYPE_Q2_K, TM_DTYPE_Q3_K, TM_DTYPE_Q5_K}) {
+    for (tm_dtype t : {TM_DTYPE_Q2_K, TM_DTYPE_Q3_K}) {
         const int64_t cols = tm_dtype_block_size(t) == 32 ? 64 : 256;
         std::vector<uint8_t> blocks(4 * tm_dtype_row_bytes(t, cols));
         EXPECT_EQ(tm_cuda_weight_init(&ctx_, &w, t, 4, cols, blocks.data(), err, sizeof err), TM_EUNSUPPORTED);
