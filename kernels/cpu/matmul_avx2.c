@@ -575,17 +575,17 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int
         for (int u = 0; u < NT; u++) sumi[u] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             /* the rows' scales of sub-blocks 2c, 2c + 1, in both words of each row's dword */
-            const __m256i s0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 2048 + 32 * c + 8 * h)));
-            const __m256i s1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 2048 + 32 * c + 16 + 8 * h)));
+            const __m256i s0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + tm_mm_kq_sc(q5) + 32 * c + 8 * h)));
+            const __m256i s1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + tm_mm_kq_sc(q5) + 32 * c + 16 + 8 * h)));
             const __m256i sc0 = _mm256_or_si256(s0, _mm256_slli_epi32(s0, 16)), sc1 = _mm256_or_si256(s1, _mm256_slli_epi32(s1, 16));
             for (int half = 0; half < (q5 ? 2 : 1); half++) { /* Q5_K: chunks 0-3 and 4-7 apart */
                 __m256i lo[TM_KT_NT], hi[TM_KT_NT];
                 for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm256_setzero_si256();
                 for (int k = q5 ? 4 * half : 0; k < (q5 ? 4 * half + 4 : 8); k++) {
-                    const __m256i v = _mm256_load_si256((const __m256i *)(sb + (8 * c + k) * 64 + 32 * h));
+                    const __m256i v = _mm256_load_si256((const __m256i *)(sb + tm_mm_kq_qs(8 * c + k, q5) + 32 * h));
                     __m256i wl = _mm256_and_si256(v, m4), wh = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
                     if (q5) {
-                        const __m256i qh = _mm256_load_si256((const __m256i *)(sb + TM_MM_KQ4_SB + k * 64 + 32 * h));
+                        const __m256i qh = _mm256_load_si256((const __m256i *)(sb + tm_mm_kq_qh(k) + 32 * h));
                         wl = _mm256_or_si256(wl, tm_bit_to(qh, 2 * c, 4));
                         wh = _mm256_or_si256(wh, tm_bit_to(qh, 2 * c + 1, 4));
                     }
@@ -599,13 +599,13 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int h, int t0, const int
                     sumi[u] = _mm256_add_epi32(sumi[u], _mm256_add_epi32(_mm256_madd_epi16(lo[u], sc0), _mm256_madd_epi16(hi[u], sc1)));
             }
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + 2048 + 256 + 16 * h)));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + 2048 + 256 + 32 + 16 * h)));
+        const __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + tm_mm_kq_sc(q5) + 256 + 16 * h)));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(sb + tm_mm_kq_sc(q5) + 256 + 32 + 16 * h)));
         for (int u = 0; u < NT; u++) {
             const int16_t *bs = y0[u * nsb + s].bsums;
             __m256i summ = _mm256_setzero_si256();
             for (int q = 0; q < 4; q++) { /* mins of sub-blocks 2q, 2q + 1 against their 32-value sums */
-                const __m256i mp = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(sb + 2048 + 128 + 32 * q + 16 * h)));
+                const __m256i mp = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(sb + tm_mm_kq_sc(q5) + 128 + 32 * q + 16 * h)));
                 const uint32_t pair = (uint16_t)(bs[4 * q] + bs[4 * q + 1]) | (uint32_t)(uint16_t)(bs[4 * q + 2] + bs[4 * q + 3]) << 16;
                 summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mp, _mm256_set1_epi32((int32_t)pair)));
             }

@@ -592,18 +592,18 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, co
         const uint8_t *sb = tile + s * sb_bytes;
         __m512i sumi[TM_KT_NT], summ[TM_KT_NT];
         for (int u = 0; u < NT; u++) sumi[u] = summ[u] = _mm512_setzero_si512();
-        /* Q4_K and one token: the super-block is one forward stream and the hardware
-         * prefetcher keeps up (software prefetch cost 10%); more tokens: it falls behind
-         * (4 tokens: 21 GB/s without, 35 with). Q5_K reads its qh section alongside. */
-        if (t0 == 0 && (a->n > 1 || q5)) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
+        /* one token: the super-block is one forward stream and the hardware prefetcher
+         * keeps up (software prefetch cost 10%); more tokens: it falls behind (Q4_K at 4
+         * tokens: 21 GB/s without, 35 with) */
+        if (t0 == 0 && a->n > 1) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 0, 1);
         for (int c = 0; c < 4; c++) {
             __m512i lo[TM_KT_NT], hi[TM_KT_NT];
             for (int u = 0; u < NT; u++) lo[u] = hi[u] = _mm512_setzero_si512();
             for (int k = 0; k < 8; k++) {
-                const __m512i v = _mm512_load_si512((const __m512i *)(sb + (8 * c + k) * 64));
+                const __m512i v = _mm512_load_si512((const __m512i *)(sb + tm_mm_kq_qs(8 * c + k, q5)));
                 __m512i wl = _mm512_and_si512(v, m4), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
                 if (q5) { /* bits 2c and 2c + 1 of the rows' qh bytes -> bit 4 */
-                    const __m512i h = _mm512_load_si512((const __m512i *)(sb + TM_MM_KQ4_SB + k * 64));
+                    const __m512i h = _mm512_load_si512((const __m512i *)(sb + tm_mm_kq_qh(k)));
                     const __m512i m10 = _mm512_set1_epi8(0x10);
                     const __m512i hl = 2 * c <= 4 ? _mm512_slli_epi16(h, 4 - 2 * c) : _mm512_srli_epi16(h, 2 * c - 4);
                     const __m512i hh = 2 * c + 1 <= 4 ? _mm512_slli_epi16(h, 3 - 2 * c) : _mm512_srli_epi16(h, 2 * c - 3);
@@ -616,21 +616,21 @@ TM_AI void tm_kt_group(const tm_mm_args *a, int64_t ti, int t0, const int NT, co
                     hi[u] = tm_dpbusd_bc(hi[u], wh, q + 32);
                 }
             }
-            const __m512i sc0 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + 2048 + 32 * c)));
-            const __m512i sc1 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + 2048 + 32 * c + 16)));
+            const __m512i sc0 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + tm_mm_kq_sc(q5) + 32 * c)));
+            const __m512i sc1 = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(sb + tm_mm_kq_sc(q5) + 32 * c + 16)));
             for (int u = 0; u < NT; u++)
                 sumi[u] = _mm512_add_epi32(sumi[u], _mm512_add_epi32(_mm512_mullo_epi32(lo[u], sc0), _mm512_mullo_epi32(hi[u], sc1)));
         }
         for (int q = 0; q < 4; q++) { /* mins of sub-blocks 2q, 2q + 1 against their 32-value sums */
-            const __m512i mp = _mm512_cvtepu8_epi16(_mm256_load_si256((const __m256i *)(sb + 2048 + 128 + 32 * q)));
+            const __m512i mp = _mm512_cvtepu8_epi16(_mm256_load_si256((const __m256i *)(sb + tm_mm_kq_sc(q5) + 128 + 32 * q)));
             for (int u = 0; u < NT; u++) {
                 const int16_t *bs = y0[u * nsb + s].bsums + 4 * q;
                 const uint32_t pair = (uint16_t)(bs[0] + bs[1]) | (uint32_t)(uint16_t)(bs[2] + bs[3]) << 16;
                 summ[u] = _mm512_dpwssd_epi32(summ[u], mp, _mm512_set1_epi32((int32_t)pair));
             }
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 2048 + 256)));
-        const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + 2048 + 256 + 32)));
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + tm_mm_kq_sc(q5) + 256)));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(sb + tm_mm_kq_sc(q5) + 256 + 32)));
         for (int u = 0; u < NT; u++) { /* y.d * (d * sumi - dmin * summ), as the row kernels */
             const __m512 t = _mm512_fmsub_ps(d, _mm512_cvtepi32_ps(sumi[u]), _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(summ[u])));
             acc[u] = _mm512_fmadd_ps(_mm512_set1_ps(y0[u * nsb + s].d), t, acc[u]);

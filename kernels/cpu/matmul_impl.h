@@ -24,9 +24,12 @@
  *   Q8_0         [qs: nb x 512 B][d: nb x 16 f16]; 8 chunks of 64 B, byte 4r+i of chunk k
  *                = value 4k+i of row r, plus 128 (stored unsigned so vpdpbusd needs no
  *                sign trick; the -128 * sum(a) correction seeds the accumulator).
- *   Q4_K / Q5_K  per super-block s (256 values), TM_MM_KQ_SB(t) bytes at s * that:
- *                [qs: 32 chunks of 64 B][sc: 8 x 16 u8][mn: 4 x 16 x 2 u8][d: 16 f16][dmin: 16 f16]
- *                [qh (Q5_K): 8 x 64 B]. Chunk 8c + k, byte 4r+i = byte 32c + 4k + i of row
+ *   Q4_K / Q5_K  per super-block s (256 values), TM_MM_KQ4_SB / TM_MM_KQ5_SB bytes at s * that:
+ *                [qs: 32 chunks of 64 B][sc: 8 x 16 u8][mn: 4 x 16 x 2 u8][d: 16 f16][dmin: 16 f16];
+ *                Q5_K's 8 qh chunks of 64 B sit between qs chunks 0-7, qh chunk k right after
+ *                qs chunk k (tm_mm_kq_qs / tm_mm_kq_qh): the kernels read qs chunk k with qh
+ *                chunk k first, so the super-block is one forward stream, as Q6_K's.
+ *                Chunk 8c + k, byte 4r+i = byte 32c + 4k + i of row
  *                r's qs: value 64c + 4k + i in its low nibble (sub-block 2c), 64c + 32 +
  *                4k + i in its high one (2c + 1). sc[j][r] = scale of sub-block j (6-bit
  *                field decoded); mn[q][r] = the mins of sub-blocks 2q, 2q + 1 (a word pair
@@ -144,6 +147,11 @@ extern const tm_mm_packing tm_mm_pack_q4_k, tm_mm_pack_q5_k, tm_mm_pack_q6_k;
 /* Bytes of one super-block of a packed Q4_K / Q5_K / Q6_K tile. */
 enum { TM_MM_KQ4_SB = 2048 + 128 + 128 + 64, TM_MM_KQ5_SB = TM_MM_KQ4_SB + 512, TM_MM_KQ6_SB = 2048 + 1024 + 256 + 64 };
 enum { TM_MM_KQ6_CHUNKS = 256 + 64 }; /* offset of a packed Q6_K super-block's chunks */
+/* Offsets inside a packed Q4_K (q5 = 0) / Q5_K (q5 = 1) super-block: qs chunk j, qh chunk
+ * k (Q5_K), and the scale sections (sc, then mn at + 128, d at + 256, dmin at + 288). */
+static inline size_t tm_mm_kq_qs(int j, int q5) { return (size_t)64 * (size_t)(q5 ? (j < 8 ? 2 * j : j + 8) : j); }
+static inline size_t tm_mm_kq_qh(int k) { return (size_t)64 * (size_t)(2 * k + 1); }
+static inline size_t tm_mm_kq_sc(int q5) { return q5 ? 2560 : 2048; }
 extern const tm_mm_packing tm_mm_pack_u16; /* F16 and BF16: the 16-bit words as they are */
 extern const tm_mm_packing tm_mm_pack_f32;
 

@@ -167,17 +167,18 @@ static void tm_pack_q45_k_fill(const tm_mm_weight *pw, int64_t n_rows, int64_t n
             const uint8_t *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
             uint8_t *sb = tile + s * sb_bytes;
             for (int c = 0; c < 4; c++)
-                for (int k = 0; k < 8; k++) memcpy(sb + (8 * c + k) * 64 + 4 * r, qs + 32 * c + 4 * k, 4);
+                for (int k = 0; k < 8; k++) memcpy(sb + tm_mm_kq_qs(8 * c + k, q5) + 4 * r, qs + 32 * c + 4 * k, 4);
             tm_kblock kb;
             tm_kblock_unpack(t, blk, &kb); /* the 6-bit scales and mins, decoded once */
+            uint8_t *sc = sb + tm_mm_kq_sc(q5);
             for (int j = 0; j < 8; j++) {
-                sb[2048 + j * 16 + r] = (uint8_t)kb.sc[2 * j];
-                sb[2048 + 128 + (j / 2) * 32 + 2 * r + (j % 2)] = (uint8_t)kb.m[2 * j];
+                sc[j * 16 + r] = (uint8_t)kb.sc[2 * j];
+                sc[128 + (j / 2) * 32 + 2 * r + (j % 2)] = (uint8_t)kb.m[2 * j];
             }
-            memcpy(sb + 2048 + 256 + 2 * r, blk, 2);          /* d */
-            memcpy(sb + 2048 + 256 + 32 + 2 * r, blk + 2, 2); /* dmin */
+            memcpy(sc + 256 + 2 * r, blk, 2);          /* d */
+            memcpy(sc + 256 + 32 + 2 * r, blk + 2, 2); /* dmin */
             if (q5)
-                for (int k = 0; k < 8; k++) memcpy(sb + TM_MM_KQ4_SB + k * 64 + 4 * r, qh + 4 * k, 4);
+                for (int k = 0; k < 8; k++) memcpy(sb + tm_mm_kq_qh(k) + 4 * r, qh + 4 * k, 4);
         }
     }
 }
