@@ -658,8 +658,8 @@ TM_AI void tm_kt6_group(const tm_mm_args *a, int64_t ti, int t0, const int NT) {
         for (int u = 0; u < NT; u++) sumi[u] = _mm512_setzero_si512();
         for (int h = 0; h < 2; h++)
             for (int e = 0; e < 2; e++) { /* chunks k = 4e..4e+3: group g = 8h + 2p + e (low nibbles), g + 4 (high) */
-                /* a quarter of the next tile's lines per pass, as tm_kt_group's (53 at
-                 * once filled the miss buffers) */
+                /* a quarter of the super-block's share of the next tile per pass: its 53
+                 * lines at once filled the miss buffers and stalled */
                 if (t0 == 0 && a->n > 1) tm_mm_prefetch_next_tile(pw, tile, s, nsb, 2 * h + e, 4);
                 __m512i dg[4][TM_KT_NT]; /* [2p + (high nibble)][token] */
                 for (int u = 0; u < NT; u++) {
