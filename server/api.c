@@ -286,8 +286,87 @@ static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_request *req) 
     return j;
 }
 
-/* The grammar of a structured-output request as a logit processor, compiled or from the
- * cache. Compiling runs here, on the loop thread, once per distinct grammar. */
+/* A generation request whose grammar compiles on the loop's thread pool (a schema can take
+ * seconds over a large vocabulary, and the loop thread keeps serving every other connection
+ * meanwhile). When it is done the grammar goes into the cache and the request is handled
+ * again from the start, now a cache hit. */
+typedef struct tm_compile_wait {
+    uv_work_t work;
+    tm_api *a;
+    tm_http_request *req;         /* NULL once the client has gone (on_gone) */
+    tm_api_kind kind;             /* the route */
+    char *text;                   /* the grammar, a copy */
+    size_t len;
+    char *param;                  /* the request field it came from, for errors */
+    tm_grammar_vocab *v;          /* a reference, for the worker */
+    tm_grammar_compiled *g;       /* out: one reference */
+    double seconds;               /* out: compile time */
+    int rc;                       /* out */
+    char err[512];                /* out */
+    struct tm_compile_wait *next; /* a->compiling */
+} tm_compile_wait;
+
+static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind, int may_defer);
+
+static void compile_work(uv_work_t *w) { /* a thread-pool thread */
+    tm_compile_wait *cw = w->data;
+    const double t0 = tm_time_s();
+    cw->rc = tm_grammar_cache_compile(cw->v, cw->text, cw->len, &cw->g, cw->err, sizeof cw->err);
+    cw->seconds = tm_time_s() - t0;
+}
+
+static void compile_done(uv_work_t *w, int status) {
+    tm_compile_wait *cw = w->data;
+    tm_api *a = cw->a;
+    for (tm_compile_wait **pp = &a->compiling; *pp; pp = &(*pp)->next)
+        if (*pp == cw) {
+            *pp = cw->next;
+            break;
+        }
+    a->n_compiling--;
+    if (status == 0 && !cw->rc) tm_grammar_cache_put(a->gcache, cw->text, cw->len, cw->g, cw->seconds);
+    if (cw->req) {
+        if (status != 0) reply_error(a, cw->req, 503, "the server is shutting down", NULL, NULL);
+        else if (cw->rc) reply_error(a, cw->req, cw->rc == TM_ENOMEM ? 500 : 400, cw->err, cw->param, NULL);
+        else handle_generate(a, cw->req, cw->kind, 0); /* compiles inline if the cache let it go */
+    }
+    tm_grammar_vocab_destroy(cw->v);
+    free(cw->text);
+    free(cw->param);
+    free(cw);
+}
+
+/* Starts compiling p's grammar off the loop thread when it is not cached; 1 when it did
+ * (the request is handled again when it is done), 0 to go on here (cached, or no loop). */
+static int compile_elsewhere(tm_api *a, tm_http_request *req, tm_api_kind kind, const tm_api_params *p) {
+    const size_t len = strlen(p->so.gbnf);
+    if (!a->loop || tm_grammar_cache_has(a->gcache, p->so.gbnf, len)) return 0;
+    tm_compile_wait *cw = calloc(1, sizeof *cw);
+    if (!cw || !(cw->text = malloc(len + 1)) || !(cw->param = strdup(p->so.param ? p->so.param : ""))) {
+        if (cw) free(cw->text);
+        free(cw);
+        return 0; /* compiled inline instead */
+    }
+    memcpy(cw->text, p->so.gbnf, len + 1);
+    cw->len = len;
+    cw->a = a, cw->req = req, cw->kind = kind;
+    cw->v = tm_grammar_vocab_retain(tm_grammar_cache_vocab(a->gcache));
+    cw->work.data = cw;
+    if (uv_queue_work(a->loop, &cw->work, compile_work, compile_done) != 0) {
+        tm_grammar_vocab_destroy(cw->v);
+        free(cw->text);
+        free(cw->param);
+        free(cw);
+        return 0;
+    }
+    cw->next = a->compiling;
+    a->compiling = cw;
+    a->n_compiling++;
+    return 1;
+}
+
+/* The grammar of a structured-output request as a logit processor, from the cache or
+ * (without a loop, or when the cache could not keep it) compiled here. */
 static int structured_processor(tm_api *a, const tm_api_params *p, tm_logit_processor *out,
                                 char *err, size_t err_len) {
     tm_grammar_compiled *g = NULL;
@@ -450,7 +529,8 @@ void tm_group_submit_rest(tm_group *g) {
     }
 }
 
-static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
+/* may_defer: a grammar not yet cached compiles off the loop thread (compile_elsewhere). */
+static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind, int may_defer) {
     char err[512];
     const char *param = "";
     tm_logit_processor grammar = {0};
@@ -536,6 +616,10 @@ static void handle_generate(tm_api *a, tm_http_request *req, tm_api_kind kind) {
     r.logprobs = p.logprobs;
     r.top_logprobs = p.top_logprobs;
     r.cache_salt = p.cache_salt;
+    if (p.so.kind != TM_SO_NONE && may_defer && compile_elsewhere(a, req, kind, &p)) {
+        if (bias.destroy) bias.destroy(bias.ctx);
+        goto done; /* handled again when the grammar is compiled */
+    }
     if (p.so.kind != TM_SO_NONE && (rc = structured_processor(a, &p, &grammar, err, sizeof err))) {
         if (bias.destroy) bias.destroy(bias.ctx);
         reply_error(a, req, rc == TM_ENOMEM ? 500 : 400, err, p.so.param, NULL);
@@ -637,12 +721,17 @@ static void on_request(void *arg, tm_http_request *req) {
     } else if (!strcmp(path, "/detokenize")) {
         handle_detokenize(a, req);
     } else {
-        handle_generate(a, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT);
+        handle_generate(a, req, !strcmp(path, "/v1/completions") ? TM_API_COMPLETION : TM_API_CHAT, 1);
     }
 }
 
 static void on_gone(void *arg, tm_http_request *req) {
     tm_api *a = arg;
+    for (tm_compile_wait *cw = a->compiling; cw; cw = cw->next)
+        if (cw->req == req) { /* the grammar still goes into the cache */
+            cw->req = NULL;
+            return;
+        }
     tm_job *job = req->user;
     if (!job) return;
     tm_group *g = job->group;
@@ -679,6 +768,7 @@ int tm_api_create(tm_engine *engine, const tm_api_config *cfg, tm_api **out, cha
     a->api_key = cfg->api_key && *cfg->api_key ? strdup(cfg->api_key) : NULL;
     a->chat = cfg->chat;
     a->tool_format = cfg->tool_format;
+    a->loop = cfg->loop;
     /* fill-in-the-middle tokens, as StarCoder, Qwen2.5-Coder and Code Llama spell them */
     static const char *const fim[][3] = {{"<fim_prefix>", "<fim_suffix>", "<fim_middle>"},
                                          {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"},
@@ -730,7 +820,7 @@ void tm_api_drain(tm_api *a) {
     }
 }
 
-int tm_api_n_inflight(const tm_api *a) { return a->n_jobs; }
+int tm_api_n_inflight(const tm_api *a) { return a->n_jobs + a->n_compiling; }
 void tm_api_set_draining(tm_api *a) { a->draining = 1; }
 
 void tm_api_abort_all(tm_api *a) {

@@ -2,9 +2,10 @@
  *
  * Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models[/{id}],
  * GET /health, GET /metrics, POST /tokenize, POST /detokenize. A generation request is
- * validated, templated and tokenized on the loop thread, submitted to the engine, and
- * answered from engine events drained by tm_api_drain. Loop thread only, except where
- * said. */
+ * validated, templated and tokenized on the loop thread (a structured-output grammar not
+ * yet cached compiles on the loop's thread pool meanwhile, then the request is handled
+ * again), submitted to the engine, and answered from engine events drained by
+ * tm_api_drain. Loop thread only, except where said. */
 #ifndef TM_API_H
 #define TM_API_H
 
@@ -26,6 +27,8 @@ typedef struct tm_api_config {
     const char *api_key;           /* Bearer key for /v1, /tokenize, /detokenize; NULL = open */
     tm_chat_template chat;         /* rendering of chat messages */
     tm_tool_format tool_format;    /* how the model writes tool calls (NONE: tools refused) */
+    uv_loop_t *loop;               /* the loop thread's loop: grammars compile on its thread
+                                      pool; NULL: on the loop thread itself */
 } tm_api_config;
 
 typedef struct tm_api tm_api;

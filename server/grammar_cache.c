@@ -64,49 +64,77 @@ void tm_grammar_cache_destroy(tm_grammar_cache *c) {
     free(c);
 }
 
-int tm_grammar_cache_get(tm_grammar_cache *c, const char *text, size_t len,
-                         tm_grammar_compiled **out, int *hit, char *err, size_t err_len) {
-    *out = NULL;
-    *hit = 0;
+static entry *find_entry(const tm_grammar_cache *c, const char *text, size_t len) {
     XXH128_hash_t key = XXH3_128bits(text, len);
     for (entry *e = c->head; e; e = e->next)
-        if (XXH128_isEqual(e->key, key) && e->len == len && !memcmp(e->text, text, len)) {
-            unlink_entry(c, e);
-            push_front(c, e);
-            c->st.hits++;
-            *hit = 1;
-            *out = tm_grammar_compiled_retain(e->g);
-            return 0;
-        }
-    c->st.misses++;
-    double t0 = tm_time_s();
+        if (XXH128_isEqual(e->key, key) && e->len == len && !memcmp(e->text, text, len)) return e;
+    return NULL;
+}
+
+int tm_grammar_cache_has(const tm_grammar_cache *c, const char *text, size_t len) {
+    return find_entry(c, text, len) != NULL;
+}
+
+/* The cached grammar of text (a new reference, counted as a hit), or NULL. */
+static tm_grammar_compiled *cache_find(tm_grammar_cache *c, const char *text, size_t len) {
+    entry *e = find_entry(c, text, len);
+    if (!e) return NULL;
+    unlink_entry(c, e);
+    push_front(c, e);
+    c->st.hits++;
+    return tm_grammar_compiled_retain(e->g);
+}
+
+int tm_grammar_cache_compile(tm_grammar_vocab *v, const char *text, size_t len,
+                             tm_grammar_compiled **out, char *err, size_t err_len) {
+    *out = NULL;
     tm_grammar *g = NULL;
     int rc = tm_grammar_parse(text, len, NULL, &g, err, err_len);
-    tm_grammar_compiled *cg = NULL;
-    if (!rc) rc = tm_grammar_compile(g, c->v, &cg, err, err_len);
-    c->st.compile_s += tm_time_s() - t0;
-    if (rc) return rc;
-    entry *e = calloc(1, sizeof *e);
-    char *copy = malloc(len + 1);
-    if (!e || !copy) { /* serve the grammar uncached */
+    if (!rc) rc = tm_grammar_compile(g, v, out, err, err_len);
+    return rc;
+}
+
+tm_grammar_vocab *tm_grammar_cache_vocab(tm_grammar_cache *c) { return c->v; }
+
+void tm_grammar_cache_put(tm_grammar_cache *c, const char *text, size_t len, tm_grammar_compiled *g,
+                          double compile_s) {
+    c->st.misses++;
+    c->st.compile_s += compile_s;
+    entry *e = find_entry(c, text, len) ? NULL : calloc(1, sizeof *e);
+    char *copy = e ? malloc(len + 1) : NULL;
+    if (!e || !copy) { /* already there, or no memory: served uncached */
         free(e);
-        free(copy);
-        *out = cg;
-        return 0;
+        tm_grammar_compiled_release(g);
+        return;
     }
     memcpy(copy, text, len);
     copy[len] = 0;
-    e->key = key;
+    e->key = XXH3_128bits(text, len);
     e->text = copy;
     e->len = len;
-    e->g = cg;
-    e->bytes = tm_grammar_compiled_bytes(cg) + len;
+    e->g = g;
+    e->bytes = tm_grammar_compiled_bytes(g) + len;
     push_front(c, e);
     c->st.bytes += e->bytes;
     c->st.n_entries++;
     /* Over budget: the least recently used go (never the one just added). */
     while (c->st.bytes > c->max_bytes && c->tail != e) drop(c, c->tail);
-    *out = tm_grammar_compiled_retain(cg);
+}
+
+int tm_grammar_cache_get(tm_grammar_cache *c, const char *text, size_t len,
+                         tm_grammar_compiled **out, int *hit, char *err, size_t err_len) {
+    *hit = (*out = cache_find(c, text, len)) != NULL;
+    if (*hit) return 0;
+    double t0 = tm_time_s();
+    tm_grammar_compiled *g = NULL;
+    int rc = tm_grammar_cache_compile(c->v, text, len, &g, err, err_len);
+    if (rc) {
+        c->st.misses++;
+        c->st.compile_s += tm_time_s() - t0;
+        return rc;
+    }
+    *out = tm_grammar_compiled_retain(g); /* the caller's; put takes the other */
+    tm_grammar_cache_put(c, text, len, g, tm_time_s() - t0);
     return 0;
 }
 

@@ -396,6 +396,7 @@ int tm_serve_main(int argc, char **argv) {
         uv_close((uv_handle_t *)&s.wake, NULL);
         goto done;
     }
+    ac.loop = &s.loop;
     if ((rc = tm_api_create(engine, &ac, &s.api, err, sizeof err))) {
         fprintf(stderr, "tokenmill serve: %s\n", err);
         uv_close((uv_handle_t *)&s.wake, NULL);

@@ -5,10 +5,17 @@
   of it), greedy and sampled: every output that stops parses and validates, refused
   schemas get a 400 naming the feature;
 - vLLM's structured_outputs (choice, regex, grammar, json) and guided_* fields, streaming,
-  and /v1/completions.
+  and /v1/completions;
+- a new grammar compiles off the loop thread: other requests are answered meanwhile, and a
+  client that leaves or a shutdown during the compile is handled.
 """
+import http.client
 import json
+import select
+import signal
+import socket
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -109,3 +116,78 @@ def test_unsupported_or_malformed_constraints_are_400_naming_them(client, server
             client.chat.completions.create(model=server.name, messages=ask("x"), max_tokens=5, **kw)
         assert what in str(e.value), (kw, str(e.value))
         assert e.value.body.get("param") == param, (kw, e.value.body)
+
+
+# ---- a grammar compiling off the loop thread ----
+
+def slow_schema(tag):
+    """A schema that takes a large part of a second to compile over SmolLM2's vocabulary
+    (bounded strings walk the vocabulary at every position); tag keeps it out of the cache."""
+    n = 6
+    props = {f"{tag}{i}": {"type": "string", "maxLength": 40 + i} for i in range(n)}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+def stream_body(server, schema):
+    return json.dumps({"model": server.name, "messages": ask("Fill in the form."), "max_tokens": 8,
+                       "stream": True, "temperature": 0,
+                       "response_format": {"type": "json_schema", "json_schema": {"name": "form", "schema": schema}}})
+
+
+def test_a_compiling_grammar_does_not_hold_up_other_requests(server):
+    """While one request's new grammar compiles, the loop thread keeps answering: /health
+    comes back before that request's stream has even begun (when the compile ran on the loop
+    thread, /health waited for all of it)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=stream_body(server, slow_schema("hold")),
+                 headers={"Content-Type": "application/json"})
+    time.sleep(0.05)  # the request is in the server's hands
+    h = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    h.request("GET", "/health")
+    assert h.getresponse().status == 200
+    # nothing of the structured stream yet: its headers leave once the grammar is compiled
+    # (compiled on the loop thread, they left before /health was even read)
+    readable, _, _ = select.select([conn.sock], [], [], 0)
+    assert not readable, "the structured stream began before /health was answered"
+    r = conn.getresponse()
+    body = r.read().decode()
+    assert r.status == 200, body
+    assert "data: [DONE]" in body
+    h.close()
+    conn.close()
+
+
+def test_a_client_gone_while_its_grammar_compiles(server):
+    """The client leaves during the compile: nothing is answered to it, the server stays up,
+    and the same schema afterwards (compiled meanwhile) runs to a valid answer."""
+    schema = slow_schema("gone")
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    body = stream_body(server, schema).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.05)
+    s.close()
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
+    r = c.chat.completions.create(model=server.name, messages=ask("Fill in the form."), max_tokens=200,
+                                  temperature=0, response_format={"type": "json_schema", "json_schema":
+                                                                  {"name": "form", "schema": schema}})
+    if r.choices[0].finish_reason == "stop":
+        obj = json.loads(r.choices[0].message.content)
+        assert set(obj) == set(schema["properties"])
+
+
+def test_shutdown_while_a_grammar_compiles(make_server):
+    """SIGTERM during a compile: the request gets an answer or a closed connection, and the
+    server exits cleanly once the compile is done."""
+    srv = make_server()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+    conn.request("POST", "/v1/chat/completions", body=stream_body(srv, slow_schema("stop")),
+                 headers={"Content-Type": "application/json"})
+    time.sleep(0.05)
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        status = conn.getresponse().status
+        assert status in (200, 503), status
+    except (http.client.HTTPException, ConnectionError):
+        pass  # closed by the shutdown
+    assert srv.proc.wait(timeout=60) == 0, srv.log()
