@@ -120,6 +120,11 @@ static void handle_models(tm_api *a, tm_http_request *req) {
 static void handle_metrics(tm_api *a, tm_http_request *req) {
     tm_engine_stats st;
     tm_engine_get_stats(a->engine, &st);
+    tm_grammar_cache_stats gs;
+    tm_grammar_cache_get_stats(a->gcache, &gs);
+    a->metrics.grammar_compiles = gs.misses;
+    a->metrics.grammar_hits = gs.hits;
+    a->metrics.grammar_compile_s = gs.compile_s;
     size_t len = 0;
     char *text = tm_metrics_render(&a->metrics, &st, a->model_name, &len);
     if (!text) {
@@ -286,18 +291,24 @@ static tm_job *job_new(tm_api *a, const tm_api_params *p, tm_http_request *req) 
     return j;
 }
 
-/* A generation request whose grammar compiles on the loop's thread pool (a schema can take
+/* Generation requests whose grammar compiles on the loop's thread pool (a schema can take
  * seconds over a large vocabulary, and the loop thread keeps serving every other connection
- * meanwhile). When it is done the grammar goes into the cache and the request is handled
+ * meanwhile). Requests that bring the same grammar while it compiles wait for that one
+ * compile. When it is done the grammar goes into the cache and each request is handled
  * again from the start, now a cache hit. */
+typedef struct tm_compile_waiter {
+    tm_http_request *req;           /* NULL once the client has gone (on_gone) */
+    tm_api_kind kind;               /* the route */
+    char *param;                    /* the request field the grammar came from, for errors */
+    struct tm_compile_waiter *next;
+} tm_compile_waiter;
+
 typedef struct tm_compile_wait {
     uv_work_t work;
     tm_api *a;
-    tm_http_request *req;         /* NULL once the client has gone (on_gone) */
-    tm_api_kind kind;             /* the route */
     char *text;                   /* the grammar, a copy */
     size_t len;
-    char *param;                  /* the request field it came from, for errors */
+    tm_compile_waiter *waiters;   /* one or more requests */
     tm_grammar_vocab *v;          /* a reference, for the worker */
     tm_grammar_compiled *g;       /* out: one reference */
     double seconds;               /* out: compile time */
@@ -323,44 +334,64 @@ static void compile_done(uv_work_t *w, int status) {
             *pp = cw->next;
             break;
         }
-    a->n_compiling--;
     if (status == 0 && !cw->rc) tm_grammar_cache_put(a->gcache, cw->text, cw->len, cw->g, cw->seconds);
-    if (cw->req) {
-        if (status != 0) reply_error(a, cw->req, 503, "the server is shutting down", NULL, NULL);
-        else if (cw->rc) reply_error(a, cw->req, cw->rc == TM_ENOMEM ? 500 : 400, cw->err, cw->param, NULL);
-        else handle_generate(a, cw->req, cw->kind, 0); /* compiles inline if the cache let it go */
+    while (cw->waiters) {
+        tm_compile_waiter *wt = cw->waiters;
+        cw->waiters = wt->next;
+        a->n_compiling--;
+        if (wt->req && status != 0)
+            reply_error(a, wt->req, 503, "the server is shutting down", NULL, NULL);
+        else if (wt->req && cw->rc)
+            reply_error(a, wt->req, cw->rc == TM_ENOMEM ? 500 : 400, cw->err, wt->param, NULL);
+        else if (wt->req)
+            handle_generate(a, wt->req, wt->kind, 0); /* compiles inline if the cache let it go */
+        free(wt->param);
+        free(wt);
     }
     tm_grammar_vocab_destroy(cw->v);
     free(cw->text);
-    free(cw->param);
     free(cw);
 }
 
-/* Starts compiling p's grammar off the loop thread when it is not cached; 1 when it did
- * (the request is handled again when it is done), 0 to go on here (cached, or no loop). */
+/* Starts compiling p's grammar off the loop thread when it is not cached, or joins the
+ * compile of the same grammar under way; 1 when it did (the request is handled again when
+ * the grammar is compiled), 0 to go on here (cached, no loop, or out of memory). */
 static int compile_elsewhere(tm_api *a, tm_http_request *req, tm_api_kind kind, const tm_api_params *p) {
     const size_t len = strlen(p->so.gbnf);
     if (!a->loop || tm_grammar_cache_has(a->gcache, p->so.gbnf, len)) return 0;
-    tm_compile_wait *cw = calloc(1, sizeof *cw);
-    if (!cw || !(cw->text = malloc(len + 1)) || !(cw->param = strdup(p->so.param ? p->so.param : ""))) {
-        if (cw) free(cw->text);
-        free(cw);
-        return 0; /* compiled inline instead */
-    }
-    memcpy(cw->text, p->so.gbnf, len + 1);
-    cw->len = len;
-    cw->a = a, cw->req = req, cw->kind = kind;
-    cw->v = tm_grammar_vocab_retain(tm_grammar_cache_vocab(a->gcache));
-    cw->work.data = cw;
-    if (uv_queue_work(a->loop, &cw->work, compile_work, compile_done) != 0) {
-        tm_grammar_vocab_destroy(cw->v);
-        free(cw->text);
-        free(cw->param);
-        free(cw);
+    tm_compile_waiter *wt = calloc(1, sizeof *wt);
+    if (!wt || !(wt->param = strdup(p->so.param ? p->so.param : ""))) {
+        free(wt);
         return 0;
     }
-    cw->next = a->compiling;
-    a->compiling = cw;
+    wt->req = req, wt->kind = kind;
+    tm_compile_wait *cw = a->compiling;
+    while (cw && !(cw->len == len && !memcmp(cw->text, p->so.gbnf, len))) cw = cw->next;
+    if (!cw) {
+        if (!(cw = calloc(1, sizeof *cw)) || !(cw->text = malloc(len + 1))) {
+            free(cw);
+            free(wt->param);
+            free(wt);
+            return 0;
+        }
+        memcpy(cw->text, p->so.gbnf, len + 1);
+        cw->len = len;
+        cw->a = a;
+        cw->v = tm_grammar_vocab_retain(tm_grammar_cache_vocab(a->gcache));
+        cw->work.data = cw;
+        if (uv_queue_work(a->loop, &cw->work, compile_work, compile_done) != 0) {
+            tm_grammar_vocab_destroy(cw->v);
+            free(cw->text);
+            free(cw);
+            free(wt->param);
+            free(wt);
+            return 0;
+        }
+        cw->next = a->compiling;
+        a->compiling = cw;
+    }
+    wt->next = cw->waiters;
+    cw->waiters = wt;
     a->n_compiling++;
     return 1;
 }
@@ -728,10 +759,11 @@ static void on_request(void *arg, tm_http_request *req) {
 static void on_gone(void *arg, tm_http_request *req) {
     tm_api *a = arg;
     for (tm_compile_wait *cw = a->compiling; cw; cw = cw->next)
-        if (cw->req == req) { /* the grammar still goes into the cache */
-            cw->req = NULL;
-            return;
-        }
+        for (tm_compile_waiter *wt = cw->waiters; wt; wt = wt->next)
+            if (wt->req == req) { /* the grammar still goes into the cache */
+                wt->req = NULL;
+                return;
+            }
     tm_job *job = req->user;
     if (!job) return;
     tm_group *g = job->group;

@@ -97,8 +97,8 @@ struct tm_api {
     tm_job *jobs;                /* in flight */
     int n_jobs;
     uv_loop_t *loop;             /* borrowed; NULL: grammars compile on the loop thread */
-    struct tm_compile_wait *compiling; /* requests whose grammar is compiling */
-    int n_compiling;
+    struct tm_compile_wait *compiling; /* grammars compiling, each with its requests */
+    int n_compiling;             /* requests waiting for them */
     int draining;                /* refuse new generation work */
     uint64_t next_seq;           /* for ids and default seeds */
     long long started;           /* unix seconds at create (model "created") */

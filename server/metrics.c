@@ -175,6 +175,12 @@ char *tm_metrics_render(const tm_metrics *m, const tm_engine_stats *st, const ch
     put_head(&o, "http_request_errors_total", "counter", "Requests answered with an error status.");
     put(&o, "tokenmill:http_request_errors_total{%s} %llu\n", lbl,
         (unsigned long long)m->http_errors);
+    put_head(&o, "grammar_compiles_total", "counter", "Structured-output grammars compiled (grammar cache misses).");
+    put(&o, "tokenmill:grammar_compiles_total{%s} %llu\n", lbl, (unsigned long long)m->grammar_compiles);
+    put_head(&o, "grammar_cache_hits_total", "counter", "Structured-output grammars found in the grammar cache.");
+    put(&o, "tokenmill:grammar_cache_hits_total{%s} %llu\n", lbl, (unsigned long long)m->grammar_hits);
+    put_head(&o, "grammar_compile_seconds_total", "counter", "Seconds spent compiling grammars (thread pool).");
+    put(&o, "tokenmill:grammar_compile_seconds_total{%s} %.6f\n", lbl, m->grammar_compile_s);
     put_hist(&o, "time_to_first_token_seconds", "Time to first token, from the request's first byte.",
              &m->ttft, lbl);
     put_hist(&o, "inter_token_latency_seconds", "Time between consecutive tokens.", &m->itl, lbl);

@@ -41,6 +41,10 @@ typedef struct tm_metrics {
     double token_bounds[TM_HIST_MAX_BUCKETS - 1]; /* 1, 2, 5, 10, ... up to max_model_len */
     uint64_t success[4];        /* request_success_total by tm_finish (stop, length, abort) */
     uint64_t http_errors;       /* requests answered with an error status */
+    /* structured output's grammar cache, copied from its stats at scrape time */
+    uint64_t grammar_compiles;  /* grammar_compiles_total: grammars compiled (cache misses) */
+    uint64_t grammar_hits;      /* grammar_cache_hits_total */
+    double grammar_compile_s;   /* grammar_compile_seconds_total */
 } tm_metrics;
 
 void tm_metrics_init(tm_metrics *m);

@@ -7,8 +7,10 @@
 - vLLM's structured_outputs (choice, regex, grammar, json) and guided_* fields, streaming,
   and /v1/completions;
 - a new grammar compiles off the loop thread: other requests are answered meanwhile, and a
-  client that leaves or a shutdown during the compile is handled.
+  client that leaves or a shutdown during the compile is handled, and a burst of requests
+  with the same new grammar compiles it once.
 """
+import concurrent.futures
 import http.client
 import json
 import select
@@ -16,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -24,6 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import structured_corpus  # noqa: E402
+from conftest import parse_metrics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +195,29 @@ def test_shutdown_while_a_grammar_compiles(make_server):
     except (http.client.HTTPException, ConnectionError):
         pass  # closed by the shutdown
     assert srv.proc.wait(timeout=60) == 0, srv.log()
+
+
+def test_a_burst_with_one_new_grammar_compiles_it_once(server):
+    """Requests that bring the same new grammar while it compiles wait for that compile:
+    one compile, every request answered (and each then finds the grammar in the cache)."""
+    def grammar_metrics():
+        samples, _ = parse_metrics(urllib.request.urlopen(server.url + "/metrics", timeout=30).read().decode())
+        get = lambda name: next(v for k, v in samples.items() if k.startswith(f"tokenmill:{name}{{"))
+        return get("grammar_compiles_total"), get("grammar_cache_hits_total")
+
+    schema = slow_schema("burst")
+    compiles0, hits0 = grammar_metrics()
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", timeout=120, max_retries=0)
+
+    def ask_form(_):
+        r = c.chat.completions.create(model=server.name, messages=ask("Fill in the form."), max_tokens=8,
+                                      temperature=0, response_format={"type": "json_schema", "json_schema":
+                                                                      {"name": "form", "schema": schema}})
+        return r.choices[0].finish_reason
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        reasons = list(pool.map(ask_form, range(6)))
+    assert all(r in ("stop", "length") for r in reasons), reasons
+    compiles, hits = grammar_metrics()
+    assert compiles - compiles0 == 1
+    assert hits - hits0 >= 6
