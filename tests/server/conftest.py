@@ -89,6 +89,15 @@ def make_server(tmp_path):
         s.stop()
 
 
+# A tool with a bounded string and an enum, shared by the tool-call and gateway tests.
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "minLength": 1, "maxLength": 40},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city", "unit"], "additionalProperties": False}}}
+
+
 def parse_metrics(text):
     """Prometheus text -> {name_with_labels: float} and {name: [values]} (labels dropped)."""
     samples, by_name = {}, {}

@@ -19,14 +19,8 @@ import jsonschema
 import openai
 import pytest
 
-from conftest import Server
+from conftest import WEATHER, Server
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Get the current weather in a city",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "minLength": 1, "maxLength": 40},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-        "required": ["city", "unit"], "additionalProperties": False}}}
 CHUNK = 7  # bytes per chunk the gateway sends at most: events split and merged anyhow
 
 
